@@ -1,0 +1,45 @@
+# schedphi — PGXS build.  `make test` and `make demo` bootstrap a fresh
+# machine (packages, build, install, throwaway cluster); see README.md.
+
+EXTENSION  = schedphi
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big = schedphi
+OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN = $(EXTENSION)--*.sql
+
+PG_CPPFLAGS = -Isrc
+PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+              -Wno-missing-field-initializers
+
+# pg_regress: every sql/*.sql is a test; adding a test is adding a file.
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --load-extension=btree_gist --load-extension=$(EXTENSION)
+
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+else
+all install installcheck:
+	@echo "PostgreSQL server headers are missing: 'make test' and 'make demo' install them," >&2
+	@echo "or run: apt-get install postgresql-server-dev-15" >&2
+	@exit 1
+endif
+
+# The install script is the concatenation of src/sql/*.sql in name order.
+$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql)) $(EXTENSION).control
+	cat $(sort $(wildcard src/sql/*.sql)) > $@
+
+test:
+	bash test/run.sh
+
+demo:
+	bash test/demo.sh
+
+bench:
+	bash bench/run.sh
+
+.PHONY: test demo bench

@@ -1,0 +1,556 @@
+/*-------------------------------------------------------------------------
+ *
+ * slots.c
+ *	  find_slots: free time common to several actors, cut on their grids.
+ *
+ * Three queries load, for the requested actors and window, the weekly
+ * availability already expanded into absolute instants with each
+ * location's time-zone rules (schedphi._windows), the blocks, and the
+ * active bookings and unexpired holds with their seats and buffers.  The
+ * rest is interval arithmetic in memory: no query per slot.
+ *
+ * A start time t is offered when, for every actor,
+ *	 - some availability window covers [t, t + duration) and t lies on that
+ *	   window's slot_minutes grid (counted from the window's start),
+ *	 - no block overlaps [t, t + duration), and
+ *	 - some seat (capacity N = seats 1..N) has no booking overlapping
+ *	   [t - buffer_before, t + duration + buffer_after), which is exactly
+ *	   the span the exclusion constraint will compare when booking.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/rangetypes.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
+
+#include "schedphi.h"
+
+#define MAX_ACTORS			50
+#define MAX_WINDOW_DAYS		370
+#define MAX_RESULTS_CAP		10000
+/* An availability window never exceeds a day plus a DST shift. */
+#define MAX_WINDOW_LENGTH	(26 * USECS_PER_HOUR)
+
+typedef struct Span
+{
+	TimestampTz lo;
+	TimestampTz hi;
+} Span;
+
+typedef struct Window
+{
+	TimestampTz lo;
+	TimestampTz hi;
+	int64		step;
+} Window;
+
+typedef struct SpanList
+{
+	Span	   *items;
+	int			n;
+	int			cap;
+} SpanList;
+
+typedef struct ActorPlan
+{
+	pg_uuid_t	id;
+	int			capacity;
+	int64		before;
+	int64		after;
+	Window	   *windows;
+	int			nwindows;
+	int			capwindows;
+	SpanList	blocks;
+	SpanList   *seats;			/* capacity lists, seat 1 first */
+} ActorPlan;
+
+static SPIPlanPtr actors_plan = NULL;
+static SPIPlanPtr auth_plan = NULL;
+static SPIPlanPtr windows_plan = NULL;
+static SPIPlanPtr blocks_plan = NULL;
+static SPIPlanPtr busy_plan = NULL;
+
+/* Prepare a query once per backend and keep the plan. */
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		*slot = plan;
+	}
+	return *slot;
+}
+
+static void
+span_append(SpanList *list, TimestampTz lo, TimestampTz hi)
+{
+	if (list->n == list->cap)
+	{
+		list->cap = list->cap ? list->cap * 2 : 8;
+		list->items = list->items ?
+			repalloc(list->items, sizeof(Span) * list->cap) :
+			palloc(sizeof(Span) * list->cap);
+	}
+	list->items[list->n].lo = lo;
+	list->items[list->n].hi = hi;
+	list->n++;
+}
+
+/*
+ * Does any span of a sorted list of disjoint spans overlap [lo, hi)?
+ * Binary search for the first span ending after lo.
+ */
+static bool
+span_overlaps(const SpanList *list, TimestampTz lo, TimestampTz hi)
+{
+	int			left = 0,
+				right = list->n;
+
+	while (left < right)
+	{
+		int			mid = left + (right - left) / 2;
+
+		if (list->items[mid].hi <= lo)
+			left = mid + 1;
+		else
+			right = mid;
+	}
+	return left < list->n && list->items[left].lo < hi;
+}
+
+/* Is [t, t + dur) inside one of the actor's windows, on its grid? */
+static bool
+actor_covers(const ActorPlan *a, TimestampTz t, int64 dur)
+{
+	int			left = 0,
+				right = a->nwindows;
+
+	/* first window starting after t */
+	while (left < right)
+	{
+		int			mid = left + (right - left) / 2;
+
+		if (a->windows[mid].lo <= t)
+			left = mid + 1;
+		else
+			right = mid;
+	}
+	for (int i = left - 1; i >= 0 && a->windows[i].lo > t - MAX_WINDOW_LENGTH; i--)
+	{
+		const Window *w = &a->windows[i];
+
+		if (t + dur <= w->hi && (t - w->lo) % w->step == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool
+actor_free(const ActorPlan *a, TimestampTz t, int64 dur)
+{
+	if (!actor_covers(a, t, dur))
+		return false;
+	if (span_overlaps(&a->blocks, t, t + dur))
+		return false;
+	for (int s = 0; s < a->capacity; s++)
+		if (!span_overlaps(&a->seats[s], t - a->before, t + dur + a->after))
+			return true;
+	return false;
+}
+
+static int
+cmp_timestamp(const void *a, const void *b)
+{
+	TimestampTz x = *(const TimestampTz *) a;
+	TimestampTz y = *(const TimestampTz *) b;
+
+	return (x > y) - (x < y);
+}
+
+static int
+find_actor(ActorPlan *plans, int n, pg_uuid_t *id)
+{
+	for (int i = 0; i < n; i++)
+		if (memcmp(plans[i].id.data, id->data, UUID_LEN) == 0)
+			return i;
+	elog(ERROR, "find_slots: query returned an actor that was not asked for");
+	return -1;					/* keep compiler quiet */
+}
+
+/* A duration or buffer in microseconds; months are refused. */
+static int64
+interval_usecs(const Interval *iv, const char *what)
+{
+	if (iv->month != 0)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("%s must be given in days, hours or minutes, not months", what)));
+	return iv->day * USECS_PER_DAY + iv->time;
+}
+
+static Datum
+get_attr(HeapTuple tuple, TupleDesc desc, int attno)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, attno, &isnull);
+
+	if (isnull)
+		elog(ERROR, "find_slots: unexpected NULL in column %d", attno);
+	return d;
+}
+
+/* Validate the actors argument: 1..50 distinct, non-NULL uuids. */
+static ArrayType *
+check_actor_array(Datum arg, Datum **elems, int *nelems)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(arg);
+	bool	   *nulls;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("actors must be a one-dimensional array")));
+	deconstruct_array(arr, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, elems, &nulls, nelems);
+	if (*nelems == 0)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("actors must name at least one actor")));
+	if (*nelems > MAX_ACTORS)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("actors may name at most %d actors", MAX_ACTORS)));
+	for (int i = 0; i < *nelems; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(SCHEDPHI_BAD_ARGUMENT),
+					 errmsg("actors must not contain NULL")));
+		for (int j = 0; j < i; j++)
+			if (memcmp(DatumGetPointer((*elems)[i]), DatumGetPointer((*elems)[j]), UUID_LEN) == 0)
+				ereport(ERROR,
+						(errcode(SCHEDPHI_BAD_ARGUMENT),
+						 errmsg("actors must not name the same actor twice")));
+	}
+	return arr;
+}
+
+/*
+ * Load the actors, their tenant, capacity and buffers; check that they all
+ * exist, share one tenant, and that the caller may look at that tenant.
+ * Returns the tenant.
+ */
+static Datum
+load_actors(ActorPlan *plans, int n, Datum actors_arg)
+{
+	Oid			types[1] = {UUIDARRAYOID};
+	Datum		values[1] = {actors_arg};
+	Oid			authtypes[2] = {UUIDOID, TEXTARRAYOID};
+	Datum		authvalues[2];
+	Datum		roles[5];
+	Datum		tenant = (Datum) 0;
+	SPITupleTable *tt;
+
+	keep_plan(&actors_plan,
+			  "SELECT a.id, a.tenant, a.capacity, a.buffer_before, a.buffer_after "
+			  "FROM schedphi.actor a WHERE a.id = ANY ($1)", 1, types);
+	if (SPI_execute_plan(actors_plan, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "find_slots: actor query failed");
+	tt = SPI_tuptable;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		pg_uuid_t  *id = DatumGetUUIDP(get_attr(tup, tt->tupdesc, 1));
+		Datum		t = get_attr(tup, tt->tupdesc, 2);
+		ActorPlan  *a = NULL;
+
+		for (int i = 0; i < n; i++)
+			if (memcmp(plans[i].id.data, id->data, UUID_LEN) == 0)
+				a = &plans[i];
+		if (a == NULL)
+			continue;
+		if (r == 0)
+			tenant = t;
+		else if (!DatumGetBool(DirectFunctionCall2(uuid_eq, tenant, t)))
+			ereport(ERROR,
+					(errcode(SCHEDPHI_BAD_ARGUMENT),
+					 errmsg("actors must all belong to one tenant")));
+		a->capacity = DatumGetInt32(get_attr(tup, tt->tupdesc, 3));
+		a->before = interval_usecs(DatumGetIntervalP(get_attr(tup, tt->tupdesc, 4)), "buffer_before");
+		a->after = interval_usecs(DatumGetIntervalP(get_attr(tup, tt->tupdesc, 5)), "buffer_after");
+	}
+	for (int i = 0; i < n; i++)
+		if (plans[i].capacity == 0)
+			ereport(ERROR,
+					(errcode(SCHEDPHI_BAD_ARGUMENT),
+					 errmsg("unknown actor %s",
+							DatumGetCString(DirectFunctionCall1(uuid_out,
+																UUIDPGetDatum(&plans[i].id))))));
+
+	/* Any member of the tenant who works with schedules may look. */
+	roles[0] = CStringGetTextDatum("admin");
+	roles[1] = CStringGetTextDatum("scheduler");
+	roles[2] = CStringGetTextDatum("clinician");
+	roles[3] = CStringGetTextDatum("integration");
+	roles[4] = CStringGetTextDatum("support");
+	authvalues[0] = tenant;
+	authvalues[1] = PointerGetDatum(construct_array(roles, 5, TEXTOID, -1, false, TYPALIGN_INT));
+	keep_plan(&auth_plan, "SELECT schedphi._authorize($1, $2)", 2, authtypes);
+	if (SPI_execute_plan(auth_plan, authvalues, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "find_slots: authorization query failed");
+	return tenant;
+}
+
+static void
+load_windows(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum window)
+{
+	Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
+	Datum		values[3] = {tenant, actors_arg, window};
+	SPITupleTable *tt;
+
+	keep_plan(&windows_plan,
+			  "SELECT w.actor, w.starts, w.ends, w.slot_minutes "
+			  "FROM schedphi._windows($1, $2, $3) w ORDER BY w.starts, w.ends", 3, types);
+	if (SPI_execute_plan(windows_plan, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "find_slots: availability query failed");
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		ActorPlan  *a = &plans[find_actor(plans, n, DatumGetUUIDP(get_attr(tup, tt->tupdesc, 1)))];
+		Window	   *w;
+
+		if (a->nwindows == a->capwindows)
+		{
+			a->capwindows = a->capwindows ? a->capwindows * 2 : 16;
+			a->windows = a->windows ?
+				repalloc(a->windows, sizeof(Window) * a->capwindows) :
+				palloc(sizeof(Window) * a->capwindows);
+		}
+		w = &a->windows[a->nwindows++];
+		w->lo = DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 2));
+		w->hi = DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 3));
+		w->step = (int64) DatumGetInt32(get_attr(tup, tt->tupdesc, 4)) * USECS_PER_MINUTE;
+	}
+}
+
+static void
+load_blocks(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum window)
+{
+	Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
+	Datum		values[3] = {tenant, actors_arg, window};
+	SPITupleTable *tt;
+
+	keep_plan(&blocks_plan,
+			  "SELECT b.actor, lower(b.during), upper(b.during) FROM schedphi.block b "
+			  "WHERE b.tenant = $1 AND b.actor = ANY ($2) AND b.during && $3 "
+			  "ORDER BY lower(b.during)", 3, types);
+	if (SPI_execute_plan(blocks_plan, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "find_slots: block query failed");
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		ActorPlan  *a = &plans[find_actor(plans, n, DatumGetUUIDP(get_attr(tup, tt->tupdesc, 1)))];
+		TimestampTz lo = DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 2));
+		TimestampTz hi = DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 3));
+		SpanList   *b = &a->blocks;
+
+		/* sorted by start: merge into disjoint spans as we go */
+		if (b->n > 0 && lo <= b->items[b->n - 1].hi)
+			b->items[b->n - 1].hi = Max(b->items[b->n - 1].hi, hi);
+		else
+			span_append(b, lo, hi);
+	}
+}
+
+static void
+load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz lo, TimestampTz hi)
+{
+	Oid			types[4] = {UUIDOID, UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[4] = {tenant, actors_arg, TimestampTzGetDatum(lo), TimestampTzGetDatum(hi)};
+	SPITupleTable *tt;
+
+	keep_plan(&busy_plan,
+			  "SELECT x.actor, x.seat, lower(x.span), upper(x.span) "
+			  "FROM schedphi.appointment_actor x "
+			  "WHERE x.tenant = $1 AND x.actor = ANY ($2) AND x.active "
+			  "AND (x.expires IS NULL OR x.expires > statement_timestamp()) "
+			  "AND x.span && tstzrange($3, $4) ORDER BY lower(x.span)", 4, types);
+	if (SPI_execute_plan(busy_plan, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "find_slots: booking query failed");
+	tt = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		ActorPlan  *a = &plans[find_actor(plans, n, DatumGetUUIDP(get_attr(tup, tt->tupdesc, 1)))];
+		int			seat = DatumGetInt32(get_attr(tup, tt->tupdesc, 2));
+		SpanList   *s;
+
+		/* a seat above today's capacity still holds its booking, but no
+		 * new booking can take it, so it does not matter here */
+		if (seat < 1 || seat > a->capacity)
+			continue;
+		s = &a->seats[seat - 1];
+		/* the exclusion constraint keeps one seat's spans disjoint */
+		span_append(s, DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 3)),
+					DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 4)));
+	}
+}
+
+PG_FUNCTION_INFO_V1(schedphi_find_slots);
+
+/*
+ * find_slots(actors uuid[], window tstzrange, duration interval,
+ *			  max_results int default 100)
+ *	 -> table(starts timestamptz, ends timestamptz, actors uuid[])
+ */
+Datum
+schedphi_find_slots(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		actors_arg;
+	Datum	   *elems;
+	int			nactors;
+	RangeType  *window;
+	RangeBound	wlo,
+				whi;
+	bool		wempty;
+	int64		dur;
+	int			max_results = 100;
+	ActorPlan  *plans;
+	Datum		tenant;
+	int64		max_before = 0,
+				max_after = 0;
+	TimestampTz *cand = NULL;
+	int			ncand = 0,
+				capcand = 0;
+	int			emitted = 0;
+	MemoryContext callctx = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("actors must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("window must not be null")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("duration must not be null")));
+	if (!PG_ARGISNULL(3))
+	{
+		max_results = PG_GETARG_INT32(3);
+		if (max_results < 1 || max_results > MAX_RESULTS_CAP)
+			ereport(ERROR,
+					(errcode(SCHEDPHI_BAD_ARGUMENT),
+					 errmsg("max_results must be between 1 and %d", MAX_RESULTS_CAP)));
+	}
+
+	actors_arg = PG_GETARG_DATUM(0);
+	check_actor_array(actors_arg, &elems, &nactors);
+
+	window = PG_GETARG_RANGE_P(1);
+	range_deserialize(lookup_type_cache(RangeTypeGetOid(window), TYPECACHE_RANGE_INFO),
+					  window, &wlo, &whi, &wempty);
+	if (wempty || wlo.infinite || whi.infinite)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("window must be a non-empty range bounded on both sides")));
+	if (DatumGetTimestampTz(whi.val) - DatumGetTimestampTz(wlo.val) > MAX_WINDOW_DAYS * USECS_PER_DAY)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("window must not be longer than %d days", MAX_WINDOW_DAYS)));
+
+	dur = interval_usecs(PG_GETARG_INTERVAL_P(2), "duration");
+	if (dur <= 0)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("duration must be positive (zero duration)")));
+	if (dur > USECS_PER_DAY)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("duration must not be longer than one day")));
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	plans = palloc0(sizeof(ActorPlan) * nactors);
+	for (int i = 0; i < nactors; i++)
+		memcpy(plans[i].id.data, DatumGetPointer(elems[i]), UUID_LEN);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* everything we keep is allocated in the caller's context */
+	MemoryContextSwitchTo(callctx);
+	tenant = load_actors(plans, nactors, actors_arg);
+	for (int i = 0; i < nactors; i++)
+	{
+		plans[i].seats = palloc0(sizeof(SpanList) * plans[i].capacity);
+		max_before = Max(max_before, plans[i].before);
+		max_after = Max(max_after, plans[i].after);
+	}
+	load_windows(plans, nactors, tenant, actors_arg, PointerGetDatum(window));
+	load_blocks(plans, nactors, tenant, actors_arg, PointerGetDatum(window));
+	load_busy(plans, nactors, tenant, actors_arg,
+			  DatumGetTimestampTz(wlo.val) - max_before,
+			  DatumGetTimestampTz(whi.val) + max_after);
+	SPI_finish();
+
+	/* Candidate starts: the grid of the first actor's windows. */
+	for (int i = 0; i < plans[0].nwindows; i++)
+	{
+		const Window *w = &plans[0].windows[i];
+		TimestampTz from = Max(w->lo, DatumGetTimestampTz(wlo.val));
+		TimestampTz to = Min(w->hi, DatumGetTimestampTz(whi.val));
+		TimestampTz t = w->lo;
+
+		if (from > w->lo)
+			t = w->lo + ((from - w->lo + w->step - 1) / w->step) * w->step;
+		for (; t + dur <= to; t += w->step)
+		{
+			if (ncand == capcand)
+			{
+				capcand = capcand ? capcand * 2 : 256;
+				cand = cand ? repalloc(cand, sizeof(TimestampTz) * capcand) :
+					palloc(sizeof(TimestampTz) * capcand);
+			}
+			cand[ncand++] = t;
+		}
+	}
+	if (ncand > 1)
+		qsort(cand, ncand, sizeof(TimestampTz), cmp_timestamp);
+
+	for (int c = 0; c < ncand && emitted < max_results; c++)
+	{
+		TimestampTz t = cand[c];
+		bool		ok = true;
+
+		if (c > 0 && cand[c - 1] == t)
+			continue;
+		for (int i = 0; i < nactors && ok; i++)
+			ok = actor_free(&plans[i], t, dur);
+		if (ok)
+		{
+			Datum		values[3];
+			bool		nulls[3] = {false, false, false};
+
+			values[0] = TimestampTzGetDatum(t);
+			values[1] = TimestampTzGetDatum(t + dur);
+			values[2] = actors_arg;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			emitted++;
+		}
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,172 @@
+-- schedphi install script, part 1: tables.
+--
+-- Every table carries the tenant, and every primary, foreign, unique and
+-- exclusion key leads with it, so that a large deployment can distribute
+-- all tables by tenant (Citus) without a schema change.  Plain indexes on
+-- id alone exist because the public API addresses rows by uuid.
+
+CREATE TABLE schedphi.tenant (
+	tenant		uuid NOT NULL DEFAULT gen_random_uuid(),
+	name		text NOT NULL CHECK (btrim(name) <> ''),
+	timezone	text NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant)
+);
+
+CREATE TABLE schedphi.location (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	name		text NOT NULL CHECK (btrim(name) <> ''),
+	timezone	text NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, id)
+);
+CREATE INDEX location_id ON schedphi.location (id);
+
+-- Anything that can be booked: a practitioner, a room, a device.
+-- capacity N means N seats that can be booked at the same time.
+CREATE TABLE schedphi.actor (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	kind		text NOT NULL CHECK (kind IN ('practitioner', 'room', 'device')),
+	name		text NOT NULL CHECK (btrim(name) <> ''),
+	npi			text CHECK (npi ~ '^[0-9]{10}$'),
+	capacity	int NOT NULL DEFAULT 1 CHECK (capacity BETWEEN 1 AND 1000),
+	location	uuid,
+	buffer_before interval NOT NULL DEFAULT '0',
+	buffer_after interval NOT NULL DEFAULT '0',
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, id),
+	FOREIGN KEY (tenant, location) REFERENCES schedphi.location (tenant, id)
+);
+CREATE INDEX actor_id ON schedphi.actor (id);
+
+CREATE TABLE schedphi.member (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	login		name NOT NULL,
+	role		text NOT NULL CHECK (role IN ('admin', 'scheduler', 'clinician', 'billing',
+											  'support', 'analyst', 'integration', 'auditor')),
+	practitioner uuid,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, login, role),
+	FOREIGN KEY (tenant, practitioner) REFERENCES schedphi.actor (tenant, id),
+	CHECK ((role = 'clinician') = (practitioner IS NOT NULL))
+);
+CREATE INDEX member_login ON schedphi.member (login);
+
+-- Weekly availability in wall-clock time at a location: 09:00-17:00 stays
+-- 09:00-17:00 local across DST.  ends = 24:00 means midnight at the end of
+-- the day.
+CREATE TABLE schedphi.availability (
+	tenant		uuid NOT NULL,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	actor		uuid NOT NULL,
+	location	uuid NOT NULL,
+	days		int[] NOT NULL,
+	starts		time NOT NULL,
+	ends		time NOT NULL,
+	valid		daterange NOT NULL,
+	slot_minutes int NOT NULL CHECK (slot_minutes BETWEEN 1 AND 1440),
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, id),
+	FOREIGN KEY (tenant, actor) REFERENCES schedphi.actor (tenant, id),
+	FOREIGN KEY (tenant, location) REFERENCES schedphi.location (tenant, id),
+	CHECK (starts < ends),
+	CHECK (days <@ ARRAY[1, 2, 3, 4, 5, 6, 7] AND cardinality(days) > 0)
+);
+CREATE INDEX availability_actor ON schedphi.availability (tenant, actor);
+
+CREATE TABLE schedphi.block (
+	tenant		uuid NOT NULL,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	actor		uuid NOT NULL,
+	during		tstzrange NOT NULL CHECK (NOT isempty(during) AND NOT lower_inf(during) AND NOT upper_inf(during)),
+	reason		text NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, id),
+	FOREIGN KEY (tenant, actor) REFERENCES schedphi.actor (tenant, id)
+);
+CREATE INDEX block_actor ON schedphi.block USING gist (tenant, actor, during);
+
+-- Patients.  PROVISIONAL: demographics are kept in plain columns until the
+-- field-encryption work (issue 3) replaces them with schedphi.sealed values
+-- and blind indexes, before the first release.  Nothing outside this file
+-- and 30_patients.sql may depend on these columns.
+CREATE TABLE schedphi.patient (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	given		text NOT NULL,
+	family		text NOT NULL,
+	birth_date	date NOT NULL,
+	phone		text,
+	email		text,
+	mrn			text,
+	zip			text,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, id),
+	UNIQUE (tenant, mrn)
+);
+CREATE INDEX patient_id ON schedphi.patient (id);
+CREATE INDEX patient_phone ON schedphi.patient (tenant, phone);
+CREATE INDEX patient_email ON schedphi.patient (tenant, email);
+CREATE INDEX patient_family ON schedphi.patient (tenant, lower(family), birth_date);
+
+-- Appointments carry FHIR R4 Appointment.status codes.
+CREATE TABLE schedphi.appointment (
+	tenant		uuid NOT NULL,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	patient		uuid NOT NULL,
+	actors		uuid[] NOT NULL,
+	during		tstzrange NOT NULL,
+	status		text NOT NULL CHECK (status IN ('proposed', 'pending', 'booked', 'arrived',
+								'fulfilled', 'cancelled', 'noshow', 'entered-in-error',
+								'checked-in', 'waitlist')),
+	kind		text NOT NULL,
+	reason		text,
+	idempotency_key text,
+	hold_expires timestamptz,
+	cancel_reason text,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, id),
+	CONSTRAINT appointment_idempotency UNIQUE (tenant, idempotency_key),
+	FOREIGN KEY (tenant, patient) REFERENCES schedphi.patient (tenant, id)
+);
+CREATE INDEX appointment_id ON schedphi.appointment (id);
+CREATE INDEX appointment_patient ON schedphi.appointment (tenant, patient);
+
+-- One row per booked actor.  span is the appointment widened by the actor's
+-- buffers.  The exclusion constraint is the double-booking guarantee: no two
+-- active rows share (tenant, actor, seat) with overlapping spans, whatever
+-- the client and whatever the interleaving of transactions.  A hold is an
+-- active row with an expiry; bookers deactivate expired holds in their own
+-- transaction before inserting, so no sweeper is needed.
+CREATE TABLE schedphi.appointment_actor (
+	tenant		uuid NOT NULL,
+	appointment uuid NOT NULL,
+	actor		uuid NOT NULL,
+	seat		int NOT NULL CHECK (seat >= 1),
+	during		tstzrange NOT NULL,
+	span		tstzrange NOT NULL,
+	active		boolean NOT NULL DEFAULT true,
+	expires		timestamptz,
+	PRIMARY KEY (tenant, appointment, actor),
+	FOREIGN KEY (tenant, appointment) REFERENCES schedphi.appointment (tenant, id) ON DELETE CASCADE,
+	FOREIGN KEY (tenant, actor) REFERENCES schedphi.actor (tenant, id),
+	CONSTRAINT appointment_actor_no_double_booking
+		EXCLUDE USING gist (tenant WITH =, actor WITH =, seat WITH =, span WITH &&) WHERE (active)
+);
+
+CREATE TABLE schedphi.waitlist (
+	tenant		uuid NOT NULL,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	patient		uuid NOT NULL,
+	actors		uuid[] NOT NULL,
+	wanted		tstzrange NOT NULL,
+	duration	interval NOT NULL,
+	status		text NOT NULL DEFAULT 'waiting' CHECK (status IN ('waiting', 'booked', 'removed')),
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, id),
+	FOREIGN KEY (tenant, patient) REFERENCES schedphi.patient (tenant, id)
+);
+CREATE INDEX waitlist_open ON schedphi.waitlist (tenant, created_at) WHERE status = 'waiting';

@@ -1,0 +1,229 @@
+-- schedphi install script, part 2: shared checks used by every public
+-- function.  Internal functions start with an underscore; none of them is
+-- executable by PUBLIC.
+--
+-- Authorisation here is the interim rule until the actor context (issue 4)
+-- replaces it: a superuser may do anything; anyone else must be mapped by
+-- add_member() to the tenant with one of the roles the function allows.
+
+CREATE FUNCTION schedphi._authorize(p_tenant uuid, p_roles text[])
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+		IF NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = p_tenant) THEN
+			RAISE EXCEPTION 'unknown tenant' USING ERRCODE = '22023';
+		END IF;
+		RETURN;
+	END IF;
+	IF EXISTS (SELECT 1 FROM schedphi.member m
+			   WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = ANY (p_roles)) THEN
+		RETURN;
+	END IF;
+	RAISE EXCEPTION 'permission denied: role rule'
+		USING ERRCODE = '42501',
+			  DETAIL = pg_catalog.format('This needs the %s role in the tenant.',
+										 pg_catalog.array_to_string(p_roles, ' or ')),
+			  HINT = 'An administrator grants roles with schedphi.add_member().';
+END
+$$;
+
+-- Tenants whose rows the session user may list (interim, see above).
+CREATE FUNCTION schedphi._visible_tenant(p_tenant uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)
+		OR EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user)
+$$;
+
+CREATE FUNCTION schedphi._bad_argument(p_message text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	RAISE EXCEPTION '%', p_message USING ERRCODE = '22023';
+END
+$$;
+
+CREATE FUNCTION schedphi._check_timezone(p_timezone text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_timezone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z
+										 WHERE z.name = p_timezone) THEN
+		RAISE EXCEPTION 'unknown time zone'
+			USING ERRCODE = '22023',
+				  DETAIL = 'The time zone must be an IANA name such as America/New_York or Europe/Berlin.';
+	END IF;
+	RETURN p_timezone;
+END
+$$;
+
+CREATE FUNCTION schedphi._check_name(p_what text, p_value text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF p_value IS NULL OR btrim(p_value) = '' THEN
+		RAISE EXCEPTION '% must not be empty', p_what USING ERRCODE = '22023';
+	END IF;
+	IF length(p_value) > 200 THEN
+		RAISE EXCEPTION '% is longer than 200 characters', p_what USING ERRCODE = '22023';
+	END IF;
+	RETURN btrim(p_value);
+END
+$$;
+
+-- A time range argument: non-empty, bounded on both sides, normalised to [).
+CREATE FUNCTION schedphi._check_range(p_what text, p_range tstzrange)
+RETURNS tstzrange
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF p_range IS NULL THEN
+		RAISE EXCEPTION '% must not be null', p_what USING ERRCODE = '22023';
+	END IF;
+	IF lower_inf(p_range) OR upper_inf(p_range) THEN
+		RAISE EXCEPTION '% must be bounded on both sides', p_what USING ERRCODE = '22023';
+	END IF;
+	IF isempty(p_range) OR lower(p_range) >= upper(p_range) THEN
+		RAISE EXCEPTION '% must not be empty (zero duration)', p_what USING ERRCODE = '22023';
+	END IF;
+	RETURN tstzrange(lower(p_range), upper(p_range), '[)');
+END
+$$;
+
+CREATE FUNCTION schedphi._check_interval(p_what text, p_value interval, p_allow_zero boolean)
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF p_value IS NULL THEN
+		RAISE EXCEPTION '% must not be null', p_what USING ERRCODE = '22023';
+	END IF;
+	IF extract(month FROM p_value) <> 0 OR extract(year FROM p_value) <> 0 THEN
+		RAISE EXCEPTION '% must be given in days, hours or minutes, not months', p_what
+			USING ERRCODE = '22023';
+	END IF;
+	IF p_value < interval '0' OR (p_value = interval '0' AND NOT p_allow_zero) THEN
+		RAISE EXCEPTION '% must be %', p_what, CASE WHEN p_allow_zero THEN 'zero or more' ELSE 'positive (zero duration)' END
+			USING ERRCODE = '22023';
+	END IF;
+	IF p_value > interval '7 days' THEN
+		RAISE EXCEPTION '% must not exceed 7 days', p_what USING ERRCODE = '22023';
+	END IF;
+	RETURN p_value;
+END
+$$;
+
+-- The tenant an actor belongs to; 22023 if there is no such actor.
+CREATE FUNCTION schedphi._actor_tenant(p_actor uuid)
+RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tenant uuid;
+BEGIN
+	SELECT a.tenant INTO v_tenant FROM schedphi.actor a WHERE a.id = p_actor;
+	IF v_tenant IS NULL THEN
+		RAISE EXCEPTION 'unknown actor %', coalesce(p_actor::text, 'NULL') USING ERRCODE = '22023';
+	END IF;
+	RETURN v_tenant;
+END
+$$;
+
+-- The tenant a patient belongs to; 22023 if there is no such patient.
+CREATE FUNCTION schedphi._patient_tenant(p_patient uuid)
+RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tenant uuid;
+BEGIN
+	SELECT p.tenant INTO v_tenant FROM schedphi.patient p WHERE p.id = p_patient;
+	IF v_tenant IS NULL THEN
+		RAISE EXCEPTION 'unknown patient' USING ERRCODE = '22023';
+	END IF;
+	RETURN v_tenant;
+END
+$$;
+
+-- An actor list: non-empty, no NULLs, no repeats, every actor of p_tenant.
+-- Returned sorted, which is the order rows are locked in (no deadlocks
+-- between two multi-actor bookings).
+CREATE FUNCTION schedphi._check_actors(p_tenant uuid, p_actors uuid[])
+RETURNS uuid[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_missing uuid;
+	v_sorted uuid[];
+BEGIN
+	IF p_actors IS NULL OR cardinality(p_actors) = 0 THEN
+		RAISE EXCEPTION 'actors must name at least one actor' USING ERRCODE = '22023';
+	END IF;
+	IF array_position(p_actors, NULL) IS NOT NULL THEN
+		RAISE EXCEPTION 'actors must not contain NULL' USING ERRCODE = '22023';
+	END IF;
+	IF cardinality(p_actors) > 50 THEN
+		RAISE EXCEPTION 'actors may name at most 50 actors' USING ERRCODE = '22023';
+	END IF;
+	SELECT array_agg(DISTINCT x ORDER BY x) INTO v_sorted FROM unnest(p_actors) x;
+	IF cardinality(v_sorted) <> cardinality(p_actors) THEN
+		RAISE EXCEPTION 'actors must not name the same actor twice' USING ERRCODE = '22023';
+	END IF;
+	SELECT x INTO v_missing FROM unnest(v_sorted) x
+	WHERE NOT EXISTS (SELECT 1 FROM schedphi.actor a WHERE a.tenant = p_tenant AND a.id = x)
+	LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'unknown actor %', v_missing USING ERRCODE = '22023';
+	END IF;
+	RETURN v_sorted;
+END
+$$;
+
+-- Wall-clock time in a zone to an instant; see src/walltime.c for the rules
+-- in the spring-forward gap and the fall-back repeat.
+CREATE FUNCTION schedphi._wall_to_instant(local timestamp, zone text, early boolean)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'schedphi_wall_instant'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+-- Availability windows of the given actors that overlap p_window, expanded
+-- from weekly wall-clock rules into absolute instants with the location's
+-- time-zone rules for each date: 09:00-17:00 local is 14:00-22:00 UTC in
+-- New York winter and 13:00-21:00 in summer.  A window runs from the first
+-- instant the local clock shows its start to the last instant it shows its
+-- end (_wall_to_instant).  Inlinable SQL: find_slots (C) and the booking
+-- checks both use it.
+CREATE FUNCTION schedphi._windows(p_tenant uuid, p_actors uuid[], p_window tstzrange)
+RETURNS TABLE (actor uuid, starts timestamptz, ends timestamptz, slot_minutes int)
+LANGUAGE sql STABLE
+AS $$
+	SELECT av.actor, w.s, w.e, av.slot_minutes
+	FROM schedphi.availability av
+	JOIN schedphi.location l ON l.tenant = av.tenant AND l.id = av.location
+	CROSS JOIN LATERAL pg_catalog.generate_series(
+		((pg_catalog.lower(p_window) AT TIME ZONE l.timezone)::date - 1)::timestamp,
+		((pg_catalog.upper(p_window) AT TIME ZONE l.timezone)::date)::timestamp,
+		interval '1 day') AS g(d)
+	CROSS JOIN LATERAL (SELECT schedphi._wall_to_instant(g.d + av.starts, l.timezone, true) AS s,
+							   schedphi._wall_to_instant(g.d + av.ends, l.timezone, false) AS e) w
+	WHERE av.tenant = p_tenant
+	  AND av.actor = ANY (p_actors)
+	  AND extract(isodow FROM g.d)::int = ANY (av.days)
+	  AND av.valid @> g.d::date
+	  AND w.s < pg_catalog.upper(p_window)
+	  AND w.e > pg_catalog.lower(p_window)
+	  AND w.s < w.e
+$$;

@@ -1,0 +1,249 @@
+-- schedphi install script, part 3: tenants, members, locations, actors,
+-- availability, blocks and buffers.  These are the administrator's tools.
+
+CREATE FUNCTION schedphi.create_tenant(name text, timezone text)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id uuid;
+BEGIN
+	IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+		RAISE EXCEPTION 'permission denied: only a superuser creates tenants' USING ERRCODE = '42501';
+	END IF;
+	INSERT INTO schedphi.tenant (name, timezone)
+	VALUES (schedphi._check_name('name', create_tenant.name),
+			schedphi._check_timezone(create_tenant.timezone))
+	RETURNING tenant INTO v_id;
+	RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION schedphi._role_name(p_role text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+	v text := lower(btrim(coalesce(p_role, '')));
+BEGIN
+	IF v LIKE 'schedphi\_%' THEN
+		v := substr(v, 10);
+	END IF;
+	IF v NOT IN ('admin', 'scheduler', 'clinician', 'billing', 'support', 'analyst',
+				 'integration', 'auditor') THEN
+		RAISE EXCEPTION 'unknown role'
+			USING ERRCODE = '22023',
+				  DETAIL = 'Roles are admin, scheduler, clinician, billing, support, analyst, integration and auditor.';
+	END IF;
+	RETURN v;
+END
+$$;
+
+CREATE FUNCTION schedphi.add_member(tenant uuid, login name, role text, practitioner uuid DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_role text := schedphi._role_name(role);
+BEGIN
+	PERFORM schedphi._authorize(tenant, ARRAY['admin']);
+	IF login IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN
+		RAISE EXCEPTION 'unknown login' USING ERRCODE = '22023',
+			HINT = 'Create the login with CREATE ROLE ... LOGIN first.';
+	END IF;
+	IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN
+		RAISE EXCEPTION 'a superuser cannot be made a member' USING ERRCODE = '22023';
+	END IF;
+	IF v_role = 'clinician' AND practitioner IS NULL THEN
+		RAISE EXCEPTION 'a clinician must be linked to a practitioner' USING ERRCODE = '22023';
+	END IF;
+	IF v_role <> 'clinician' AND practitioner IS NOT NULL THEN
+		RAISE EXCEPTION 'only a clinician is linked to a practitioner' USING ERRCODE = '22023';
+	END IF;
+	IF practitioner IS NOT NULL AND NOT EXISTS (
+		SELECT 1 FROM schedphi.actor a
+		WHERE a.tenant = tenant AND a.id = practitioner AND a.kind = 'practitioner') THEN
+		RAISE EXCEPTION 'unknown practitioner %', practitioner USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO schedphi.member AS m (tenant, login, role, practitioner)
+	VALUES (tenant, login, v_role, practitioner)
+	ON CONFLICT ON CONSTRAINT member_pkey DO UPDATE SET practitioner = excluded.practitioner;
+	EXECUTE pg_catalog.format('GRANT %I TO %I', 'schedphi_' || v_role, login);
+END
+$$;
+
+CREATE FUNCTION schedphi.remove_member(tenant uuid, login name, role text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_role text := schedphi._role_name(role);
+BEGIN
+	PERFORM schedphi._authorize(tenant, ARRAY['admin']);
+	DELETE FROM schedphi.member m WHERE m.tenant = tenant AND m.login = login AND m.role = v_role;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no such member' USING ERRCODE = '22023';
+	END IF;
+	-- Keep the group role while the login holds it in another tenant.
+	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.login = login AND m.role = v_role)
+	   AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN
+		EXECUTE pg_catalog.format('REVOKE %I FROM %I', 'schedphi_' || v_role, login);
+	END IF;
+END
+$$;
+
+CREATE FUNCTION schedphi.add_location(tenant uuid, name text, timezone text)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(tenant, ARRAY['admin']);
+	INSERT INTO schedphi.location (tenant, name, timezone)
+	VALUES (tenant, schedphi._check_name('name', name), schedphi._check_timezone(timezone))
+	RETURNING id INTO v_id;
+	RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION schedphi._add_actor(p_tenant uuid, p_kind text, p_name text, p_npi text,
+									p_capacity int, p_location uuid)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(p_tenant, ARRAY['admin']);
+	IF p_npi IS NOT NULL AND p_npi !~ '^[0-9]{10}$' THEN
+		RAISE EXCEPTION 'npi must be 10 digits' USING ERRCODE = '22023';
+	END IF;
+	IF p_capacity IS NULL OR p_capacity < 1 OR p_capacity > 1000 THEN
+		RAISE EXCEPTION 'capacity must be between 1 and 1000' USING ERRCODE = '22023';
+	END IF;
+	IF p_location IS NOT NULL AND NOT EXISTS (
+		SELECT 1 FROM schedphi.location l WHERE l.tenant = p_tenant AND l.id = p_location) THEN
+		RAISE EXCEPTION 'unknown location %', p_location USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO schedphi.actor (tenant, kind, name, npi, capacity, location)
+	VALUES (p_tenant, p_kind, schedphi._check_name('name', p_name), p_npi, p_capacity, p_location)
+	RETURNING id INTO v_id;
+	RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION schedphi.add_practitioner(tenant uuid, name text, npi text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT schedphi._add_actor(tenant, 'practitioner', name, npi, 1, NULL)
+$$;
+
+CREATE FUNCTION schedphi.add_resource(tenant uuid, kind text, name text, capacity int DEFAULT 1,
+									  location uuid DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+	IF kind IS NULL OR lower(kind) NOT IN ('room', 'device') THEN
+		RAISE EXCEPTION 'kind must be room or device' USING ERRCODE = '22023';
+	END IF;
+	RETURN schedphi._add_actor(tenant, lower(kind), name, NULL, capacity, location);
+END
+$$;
+
+CREATE FUNCTION schedphi.add_availability(actor uuid, location uuid, days int[], starts time, ends time,
+										  valid daterange DEFAULT daterange(current_date, NULL),
+										  slot_minutes int DEFAULT 15)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_tenant uuid := schedphi._actor_tenant(actor);
+	v_days int[];
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(v_tenant, ARRAY['admin']);
+	IF location IS NULL OR NOT EXISTS (
+		SELECT 1 FROM schedphi.location l WHERE l.tenant = v_tenant AND l.id = location) THEN
+		RAISE EXCEPTION 'unknown location %', coalesce(location::text, 'NULL') USING ERRCODE = '22023';
+	END IF;
+	IF days IS NULL OR cardinality(days) = 0 OR array_position(days, NULL) IS NOT NULL
+	   OR NOT days <@ ARRAY[1, 2, 3, 4, 5, 6, 7] THEN
+		RAISE EXCEPTION 'days must list ISO weekdays 1 (Monday) to 7 (Sunday)' USING ERRCODE = '22023';
+	END IF;
+	SELECT array_agg(DISTINCT d ORDER BY d) INTO v_days FROM unnest(days) d;
+	IF starts IS NULL OR ends IS NULL OR starts >= ends THEN
+		RAISE EXCEPTION 'ends must be later than starts on the same day'
+			USING ERRCODE = '22023', HINT = 'Use 24:00 for midnight at the end of the day.';
+	END IF;
+	IF valid IS NULL OR isempty(valid) OR lower_inf(valid) THEN
+		RAISE EXCEPTION 'valid must be a non-empty date range with a first day' USING ERRCODE = '22023';
+	END IF;
+	IF slot_minutes IS NULL OR slot_minutes < 1 OR slot_minutes > 1440 THEN
+		RAISE EXCEPTION 'slot_minutes must be between 1 and 1440' USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO schedphi.availability (tenant, actor, location, days, starts, ends, valid, slot_minutes)
+	VALUES (v_tenant, actor, location, v_days, starts, ends, valid, slot_minutes)
+	RETURNING id INTO v_id;
+	RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION schedphi.add_block(actor uuid, during tstzrange, reason text)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_tenant uuid := schedphi._actor_tenant(actor);
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(v_tenant, ARRAY['admin', 'scheduler']);
+	INSERT INTO schedphi.block (tenant, actor, during, reason)
+	VALUES (v_tenant, actor, schedphi._check_range('during', during), schedphi._check_name('reason', reason))
+	RETURNING id INTO v_id;
+	RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION schedphi.set_buffer(actor uuid, before interval, after interval)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_tenant uuid := schedphi._actor_tenant(actor);
+BEGIN
+	PERFORM schedphi._authorize(v_tenant, ARRAY['admin']);
+	UPDATE schedphi.actor a
+	SET buffer_before = schedphi._check_interval('before', before, true),
+		buffer_after = schedphi._check_interval('after', after, true)
+	WHERE a.tenant = v_tenant AND a.id = actor;
+END
+$$;

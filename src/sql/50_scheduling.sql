@@ -1,0 +1,436 @@
+-- schedphi install script, part 5: finding free time and booking it.
+--
+-- The guarantee against double booking is the exclusion constraint on
+-- appointment_actor; these functions only choose seats, check availability
+-- and blocks, and turn the constraint's refusal into an error that names
+-- every clashing actor and interval and never the other patient.
+
+CREATE FUNCTION schedphi.find_slots(actors uuid[], "window" tstzrange, duration interval,
+									max_results int DEFAULT 100)
+RETURNS TABLE (starts timestamptz, ends timestamptz, actors uuid[])
+AS 'MODULE_PATHNAME', 'schedphi_find_slots'
+LANGUAGE C STABLE CALLED ON NULL INPUT
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- FHIR R4 Appointment.status transitions.  Any status but
+-- entered-in-error itself may be corrected to entered-in-error; fulfilled,
+-- cancelled, noshow and entered-in-error allow nothing else.
+CREATE FUNCTION schedphi._transition_allowed(p_from text, p_to text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT (p_to = 'entered-in-error' AND p_from <> 'entered-in-error')
+		OR (p_from, p_to) IN (VALUES
+			('proposed', 'pending'), ('proposed', 'booked'), ('proposed', 'waitlist'), ('proposed', 'cancelled'),
+			('waitlist', 'proposed'), ('waitlist', 'pending'), ('waitlist', 'booked'), ('waitlist', 'cancelled'),
+			('pending', 'booked'), ('pending', 'cancelled'),
+			('booked', 'arrived'), ('booked', 'checked-in'), ('booked', 'noshow'), ('booked', 'cancelled'),
+			('arrived', 'checked-in'), ('arrived', 'fulfilled'),
+			('checked-in', 'fulfilled'))
+$$;
+
+-- Statuses whose appointment occupies its actors' time.
+CREATE FUNCTION schedphi._occupies(p_status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT p_status NOT IN ('cancelled', 'entered-in-error', 'waitlist')
+$$;
+
+CREATE FUNCTION schedphi._check_kind(p_kind text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF p_kind IS NULL OR lower(p_kind) NOT IN ('routine', 'followup', 'walkin', 'checkup', 'emergency') THEN
+		RAISE EXCEPTION 'unknown appointment kind'
+			USING ERRCODE = '22023',
+				  DETAIL = 'Kinds are routine, followup, walkin, checkup and emergency (HL7 v2 table 0276).';
+	END IF;
+	RETURN lower(p_kind);
+END
+$$;
+
+-- Raise the 23P01 that names every actor that has no free seat during
+-- p_during (buffers included) and the intervals that clash.
+CREATE FUNCTION schedphi._raise_conflict(p_tenant uuid, p_actors uuid[], p_during tstzrange)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_msg text;
+BEGIN
+	WITH want AS (
+		SELECT ac.id, ac.name, ac.capacity,
+			   tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after) AS span
+		FROM schedphi.actor ac
+		WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors)
+	), busy AS (
+		SELECT w.id, w.name, w.capacity, x.seat, x.span
+		FROM want w
+		JOIN schedphi.appointment_actor x ON x.tenant = p_tenant AND x.actor = w.id
+		WHERE x.active AND (x.expires IS NULL OR x.expires > statement_timestamp()) AND x.span && w.span
+	), full_actors AS (
+		SELECT b.id FROM busy b GROUP BY b.id, b.capacity HAVING count(DISTINCT b.seat) >= b.capacity
+	)
+	SELECT string_agg(pg_catalog.format('%s (%s) is busy during %s', b.name, b.id, b.span), '; '
+					  ORDER BY b.id, lower(b.span))
+	INTO v_msg
+	FROM busy b WHERE b.id IN (SELECT f.id FROM full_actors f);
+
+	IF v_msg IS NULL THEN
+		-- The clashing booking is not visible to this snapshot (REPEATABLE
+		-- READ and a concurrent commit): name what was asked for.
+		SELECT string_agg(pg_catalog.format('%s (%s)', ac.name, ac.id), ', ' ORDER BY ac.id)
+		INTO v_msg FROM schedphi.actor ac WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors);
+		v_msg := pg_catalog.format('%s not free during %s', v_msg, p_during);
+	END IF;
+	RAISE EXCEPTION 'booking conflict: %', v_msg
+		USING ERRCODE = '23P01', HINT = 'Use schedphi.find_slots() to find free times.';
+END
+$$;
+
+-- Give appointment p_appointment a seat of every actor for p_during, or
+-- fail having changed nothing: 22023 when an actor is not available or is
+-- blocked, 23P01 when an actor has no free seat.
+CREATE FUNCTION schedphi._reserve(p_tenant uuid, p_appointment uuid, p_actors uuid[],
+								  p_during tstzrange, p_expires timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a record;
+	v_span tstzrange;
+	v_seat int;
+	v_full boolean;
+	v_multi boolean := false;
+	v_attempt int := 0;
+BEGIN
+	FOR a IN SELECT ac.id, ac.name, ac.capacity FROM schedphi.actor ac
+			 WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors) ORDER BY ac.id
+	LOOP
+		IF NOT coalesce((SELECT range_agg(tstzrange(w.starts, w.ends)) @> p_during
+						 FROM schedphi._windows(p_tenant, ARRAY[a.id], p_during) w), false) THEN
+			RAISE EXCEPTION 'actor % (%) is not available during %', a.name, a.id, p_during
+				USING ERRCODE = '22023', HINT = 'Use schedphi.find_slots() to find free times.';
+		END IF;
+		IF EXISTS (SELECT 1 FROM schedphi.block b
+				   WHERE b.tenant = p_tenant AND b.actor = a.id AND b.during && p_during) THEN
+			RAISE EXCEPTION 'actor % (%) is blocked during %', a.name, a.id, p_during
+				USING ERRCODE = '22023', HINT = 'Use schedphi.find_slots() to find free times.';
+		END IF;
+		v_multi := v_multi OR a.capacity > 1;
+	END LOOP;
+
+	-- Expired holds stop blocking from the moment they expire: deactivate
+	-- the ones in our way, in our own transaction.
+	UPDATE schedphi.appointment_actor x SET active = false
+	FROM schedphi.actor ac
+	WHERE ac.tenant = p_tenant AND ac.id = x.actor
+	  AND x.tenant = p_tenant AND x.actor = ANY (p_actors) AND x.active
+	  AND x.expires <= statement_timestamp()
+	  AND x.span && tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after);
+
+	LOOP
+		v_full := false;
+		BEGIN
+			FOR a IN SELECT ac.id, ac.capacity, ac.buffer_before, ac.buffer_after FROM schedphi.actor ac
+					 WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors) ORDER BY ac.id
+			LOOP
+				v_span := tstzrange(lower(p_during) - a.buffer_before, upper(p_during) + a.buffer_after);
+				IF a.capacity = 1 THEN
+					v_seat := 1;
+				ELSE
+					SELECT s INTO v_seat FROM generate_series(1, a.capacity) s
+					WHERE NOT EXISTS (SELECT 1 FROM schedphi.appointment_actor x
+									  WHERE x.tenant = p_tenant AND x.actor = a.id AND x.seat = s
+										AND x.active AND x.span && v_span)
+					ORDER BY s LIMIT 1;
+					IF v_seat IS NULL THEN
+						v_full := true;
+						EXIT;
+					END IF;
+				END IF;
+				INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)
+				VALUES (p_tenant, p_appointment, a.id, v_seat, p_during, v_span, p_expires);
+			END LOOP;
+			IF NOT v_full THEN
+				RETURN;
+			END IF;
+		EXCEPTION WHEN exclusion_violation THEN
+			-- A concurrent booking took the seat first.  With capacity > 1
+			-- another seat may still be free: try again a few times.
+			v_attempt := v_attempt + 1;
+			v_full := NOT v_multi OR v_attempt >= 4;
+		END;
+		EXIT WHEN v_full;
+	END LOOP;
+	PERFORM schedphi._raise_conflict(p_tenant, p_actors, p_during);
+END
+$$;
+
+-- The appointment, locked, after the caller's role has been checked.
+CREATE FUNCTION schedphi._lock_appointment(p_id uuid, p_roles text[])
+RETURNS schedphi.appointment
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v schedphi.appointment;
+BEGIN
+	SELECT * INTO v FROM schedphi.appointment a WHERE a.id = p_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown appointment %', coalesce(p_id::text, 'NULL') USING ERRCODE = '22023';
+	END IF;
+	PERFORM schedphi._authorize(v.tenant, p_roles);
+	RETURN v;
+END
+$$;
+
+CREATE FUNCTION schedphi._check_transition(p_from text, p_to text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF NOT schedphi._transition_allowed(p_from, p_to) THEN
+		RAISE EXCEPTION 'cannot change appointment status from % to %', p_from, p_to
+			USING ERRCODE = '55000';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION schedphi._check_hold_live(v schedphi.appointment)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF v.status = 'pending' AND v.hold_expires IS NOT NULL AND v.hold_expires <= statement_timestamp() THEN
+		RAISE EXCEPTION 'hold expired: cannot change appointment status from pending'
+			USING ERRCODE = '55000', DETAIL = 'The hold ran out; find a new slot and hold or book it.';
+	END IF;
+END
+$$;
+
+-- An earlier call with the same idempotency key: its id when it asked for
+-- the same booking, 22023 when it asked for another.
+CREATE FUNCTION schedphi._idempotent(p_tenant uuid, p_key text, p_patient uuid, p_actors uuid[],
+									 p_during tstzrange)
+RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v schedphi.appointment;
+BEGIN
+	SELECT * INTO v FROM schedphi.appointment a WHERE a.tenant = p_tenant AND a.idempotency_key = p_key;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	IF v.patient <> p_patient OR v.actors <> p_actors OR v.during <> p_during THEN
+		RAISE EXCEPTION 'idempotency_key was already used for a different booking' USING ERRCODE = '22023';
+	END IF;
+	RETURN v.id;
+END
+$$;
+
+CREATE FUNCTION schedphi._create_appointment(p_patient uuid, p_actors uuid[], p_during tstzrange,
+	p_status text, p_kind text, p_reason text, p_key text, p_hold_expires timestamptz)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tenant uuid := schedphi._patient_tenant(p_patient);
+	v_actors uuid[];
+	v_during tstzrange;
+	v_kind text;
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(v_tenant, ARRAY['scheduler', 'integration']);
+	v_actors := schedphi._check_actors(v_tenant, p_actors);
+	v_during := schedphi._check_range('during', p_during);
+	v_kind := schedphi._check_kind(p_kind);
+	IF upper(v_during) - lower(v_during) > interval '1 day' THEN
+		RAISE EXCEPTION 'during must not be longer than one day' USING ERRCODE = '22023';
+	END IF;
+	IF p_reason IS NOT NULL AND length(p_reason) > 2000 THEN
+		RAISE EXCEPTION 'reason is longer than 2000 characters' USING ERRCODE = '22023';
+	END IF;
+	IF p_key IS NOT NULL THEN
+		IF length(p_key) NOT BETWEEN 1 AND 200 THEN
+			RAISE EXCEPTION 'idempotency_key must be 1 to 200 characters' USING ERRCODE = '22023';
+		END IF;
+		v_id := schedphi._idempotent(v_tenant, p_key, p_patient, v_actors, v_during);
+		IF v_id IS NOT NULL THEN
+			RETURN v_id;
+		END IF;
+	END IF;
+	INSERT INTO schedphi.appointment AS ap (tenant, patient, actors, during, status, kind, reason,
+											idempotency_key, hold_expires)
+	VALUES (v_tenant, p_patient, v_actors, v_during, p_status, v_kind, p_reason, p_key, p_hold_expires)
+	ON CONFLICT ON CONSTRAINT appointment_idempotency DO NOTHING
+	RETURNING ap.id INTO v_id;
+	IF v_id IS NULL THEN
+		-- A concurrent call with the same key committed first.
+		RETURN schedphi._idempotent(v_tenant, p_key, p_patient, v_actors, v_during);
+	END IF;
+	PERFORM schedphi._reserve(v_tenant, v_id, v_actors, v_during, p_hold_expires);
+	RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION schedphi.book(patient uuid, actors uuid[], during tstzrange, kind text DEFAULT 'routine',
+							  reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT schedphi._create_appointment(patient, actors, during, 'booked', kind, reason, idempotency_key, NULL)
+$$;
+
+CREATE FUNCTION schedphi.hold(patient uuid, actors uuid[], during tstzrange,
+							  ttl interval DEFAULT '10 minutes')
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF ttl IS NULL OR ttl <= interval '0' OR ttl > interval '1 day' THEN
+		RAISE EXCEPTION 'ttl must be positive and at most one day' USING ERRCODE = '22023';
+	END IF;
+	RETURN schedphi._create_appointment(patient, actors, during, 'pending', 'routine', NULL, NULL,
+										statement_timestamp() + ttl);
+END
+$$;
+
+CREATE FUNCTION schedphi.confirm(appointment uuid)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v schedphi.appointment := schedphi._lock_appointment(appointment, ARRAY['scheduler', 'integration']);
+BEGIN
+	IF v.status <> 'pending' OR v.hold_expires IS NULL THEN
+		RAISE EXCEPTION 'cannot confirm: appointment status is %, not a pending hold', v.status
+			USING ERRCODE = '55000', DETAIL = 'confirm moves a hold from pending to booked.';
+	END IF;
+	PERFORM schedphi._set_status(v, 'booked');
+END
+$$;
+
+-- Apply a status change that has been checked by the caller's rules.
+CREATE FUNCTION schedphi._set_status(v schedphi.appointment, p_to text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_rows int;
+BEGIN
+	PERFORM schedphi._check_transition(v.status, p_to);
+	PERFORM schedphi._check_hold_live(v);
+	IF schedphi._occupies(v.status) AND NOT schedphi._occupies(p_to) THEN
+		UPDATE schedphi.appointment_actor x SET active = false
+		WHERE x.tenant = v.tenant AND x.appointment = v.id;
+	ELSIF NOT schedphi._occupies(v.status) AND schedphi._occupies(p_to) THEN
+		DELETE FROM schedphi.appointment_actor x WHERE x.tenant = v.tenant AND x.appointment = v.id;
+		PERFORM schedphi._reserve(v.tenant, v.id, v.actors, v.during,
+								  CASE WHEN p_to = 'pending' THEN v.hold_expires END);
+	END IF;
+	IF p_to = 'booked' THEN
+		-- A confirmed hold stops expiring, provided nobody has taken its
+		-- place (which only happens once it has expired).
+		UPDATE schedphi.appointment_actor x SET expires = NULL
+		WHERE x.tenant = v.tenant AND x.appointment = v.id AND x.active;
+		GET DIAGNOSTICS v_rows = ROW_COUNT;
+		IF v_rows <> cardinality(v.actors) THEN
+			RAISE EXCEPTION 'hold expired: cannot change appointment status from pending'
+				USING ERRCODE = '55000';
+		END IF;
+	END IF;
+	UPDATE schedphi.appointment a
+	SET status = p_to, updated_at = now(),
+		hold_expires = CASE WHEN p_to = 'pending' THEN a.hold_expires END
+	WHERE a.tenant = v.tenant AND a.id = v.id;
+END
+$$;
+
+CREATE FUNCTION schedphi.set_status(appointment uuid, status text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v schedphi.appointment;
+BEGIN
+	IF status IS NULL OR status NOT IN ('proposed', 'pending', 'booked', 'arrived', 'fulfilled',
+				'cancelled', 'noshow', 'entered-in-error', 'checked-in', 'waitlist') THEN
+		RAISE EXCEPTION 'unknown appointment status'
+			USING ERRCODE = '22023',
+				  DETAIL = 'Statuses are the FHIR R4 Appointment.status codes: proposed, pending, booked, arrived, fulfilled, cancelled, noshow, entered-in-error, checked-in, waitlist.';
+	END IF;
+	v := schedphi._lock_appointment(appointment, ARRAY['scheduler', 'integration', 'clinician']);
+	PERFORM schedphi._set_status(v, status);
+END
+$$;
+
+CREATE FUNCTION schedphi.cancel(appointment uuid, reason text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v schedphi.appointment := schedphi._lock_appointment(appointment, ARRAY['scheduler', 'integration']);
+BEGIN
+	IF cancel.reason IS NOT NULL AND length(cancel.reason) > 2000 THEN
+		RAISE EXCEPTION 'reason is longer than 2000 characters' USING ERRCODE = '22023';
+	END IF;
+	-- A hold that ran out can still be cancelled: that only tidies it up.
+	IF v.status = 'pending' THEN
+		v.hold_expires := NULL;
+	END IF;
+	PERFORM schedphi._set_status(v, 'cancelled');
+	UPDATE schedphi.appointment a SET cancel_reason = cancel.reason WHERE a.tenant = v.tenant AND a.id = v.id;
+END
+$$;
+
+CREATE FUNCTION schedphi.reschedule(appointment uuid, during tstzrange)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v schedphi.appointment := schedphi._lock_appointment(appointment, ARRAY['scheduler', 'integration']);
+	v_during tstzrange := schedphi._check_range('during', during);
+BEGIN
+	IF v.status NOT IN ('booked', 'pending') THEN
+		RAISE EXCEPTION 'cannot reschedule an appointment whose status is %', v.status
+			USING ERRCODE = '55000', DETAIL = 'Only booked appointments and live holds can be moved.';
+	END IF;
+	PERFORM schedphi._check_hold_live(v);
+	IF upper(v_during) - lower(v_during) > interval '1 day' THEN
+		RAISE EXCEPTION 'during must not be longer than one day' USING ERRCODE = '22023';
+	END IF;
+	DELETE FROM schedphi.appointment_actor x WHERE x.tenant = v.tenant AND x.appointment = v.id;
+	PERFORM schedphi._reserve(v.tenant, v.id, v.actors, v_during, v.hold_expires);
+	UPDATE schedphi.appointment a SET during = v_during, updated_at = now()
+	WHERE a.tenant = v.tenant AND a.id = v.id;
+END
+$$;
+
+CREATE VIEW schedphi.appointments WITH (security_barrier) AS
+	SELECT a.id, a.tenant, a.patient, a.actors, a.during, a.status, a.kind, a.hold_expires,
+		   a.created_at, a.updated_at
+	FROM schedphi.appointment a
+	WHERE schedphi._visible_tenant(a.tenant);

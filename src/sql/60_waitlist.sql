@@ -1,0 +1,62 @@
+-- schedphi install script, part 6: the waitlist.  A patient waits for any
+-- time inside a window with a set of actors; when an appointment is
+-- cancelled, waitlist_offers() lists who to offer its time to, first come
+-- first served.
+
+CREATE FUNCTION schedphi.waitlist_add(patient uuid, actors uuid[], "window" tstzrange, duration interval)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tenant uuid := schedphi._patient_tenant(patient);
+	v_actors uuid[];
+	v_window tstzrange;
+	v_duration interval;
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(v_tenant, ARRAY['scheduler', 'integration']);
+	v_actors := schedphi._check_actors(v_tenant, actors);
+	v_window := schedphi._check_range('window', "window");
+	v_duration := schedphi._check_interval('duration', duration, false);
+	IF upper(v_window) - lower(v_window) < v_duration THEN
+		RAISE EXCEPTION 'duration is longer than the window' USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO schedphi.waitlist (tenant, patient, actors, wanted, duration)
+	VALUES (v_tenant, patient, v_actors, v_window, v_duration)
+	RETURNING id INTO v_id;
+	RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION schedphi.waitlist_offers(appointment uuid)
+RETURNS TABLE (waitlist uuid, patient uuid)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v schedphi.appointment;
+BEGIN
+	SELECT * INTO v FROM schedphi.appointment a WHERE a.id = waitlist_offers.appointment;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown appointment %', coalesce(waitlist_offers.appointment::text, 'NULL')
+			USING ERRCODE = '22023';
+	END IF;
+	PERFORM schedphi._authorize(v.tenant, ARRAY['scheduler', 'integration']);
+	IF schedphi._occupies(v.status) THEN
+		RAISE EXCEPTION 'appointment status is %: its time is not free', v.status
+			USING ERRCODE = '55000', DETAIL = 'Offers are made for cancelled appointments.';
+	END IF;
+	RETURN QUERY
+		SELECT w.id, w.patient
+		FROM schedphi.waitlist w
+		WHERE w.tenant = v.tenant AND w.status = 'waiting'
+		  AND w.patient <> v.patient
+		  AND w.actors <@ v.actors
+		  AND w.wanted && v.during
+		  AND upper(w.wanted * v.during) - lower(w.wanted * v.during) >= w.duration
+		ORDER BY w.created_at, w.id;
+END
+$$;

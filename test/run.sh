@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# make test: install what is missing, build, start a throwaway cluster and
+# run every suite: pg_regress (sql/ -> expected/), pgTAP (test/tap), and the
+# concurrency race (test/concurrency).  Ends with "N passed, N failed" and
+# exits non-zero on any failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib/setup.sh"
+. "$here/lib/cluster.sh"
+
+sp_install_packages || exit 1
+sp_build_install || exit 1
+cluster_start || exit 1
+
+passed=0
+failed=0
+failures=()
+
+note() {
+	if [ "$1" = ok ]; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$2"); fi
+}
+
+# ---------------------------------------------------------------- pg_regress
+echo "== pg_regress"
+pgxs_dir=$(dirname "$("$PG_CONFIG" --pgxs)")
+regress_tests=$(cd "$SP_ROOT/sql" && ls ./*.sql | sed 's|^\./||; s|\.sql$||' | sort)
+mkdir -p "$SP_TMP/regress"
+"$pgxs_dir/../../src/test/regress/pg_regress" --use-existing --host="$PGHOST" --port="$PGPORT" \
+	--user=postgres --dbname=schedphi_regress --inputdir="$SP_ROOT" --outputdir="$SP_TMP/regress" \
+	--load-extension=btree_gist --load-extension=schedphi $regress_tests >"$SP_TMP/regress/out.txt" 2>&1
+regress_rc=$?
+cat "$SP_TMP/regress/out.txt"
+regress_ok=$(grep -Ec '\.\.\. +ok' "$SP_TMP/regress/out.txt")
+regress_bad=$(grep -Eic '\.\.\. +failed' "$SP_TMP/regress/out.txt")
+passed=$((passed + regress_ok))
+failed=$((failed + regress_bad))
+[ "$regress_bad" -gt 0 ] && failures+=("pg_regress: $regress_bad tests")
+if [ "$regress_rc" -ne 0 ] && [ "$regress_bad" -eq 0 ]; then note fail "pg_regress did not run"; fi
+[ -f "$SP_TMP/regress/regression.diffs" ] && cat "$SP_TMP/regress/regression.diffs"
+
+# --------------------------------------------------------------------- pgTAP
+echo "== pgTAP"
+psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE schedphi_tap" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -d schedphi_tap \
+	-c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION schedphi CASCADE" \
+	-f "$here/lib/fixtures.sql" >/dev/null 2>&1 || { echo "could not prepare the pgTAP database" >&2; note fail "pgTAP setup"; }
+if pg_prove -v -d schedphi_tap "$here"/tap/*.sql >"$SP_TMP/tap.txt" 2>&1; then tap_rc=0; else tap_rc=1; fi
+grep -Ev '^\s*ok [0-9]' "$SP_TMP/tap.txt"
+tap_ok=$(grep -Ec '^\s*ok [0-9]' "$SP_TMP/tap.txt")
+tap_bad=$(grep -Ec '^\s*not ok [0-9]' "$SP_TMP/tap.txt")
+passed=$((passed + tap_ok))
+failed=$((failed + tap_bad))
+if [ "$tap_rc" -ne 0 ] && [ "$tap_bad" -eq 0 ]; then
+	note fail "pgTAP (a file died or planned a different number of tests)"
+fi
+[ "$tap_bad" -gt 0 ] && failures+=("pgTAP: $tap_bad assertions")
+
+# --------------------------------------------------------------- concurrency
+echo "== concurrency"
+for t in "$here"/concurrency/*.sh; do
+	if bash "$t"; then note ok; else note fail "concurrency $(basename "$t")"; fi
+done
+
+echo
+if [ "$failed" -gt 0 ]; then
+	printf 'failed: %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,143 @@
+-- Tenants, members, locations, actors, availability, blocks, buffers:
+-- every function and every error path, and that a refused call changes
+-- nothing.
+BEGIN;
+SELECT no_plan();
+SET LOCAL client_min_messages = warning;
+SELECT * FROM tst.clinic() \gset
+
+-- create_tenant
+SELECT isa_ok(schedphi.create_tenant('Another Clinic', 'Europe/Berlin'), 'uuid', 'create_tenant returns a uuid');
+SELECT throws_ok($$SELECT schedphi.create_tenant('X', 'Mars/Olympus_Mons')$$, '22023', 'unknown time zone',
+	'create_tenant refuses an unknown time zone');
+SELECT throws_ok($$SELECT schedphi.create_tenant('X', NULL)$$, '22023', 'unknown time zone',
+	'create_tenant refuses a NULL time zone');
+SELECT throws_ok($$SELECT schedphi.create_tenant('  ', 'UTC')$$, '22023', 'name must not be empty',
+	'create_tenant refuses an empty name');
+
+-- add_location
+SELECT isa_ok(schedphi.add_location(:'tenant', 'Annex', 'America/Chicago'), 'uuid', 'add_location returns a uuid');
+SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'Annex', 'America/Nowhere')$$, :'tenant'),
+	'22023', 'unknown time zone', 'add_location validates the IANA zone');
+SELECT throws_ok($$SELECT schedphi.add_location(gen_random_uuid(), 'Annex', 'UTC')$$,
+	'22023', 'unknown tenant', 'add_location refuses an unknown tenant');
+
+-- add_practitioner, add_resource
+SELECT isa_ok(schedphi.add_practitioner(:'tenant', 'Dr Gamma Synthetic'), 'uuid', 'add_practitioner returns a uuid');
+SELECT throws_ok(format($$SELECT schedphi.add_practitioner(%L, 'Dr X', '12345')$$, :'tenant'),
+	'22023', 'npi must be 10 digits', 'add_practitioner validates the NPI');
+SELECT throws_ok(format($$SELECT schedphi.add_practitioner(%L, '')$$, :'tenant'),
+	'22023', 'name must not be empty', 'add_practitioner refuses an empty name');
+SELECT throws_ok(format($$SELECT schedphi.add_resource(%L, 'spaceship', 'X')$$, :'tenant'),
+	'22023', 'kind must be room or device', 'add_resource validates the kind');
+SELECT throws_ok(format($$SELECT schedphi.add_resource(%L, 'room', 'X', 0)$$, :'tenant'),
+	'22023', 'capacity must be between 1 and 1000', 'add_resource refuses capacity 0');
+SELECT throws_ok(format($$SELECT schedphi.add_resource(%L, 'room', 'X', 1, gen_random_uuid())$$, :'tenant'),
+	'22023', NULL, 'add_resource refuses an unknown location');
+SELECT is((SELECT capacity FROM schedphi.actor WHERE id = :'chair'), 2, 'capacity is stored');
+
+-- add_availability
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{}', '09:00', '17:00')$$, :'dr', :'loc'),
+	'22023', 'days must list ISO weekdays 1 (Monday) to 7 (Sunday)', 'add_availability refuses no days');
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{1,8}', '09:00', '17:00')$$, :'dr', :'loc'),
+	'22023', 'days must list ISO weekdays 1 (Monday) to 7 (Sunday)', 'add_availability refuses day 8');
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{1,NULL}', '09:00', '17:00')$$, :'dr', :'loc'),
+	'22023', 'days must list ISO weekdays 1 (Monday) to 7 (Sunday)', 'add_availability refuses a NULL day');
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{1}', '17:00', '09:00')$$, :'dr', :'loc'),
+	'22023', 'ends must be later than starts on the same day', 'add_availability refuses ends before starts');
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{1}', '09:00', '09:00')$$, :'dr', :'loc'),
+	'22023', 'ends must be later than starts on the same day', 'add_availability refuses an empty window');
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{1}', '09:00', '17:00', daterange('2026-01-01', NULL), 0)$$, :'dr', :'loc'),
+	'22023', 'slot_minutes must be between 1 and 1440', 'add_availability refuses slot_minutes 0');
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{1}', '09:00', '17:00', 'empty')$$, :'dr', :'loc'),
+	'22023', 'valid must be a non-empty date range with a first day', 'add_availability refuses an empty validity');
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, gen_random_uuid(), '{1}', '09:00', '17:00')$$, :'dr'),
+	'22023', NULL, 'add_availability refuses an unknown location');
+SELECT throws_ok($$SELECT schedphi.add_availability(gen_random_uuid(), gen_random_uuid(), '{1}', '09:00', '17:00')$$,
+	'22023', NULL, 'add_availability refuses an unknown actor');
+SELECT isa_ok(schedphi.add_availability(:'dr', :'loc', '{6,6,7}', '20:00', '24:00'), 'uuid',
+	'add_availability accepts 24:00 as the end of the day');
+SELECT is((SELECT days FROM schedphi.availability WHERE actor = :'dr' AND starts = '20:00'), '{6,7}'::int[],
+	'repeated days are folded');
+
+-- add_block
+SELECT isa_ok(schedphi.add_block(:'dr', '[2026-06-15 15:00Z, 2026-06-15 16:00Z)', 'staff meeting'), 'uuid',
+	'add_block returns a uuid');
+SELECT throws_ok(format($$SELECT schedphi.add_block(%L, 'empty', 'x')$$, :'dr'),
+	'22023', 'during must not be empty (zero duration)', 'add_block refuses an empty range');
+SELECT throws_ok(format($$SELECT schedphi.add_block(%L, '[2026-06-15 15:00Z,)', 'x')$$, :'dr'),
+	'22023', 'during must be bounded on both sides', 'add_block refuses an unbounded range');
+SELECT throws_ok(format($$SELECT schedphi.add_block(%L, '[2026-06-15 15:00Z, 2026-06-15 16:00Z)', ' ')$$, :'dr'),
+	'22023', 'reason must not be empty', 'add_block needs a reason');
+
+-- set_buffer
+SELECT lives_ok(format($$SELECT schedphi.set_buffer(%L, '5 minutes', '10 minutes')$$, :'room'), 'set_buffer works');
+SELECT is((SELECT buffer_before || ' ' || buffer_after FROM schedphi.actor WHERE id = :'room'), '00:05:00 00:10:00',
+	'buffers are stored');
+SELECT throws_ok(format($$SELECT schedphi.set_buffer(%L, '-5 minutes', '0')$$, :'room'),
+	'22023', 'before must be zero or more', 'set_buffer refuses a negative buffer');
+SELECT throws_ok(format($$SELECT schedphi.set_buffer(%L, '0', '1 month')$$, :'room'),
+	'22023', 'after must be given in days, hours or minutes, not months', 'set_buffer refuses months');
+SELECT throws_ok($$SELECT schedphi.set_buffer(gen_random_uuid(), '0', '0')$$, '22023', NULL,
+	'set_buffer refuses an unknown actor');
+
+-- add_member / remove_member
+CREATE ROLE tst_sched LOGIN;
+CREATE ROLE tst_outsider LOGIN;
+CREATE ROLE tst_doc LOGIN;
+SELECT lives_ok(format($$SELECT schedphi.add_member(%L, 'tst_sched', 'scheduler')$$, :'tenant'), 'add_member works');
+SELECT ok(pg_has_role('tst_sched', 'schedphi_scheduler', 'MEMBER'), 'add_member grants the group role');
+SELECT lives_ok(format($$SELECT schedphi.add_member(%L, 'tst_doc', 'schedphi_clinician', %L)$$, :'tenant', :'dr'),
+	'add_member accepts the full role name and a practitioner');
+SELECT throws_ok(format($$SELECT schedphi.add_member(%L, 'tst_nobody_here', 'scheduler')$$, :'tenant'),
+	'22023', 'unknown login', 'add_member refuses an unknown login');
+SELECT throws_ok(format($$SELECT schedphi.add_member(%L, 'tst_sched', 'janitor')$$, :'tenant'),
+	'22023', 'unknown role', 'add_member refuses an unknown role');
+SELECT throws_ok(format($$SELECT schedphi.add_member(%L, 'tst_sched', 'clinician')$$, :'tenant'),
+	'22023', 'a clinician must be linked to a practitioner', 'a clinician needs a practitioner');
+SELECT throws_ok(format($$SELECT schedphi.add_member(%L, 'tst_sched', 'clinician', %L)$$, :'tenant', :'room'),
+	'22023', NULL, 'a clinician is linked to a practitioner, not a room');
+SELECT throws_ok(format($$SELECT schedphi.add_member(%L, 'postgres', 'scheduler')$$, :'tenant'),
+	'22023', 'a superuser cannot be made a member', 'superusers are not members');
+
+-- interim authorisation: only members with the right role
+SET SESSION AUTHORIZATION tst_outsider;
+SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'Rogue site', 'UTC')$$, :'tenant'),
+	'42501', NULL, 'a non-member cannot add a location');
+SELECT throws_ok($$SELECT schedphi.create_tenant('Rogue', 'UTC')$$, '42501', NULL,
+	'only a superuser creates tenants');
+SELECT throws_ok($$INSERT INTO schedphi.location (tenant, name, timezone) VALUES (gen_random_uuid(), 'x', 'UTC')$$,
+	'42501', NULL, 'tables cannot be written directly');
+SET SESSION AUTHORIZATION tst_sched;
+SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'Rogue site', 'UTC')$$, :'tenant'),
+	'42501', NULL, 'a scheduler cannot add a location');
+SELECT lives_ok(format($$SELECT schedphi.add_block(%L, '[2026-06-16 15:00Z, 2026-06-16 16:00Z)', 'training')$$, :'dr'),
+	'a scheduler can add a block');
+SELECT throws_ok($$DELETE FROM schedphi.block$$, '42501', NULL, 'a scheduler cannot delete rows directly');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT count(*)::int FROM schedphi.location WHERE name = 'Rogue site'), 0, 'refused calls changed nothing');
+
+SELECT lives_ok(format($$SELECT schedphi.remove_member(%L, 'tst_sched', 'scheduler')$$, :'tenant'), 'remove_member works');
+SELECT ok(NOT pg_has_role('tst_sched', 'schedphi_scheduler', 'MEMBER'), 'remove_member revokes the group role');
+SELECT throws_ok(format($$SELECT schedphi.remove_member(%L, 'tst_sched', 'scheduler')$$, :'tenant'),
+	'22023', 'no such member', 'remove_member refuses a non-member');
+
+-- roles and privileges
+SELECT is((SELECT count(*)::int FROM pg_roles WHERE rolname LIKE 'schedphi\_%' AND NOT rolcanlogin), 8,
+	'the eight group roles exist and cannot log in');
+SELECT is((SELECT count(*)::int
+		   FROM pg_tables t, pg_roles r, unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
+		   WHERE t.schemaname = 'schedphi' AND r.rolname LIKE 'schedphi\_%'
+			 AND has_table_privilege(r.oid, format('schedphi.%I', t.tablename), p)), 0,
+	'no schedphi role may write any table directly');
+SELECT is((SELECT count(*)::int FROM pg_proc p
+		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.prosecdef
+			 AND NOT coalesce(p.proconfig::text[] @> ARRAY['search_path=pg_catalog, pg_temp'], false)), 0,
+	'every SECURITY DEFINER function pins search_path');
+SELECT is((SELECT count(*)::int FROM pg_proc p
+		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname ~ '^_'
+			 AND has_function_privilege('public', p.oid, 'EXECUTE')), 0,
+	'internal functions are not executable by PUBLIC');
+
+SELECT * FROM finish();
+ROLLBACK;
