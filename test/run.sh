@@ -26,7 +26,7 @@ echo "== pg_regress"
 pgxs_dir=$(dirname "$("$PG_CONFIG" --pgxs)")
 regress_tests=$(cd "$SP_ROOT/sql" && ls ./*.sql | sed 's|^\./||; s|\.sql$||' | sort)
 mkdir -p "$SP_TMP/regress"
-"$pgxs_dir/../../src/test/regress/pg_regress" --use-existing --host="$PGHOST" --port="$PGPORT" \
+"$pgxs_dir/../../src/test/regress/pg_regress" --host="$PGHOST" --port="$PGPORT" \
 	--user=postgres --dbname=schedphi_regress --inputdir="$SP_ROOT" --outputdir="$SP_TMP/regress" \
 	--load-extension=btree_gist --load-extension=schedphi $regress_tests >"$SP_TMP/regress/out.txt" 2>&1
 regress_rc=$?

@@ -165,7 +165,7 @@ CREATE TABLE schedphi.waitlist (
 	wanted		tstzrange NOT NULL,
 	duration	interval NOT NULL,
 	status		text NOT NULL DEFAULT 'waiting' CHECK (status IN ('waiting', 'booked', 'removed')),
-	created_at	timestamptz NOT NULL DEFAULT now(),
+	created_at	timestamptz NOT NULL DEFAULT clock_timestamp(),
 	PRIMARY KEY (tenant, id),
 	FOREIGN KEY (tenant, patient) REFERENCES schedphi.patient (tenant, id)
 );

@@ -125,6 +125,25 @@ BEGIN
 		v_multi := v_multi OR a.capacity > 1;
 	END LOOP;
 
+	-- Serialise bookings that could clash: one transaction-scoped lock per
+	-- actor and UTC day the span touches, taken in a fixed order.  Without
+	-- it, two transactions inserting clashing rows at the same moment each
+	-- wait for the other (an exclusion constraint checks after inserting)
+	-- and the deadlock detector resolves the tie only after
+	-- deadlock_timeout; with it the second waits for the first to finish
+	-- and then gets a plain conflict or the seat.  The constraint remains
+	-- the guarantee; the lock only makes contention orderly.
+	FOR a IN SELECT ac.id, d.day
+			 FROM schedphi.actor ac
+			 CROSS JOIN LATERAL generate_series(
+				 floor(extract(epoch FROM lower(p_during) - ac.buffer_before) / 86400)::int,
+				 floor(extract(epoch FROM upper(p_during) + ac.buffer_after) / 86400)::int) AS d(day)
+			 WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors)
+			 ORDER BY ac.id, d.day
+	LOOP
+		PERFORM pg_advisory_xact_lock(hashtext('schedphi.actor.' || a.id::text), a.day);
+	END LOOP;
+
 	-- Expired holds stop blocking from the moment they expire: deactivate
 	-- the ones in our way, in our own transaction.
 	UPDATE schedphi.appointment_actor x SET active = false
@@ -160,11 +179,16 @@ BEGIN
 			IF NOT v_full THEN
 				RETURN;
 			END IF;
-		EXCEPTION WHEN exclusion_violation THEN
+		EXCEPTION WHEN exclusion_violation OR deadlock_detected THEN
 			-- A concurrent booking took the seat first.  With capacity > 1
-			-- another seat may still be free: try again a few times.
+			-- another seat may still be free: try again a few times.  Two
+			-- transactions inserting clashing rows at the same moment each
+			-- wait for the other (exclusion constraints check after
+			-- inserting), and the deadlock detector picks one: that one
+			-- tries again, now waiting for the winner, and gets a plain
+			-- conflict or, if the winner rolled back, the seat.
 			v_attempt := v_attempt + 1;
-			v_full := NOT v_multi OR v_attempt >= 4;
+			v_full := v_attempt >= 4 OR (SQLSTATE = '23P01' AND NOT v_multi);
 		END;
 		EXIT WHEN v_full;
 	END LOOP;

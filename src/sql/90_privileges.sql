@@ -18,8 +18,10 @@ BEGIN
 	LOOP
 		EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA schedphi TO %I', r);
 		EXECUTE pg_catalog.format('GRANT SELECT ON schedphi.appointments, schedphi.patients TO %I', r);
+		-- public functions, and the helpers the views call as the invoker
 		FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_catalog.pg_proc p
-				 WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname !~ '^_'
+				 WHERE p.pronamespace = 'schedphi'::regnamespace
+				   AND (p.proname !~ '^_' OR p.proname IN ('_visible_tenant', '_member_role', '_patient_json'))
 		LOOP
 			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f.sig, r);
 		END LOOP;

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Concurrency: 8 clients (pgbench) race for the same 30 slots across two
+# actors (a practitioner and a room, booked alone or together) while others
+# cancel, for several seconds.  Afterwards: no two active bookings of one
+# actor overlap, every booked appointment holds all of its actors, every
+# refusal was a 23P01, and idempotent retries racing each other booked once.
+# Needs PGHOST/PGPORT/PGUSER of a running cluster (test/run.sh sets them).
+set -euo pipefail
+
+db=schedphi_race
+seconds=${RACE_SECONDS:-6}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
+
+psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+q >/dev/null <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION schedphi CASCADE;
+CREATE SCHEMA race;
+CREATE TABLE race.cfg (tenant uuid, dr uuid, room uuid, dr2 uuid);
+CREATE TABLE race.patient (n int PRIMARY KEY, id uuid);
+CREATE TABLE race.outcome (kind text, state text);
+DO $$
+DECLARE
+	t uuid := schedphi.create_tenant('Race Clinic', 'America/New_York');
+	l uuid := schedphi.add_location(t, 'Race site', 'America/New_York');
+	dr uuid := schedphi.add_practitioner(t, 'Dr Race Synthetic');
+	room uuid := schedphi.add_resource(t, 'room', 'Race room', 1, l);
+	dr2 uuid := schedphi.add_practitioner(t, 'Dr Retry Synthetic');
+	a uuid;
+BEGIN
+	FOREACH a IN ARRAY ARRAY[dr, room, dr2] LOOP
+		PERFORM schedphi.add_availability(a, l, '{1,2,3,4,5,6,7}', '09:00', '17:00', daterange('2026-01-01', NULL));
+	END LOOP;
+	INSERT INTO race.cfg VALUES (t, dr, room, dr2);
+	INSERT INTO race.patient
+		SELECT n, schedphi.register_patient(t, 'Racer', 'Synthetic' || n, date '1980-01-01' + n) FROM generate_series(1, 40) n;
+END $$;
+
+-- slot s (0..29): half-hour slots, 16 on Monday 2026-06-15 and 14 on the Tuesday
+CREATE FUNCTION race.slot(s int) RETURNS tstzrange LANGUAGE sql IMMUTABLE AS $$
+	SELECT tstzrange(ts, ts + interval '30 minutes')
+	FROM (SELECT CASE WHEN s < 16 THEN timestamptz '2026-06-15 13:00Z' + s * interval '30 minutes'
+					  ELSE timestamptz '2026-06-16 13:00Z' + (s - 16) * interval '30 minutes' END AS ts) x
+$$;
+
+CREATE FUNCTION race.try_book(s int, which int, p int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	c race.cfg := (SELECT c FROM race.cfg c);
+BEGIN
+	PERFORM schedphi.book((SELECT id FROM race.patient WHERE n = p),
+		CASE which WHEN 0 THEN ARRAY[c.dr] WHEN 1 THEN ARRAY[c.room] ELSE ARRAY[c.dr, c.room] END,
+		race.slot(s));
+	INSERT INTO race.outcome VALUES ('book', '00000');
+EXCEPTION WHEN OTHERS THEN
+	INSERT INTO race.outcome VALUES ('book', SQLSTATE);
+END $$;
+
+CREATE FUNCTION race.try_cancel() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	a uuid := (SELECT id FROM schedphi.appointment WHERE status = 'booked' AND idempotency_key IS NULL
+			   ORDER BY random() LIMIT 1);
+BEGIN
+	IF a IS NOT NULL THEN
+		PERFORM schedphi.cancel(a);
+		INSERT INTO race.outcome VALUES ('cancel', '00000');
+	END IF;
+EXCEPTION WHEN OTHERS THEN
+	INSERT INTO race.outcome VALUES ('cancel', SQLSTATE);
+END $$;
+
+CREATE FUNCTION race.try_retry(k int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	c race.cfg := (SELECT c FROM race.cfg c);
+BEGIN
+	PERFORM schedphi.book((SELECT id FROM race.patient WHERE n = k), ARRAY[c.dr2], race.slot(k),
+						  idempotency_key => 'retry-' || k);
+	INSERT INTO race.outcome VALUES ('retry', '00000');
+EXCEPTION WHEN OTHERS THEN
+	INSERT INTO race.outcome VALUES ('retry', SQLSTATE);
+END $$;
+SQL
+
+cat >"$work/book.sql" <<'EOF2'
+\set s random(0, 29)
+\set w random(0, 2)
+\set p random(1, 40)
+SELECT race.try_book(:s, :w, :p);
+EOF2
+cat >"$work/cancel.sql" <<'EOF2'
+SELECT race.try_cancel();
+EOF2
+cat >"$work/retry.sql" <<'EOF2'
+\set k random(1, 5)
+SELECT race.try_retry(:k);
+EOF2
+
+echo "race: 8 clients for ${seconds}s over 30 slots and 2 actors, with cancellations"
+pgbench -n -c 8 -j 2 -T "$seconds" -f "$work/book.sql@9" -f "$work/cancel.sql@1" "$db" >"$work/pgbench.txt" 2>&1 || {
+	cat "$work/pgbench.txt"
+	echo "race: pgbench failed"
+	exit 1
+}
+grep -E "number of transactions actually processed|tps = " "$work/pgbench.txt" | sed 's/^/race: /'
+echo "race: 8 clients retrying 5 idempotent bookings"
+pgbench -n -c 8 -j 2 -t 25 -f "$work/retry.sql" "$db" >"$work/pgbench2.txt" 2>&1 || {
+	cat "$work/pgbench2.txt"
+	echo "race: pgbench (retries) failed"
+	exit 1
+}
+
+fail=0
+check() {
+	local what=$1 got=$2 want=$3
+	if [ "$got" = "$want" ]; then
+		echo "race: ok - $what"
+	else
+		echo "race: NOT OK - $what (got $got, want $want)"
+		fail=1
+	fi
+}
+
+q -c "SELECT kind, state, count(*) FROM race.outcome GROUP BY 1, 2 ORDER BY 1, 2" | sed 's/^/race: outcome /'
+check "no two active bookings of one actor overlap" "$(q -c "
+	SELECT count(*) FROM schedphi.appointment_actor a JOIN schedphi.appointment_actor b
+	  ON a.tenant = b.tenant AND a.actor = b.actor AND a.appointment < b.appointment
+	WHERE a.active AND b.active AND a.span && b.span")" 0
+check "every booked appointment holds all of its actors" "$(q -c "
+	SELECT count(*) FROM schedphi.appointment ap
+	WHERE ap.status = 'booked' AND cardinality(ap.actors) <>
+		  (SELECT count(*) FROM schedphi.appointment_actor x WHERE x.appointment = ap.id AND x.active)")" 0
+check "no cancelled appointment holds an actor" "$(q -c "
+	SELECT count(*) FROM schedphi.appointment ap JOIN schedphi.appointment_actor x ON x.appointment = ap.id
+	WHERE ap.status = 'cancelled' AND x.active")" 0
+check "every refused booking was a 23P01" "$(q -c "
+	SELECT count(*) FROM race.outcome WHERE kind = 'book' AND state NOT IN ('00000', '23P01')")" 0
+check "bookings both succeeded and collided" "$(q -c "
+	SELECT count(DISTINCT state) FROM race.outcome WHERE kind = 'book'")" 2
+check "cancellations only ever lost a race with 55000" "$(q -c "
+	SELECT count(*) FROM race.outcome WHERE kind = 'cancel' AND state NOT IN ('00000', '55000')")" 0
+check "idempotent retries never failed" "$(q -c "
+	SELECT count(*) FROM race.outcome WHERE kind = 'retry' AND state <> '00000'")" 0
+check "idempotent retries booked each key once" "$(q -c "
+	SELECT count(*) = count(DISTINCT idempotency_key) AND count(*) BETWEEN 1 AND 5
+	FROM schedphi.appointment WHERE idempotency_key LIKE 'retry-%'")" t
+
+psql -X -q -c "DROP DATABASE $db" >/dev/null
+exit $fail
