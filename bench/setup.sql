@@ -1,10 +1,10 @@
 -- schedphi benchmarks: a synthetic clinic, built through the public API.
 -- Synthetic data only: no real names, no real identifiers.
 --
--- Run by bench/run.sh as a superuser in a fresh database, with psql
--- variables tz (the clinic's time zone).  It builds:
+-- Run by bench/run.sh as a superuser in a fresh database.  It builds:
 --
---   * one tenant, one location in :tz;
+--   * one tenant, one location in America/New_York (the pgbench scripts
+--     name the same zone);
 --   * 200 practitioners (bench.prac n = 1..200), each available every day
 --     08:00-17:00 local on a 15-minute grid from 2030-01-01 on;
 --   * one "busy" practitioner available every day 07:00-19:00 local on a
@@ -26,7 +26,6 @@
 SET client_min_messages = warning;
 
 CREATE EXTENSION IF NOT EXISTS schedphi CASCADE;
-SELECT set_config('bench.tz', :'tz', false) AS tz \gset
 
 CREATE SCHEMA bench;
 CREATE TABLE bench.clinic (tenant uuid NOT NULL, loc uuid NOT NULL, busy uuid NOT NULL, tz text NOT NULL);
@@ -35,7 +34,7 @@ CREATE TABLE bench.patient (n int PRIMARY KEY, id uuid NOT NULL);
 
 DO $setup$
 DECLARE
-	v_tz text := current_setting('bench.tz');
+	v_tz text := 'America/New_York';
 	v_tenant uuid := schedphi.create_tenant('Synthetic Benchmark Clinic', v_tz);
 	v_loc uuid := schedphi.add_location(v_tenant, 'Synthetic Site', v_tz);
 	v_busy uuid;
