@@ -62,6 +62,11 @@ for t in "$here"/concurrency/*.sh; do
 	if bash "$t"; then note ok; else note fail "concurrency $(basename "$t")"; fi
 done
 
+# ----------------------------------------------------------------- load mode
+echo "== load modes"
+. "$here/loadmode.sh"
+if loadmode_check; then note ok; else note fail "not preloaded"; fi
+
 echo
 if [ "$failed" -gt 0 ]; then
 	printf 'failed: %s\n' "${failures[@]}"
