@@ -76,14 +76,14 @@ BEGIN
 		SELECT b.id FROM busy b GROUP BY b.id, b.capacity HAVING count(DISTINCT b.seat) >= b.capacity
 	)
 	SELECT string_agg(pg_catalog.format('%s (%s) is busy during %s', b.name, b.id, b.span), '; '
-					  ORDER BY b.id, lower(b.span))
+					  ORDER BY b.name, b.id, lower(b.span))
 	INTO v_msg
 	FROM busy b WHERE b.id IN (SELECT f.id FROM full_actors f);
 
 	IF v_msg IS NULL THEN
 		-- The clashing booking is not visible to this snapshot (REPEATABLE
 		-- READ and a concurrent commit): name what was asked for.
-		SELECT string_agg(pg_catalog.format('%s (%s)', ac.name, ac.id), ', ' ORDER BY ac.id)
+		SELECT string_agg(pg_catalog.format('%s (%s)', ac.name, ac.id), ', ' ORDER BY ac.name, ac.id)
 		INTO v_msg FROM schedphi.actor ac WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors);
 		v_msg := pg_catalog.format('%s not free during %s', v_msg, p_during);
 	END IF;
