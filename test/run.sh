@@ -62,6 +62,13 @@ for t in "$here"/concurrency/*.sh; do
 	if bash "$t"; then note ok; else note fail "concurrency $(basename "$t")"; fi
 done
 
+# ------------------------------------------------------------- documentation
+echo "== documentation"
+for d in "$SP_ROOT/README.md" "$SP_ROOT"/docs/*.md; do
+	grep -q '^```sql' "$d" || continue
+	if bash "$here/docs.sh" "$d"; then note ok; else note fail "docs $(basename "$d")"; fi
+done
+
 # ----------------------------------------------------------------- load mode
 echo "== load modes"
 . "$here/loadmode.sh"

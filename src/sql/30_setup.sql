@@ -59,6 +59,10 @@ BEGIN
 	IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN
 		RAISE EXCEPTION 'a superuser cannot be made a member' USING ERRCODE = '22023';
 	END IF;
+	IF login = session_user THEN
+		RAISE EXCEPTION 'permission denied: separation of duties rule'
+			USING ERRCODE = '42501', DETAIL = 'Nobody grants roles to their own login; another administrator must.';
+	END IF;
 	IF v_role = 'clinician' AND practitioner IS NULL THEN
 		RAISE EXCEPTION 'a clinician must be linked to a practitioner' USING ERRCODE = '22023';
 	END IF;

@@ -226,14 +226,16 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION schedphi._check_hold_live(v schedphi.appointment)
+-- A hold that has run out can no longer take up time: refuse to make it
+-- booked, to keep it pending or to move it (p_what says which).
+CREATE FUNCTION schedphi._check_hold_live(v schedphi.appointment, p_what text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF v.status = 'pending' AND v.hold_expires IS NOT NULL AND v.hold_expires <= statement_timestamp() THEN
-		RAISE EXCEPTION 'hold expired: cannot change appointment status from pending'
+		RAISE EXCEPTION 'hold expired: cannot %', p_what
 			USING ERRCODE = '55000', DETAIL = 'The hold ran out; find a new slot and hold or book it.';
 	END IF;
 END
@@ -242,7 +244,7 @@ $$;
 -- An earlier call with the same idempotency key: its id when it asked for
 -- the same booking, 22023 when it asked for another.
 CREATE FUNCTION schedphi._idempotent(p_tenant uuid, p_key text, p_patient uuid, p_actors uuid[],
-									 p_during tstzrange)
+									 p_during tstzrange, p_kind text, p_reason text)
 RETURNS uuid
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -254,11 +256,23 @@ BEGIN
 	IF NOT FOUND THEN
 		RETURN NULL;
 	END IF;
-	IF v.patient <> p_patient OR v.actors <> p_actors OR v.during <> p_during THEN
+	IF v.patient <> p_patient OR v.actors <> p_actors OR v.during <> p_during OR v.kind <> p_kind
+	   OR v.reason IS DISTINCT FROM p_reason THEN
 		RAISE EXCEPTION 'idempotency_key was already used for a different booking' USING ERRCODE = '22023';
 	END IF;
 	RETURN v.id;
 END
+$$;
+
+-- A patient who got what they waited for leaves the waitlist.
+CREATE FUNCTION schedphi._waitlist_served(p_tenant uuid, p_patient uuid, p_actors uuid[], p_during tstzrange)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE schedphi.waitlist w SET status = 'booked'
+	WHERE w.tenant = p_tenant AND w.patient = p_patient AND w.status = 'waiting'
+	  AND w.actors <@ p_actors AND w.wanted @> p_during
 $$;
 
 CREATE FUNCTION schedphi._create_appointment(p_patient uuid, p_actors uuid[], p_during tstzrange,
@@ -288,7 +302,7 @@ BEGIN
 		IF length(p_key) NOT BETWEEN 1 AND 200 THEN
 			RAISE EXCEPTION 'idempotency_key must be 1 to 200 characters' USING ERRCODE = '22023';
 		END IF;
-		v_id := schedphi._idempotent(v_tenant, p_key, p_patient, v_actors, v_during);
+		v_id := schedphi._idempotent(v_tenant, p_key, p_patient, v_actors, v_during, v_kind, p_reason);
 		IF v_id IS NOT NULL THEN
 			RETURN v_id;
 		END IF;
@@ -300,9 +314,12 @@ BEGIN
 	RETURNING ap.id INTO v_id;
 	IF v_id IS NULL THEN
 		-- A concurrent call with the same key committed first.
-		RETURN schedphi._idempotent(v_tenant, p_key, p_patient, v_actors, v_during);
+		RETURN schedphi._idempotent(v_tenant, p_key, p_patient, v_actors, v_during, v_kind, p_reason);
 	END IF;
 	PERFORM schedphi._reserve(v_tenant, v_id, v_actors, v_during, p_hold_expires);
+	IF p_status = 'booked' THEN
+		PERFORM schedphi._waitlist_served(v_tenant, p_patient, v_actors, v_during);
+	END IF;
 	RETURN v_id;
 END
 $$;
@@ -360,7 +377,9 @@ DECLARE
 	v_rows int;
 BEGIN
 	PERFORM schedphi._check_transition(v.status, p_to);
-	PERFORM schedphi._check_hold_live(v);
+	IF schedphi._occupies(p_to) THEN
+		PERFORM schedphi._check_hold_live(v, pg_catalog.format('change appointment status from pending to %s', p_to));
+	END IF;
 	IF schedphi._occupies(v.status) AND NOT schedphi._occupies(p_to) THEN
 		UPDATE schedphi.appointment_actor x SET active = false
 		WHERE x.tenant = v.tenant AND x.appointment = v.id;
@@ -376,9 +395,10 @@ BEGIN
 		WHERE x.tenant = v.tenant AND x.appointment = v.id AND x.active;
 		GET DIAGNOSTICS v_rows = ROW_COUNT;
 		IF v_rows <> cardinality(v.actors) THEN
-			RAISE EXCEPTION 'hold expired: cannot change appointment status from pending'
+			RAISE EXCEPTION 'hold expired: cannot change appointment status from pending to booked'
 				USING ERRCODE = '55000';
 		END IF;
+		PERFORM schedphi._waitlist_served(v.tenant, v.patient, v.actors, v.during);
 	END IF;
 	UPDATE schedphi.appointment a
 	SET status = p_to, updated_at = now(),
@@ -403,6 +423,19 @@ BEGIN
 				  DETAIL = 'Statuses are the FHIR R4 Appointment.status codes: proposed, pending, booked, arrived, fulfilled, cancelled, noshow, entered-in-error, checked-in, waitlist.';
 	END IF;
 	v := schedphi._lock_appointment(appointment, ARRAY['scheduler', 'integration', 'clinician']);
+	IF schedphi._member_role(v.tenant, ARRAY['scheduler', 'integration', 'clinician']) = 'clinician' THEN
+		IF status NOT IN ('arrived', 'checked-in', 'fulfilled', 'noshow', 'entered-in-error') THEN
+			RAISE EXCEPTION 'permission denied: role rule'
+				USING ERRCODE = '42501',
+					  DETAIL = 'A clinician records arrived, checked-in, fulfilled, noshow and entered-in-error; schedulers book and cancel.';
+		END IF;
+		IF NOT EXISTS (SELECT 1 FROM schedphi.member m
+					   WHERE m.tenant = v.tenant AND m.login = session_user AND m.role = 'clinician'
+						 AND m.practitioner = ANY (v.actors)) THEN
+			RAISE EXCEPTION 'permission denied: own appointments rule'
+				USING ERRCODE = '42501', DETAIL = 'A clinician changes only appointments with their own practitioner.';
+		END IF;
+	END IF;
 	PERFORM schedphi._set_status(v, status);
 END
 $$;
@@ -418,10 +451,6 @@ DECLARE
 BEGIN
 	IF cancel.reason IS NOT NULL AND length(cancel.reason) > 2000 THEN
 		RAISE EXCEPTION 'reason is longer than 2000 characters' USING ERRCODE = '22023';
-	END IF;
-	-- A hold that ran out can still be cancelled: that only tidies it up.
-	IF v.status = 'pending' THEN
-		v.hold_expires := NULL;
 	END IF;
 	PERFORM schedphi._set_status(v, 'cancelled');
 	UPDATE schedphi.appointment a SET cancel_reason = cancel.reason WHERE a.tenant = v.tenant AND a.id = v.id;
@@ -442,7 +471,7 @@ BEGIN
 		RAISE EXCEPTION 'cannot reschedule an appointment whose status is %', v.status
 			USING ERRCODE = '55000', DETAIL = 'Only booked appointments and live holds can be moved.';
 	END IF;
-	PERFORM schedphi._check_hold_live(v);
+	PERFORM schedphi._check_hold_live(v, 'reschedule it');
 	IF upper(v_during) - lower(v_during) > interval '1 day' THEN
 		RAISE EXCEPTION 'during must not be longer than one day' USING ERRCODE = '22023';
 	END IF;

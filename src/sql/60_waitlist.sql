@@ -20,6 +20,9 @@ BEGIN
 	v_actors := schedphi._check_actors(v_tenant, actors);
 	v_window := schedphi._check_range('window', "window");
 	v_duration := schedphi._check_interval('duration', duration, false);
+	IF v_duration > interval '1 day' THEN
+		RAISE EXCEPTION 'duration must not be longer than one day' USING ERRCODE = '22023';
+	END IF;
 	IF upper(v_window) - lower(v_window) < v_duration THEN
 		RAISE EXCEPTION 'duration is longer than the window' USING ERRCODE = '22023';
 	END IF;
@@ -57,6 +60,32 @@ BEGIN
 		  AND w.actors <@ v.actors
 		  AND w.wanted && v.during
 		  AND upper(w.wanted * v.during) - lower(w.wanted * v.during) >= w.duration
+		  -- the time must still be free for every actor the entry needs
+		  AND NOT EXISTS (SELECT 1 FROM schedphi.appointment_actor x
+						  WHERE x.tenant = v.tenant AND x.actor = ANY (w.actors) AND x.active
+							AND (x.expires IS NULL OR x.expires > statement_timestamp())
+							AND x.span && (w.wanted * v.during))
 		ORDER BY w.created_at, w.id;
+END
+$$;
+
+CREATE FUNCTION schedphi.waitlist_remove(waitlist uuid)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v schedphi.waitlist;
+BEGIN
+	SELECT * INTO v FROM schedphi.waitlist w WHERE w.id = waitlist_remove.waitlist FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown waitlist entry' USING ERRCODE = '22023';
+	END IF;
+	PERFORM schedphi._authorize(v.tenant, ARRAY['scheduler', 'integration']);
+	IF v.status <> 'waiting' THEN
+		RAISE EXCEPTION 'cannot remove a waitlist entry whose status is %', v.status USING ERRCODE = '55000';
+	END IF;
+	UPDATE schedphi.waitlist w SET status = 'removed' WHERE w.tenant = v.tenant AND w.id = v.id;
 END
 $$;

@@ -100,6 +100,16 @@ SELECT throws_ok(format($$SELECT schedphi.add_member(%L, 'tst_sched', 'clinician
 SELECT throws_ok(format($$SELECT schedphi.add_member(%L, 'postgres', 'scheduler')$$, :'tenant'),
 	'22023', 'a superuser cannot be made a member', 'superusers are not members');
 
+CREATE ROLE tst_admin LOGIN;
+CREATE ROLE tst_admin2 LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_admin', 'admin');
+SET SESSION AUTHORIZATION tst_admin;
+SELECT throws_ok(format($$SELECT schedphi.add_member(%L, 'tst_admin', 'scheduler')$$, :'tenant'),
+	'42501', 'permission denied: separation of duties rule', 'an administrator cannot grant their own login a role');
+SELECT lives_ok(format($$SELECT schedphi.add_member(%L, 'tst_admin2', 'scheduler')$$, :'tenant'),
+	'an administrator grants roles to others');
+RESET SESSION AUTHORIZATION;
+
 -- interim authorisation: only members with the right role
 SET SESSION AUTHORIZATION tst_outsider;
 SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'Rogue site', 'UTC')$$, :'tenant'),

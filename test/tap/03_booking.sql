@@ -102,6 +102,10 @@ SELECT is(schedphi.book(:'p3', ARRAY[:'dr']::uuid[], '[2026-06-17 14:00Z, 2026-0
 SELECT is((SELECT count(*)::int FROM schedphi.appointment WHERE idempotency_key = 'req-42'), 1, 'and books only once');
 SELECT throws_ok(format($$SELECT schedphi.book(%L, ARRAY[%L]::uuid[], '[2026-06-17 15:00Z, 2026-06-17 15:30Z)', idempotency_key => 'req-42')$$, :'p3', :'dr'),
 	'22023', 'idempotency_key was already used for a different booking', 'a reused key for another booking is refused');
+SELECT throws_ok(format($$SELECT schedphi.book(%L, ARRAY[%L]::uuid[], '[2026-06-17 14:00Z, 2026-06-17 14:30Z)', 'emergency', idempotency_key => 'req-42')$$, :'p3', :'dr'),
+	'22023', 'idempotency_key was already used for a different booking', 'a reused key with another kind is refused');
+SELECT throws_ok(format($$SELECT schedphi.book(%L, ARRAY[%L]::uuid[], '[2026-06-17 14:00Z, 2026-06-17 14:30Z)', reason => 'other', idempotency_key => 'req-42')$$, :'p3', :'dr'),
+	'22023', 'idempotency_key was already used for a different booking', 'a reused key with another reason is refused');
 SELECT isnt(schedphi.book(:'op1', ARRAY[:'odr']::uuid[], '[2026-06-17 08:00Z, 2026-06-17 08:30Z)', idempotency_key => 'req-42'), :'i1'::uuid,
 	'idempotency keys are per tenant');
 
@@ -120,10 +124,16 @@ SELECT pg_sleep(1.2);
 SELECT isa_ok(schedphi.book(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-18 15:00Z, 2026-06-18 15:30Z)'), 'uuid',
 	'an expired hold does not block a booking, without any sweeper');
 SELECT throws_ok(format($$SELECT schedphi.confirm(%L)$$, :'h2'), '55000',
-	'hold expired: cannot change appointment status from pending', 'an expired hold cannot be confirmed');
+	'hold expired: cannot change appointment status from pending to booked', 'an expired hold cannot be confirmed');
+SELECT throws_ok(format($$SELECT schedphi.reschedule(%L, '[2026-06-18 16:00Z, 2026-06-18 16:30Z)')$$, :'h2'), '55000',
+	'hold expired: cannot reschedule it', 'an expired hold cannot be moved');
 SELECT throws_ok(format($$SELECT schedphi.hold(%L, ARRAY[%L]::uuid[], '[2026-06-18 16:00Z, 2026-06-18 16:30Z)', '0')$$, :'p1', :'dr2'),
 	'22023', 'ttl must be positive and at most one day', 'a zero ttl');
 SELECT lives_ok(format($$SELECT schedphi.cancel(%L)$$, :'h2'), 'an expired hold can still be cancelled');
+SELECT schedphi.hold(:'p1', ARRAY[:'dr2']::uuid[], '[2026-06-18 16:00Z, 2026-06-18 16:30Z)', '1 second') AS h3 \gset
+SELECT pg_sleep(1.2);
+SELECT lives_ok(format($$SELECT schedphi.set_status(%L, 'entered-in-error')$$, :'h3'),
+	'an expired hold can be marked entered-in-error through set_status');
 
 -- Reschedule.
 SELECT lives_ok(format($$SELECT schedphi.reschedule(%L, '[2026-06-15 18:00Z, 2026-06-15 18:30Z)')$$, :'a1'), 'reschedule to a free time');
@@ -190,6 +200,21 @@ SELECT schedphi.hold(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-19 16:00Z, 2026-06-1
 SELECT lives_ok(format($$SELECT schedphi.set_status(%L, 'booked')$$, :'s3'), 'pending -> booked through set_status');
 SELECT throws_ok(format($$SELECT schedphi.set_status(%L, 'arrived')$$, :'h2'), '55000', NULL,
 	'a cancelled hold cannot arrive');
+
+-- Clinicians record the clinical steps of their own appointments only.
+CREATE ROLE tst_doc LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_doc', 'clinician', :'dr');
+SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-22 14:00Z, 2026-06-22 14:30Z)') AS own \gset
+SELECT schedphi.book(:'p1', ARRAY[:'dr2']::uuid[], '[2026-06-22 14:00Z, 2026-06-22 14:30Z)') AS other \gset
+SET SESSION AUTHORIZATION tst_doc;
+SELECT lives_ok(format($$SELECT schedphi.set_status(%L, 'arrived')$$, :'own'), 'a clinician records an arrival');
+SELECT throws_ok(format($$SELECT schedphi.set_status(%L, 'arrived')$$, :'other'), '42501',
+	'permission denied: own appointments rule', 'but not on another practitioner''s appointment');
+SELECT throws_ok(format($$SELECT schedphi.set_status(%L, 'cancelled')$$, :'other'), '42501',
+	'permission denied: role rule', 'and a clinician does not cancel through set_status');
+SELECT throws_ok(format($$SELECT schedphi.cancel(%L)$$, :'own'), '42501', NULL, 'nor through cancel');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT status FROM schedphi.appointments WHERE id = :'other'), 'booked', 'refused changes changed nothing');
 
 SELECT * FROM finish();
 ROLLBACK;
