@@ -1,0 +1,108 @@
+-- NULL in any argument of any public function: either a documented
+-- default meaning "none" (the call works) or 22023 naming the argument;
+-- never an internal error, and a refused call changes nothing.
+BEGIN;
+SELECT no_plan();
+SET LOCAL client_min_messages = warning;
+SELECT * FROM tst.clinic('America/New_York') \gset
+CREATE ROLE tst_member LOGIN;
+SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt \gset
+SELECT schedphi.book(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt2 \gset
+SELECT schedphi.waitlist_add(:'p3', ARRAY[:'dr']::uuid[], '[2026-06-15 13:00Z, 2026-06-15 20:00Z)', '30 minutes') AS wl \gset
+
+-- fn: the function; args: valid literal arguments; nullable: positions
+-- (1-based) where NULL is a documented "none".
+CREATE TEMP TABLE calls (fn text, args text[], nullable int[]);
+INSERT INTO calls VALUES
+	('create_tenant', ARRAY[quote_literal('Null Clinic'), quote_literal('UTC')], '{}'),
+	('add_location', ARRAY[quote_literal(:'tenant'), quote_literal('Null site'), quote_literal('UTC')], '{}'),
+	('add_practitioner', ARRAY[quote_literal(:'tenant'), quote_literal('Dr Null'), quote_literal('1234567893')], '{3}'),
+	('add_resource', ARRAY[quote_literal(:'tenant'), quote_literal('room'), quote_literal('Null room'), '2', quote_literal(:'loc')], '{5}'),
+	('add_availability', ARRAY[quote_literal(:'dr2'), quote_literal(:'loc'), quote_literal('{6}'), quote_literal('09:00'),
+		quote_literal('10:00'), quote_literal('[2026-01-01,)'), '15'], '{}'),
+	('add_block', ARRAY[quote_literal(:'dr2'), quote_literal('[2026-07-01 10:00Z, 2026-07-01 11:00Z)'), quote_literal('null test')], '{}'),
+	('set_buffer', ARRAY[quote_literal(:'dr2'), quote_literal('5 minutes'), quote_literal('5 minutes')], '{}'),
+	('add_member', ARRAY[quote_literal(:'tenant'), quote_literal('tst_member'), quote_literal('clinician'), quote_literal(:'dr')], '{}'),
+	('register_patient', ARRAY[quote_literal(:'tenant'), quote_literal('Nul'), quote_literal('Lish'), quote_literal('1999-09-09'),
+		quote_literal('555-0199-000'), quote_literal('nul@example.org'), quote_literal('SYN-NULL'), quote_literal('99000')], '{5,6,7,8}'),
+	('find_patient', ARRAY[quote_literal(:'tenant'), quote_literal('SYN-0001'), 'NULL', 'NULL', 'NULL', 'NULL'], '{3,4,5,6}'),  -- no criterion at all: 22023
+	('patient_record', ARRAY[quote_literal(:'p1')], '{}'),
+	('find_slots', ARRAY[format('ARRAY[%L]::uuid[]', :'dr'), quote_literal('[2026-06-15, 2026-06-16)'), quote_literal('30 minutes'), '5'], '{4}'),
+	('hold', ARRAY[quote_literal(:'p3'), format('ARRAY[%L]::uuid[]', :'dr'), quote_literal('[2026-06-16 14:00Z, 2026-06-16 14:30Z)'),
+		quote_literal('5 minutes')], '{}'),
+	('book', ARRAY[quote_literal(:'p3'), format('ARRAY[%L]::uuid[]', :'dr'), quote_literal('[2026-06-16 15:00Z, 2026-06-16 15:30Z)'),
+		quote_literal('routine'), quote_literal('null test'), quote_literal('null-key')], '{5,6}'),
+	('reschedule', ARRAY[quote_literal(:'appt'), quote_literal('[2026-06-15 16:00Z, 2026-06-15 16:30Z)')], '{}'),
+	('set_status', ARRAY[quote_literal(:'appt'), quote_literal('arrived')], '{}'),
+	('cancel', ARRAY[quote_literal(:'appt2'), quote_literal('null test')], '{2}'),
+	('waitlist_add', ARRAY[quote_literal(:'p3'), format('ARRAY[%L]::uuid[]', :'dr'), quote_literal('[2026-06-16, 2026-06-17)'),
+		quote_literal('30 minutes')], '{}'),
+	('waitlist_remove', ARRAY[quote_literal(:'wl')], '{}'),
+	('confirm', ARRAY['NULL'], '{}'),
+	('waitlist_offers', ARRAY['NULL'], '{}'),
+	('remove_member', ARRAY['NULL', quote_literal('tst_member'), quote_literal('clinician')], '{}');
+
+-- every public function is covered
+SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
+		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname !~ '^_'),
+		  (SELECT array_agg(fn ORDER BY fn) FROM calls), 'every public function is exercised with NULLs');
+
+-- Each NULL position, in its own subtransaction so that calls cannot
+-- interfere; the state after each call is compared with the state before.
+CREATE TEMP TABLE outcome (fn text, pos int, state text, nullable boolean, changed boolean);
+CREATE FUNCTION pg_temp.snapshot() RETURNS text LANGUAGE sql AS $$
+	SELECT md5(concat_ws('|',
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.tenant t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.location t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.actor t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.member t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.availability t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.block t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.patient t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.appointment t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.appointment_actor t),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text) FROM schedphi.waitlist t)))
+$$;
+DO $$
+DECLARE
+	c record;
+	i int;
+	a text[];
+	st text;
+	before text;
+	after text;
+BEGIN
+	FOR c IN SELECT * FROM calls LOOP
+		FOR i IN 1 .. cardinality(c.args) LOOP
+			a := c.args;
+			a[i] := 'NULL';
+			before := pg_temp.snapshot();
+			BEGIN
+				EXECUTE format('SELECT * FROM schedphi.%I(%s)', c.fn, array_to_string(a, ', '));
+				st := '00000';
+				after := pg_temp.snapshot();
+				RAISE SQLSTATE 'TSTRB';
+			EXCEPTION
+				WHEN SQLSTATE 'TSTRB' THEN NULL;
+				WHEN OTHERS THEN
+					st := SQLSTATE;
+					after := pg_temp.snapshot();
+			END;
+			INSERT INTO outcome VALUES (c.fn, i, st, i = ANY (c.nullable), after <> before);
+		END LOOP;
+	END LOOP;
+END $$;
+
+SELECT is((SELECT string_agg(fn || '#' || pos || '=' || state, ', ' ORDER BY fn, pos) FROM outcome
+		   WHERE NOT nullable AND state <> '22023'), NULL,
+	'NULL where a value is required is 22023 for every function and argument');
+SELECT is((SELECT string_agg(fn || '#' || pos || '=' || state, ', ' ORDER BY fn, pos) FROM outcome
+		   WHERE nullable AND state <> '00000'), NULL,
+	'NULL where the SPEC allows it (a default of none) works');
+SELECT is((SELECT string_agg(fn || '#' || pos, ', ' ORDER BY fn, pos) FROM outcome
+		   WHERE state <> '00000' AND changed), NULL,
+	'a refused call changes nothing');
+SELECT cmp_ok((SELECT count(*)::int FROM outcome), '>=', 70, 'every argument position was tried');
+
+SELECT * FROM finish();
+ROLLBACK;
