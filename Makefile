@@ -5,11 +5,12 @@ EXTENSION  = schedphi
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = schedphi
-OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/codec/*.c)))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 EXTRA_CLEAN = $(EXTENSION)--*.sql
 
 PG_CPPFLAGS = -Isrc
+SHLIB_LINK  = -lcrypto
 # -Wno-unused-parameter: PostgreSQL's own headers trip it.
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter
 

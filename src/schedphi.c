@@ -3,9 +3,13 @@
  * schedphi.c
  *	  Module entry point: _PG_init, settings, hooks and workers.
  *
- * The library works whether or not it is preloaded; features that need
- * shared memory or a background worker (added by later parts) check
- * schedphi_preloaded and say so with an errhint.
+ * The library works whether or not it is preloaded.  Preloaded, the
+ * postmaster runs schedphi.key_command once at start and every backend
+ * inherits the master keys, and the log-masking hook covers every
+ * statement from the first; otherwise each backend loads the keys when it
+ * first needs them and masks the log from the moment the library is
+ * loaded.  Features that need shared memory or a background worker (added
+ * by later parts) check schedphi_preloaded and say so with an errhint.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,14 +28,20 @@ bool		schedphi_preloaded = false;
 void		_PG_init(void);
 
 /*
- * Record how we were loaded and reserve the "schedphi." setting prefix, so
- * that nobody can invent a schedphi.* placeholder setting and have code
- * (ours or an application's) mistake it for one of ours.
+ * Define the settings, install the log hook, and reserve the "schedphi."
+ * setting prefix, so that nobody can invent a schedphi.* placeholder
+ * setting and have code (ours or an application's) mistake it for one of
+ * ours.  When preloaded, load the master keys in the postmaster.
  */
 void
 _PG_init(void)
 {
 	schedphi_preloaded = process_shared_preload_libraries_in_progress;
 
+	schedphi_keys_init_guc();
+	schedphi_logmask_init();
 	MarkGUCPrefixReserved("schedphi");
+
+	if (schedphi_preloaded)
+		schedphi_keys_preload();
 }

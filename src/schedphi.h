@@ -11,12 +11,38 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "utils/uuid.h"
 
 /* True when the library was loaded through shared_preload_libraries. */
 extern bool schedphi_preloaded;
 
 /* The SQLSTATE schedphi uses for a bad argument (22023). */
 #define SCHEDPHI_BAD_ARGUMENT ERRCODE_INVALID_PARAMETER_VALUE
+/* Key unavailable: master key not loaded, data key missing (SPK01). */
+#define SCHEDPHI_KEY_UNAVAILABLE MAKE_SQLSTATE('S','P','K','0','1')
+
+#define SP_KEY_LEN		32
+#define SP_GCM_NONCE	12
+#define SP_GCM_TAG		16
+
+/* keys.c */
+extern char *schedphi_key_command;
+extern int	schedphi_seal_limit;
+extern void schedphi_keys_init_guc(void);
+extern void schedphi_keys_preload(void);
+extern bool sp_gcm_encrypt(const uint8 *key, const uint8 *nonce, const uint8 *aad, int aadlen,
+						   const uint8 *pt, int ptlen, uint8 *ct, uint8 *tag);
+extern bool sp_gcm_decrypt(const uint8 *key, const uint8 *nonce, const uint8 *aad, int aadlen,
+						   const uint8 *ct, int ctlen, const uint8 *tag, uint8 *pt);
+extern void sp_random(uint8 *buf, int len);
+extern Oid	schedphi_data_key_relid(bool missing_ok);
+extern const uint8 *schedphi_data_key(const pg_uuid_t *tenant, int32 id);
+extern int32 schedphi_active_key(const pg_uuid_t *tenant, const char *purpose);
+extern int32 schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose);
+
+/* logmask.c */
+extern void schedphi_logmask_init(void);
+extern void schedphi_note_phi(void);
 
 struct pg_tz;
 

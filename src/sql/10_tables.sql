@@ -10,7 +10,45 @@ CREATE TABLE schedphi.tenant (
 	name		text NOT NULL CHECK (btrim(name) <> ''),
 	timezone	text NOT NULL,
 	created_at	timestamptz NOT NULL DEFAULT now(),
+	shredded_at timestamptz,
 	PRIMARY KEY (tenant)
+);
+
+-- Data keys, one active per tenant and purpose: 'phi' seals fields,
+-- 'index' keys blind indexes, 'token' keys analytics tokens.  Stored only
+-- wrapped (AES-256-GCM) by the master key named in kek_id; once destroyed
+-- the wrapped key is gone.  seal_base is schedphi.seal_counter when the key
+-- was made: every seal takes a number from that counter, so a key has
+-- sealed at most (counter - seal_base) values.
+CREATE SEQUENCE schedphi.data_key_id AS int;
+CREATE SEQUENCE schedphi.seal_counter AS bigint INCREMENT BY 1024;
+CREATE TABLE schedphi.data_key (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			int NOT NULL DEFAULT nextval('schedphi.data_key_id'),
+	purpose		text NOT NULL CHECK (purpose IN ('phi', 'index', 'token')),
+	kek_id		text,
+	wrapped		bytea,
+	status		text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'retired', 'destroyed')),
+	seal_base	bigint NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	retired_at	timestamptz,
+	destroyed_at timestamptz,
+	PRIMARY KEY (tenant, id),
+	CHECK ((status = 'destroyed') = (wrapped IS NULL)),
+	CHECK ((status = 'destroyed') = (kek_id IS NULL))
+);
+CREATE UNIQUE INDEX data_key_one_active ON schedphi.data_key (tenant, purpose) WHERE status = 'active';
+
+-- Every key operation, for the audit ledger to take over.  Never a key.
+CREATE SEQUENCE schedphi.key_event_id AS bigint;
+CREATE TABLE schedphi.key_event (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			bigint NOT NULL DEFAULT nextval('schedphi.key_event_id'),
+	at			timestamptz NOT NULL DEFAULT clock_timestamp(),
+	login		name NOT NULL DEFAULT session_user,
+	action		text NOT NULL CHECK (action IN ('key_create', 'key_rotate', 'key_rewrap', 'reencrypt', 'shred')),
+	detail		jsonb NOT NULL DEFAULT '{}',
+	PRIMARY KEY (tenant, id)
 );
 
 CREATE TABLE schedphi.location (
@@ -88,28 +126,31 @@ CREATE TABLE schedphi.block (
 );
 CREATE INDEX block_actor ON schedphi.block USING gist (tenant, actor, during);
 
--- Patients.  PROVISIONAL: demographics are kept in plain columns until the
--- field-encryption work (issue 3) replaces them with schedphi.sealed values
--- and blind indexes, before the first release.  Nothing outside this file
--- and 30_patients.sql may depend on these columns.
+-- Patients.  Every demographic field is sealed (AES-256-GCM, bound to the
+-- tenant, table, column and row); look-ups go through blind indexes
+-- (HMAC-SHA-256 under per-tenant, per-field keys) of normalised values.
 CREATE TABLE schedphi.patient (
 	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
-	id			uuid NOT NULL DEFAULT gen_random_uuid(),
-	given		text NOT NULL,
-	family		text NOT NULL,
-	birth_date	date NOT NULL,
-	phone		text,
-	email		text,
-	mrn			text,
-	zip			text,
+	id			uuid NOT NULL,
+	given		schedphi.sealed NOT NULL,
+	family		schedphi.sealed NOT NULL,
+	birth_date	schedphi.sealed NOT NULL,
+	phone		schedphi.sealed,
+	email		schedphi.sealed,
+	mrn			schedphi.sealed,
+	zip			schedphi.sealed,
+	mrn_idx		bytea,
+	phone_idx	bytea,
+	email_idx	bytea,
+	family_dob_idx bytea NOT NULL,
 	created_at	timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (tenant, id),
-	UNIQUE (tenant, mrn)
+	CONSTRAINT patient_mrn_unique UNIQUE (tenant, mrn_idx)
 );
 CREATE INDEX patient_id ON schedphi.patient (id);
-CREATE INDEX patient_phone ON schedphi.patient (tenant, phone);
-CREATE INDEX patient_email ON schedphi.patient (tenant, email);
-CREATE INDEX patient_family ON schedphi.patient (tenant, lower(family), birth_date);
+CREATE INDEX patient_phone ON schedphi.patient (tenant, phone_idx);
+CREATE INDEX patient_email ON schedphi.patient (tenant, email_idx);
+CREATE INDEX patient_family ON schedphi.patient (tenant, family_dob_idx);
 
 -- Appointments carry FHIR R4 Appointment.status codes.
 CREATE TABLE schedphi.appointment (
@@ -122,10 +163,11 @@ CREATE TABLE schedphi.appointment (
 								'fulfilled', 'cancelled', 'noshow', 'entered-in-error',
 								'checked-in', 'waitlist')),
 	kind		text NOT NULL,
-	reason		text,
+	reason		schedphi.sealed,
 	idempotency_key text,
+	request_digest bytea,
 	hold_expires timestamptz,
-	cancel_reason text,
+	cancel_reason schedphi.sealed,
 	created_at	timestamptz NOT NULL DEFAULT now(),
 	updated_at	timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (tenant, id),
@@ -170,3 +212,8 @@ CREATE TABLE schedphi.waitlist (
 	FOREIGN KEY (tenant, patient) REFERENCES schedphi.patient (tenant, id)
 );
 CREATE INDEX waitlist_open ON schedphi.waitlist (tenant, created_at) WHERE status = 'waiting';
+
+-- pg_dump writes the extension's rows (ciphertext and wrapped keys only).
+SELECT pg_catalog.pg_extension_config_dump(c.oid::regclass, '')
+FROM pg_catalog.pg_class c
+WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind IN ('r', 'S');

@@ -41,6 +41,28 @@ AS $$
 		OR EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user)
 $$;
 
+-- May the session user see decrypted PHI of this tenant?  Superusers are
+-- not members, so they may not: they see ciphertext (SPEC).  Called by the
+-- C function _open before it decrypts anything.
+CREATE FUNCTION schedphi._may_reveal(p_tenant uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT 1 FROM schedphi.member m
+				   WHERE m.tenant = p_tenant AND m.login = session_user
+					 AND m.role IN ('scheduler', 'integration', 'clinician', 'billing'))
+$$;
+
+CREATE FUNCTION schedphi._is_superuser()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)
+$$;
+
 CREATE FUNCTION schedphi._bad_argument(p_message text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE

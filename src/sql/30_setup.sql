@@ -17,6 +17,8 @@ BEGIN
 	VALUES (schedphi._check_name('name', create_tenant.name),
 			schedphi._check_timezone(create_tenant.timezone))
 	RETURNING tenant INTO v_id;
+	-- its data keys: SPK01 (and nothing written) without a master key
+	PERFORM schedphi._new_data_key(v_id, p) FROM unnest(ARRAY['phi', 'index', 'token']) p;
 	RETURN v_id;
 END
 $$;

@@ -1,9 +1,8 @@
 -- schedphi install script, part 4: patients.
 --
--- PROVISIONAL storage (see 10_tables.sql): the field-encryption work seals
--- every field and replaces the lookups below with blind indexes.  The
--- normalisation rules are the ones the blind indexes will use: trimmed,
--- case-folded names, digits-only phone, lower-cased e-mail.
+-- Every field is sealed for its place (tenant, 'patient', column, id); the
+-- look-ups use blind indexes of normalised values: trimmed, case-folded
+-- names, digits-only phone, lower-cased e-mail, upper-cased MRN.
 -- No error raised here ever includes the value that was refused.
 
 CREATE FUNCTION schedphi._norm_phone(p_phone text)
@@ -92,6 +91,14 @@ BEGIN
 END
 $$;
 
+-- The family name + birth date blind-index input.
+CREATE FUNCTION schedphi._family_dob(p_family text, p_birth date)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT lower(btrim(p_family)) || '|' || p_birth::text
+$$;
+
 CREATE FUNCTION schedphi.register_patient(tenant uuid, given text, family text, birth_date date,
 										  phone text DEFAULT NULL, email text DEFAULT NULL,
 										  mrn text DEFAULT NULL, zip text DEFAULT NULL)
@@ -102,19 +109,40 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-	v_id uuid;
+	v_id uuid := gen_random_uuid();
+	v_given text := schedphi._check_name('given', given);
+	v_family text := schedphi._check_name('family', family);
+	v_birth date := schedphi._check_birth_date(birth_date);
+	v_phone text := schedphi._norm_phone(phone);
+	v_email text := schedphi._norm_email(email);
 	v_mrn text := schedphi._norm_mrn(mrn);
+	v_zip text := schedphi._norm_zip(zip);
+	v_mrn_idx bytea;
 BEGIN
 	PERFORM schedphi._authorize(tenant, ARRAY['scheduler', 'integration']);
-	IF v_mrn IS NOT NULL AND EXISTS (SELECT 1 FROM schedphi.patient p WHERE p.tenant = tenant AND p.mrn = v_mrn) THEN
+	v_mrn_idx := schedphi._blind(tenant, 'mrn', v_mrn);
+	IF v_mrn_idx IS NOT NULL AND EXISTS (SELECT 1 FROM schedphi.patient p
+										 WHERE p.tenant = tenant AND p.mrn_idx = v_mrn_idx) THEN
 		RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
 	END IF;
-	INSERT INTO schedphi.patient (tenant, given, family, birth_date, phone, email, mrn, zip)
-	VALUES (tenant, schedphi._check_name('given', given), schedphi._check_name('family', family),
-			schedphi._check_birth_date(birth_date), schedphi._norm_phone(phone),
-			schedphi._norm_email(email), v_mrn, schedphi._norm_zip(zip))
-	RETURNING id INTO v_id;
+	INSERT INTO schedphi.patient (tenant, id, given, family, birth_date, phone, email, mrn, zip,
+								  mrn_idx, phone_idx, email_idx, family_dob_idx)
+	VALUES (tenant, v_id,
+			schedphi._seal(tenant, 'patient', 'given', v_id, v_given),
+			schedphi._seal(tenant, 'patient', 'family', v_id, v_family),
+			schedphi._seal(tenant, 'patient', 'birth_date', v_id, v_birth::text),
+			schedphi._seal(tenant, 'patient', 'phone', v_id, v_phone),
+			schedphi._seal(tenant, 'patient', 'email', v_id, v_email),
+			schedphi._seal(tenant, 'patient', 'mrn', v_id, v_mrn),
+			schedphi._seal(tenant, 'patient', 'zip', v_id, v_zip),
+			v_mrn_idx,
+			schedphi._blind(tenant, 'phone', v_phone),
+			schedphi._blind(tenant, 'email', v_email),
+			schedphi._blind(tenant, 'family_dob', schedphi._family_dob(v_family, v_birth)));
 	RETURN v_id;
+EXCEPTION WHEN unique_violation THEN
+	-- a concurrent registration of the same MRN committed first
+	RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
 END
 $$;
 
@@ -131,7 +159,11 @@ DECLARE
 	v_mrn text := schedphi._norm_mrn(mrn);
 	v_phone text := schedphi._norm_phone(phone);
 	v_email text := schedphi._norm_email(email);
-	v_family text := lower(btrim(family));
+	v_family text := nullif(lower(btrim(family)), '');
+	v_mrn_idx bytea;
+	v_phone_idx bytea;
+	v_email_idx bytea;
+	v_fd_idx bytea;
 BEGIN
 	PERFORM schedphi._authorize(tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing']);
 	IF v_mrn IS NULL AND v_phone IS NULL AND v_email IS NULL AND v_family IS NULL THEN
@@ -141,31 +173,19 @@ BEGIN
 	IF (v_family IS NULL) <> (birth_date IS NULL) THEN
 		RAISE EXCEPTION 'family and birth_date must be given together' USING ERRCODE = '22023';
 	END IF;
+	v_mrn_idx := schedphi._blind(tenant, 'mrn', v_mrn);
+	v_phone_idx := schedphi._blind(tenant, 'phone', v_phone);
+	v_email_idx := schedphi._blind(tenant, 'email', v_email);
+	v_fd_idx := schedphi._blind(tenant, 'family_dob', schedphi._family_dob(v_family, birth_date));
 	RETURN QUERY
 		SELECT p.id FROM schedphi.patient p
 		WHERE p.tenant = tenant
-		  AND (v_mrn IS NULL OR p.mrn = v_mrn)
-		  AND (v_phone IS NULL OR p.phone = v_phone)
-		  AND (v_email IS NULL OR p.email = v_email)
-		  AND (v_family IS NULL OR (lower(p.family) = v_family AND p.birth_date = birth_date))
+		  AND (v_mrn_idx IS NULL OR p.mrn_idx = v_mrn_idx)
+		  AND (v_phone_idx IS NULL OR p.phone_idx = v_phone_idx)
+		  AND (v_email_idx IS NULL OR p.email_idx = v_email_idx)
+		  AND (v_fd_idx IS NULL OR p.family_dob_idx = v_fd_idx)
 		ORDER BY p.created_at, p.id;
 END
-$$;
-
--- The fields of a patient a role may see (interim minimum-necessary rule:
--- billing sees name and birth date only).
-CREATE FUNCTION schedphi._patient_json(p schedphi.patient, p_role text)
-RETURNS jsonb
-LANGUAGE sql STABLE
-AS $$
-	SELECT CASE WHEN p_role = 'billing' THEN
-		jsonb_build_object('id', p.id, 'tenant', p.tenant, 'given', p.given, 'family', p.family,
-						   'birth_date', p.birth_date)
-	ELSE
-		jsonb_strip_nulls(jsonb_build_object('id', p.id, 'tenant', p.tenant, 'given', p.given,
-						   'family', p.family, 'birth_date', p.birth_date, 'phone', p.phone,
-						   'email', p.email, 'mrn', p.mrn, 'zip', p.zip))
-	END
 $$;
 
 CREATE FUNCTION schedphi._member_role(p_tenant uuid, p_roles text[])
@@ -181,6 +201,37 @@ AS $$
 			  ORDER BY array_position(p_roles, m.role) LIMIT 1) END
 $$;
 
+-- The decrypted fields of a patient that a role may see (interim
+-- minimum-necessary rule: billing sees name and birth date only; a
+-- superuser, who is no member, sees none).
+CREATE FUNCTION schedphi._patient_json(p schedphi.patient)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN p_role IS NULL OR p_role = 'superuser' THEN
+			jsonb_build_object('id', p.id, 'tenant', p.tenant)
+		WHEN p_role = 'billing' THEN
+			jsonb_build_object('id', p.id, 'tenant', p.tenant,
+				'given', schedphi._open(p.given, p.tenant, 'patient', 'given', p.id),
+				'family', schedphi._open(p.family, p.tenant, 'patient', 'family', p.id),
+				'birth_date', schedphi._open(p.birth_date, p.tenant, 'patient', 'birth_date', p.id))
+		ELSE
+			jsonb_strip_nulls(jsonb_build_object('id', p.id, 'tenant', p.tenant,
+				'given', schedphi._open(p.given, p.tenant, 'patient', 'given', p.id),
+				'family', schedphi._open(p.family, p.tenant, 'patient', 'family', p.id),
+				'birth_date', schedphi._open(p.birth_date, p.tenant, 'patient', 'birth_date', p.id),
+				'phone', schedphi._open(p.phone, p.tenant, 'patient', 'phone', p.id),
+				'email', schedphi._open(p.email, p.tenant, 'patient', 'email', p.id),
+				'mrn', schedphi._open(p.mrn, p.tenant, 'patient', 'mrn', p.id),
+				'zip', schedphi._open(p.zip, p.tenant, 'patient', 'zip', p.id)))
+	END
+	FROM (SELECT schedphi._member_role(p.tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing'])
+			  AS p_role) r
+$$;
+
 CREATE FUNCTION schedphi.patient_record(patient uuid)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -191,14 +242,23 @@ AS $$
 DECLARE
 	v_tenant uuid := schedphi._patient_tenant(patient);
 	v_roles text[] := ARRAY['scheduler', 'integration', 'clinician', 'billing'];
+	v_role text;
 	v_row schedphi.patient;
 BEGIN
 	PERFORM schedphi._authorize(v_tenant, v_roles);
+	v_role := schedphi._member_role(v_tenant, v_roles);
+	IF v_role = 'superuser' THEN
+		RAISE EXCEPTION 'permission denied: PHI rule'
+			USING ERRCODE = '42501',
+				  DETAIL = 'Decrypting patient data needs a role that reads it in the patient''s tenant; superusers too.';
+	END IF;
 	SELECT * INTO v_row FROM schedphi.patient p WHERE p.tenant = v_tenant AND p.id = patient;
-	RETURN schedphi._patient_json(v_row, schedphi._member_role(v_tenant, v_roles));
+	RETURN schedphi._patient_json(v_row);
 END
 $$;
 
+-- One row per patient the caller may list; the decrypted fields are the
+-- ones the caller's role may see (NULL otherwise, and for a superuser).
 CREATE VIEW schedphi.patients WITH (security_barrier) AS
 	SELECT p.id, p.tenant, j->>'given' AS given, j->>'family' AS family,
 		   (j->>'birth_date')::date AS birth_date, j->>'phone' AS phone, j->>'email' AS email,
@@ -206,5 +266,5 @@ CREATE VIEW schedphi.patients WITH (security_barrier) AS
 	FROM schedphi.patient p
 	CROSS JOIN LATERAL (SELECT schedphi._member_role(p.tenant,
 				ARRAY['scheduler', 'integration', 'clinician', 'billing']) AS role) r
-	CROSS JOIN LATERAL schedphi._patient_json(p, r.role) j
+	CROSS JOIN LATERAL schedphi._patient_json(p) j
 	WHERE r.role IS NOT NULL;

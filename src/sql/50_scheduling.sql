@@ -243,8 +243,7 @@ $$;
 
 -- An earlier call with the same idempotency key: its id when it asked for
 -- the same booking, 22023 when it asked for another.
-CREATE FUNCTION schedphi._idempotent(p_tenant uuid, p_key text, p_patient uuid, p_actors uuid[],
-									 p_during tstzrange, p_kind text, p_reason text)
+CREATE FUNCTION schedphi._idempotent(p_tenant uuid, p_key text, p_digest bytea)
 RETURNS uuid
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -256,12 +255,25 @@ BEGIN
 	IF NOT FOUND THEN
 		RETURN NULL;
 	END IF;
-	IF v.patient <> p_patient OR v.actors <> p_actors OR v.during <> p_during OR v.kind <> p_kind
-	   OR v.reason IS DISTINCT FROM p_reason THEN
+	IF v.request_digest IS DISTINCT FROM p_digest THEN
 		RAISE EXCEPTION 'idempotency_key was already used for a different booking' USING ERRCODE = '22023';
 	END IF;
 	RETURN v.id;
 END
+$$;
+
+-- What a booking request asked for, as a keyed digest (the reason is PHI):
+-- a retry with the same idempotency key must ask for exactly the same.
+CREATE FUNCTION schedphi._request_digest(p_tenant uuid, p_patient uuid, p_actors uuid[], p_during tstzrange,
+										 p_kind text, p_reason text)
+RETURNS bytea
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT schedphi._blind(p_tenant, 'request',
+		pg_catalog.format('%s|%s|%s|%s|%s|%s', p_patient, p_actors,
+						  extract(epoch FROM lower(p_during)), extract(epoch FROM upper(p_during)),
+						  p_kind, pg_catalog.quote_nullable(p_reason)))
 $$;
 
 -- A patient who got what they waited for leaves the waitlist.
@@ -287,6 +299,8 @@ DECLARE
 	v_during tstzrange;
 	v_kind text;
 	v_id uuid;
+	v_new uuid;
+	v_digest bytea;
 BEGIN
 	PERFORM schedphi._authorize(v_tenant, ARRAY['scheduler', 'integration']);
 	v_actors := schedphi._check_actors(v_tenant, p_actors);
@@ -302,19 +316,23 @@ BEGIN
 		IF length(p_key) NOT BETWEEN 1 AND 200 THEN
 			RAISE EXCEPTION 'idempotency_key must be 1 to 200 characters' USING ERRCODE = '22023';
 		END IF;
-		v_id := schedphi._idempotent(v_tenant, p_key, p_patient, v_actors, v_during, v_kind, p_reason);
+		v_digest := schedphi._request_digest(v_tenant, p_patient, v_actors, v_during, v_kind, p_reason);
+		v_id := schedphi._idempotent(v_tenant, p_key, v_digest);
 		IF v_id IS NOT NULL THEN
 			RETURN v_id;
 		END IF;
 	END IF;
-	INSERT INTO schedphi.appointment AS ap (tenant, patient, actors, during, status, kind, reason,
-											idempotency_key, hold_expires)
-	VALUES (v_tenant, p_patient, v_actors, v_during, p_status, v_kind, p_reason, p_key, p_hold_expires)
+	v_new := gen_random_uuid();
+	INSERT INTO schedphi.appointment AS ap (tenant, id, patient, actors, during, status, kind, reason,
+											idempotency_key, request_digest, hold_expires)
+	VALUES (v_tenant, v_new, p_patient, v_actors, v_during, p_status, v_kind,
+			schedphi._seal(v_tenant, 'appointment', 'reason', v_new, p_reason),
+			p_key, v_digest, p_hold_expires)
 	ON CONFLICT ON CONSTRAINT appointment_idempotency DO NOTHING
 	RETURNING ap.id INTO v_id;
 	IF v_id IS NULL THEN
 		-- A concurrent call with the same key committed first.
-		RETURN schedphi._idempotent(v_tenant, p_key, p_patient, v_actors, v_during, v_kind, p_reason);
+		RETURN schedphi._idempotent(v_tenant, p_key, v_digest);
 	END IF;
 	PERFORM schedphi._reserve(v_tenant, v_id, v_actors, v_during, p_hold_expires);
 	IF p_status = 'booked' THEN
@@ -453,7 +471,9 @@ BEGIN
 		RAISE EXCEPTION 'reason is longer than 2000 characters' USING ERRCODE = '22023';
 	END IF;
 	PERFORM schedphi._set_status(v, 'cancelled');
-	UPDATE schedphi.appointment a SET cancel_reason = cancel.reason WHERE a.tenant = v.tenant AND a.id = v.id;
+	UPDATE schedphi.appointment a
+	SET cancel_reason = schedphi._seal(v.tenant, 'appointment', 'cancel_reason', v.id, cancel.reason)
+	WHERE a.tenant = v.tenant AND a.id = v.id;
 END
 $$;
 

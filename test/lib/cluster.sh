@@ -22,6 +22,18 @@ cluster_stop() {
 	SP_TMP=
 }
 
+# The throwaway cluster's master keys: a file only the server's user can
+# read, printed by schedphi.key_command.  cluster_set_keys "ID HEX64" ...
+# rewrites it (the first line is the active key); a restart reloads it.
+cluster_set_keys() {
+	printf '%s\n' "$@" | sp_as_server tee "$SP_TMP/master.keys" >/dev/null
+	sp_as_server chmod 600 "$SP_TMP/master.keys"
+}
+
+sp_random_key() {
+	od -An -tx1 -N32 /dev/urandom | tr -d ' \n'
+}
+
 # cluster_start [extra postgresql.conf lines...]
 cluster_start() {
 	SP_TMP=$(mktemp -d /tmp/schedphi.XXXXXX)
@@ -36,11 +48,13 @@ cluster_start() {
 		cat "$SP_TMP/initdb.log" >&2
 		return 1
 	}
+	cluster_set_keys "test-kek-1 $(sp_random_key)"
 	{
 		echo "port = $SP_PORT"
 		echo "listen_addresses = ''"
 		echo "unix_socket_directories = '$SP_TMP'"
 		echo "shared_preload_libraries = 'schedphi'"
+		echo "schedphi.key_command = 'cat $SP_TMP/master.keys'"
 		echo "max_connections = 60"
 		echo "log_min_messages = warning"
 		echo "timezone = 'UTC'"

@@ -1,0 +1,391 @@
+/*-------------------------------------------------------------------------
+ *
+ * sealed.c
+ *	  The schedphi.sealed type, sealing and opening PHI fields, and blind
+ *	  indexes.
+ *
+ * A sealed value is AES-256-GCM ciphertext under a tenant's data key, with
+ * a 96-bit random nonce and associated data that binds it to (tenant,
+ * table, column, row id): copied to another row, column or tenant it does
+ * not open.  Its text form ("spv1:" + base64, see codec/sealed_codec.h) is
+ * what pg_dump writes and never shows plaintext; there are no comparison
+ * operators, so nothing can sort or group by a sealed value.
+ *
+ * Opening is refused unless the session user is a member of the tenant with
+ * a role that reads PHI: a superuser sees ciphertext like everyone else
+ * (the actor-context work refines this into the full role matrix).
+ *
+ * Blind indexes are HMAC-SHA-256 of a normalised value under a key derived
+ * with HKDF from the tenant's index data key, one key per field.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/uuid.h"
+
+#include "codec/sealed_codec.h"
+#include "schedphi.h"
+
+#define MAX_AAD		(UUID_LEN * 2 + 2 * 64 + 4)
+
+static SPIPlanPtr reveal_plan = NULL;
+static EVP_KDF *hkdf = NULL;
+static EVP_MAC *hmac = NULL;
+static LocalTransactionId reveal_lxid = InvalidLocalTransactionId;
+static pg_uuid_t reveal_tenant;
+
+/* ---------------------------------------------------------------- the type */
+
+static void
+report_bad_sealed(sp_status st)
+{
+	/* never echo the input: it may be a key or a value pasted by mistake */
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+			 errmsg("invalid input syntax for type schedphi.sealed"),
+			 errdetail("%s", sp_status_detail(st))));
+}
+
+PG_FUNCTION_INFO_V1(schedphi_sealed_in);
+
+Datum
+schedphi_sealed_in(PG_FUNCTION_ARGS)
+{
+	char	   *text = PG_GETARG_CSTRING(0);
+	size_t		len = strlen(text);
+	bytea	   *out;
+	size_t		outlen;
+	sp_status	st;
+
+	if (len > sp_sealed_text_len(SP_SEALED_MAX_BIN))
+		report_bad_sealed(SP_ERR_LENGTH);
+	out = palloc(VARHDRSZ + len);	/* base64 decodes shorter */
+	st = sp_sealed_from_text(text, len, (uint8 *) VARDATA(out), len, &outlen);
+	if (st != SP_OK)
+		report_bad_sealed(st);
+	SET_VARSIZE(out, VARHDRSZ + outlen);
+	PG_RETURN_BYTEA_P(out);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_sealed_out);
+
+Datum
+schedphi_sealed_out(PG_FUNCTION_ARGS)
+{
+	bytea	   *v = PG_GETARG_BYTEA_PP(0);
+	size_t		n = VARSIZE_ANY_EXHDR(v);
+	char	   *out = palloc(sp_sealed_text_len(n) + 1);
+	size_t		len = sp_sealed_to_text((const uint8 *) VARDATA_ANY(v), n, out);
+
+	out[len] = '\0';
+	PG_RETURN_CSTRING(out);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_sealed_recv);
+
+Datum
+schedphi_sealed_recv(PG_FUNCTION_ARGS)
+{
+	StringInfo	buf = (StringInfo) PG_GETARG_POINTER(0);
+	int			n = buf->len - buf->cursor;
+	bytea	   *out;
+	sp_sealed_view view;
+	sp_status	st;
+
+	if (n < 0 || n > SP_SEALED_MAX_BIN)
+		report_bad_sealed(SP_ERR_LENGTH);
+	out = palloc(VARHDRSZ + n);
+	SET_VARSIZE(out, VARHDRSZ + n);
+	pq_copymsgbytes(buf, VARDATA(out), n);
+	st = sp_sealed_parse((const uint8 *) VARDATA(out), n, &view);
+	if (st != SP_OK)
+		report_bad_sealed(st);
+	PG_RETURN_BYTEA_P(out);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_sealed_send);
+
+Datum
+schedphi_sealed_send(PG_FUNCTION_ARGS)
+{
+	bytea	   *v = PG_GETARG_BYTEA_PP(0);
+	StringInfoData buf;
+
+	pq_begintypsend(&buf);
+	pq_sendbytes(&buf, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
+}
+
+PG_FUNCTION_INFO_V1(schedphi_sealed_key_id);
+
+/* _sealed_key_id(sealed) -> int: the data key a value is sealed under. */
+Datum
+schedphi_sealed_key_id(PG_FUNCTION_ARGS)
+{
+	bytea	   *v = PG_GETARG_BYTEA_PP(0);
+	sp_sealed_view view;
+	sp_status	st = sp_sealed_parse((const uint8 *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), &view);
+
+	if (st != SP_OK)
+		report_bad_sealed(st);
+	PG_RETURN_INT32((int32) view.dek_id);
+}
+
+/* ------------------------------------------------------------ seal / open */
+
+static void
+append_text(uint8 *aad, int *n, const text *t)
+{
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	if (len > 64)
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("table or column name too long")));
+	aad[(*n)++] = (uint8) len;
+	memcpy(aad + *n, VARDATA_ANY(t), len);
+	*n += len;
+}
+
+/* tenant || len table || len column || row id */
+static int
+field_aad(uint8 *aad, const pg_uuid_t *tenant, const text *tbl, const text *col, const pg_uuid_t *row)
+{
+	int			n = 0;
+
+	memcpy(aad, tenant->data, UUID_LEN);
+	n = UUID_LEN;
+	append_text(aad, &n, tbl);
+	append_text(aad, &n, col);
+	memcpy(aad + n, row->data, UUID_LEN);
+	return n + UUID_LEN;
+}
+
+/* Seal n bytes of plaintext for a place under the tenant's active key. */
+static bytea *
+seal_bytes(const pg_uuid_t *tenant, const text *tbl, const text *col, const pg_uuid_t *row,
+		   const uint8 *plain, int n)
+{
+	uint8		aad[MAX_AAD];
+	int			aadlen;
+	int32		dek_id;
+	const uint8 *dek;
+	bytea	   *out;
+	uint8	   *p;
+
+	if (n > SP_SEALED_MAX_PLAIN)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("value too long to seal"),
+				 errdetail("A sealed field holds at most %d bytes.", SP_SEALED_MAX_PLAIN)));
+	aadlen = field_aad(aad, tenant, tbl, col, row);
+	dek_id = schedphi_seal_key(tenant, "phi");
+	dek = schedphi_data_key(tenant, dek_id);
+
+	out = palloc(VARHDRSZ + SP_SEALED_HEADER + n);
+	SET_VARSIZE(out, VARHDRSZ + SP_SEALED_HEADER + n);
+	p = (uint8 *) VARDATA(out);
+	sp_sealed_header(p, (uint32) dek_id);
+	sp_random(p + 5, SP_NONCE_LEN);
+	if (!sp_gcm_encrypt(dek, p + 5, aad, aadlen, plain, n,
+						p + SP_SEALED_HEADER, p + 5 + SP_NONCE_LEN))
+		elog(ERROR, "schedphi: encryption failed");
+	return out;
+}
+
+/*
+ * Open a sealed value for a place into a new text; data_corrupted if it
+ * does not belong there or was altered.  No permission check: callers do.
+ */
+static text *
+open_bytes(const bytea *v, const pg_uuid_t *tenant, const text *tbl, const text *col,
+		   const pg_uuid_t *row)
+{
+	sp_sealed_view view;
+	sp_status	st;
+	uint8		aad[MAX_AAD];
+	int			aadlen;
+	const uint8 *dek;
+	text	   *out;
+
+	st = sp_sealed_parse((const uint8 *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), &view);
+	if (st != SP_OK)
+		report_bad_sealed(st);
+	aadlen = field_aad(aad, tenant, tbl, col, row);
+	dek = schedphi_data_key(tenant, (int32) view.dek_id);
+	out = palloc(VARHDRSZ + view.ct_len);
+	SET_VARSIZE(out, VARHDRSZ + view.ct_len);
+	if (!sp_gcm_decrypt(dek, view.nonce, aad, aadlen, view.ct, (int) view.ct_len, view.tag,
+						(uint8 *) VARDATA(out)))
+	{
+		explicit_bzero(VARDATA(out), view.ct_len);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("sealed value does not open here"),
+				 errdetail("It was sealed for another tenant, table, column or row, or it was altered.")));
+	}
+	return out;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_seal);
+
+/*
+ * _seal(tenant uuid, tbl text, col text, row uuid, plain text) -> sealed
+ * Strict: a NULL field stays NULL.
+ */
+Datum
+schedphi_seal(PG_FUNCTION_ARGS)
+{
+	text	   *plain = PG_GETARG_TEXT_PP(4);
+
+	schedphi_note_phi();
+	PG_RETURN_BYTEA_P(seal_bytes(PG_GETARG_UUID_P(0), PG_GETARG_TEXT_PP(1), PG_GETARG_TEXT_PP(2),
+								 PG_GETARG_UUID_P(3), (const uint8 *) VARDATA_ANY(plain),
+								 VARSIZE_ANY_EXHDR(plain)));
+}
+
+PG_FUNCTION_INFO_V1(schedphi_reseal);
+
+/*
+ * _reseal(value sealed, tenant uuid, tbl text, col text, row uuid) -> sealed
+ * The same plaintext sealed afresh under the tenant's active data key; the
+ * plaintext never leaves this function and is zeroed before it returns.
+ */
+Datum
+schedphi_reseal(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(1);
+	text	   *tbl = PG_GETARG_TEXT_PP(2);
+	text	   *col = PG_GETARG_TEXT_PP(3);
+	pg_uuid_t  *row = PG_GETARG_UUID_P(4);
+	text	   *plain = open_bytes(PG_GETARG_BYTEA_PP(0), tenant, tbl, col, row);
+	bytea	   *out = seal_bytes(tenant, tbl, col, row, (const uint8 *) VARDATA(plain),
+								 VARSIZE(plain) - VARHDRSZ);
+
+	explicit_bzero(VARDATA(plain), VARSIZE(plain) - VARHDRSZ);
+	pfree(plain);
+	PG_RETURN_BYTEA_P(out);
+}
+
+/*
+ * Refuse to decrypt unless the session user reads PHI in this tenant.
+ * The answer is remembered for the rest of the transaction and tenant.
+ */
+static void
+check_reveal(const pg_uuid_t *tenant)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+	bool		isnull;
+	bool		ok;
+
+	if (reveal_lxid == MyProc->lxid && memcmp(reveal_tenant.data, tenant->data, UUID_LEN) == 0)
+		return;
+	values[0] = UUIDPGetDatum(tenant);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (reveal_plan == NULL)
+	{
+		reveal_plan = SPI_prepare("SELECT schedphi._may_reveal($1)", 1, types);
+		if (reveal_plan == NULL || SPI_keepplan(reveal_plan) != 0)
+			elog(ERROR, "schedphi: could not prepare the reveal check");
+	}
+	if (SPI_execute_plan(reveal_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "schedphi: reveal check failed");
+	ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+	SPI_finish();
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied: PHI rule"),
+				 errdetail("Decrypting patient data needs a role that reads it in the patient's tenant; superusers too.")));
+	reveal_lxid = MyProc->lxid;
+	reveal_tenant = *tenant;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_open);
+
+/*
+ * _open(value sealed, tenant uuid, tbl text, col text, row uuid) -> text
+ * Strict.  A value that was moved from another place, or altered, fails
+ * with data_corrupted and is never returned.
+ */
+Datum
+schedphi_open(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(1);
+
+	schedphi_note_phi();
+	check_reveal(tenant);
+	PG_RETURN_TEXT_P(open_bytes(PG_GETARG_BYTEA_PP(0), tenant, PG_GETARG_TEXT_PP(2),
+								PG_GETARG_TEXT_PP(3), PG_GETARG_UUID_P(4)));
+}
+
+/* ------------------------------------------------------------ blind index */
+
+PG_FUNCTION_INFO_V1(schedphi_blind);
+
+/*
+ * _blind(tenant uuid, field text, value text) -> bytea
+ * HMAC-SHA-256 of the (already normalised) value under
+ * HKDF-SHA-256(index key, salt = tenant, info = "schedphi blind index " || field).
+ */
+Datum
+schedphi_blind(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	text	   *field = PG_GETARG_TEXT_PP(1);
+	text	   *value = PG_GETARG_TEXT_PP(2);
+	const uint8 *ikm = schedphi_data_key(tenant, schedphi_active_key(tenant, "index"));
+	char		info[96];
+	uint8		fieldkey[SP_KEY_LEN];
+	bytea	   *out = palloc(VARHDRSZ + 32);
+	size_t		outlen = 32;
+	EVP_KDF_CTX *kctx;
+	EVP_MAC_CTX *mctx;
+	OSSL_PARAM	params[5];
+	bool		ok;
+
+	schedphi_note_phi();
+	if (VARSIZE_ANY_EXHDR(field) > 64)
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("field name too long")));
+	snprintf(info, sizeof(info), "schedphi blind index %.*s",
+			 (int) VARSIZE_ANY_EXHDR(field), VARDATA_ANY(field));
+
+	if (hkdf == NULL)
+		hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	if (hmac == NULL)
+		hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	kctx = hkdf ? EVP_KDF_CTX_new(hkdf) : NULL;
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *) ikm, SP_KEY_LEN);
+	params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, tenant->data, UUID_LEN);
+	params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, strlen(info));
+	params[4] = OSSL_PARAM_construct_end();
+	ok = kctx != NULL && EVP_KDF_derive(kctx, fieldkey, SP_KEY_LEN, params) == 1;
+	EVP_KDF_CTX_free(kctx);
+
+	mctx = ok && hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	ok = mctx != NULL &&
+		EVP_MAC_init(mctx, fieldkey, SP_KEY_LEN, params) == 1 &&
+		EVP_MAC_update(mctx, (const unsigned char *) VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)) == 1 &&
+		EVP_MAC_final(mctx, (unsigned char *) VARDATA(out), &outlen, 32) == 1;
+	EVP_MAC_CTX_free(mctx);
+	explicit_bzero(fieldkey, sizeof(fieldkey));
+	if (!ok || outlen != 32)
+		elog(ERROR, "schedphi: blind index computation failed");
+	SET_VARSIZE(out, VARHDRSZ + 32);
+	PG_RETURN_BYTEA_P(out);
+}

@@ -1,0 +1,248 @@
+-- schedphi install script, part 3.5: data keys and their life cycle.
+--
+-- rotate_key and the tenant's administrator; reencrypt, rewrap_keys and
+-- shred_tenant are the DBA's (superuser).  Every operation is recorded in
+-- schedphi.key_event, and tells every backend to forget cached keys.
+
+-- A new active data key for (tenant, purpose); the caller has retired the
+-- previous one.  Returns its id.
+CREATE FUNCTION schedphi._new_data_key(p_tenant uuid, p_purpose text)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id int := nextval('schedphi.data_key_id');
+	w record;
+BEGIN
+	SELECT * INTO w FROM schedphi._wrap_new_key(p_tenant, v_id, p_purpose);
+	INSERT INTO schedphi.data_key (tenant, id, purpose, kek_id, wrapped, seal_base)
+	VALUES (p_tenant, v_id, p_purpose, w.kek_id, w.wrapped, nextval('schedphi.seal_counter'));
+	INSERT INTO schedphi.key_event (tenant, action, detail)
+	VALUES (p_tenant, 'key_create', jsonb_build_object('key_id', v_id, 'purpose', p_purpose, 'kek_id', w.kek_id));
+	PERFORM schedphi._keys_changed();
+	RETURN v_id;
+END
+$$;
+
+-- Retire the active key of (tenant, purpose) and make a new one.
+CREATE FUNCTION schedphi._rotate(p_tenant uuid, p_purpose text, p_reason text)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_old int;
+	v_new int;
+BEGIN
+	UPDATE schedphi.data_key k SET status = 'retired', retired_at = now()
+	WHERE k.tenant = p_tenant AND k.purpose = p_purpose AND k.status = 'active'
+	RETURNING k.id INTO v_old;
+	v_new := schedphi._new_data_key(p_tenant, p_purpose);
+	INSERT INTO schedphi.key_event (tenant, action, detail)
+	VALUES (p_tenant, 'key_rotate', jsonb_build_object('purpose', p_purpose, 'retired', v_old,
+													   'active', v_new, 'reason', p_reason));
+	RETURN v_new;
+END
+$$;
+
+-- Called by the sealing code when a key has sealed schedphi.data_key_seal_limit
+-- values: rotate it unless a concurrent session already has.
+CREATE FUNCTION schedphi._retire_worn_key(p_tenant uuid, p_purpose text, p_id int)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM pg_advisory_xact_lock(hashtext('schedphi.data_key.' || p_tenant::text), 0);
+	IF EXISTS (SELECT 1 FROM schedphi.data_key k
+			   WHERE k.tenant = p_tenant AND k.id = p_id AND k.status = 'active') THEN
+		PERFORM schedphi._rotate(p_tenant, p_purpose, 'seal limit reached');
+	END IF;
+END
+$$;
+
+CREATE FUNCTION schedphi.rotate_key(tenant uuid)
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM schedphi._authorize(rotate_key.tenant, ARRAY['admin']);
+	IF (SELECT t.shredded_at FROM schedphi.tenant t WHERE t.tenant = rotate_key.tenant) IS NOT NULL THEN
+		RAISE EXCEPTION 'tenant was shredded: its keys are destroyed' USING ERRCODE = '55000';
+	END IF;
+	PERFORM pg_advisory_xact_lock(hashtext('schedphi.data_key.' || rotate_key.tenant::text), 0);
+	RETURN schedphi._rotate(rotate_key.tenant, 'phi', 'rotate_key');
+END
+$$;
+
+CREATE FUNCTION schedphi._require_superuser(p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT schedphi._is_superuser() THEN
+		RAISE EXCEPTION 'permission denied: only a superuser may %', p_what USING ERRCODE = '42501';
+	END IF;
+END
+$$;
+
+-- Move up to p_batch sealed rows to their tenant's active key.  Rows that
+-- a concurrent transaction holds are skipped (SKIP LOCKED) and picked up by
+-- a later call, so this runs beside live traffic; call it until it
+-- returns 0.
+CREATE FUNCTION schedphi.reencrypt(batch int DEFAULT 1000)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_done bigint := 0;
+BEGIN
+	PERFORM schedphi._require_superuser('re-encrypt');
+	IF batch IS NULL OR batch < 1 OR batch > 1000000 THEN
+		RAISE EXCEPTION 'batch must be between 1 and 1000000' USING ERRCODE = '22023';
+	END IF;
+	CREATE TEMP TABLE IF NOT EXISTS schedphi_reencrypted (tenant uuid) ON COMMIT DROP;
+
+	WITH todo AS (
+		SELECT p.tenant, p.id FROM schedphi.patient p
+		JOIN schedphi.data_key k ON k.tenant = p.tenant AND k.purpose = 'phi' AND k.status = 'active'
+		WHERE EXISTS (SELECT 1 FROM unnest(ARRAY[p.given, p.family, p.birth_date, p.phone, p.email, p.mrn, p.zip]) f
+					  WHERE schedphi._sealed_key_id(f) <> k.id)
+		LIMIT batch
+		FOR UPDATE OF p SKIP LOCKED
+	), done AS (
+		UPDATE schedphi.patient p SET
+			given = schedphi._reseal(p.given, p.tenant, 'patient', 'given', p.id),
+			family = schedphi._reseal(p.family, p.tenant, 'patient', 'family', p.id),
+			birth_date = schedphi._reseal(p.birth_date, p.tenant, 'patient', 'birth_date', p.id),
+			phone = schedphi._reseal(p.phone, p.tenant, 'patient', 'phone', p.id),
+			email = schedphi._reseal(p.email, p.tenant, 'patient', 'email', p.id),
+			mrn = schedphi._reseal(p.mrn, p.tenant, 'patient', 'mrn', p.id),
+			zip = schedphi._reseal(p.zip, p.tenant, 'patient', 'zip', p.id)
+		FROM todo WHERE p.tenant = todo.tenant AND p.id = todo.id
+		RETURNING p.tenant
+	)
+	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
+
+	WITH todo AS (
+		SELECT a.tenant, a.id FROM schedphi.appointment a
+		JOIN schedphi.data_key k ON k.tenant = a.tenant AND k.purpose = 'phi' AND k.status = 'active'
+		WHERE schedphi._sealed_key_id(a.reason) <> k.id OR schedphi._sealed_key_id(a.cancel_reason) <> k.id
+		LIMIT greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0)
+		FOR UPDATE OF a SKIP LOCKED
+	), done AS (
+		UPDATE schedphi.appointment a SET
+			reason = schedphi._reseal(a.reason, a.tenant, 'appointment', 'reason', a.id),
+			cancel_reason = schedphi._reseal(a.cancel_reason, a.tenant, 'appointment', 'cancel_reason', a.id)
+		FROM todo WHERE a.tenant = todo.tenant AND a.id = todo.id
+		RETURNING a.tenant
+	)
+	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
+
+	INSERT INTO schedphi.key_event (tenant, action, detail)
+	SELECT r.tenant, 'reencrypt', jsonb_build_object('rows', count(*))
+	FROM schedphi_reencrypted r GROUP BY r.tenant;
+	SELECT count(*) INTO v_done FROM schedphi_reencrypted;
+	TRUNCATE schedphi_reencrypted;
+	RETURN v_done;
+END
+$$;
+
+-- Wrap every live data key under the active master key; returns how many
+-- were re-wrapped.  Afterwards older master keys can be dropped from the
+-- key command's output.
+CREATE FUNCTION schedphi.rewrap_keys()
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_active text;
+	v_n int := 0;
+	k record;
+	w record;
+BEGIN
+	PERFORM schedphi._require_superuser('re-wrap keys');
+	SELECT m.key_id INTO v_active FROM schedphi.master_keys() m WHERE m.active;
+	FOR k IN SELECT * FROM schedphi.data_key d
+			 WHERE d.status <> 'destroyed' AND d.kek_id <> v_active
+			 ORDER BY d.tenant, d.id FOR UPDATE
+	LOOP
+		SELECT * INTO w FROM schedphi._rewrap(k.tenant, k.id, k.purpose, k.kek_id, k.wrapped);
+		UPDATE schedphi.data_key d SET kek_id = w.kek_id, wrapped = w.wrapped
+		WHERE d.tenant = k.tenant AND d.id = k.id;
+		INSERT INTO schedphi.key_event (tenant, action, detail)
+		VALUES (k.tenant, 'key_rewrap', jsonb_build_object('key_id', k.id, 'from', k.kek_id, 'to', w.kek_id));
+		v_n := v_n + 1;
+	END LOOP;
+	IF v_n > 0 THEN
+		PERFORM schedphi._keys_changed();
+	END IF;
+	RETURN v_n;
+END
+$$;
+
+-- Delete every row of the tenant and destroy its data keys.  Copies of
+-- its ciphertext in old backups stay unreadable once the master keys that
+-- wrapped its data keys are retired at the key source (docs/keys.md).
+CREATE FUNCTION schedphi.shred_tenant(tenant uuid)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_rows jsonb;
+	n_appt bigint;
+	n_pat bigint;
+	n_other bigint := 0;
+	n bigint;
+BEGIN
+	PERFORM schedphi._require_superuser('shred a tenant');
+	IF tenant IS NULL OR NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = tenant) THEN
+		RAISE EXCEPTION 'unknown tenant' USING ERRCODE = '22023';
+	END IF;
+	PERFORM 1 FROM schedphi.tenant t WHERE t.tenant = tenant FOR UPDATE;
+	DELETE FROM schedphi.waitlist x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	DELETE FROM schedphi.appointment x WHERE x.tenant = tenant;		-- cascades to appointment_actor
+	GET DIAGNOSTICS n_appt = ROW_COUNT;
+	DELETE FROM schedphi.patient x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n_pat = ROW_COUNT;
+	DELETE FROM schedphi.member x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	DELETE FROM schedphi.block x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	DELETE FROM schedphi.availability x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	DELETE FROM schedphi.actor x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	DELETE FROM schedphi.location x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	UPDATE schedphi.data_key k
+	SET status = 'destroyed', wrapped = NULL, kek_id = NULL, destroyed_at = now(),
+		retired_at = coalesce(k.retired_at, now())
+	WHERE k.tenant = tenant AND k.status <> 'destroyed';
+	UPDATE schedphi.tenant t SET shredded_at = now() WHERE t.tenant = tenant;
+	INSERT INTO schedphi.key_event (tenant, action, detail)
+	VALUES (tenant, 'shred', jsonb_build_object('appointments', n_appt, 'patients', n_pat, 'other_rows', n_other));
+	PERFORM schedphi._keys_changed();
+END
+$$;
+
+-- Data keys for DBAs: never key material.
+CREATE VIEW schedphi.data_keys AS
+	SELECT k.tenant, k.id, k.purpose, k.status, k.kek_id, k.created_at, k.retired_at, k.destroyed_at,
+		   CASE WHEN k.status = 'active'
+				THEN greatest((SELECT s.last_value FROM schedphi.seal_counter s) - k.seal_base, 0) END
+			   AS seals_at_most
+	FROM schedphi.data_key k;
