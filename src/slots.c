@@ -24,6 +24,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "nodes/params.h"
+#include "tcop/dest.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/rangetypes.h"
@@ -78,13 +80,17 @@ static SPIPlanPtr windows_plan = NULL;
 static SPIPlanPtr blocks_plan = NULL;
 static SPIPlanPtr busy_plan = NULL;
 
-/* Prepare a query once per backend and keep the plan. */
+/*
+ * Prepare a query once per backend and keep the plan.  The plans are
+ * generic: their shape does not depend on the values, and re-planning on
+ * every call would cost more than the queries themselves.
+ */
 static SPIPlanPtr
 keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*slot == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -254,7 +260,7 @@ check_actor_array(Datum arg, Datum **elems, int *nelems)
  * Returns the tenant.
  */
 static Datum
-load_actors(ActorPlan *plans, int n, Datum actors_arg)
+load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 {
 	Oid			types[1] = {UUIDARRAYOID};
 	Datum		values[1] = {actors_arg};
@@ -269,6 +275,8 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg)
 			  "FROM schedphi.actor a WHERE a.id = ANY ($1)", 1, types);
 	if (SPI_execute_plan(actors_plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "find_slots: actor query failed");
+	/* SPI leaves its own context current: what we keep goes in the caller's */
+	MemoryContextSwitchTo(keep);
 	tt = SPI_tuptable;
 
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -312,11 +320,12 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg)
 	keep_plan(&auth_plan, "SELECT schedphi._authorize($1, $2)", 2, authtypes);
 	if (SPI_execute_plan(auth_plan, authvalues, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "find_slots: authorization query failed");
+	MemoryContextSwitchTo(keep);
 	return tenant;
 }
 
 static void
-load_windows(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum window)
+load_windows(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum window, MemoryContext keep)
 {
 	Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
 	Datum		values[3] = {tenant, actors_arg, window};
@@ -327,6 +336,7 @@ load_windows(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum wind
 			  "FROM schedphi._windows($1, $2, $3) w ORDER BY w.starts, w.ends", 3, types);
 	if (SPI_execute_plan(windows_plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "find_slots: availability query failed");
+	MemoryContextSwitchTo(keep);
 	tt = SPI_tuptable;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -349,7 +359,7 @@ load_windows(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum wind
 }
 
 static void
-load_blocks(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum window)
+load_blocks(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum window, MemoryContext keep)
 {
 	Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
 	Datum		values[3] = {tenant, actors_arg, window};
@@ -361,6 +371,7 @@ load_blocks(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum windo
 			  "ORDER BY lower(b.during)", 3, types);
 	if (SPI_execute_plan(blocks_plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "find_slots: block query failed");
+	MemoryContextSwitchTo(keep);
 	tt = SPI_tuptable;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -378,38 +389,111 @@ load_blocks(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum windo
 	}
 }
 
+/*
+ * Bookings arrive through a DestReceiver straight into the seat lists: no
+ * copy of the rows in SPI memory, and no sort in SQL (each seat's list is
+ * sorted afterwards in C).
+ */
+typedef struct BusyReceiver
+{
+	DestReceiver pub;
+	ActorPlan  *plans;
+	int			n;
+	MemoryContext keep;
+} BusyReceiver;
+
+static bool
+busy_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	BusyReceiver *r = (BusyReceiver *) self;
+	ActorPlan  *a;
+	int			seat;
+	MemoryContext old;
+
+	slot_getallattrs(slot);
+	if (slot->tts_isnull[0] || slot->tts_isnull[1] || slot->tts_isnull[2] || slot->tts_isnull[3])
+		elog(ERROR, "find_slots: unexpected NULL in a booking");
+	a = &r->plans[find_actor(r->plans, r->n, DatumGetUUIDP(slot->tts_values[0]))];
+	seat = DatumGetInt32(slot->tts_values[1]);
+
+	/*
+	 * A seat above today's capacity still holds its booking, but no new
+	 * booking can take it, so it does not matter here.
+	 */
+	if (seat < 1 || seat > a->capacity)
+		return true;
+	old = MemoryContextSwitchTo(r->keep);
+	span_append(&a->seats[seat - 1], DatumGetTimestampTz(slot->tts_values[2]),
+				DatumGetTimestampTz(slot->tts_values[3]));
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
 static void
-load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz lo, TimestampTz hi)
+busy_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+busy_noop(DestReceiver *self)
+{
+}
+
+static int
+cmp_span(const void *a, const void *b)
+{
+	TimestampTz x = ((const Span *) a)->lo;
+	TimestampTz y = ((const Span *) b)->lo;
+
+	return (x > y) - (x < y);
+}
+
+static void
+load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz lo, TimestampTz hi,
+		  MemoryContext keep)
 {
 	Oid			types[4] = {UUIDOID, UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Datum		values[4] = {tenant, actors_arg, TimestampTzGetDatum(lo), TimestampTzGetDatum(hi)};
-	SPITupleTable *tt;
+	ParamListInfo params = makeParamList(4);
+	SPIExecuteOptions options;
+	BusyReceiver rcv;
 
 	keep_plan(&busy_plan,
 			  "SELECT x.actor, x.seat, lower(x.span), upper(x.span) "
 			  "FROM schedphi.appointment_actor x "
 			  "WHERE x.tenant = $1 AND x.actor = ANY ($2) AND x.active "
 			  "AND (x.expires IS NULL OR x.expires > statement_timestamp()) "
-			  "AND x.span && tstzrange($3, $4) ORDER BY lower(x.span)", 4, types);
-	if (SPI_execute_plan(busy_plan, values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "find_slots: booking query failed");
-	tt = SPI_tuptable;
-	for (uint64 r = 0; r < SPI_processed; r++)
+			  "AND x.span && tstzrange($3, $4)", 4, types);
+	for (int i = 0; i < 4; i++)
 	{
-		HeapTuple	tup = tt->vals[r];
-		ActorPlan  *a = &plans[find_actor(plans, n, DatumGetUUIDP(get_attr(tup, tt->tupdesc, 1)))];
-		int			seat = DatumGetInt32(get_attr(tup, tt->tupdesc, 2));
-		SpanList   *s;
-
-		/* a seat above today's capacity still holds its booking, but no
-		 * new booking can take it, so it does not matter here */
-		if (seat < 1 || seat > a->capacity)
-			continue;
-		s = &a->seats[seat - 1];
-		/* the exclusion constraint keeps one seat's spans disjoint */
-		span_append(s, DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 3)),
-					DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 4)));
+		params->params[i].value = values[i];
+		params->params[i].isnull = false;
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = types[i];
 	}
+	memset(&rcv, 0, sizeof(rcv));
+	rcv.pub.receiveSlot = busy_receive;
+	rcv.pub.rStartup = busy_startup;
+	rcv.pub.rShutdown = busy_noop;
+	rcv.pub.rDestroy = busy_noop;
+	rcv.pub.mydest = DestNone;
+	rcv.plans = plans;
+	rcv.n = n;
+	rcv.keep = keep;
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	options.read_only = true;
+	options.dest = (DestReceiver *) &rcv;
+	/* with a DestNone receiver SPI reports SPI_OK_UTILITY for a SELECT */
+	if (SPI_execute_plan_extended(busy_plan, &options) < 0)
+		elog(ERROR, "find_slots: booking query failed");
+	MemoryContextSwitchTo(keep);
+
+	/* the exclusion constraint keeps one seat's spans disjoint: sort them */
+	for (int i = 0; i < n; i++)
+		for (int s = 0; s < plans[i].capacity; s++)
+			if (plans[i].seats[s].n > 1)
+				qsort(plans[i].seats[s].items, plans[i].seats[s].n, sizeof(Span), cmp_span);
 }
 
 PG_FUNCTION_INFO_V1(schedphi_find_slots);
@@ -493,18 +577,18 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 
 	/* everything we keep is allocated in the caller's context */
 	MemoryContextSwitchTo(callctx);
-	tenant = load_actors(plans, nactors, actors_arg);
+	tenant = load_actors(plans, nactors, actors_arg, callctx);
 	for (int i = 0; i < nactors; i++)
 	{
 		plans[i].seats = palloc0(sizeof(SpanList) * plans[i].capacity);
 		max_before = Max(max_before, plans[i].before);
 		max_after = Max(max_after, plans[i].after);
 	}
-	load_windows(plans, nactors, tenant, actors_arg, PointerGetDatum(window));
-	load_blocks(plans, nactors, tenant, actors_arg, PointerGetDatum(window));
+	load_windows(plans, nactors, tenant, actors_arg, PointerGetDatum(window), callctx);
+	load_blocks(plans, nactors, tenant, actors_arg, PointerGetDatum(window), callctx);
 	load_busy(plans, nactors, tenant, actors_arg,
 			  DatumGetTimestampTz(wlo.val) - max_before,
-			  DatumGetTimestampTz(whi.val) + max_after);
+			  DatumGetTimestampTz(whi.val) + max_after, callctx);
 	SPI_finish();
 
 	/* Candidate starts: the grid of the first actor's windows. */

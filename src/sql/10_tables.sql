@@ -199,6 +199,13 @@ CREATE TABLE schedphi.appointment_actor (
 		EXCLUDE USING gist (tenant WITH =, actor WITH =, seat WITH =, span WITH &&) WHERE (active)
 );
 
+-- Live holds, so that a booking finds the expired ones in its way without
+-- reading every booking the actor ever had.
+CREATE INDEX appointment_actor_holds ON schedphi.appointment_actor (tenant, actor)
+	WHERE active AND expires IS NOT NULL;
+-- An appointment's own rows (reschedule, cancel, status changes).
+CREATE INDEX appointment_actor_by_appointment ON schedphi.appointment_actor (tenant, appointment);
+
 CREATE TABLE schedphi.waitlist (
 	tenant		uuid NOT NULL,
 	id			uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -212,6 +219,7 @@ CREATE TABLE schedphi.waitlist (
 	FOREIGN KEY (tenant, patient) REFERENCES schedphi.patient (tenant, id)
 );
 CREATE INDEX waitlist_open ON schedphi.waitlist (tenant, created_at) WHERE status = 'waiting';
+CREATE INDEX waitlist_patient ON schedphi.waitlist (tenant, patient) WHERE status = 'waiting';
 
 -- pg_dump writes the extension's rows (ciphertext and wrapped keys only).
 SELECT pg_catalog.pg_extension_config_dump(c.oid::regclass, '')

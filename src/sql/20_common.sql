@@ -9,7 +9,6 @@
 CREATE FUNCTION schedphi._authorize(p_tenant uuid, p_roles text[])
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
@@ -75,7 +74,6 @@ $$;
 CREATE FUNCTION schedphi._check_timezone(p_timezone text)
 RETURNS text
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_timezone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z
@@ -149,7 +147,6 @@ $$;
 CREATE FUNCTION schedphi._actor_tenant(p_actor uuid)
 RETURNS uuid
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_tenant uuid;
@@ -166,7 +163,6 @@ $$;
 CREATE FUNCTION schedphi._patient_tenant(p_patient uuid)
 RETURNS uuid
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_tenant uuid;
@@ -185,7 +181,6 @@ $$;
 CREATE FUNCTION schedphi._check_actors(p_tenant uuid, p_actors uuid[])
 RETURNS uuid[]
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_missing uuid;

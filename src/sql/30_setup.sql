@@ -128,7 +128,6 @@ CREATE FUNCTION schedphi._add_actor(p_tenant uuid, p_kind text, p_name text, p_n
 									p_capacity int, p_location uuid)
 RETURNS uuid
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_id uuid;

@@ -57,7 +57,6 @@ $$;
 CREATE FUNCTION schedphi._raise_conflict(p_tenant uuid, p_actors uuid[], p_during tstzrange)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_msg text;
@@ -99,7 +98,6 @@ CREATE FUNCTION schedphi._reserve(p_tenant uuid, p_appointment uuid, p_actors uu
 								  p_during tstzrange, p_expires timestamptz)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	a record;
@@ -148,9 +146,9 @@ BEGIN
 	-- the ones in our way, in our own transaction.
 	UPDATE schedphi.appointment_actor x SET active = false
 	FROM schedphi.actor ac
-	WHERE ac.tenant = p_tenant AND ac.id = x.actor
-	  AND x.tenant = p_tenant AND x.actor = ANY (p_actors) AND x.active
-	  AND x.expires <= statement_timestamp()
+	WHERE x.tenant = p_tenant AND x.actor = ANY (p_actors) AND x.active
+	  AND x.expires IS NOT NULL AND x.expires <= statement_timestamp()
+	  AND ac.tenant = p_tenant AND ac.id = x.actor
 	  AND x.span && tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after);
 
 	LOOP
@@ -200,7 +198,6 @@ $$;
 CREATE FUNCTION schedphi._lock_appointment(p_id uuid, p_roles text[])
 RETURNS schedphi.appointment
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v schedphi.appointment;
@@ -231,7 +228,6 @@ $$;
 CREATE FUNCTION schedphi._check_hold_live(v schedphi.appointment, p_what text)
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF v.status = 'pending' AND v.hold_expires IS NOT NULL AND v.hold_expires <= statement_timestamp() THEN
@@ -246,7 +242,6 @@ $$;
 CREATE FUNCTION schedphi._idempotent(p_tenant uuid, p_key text, p_digest bytea)
 RETURNS uuid
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v schedphi.appointment;
@@ -279,19 +274,19 @@ $$;
 -- A patient who got what they waited for leaves the waitlist.
 CREATE FUNCTION schedphi._waitlist_served(p_tenant uuid, p_patient uuid, p_actors uuid[], p_during tstzrange)
 RETURNS void
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql
 AS $$
+BEGIN
 	UPDATE schedphi.waitlist w SET status = 'booked'
-	WHERE w.tenant = p_tenant AND w.patient = p_patient AND w.status = 'waiting'
-	  AND w.actors <@ p_actors AND w.wanted @> p_during
+	WHERE w.tenant = p_tenant AND w.status = 'waiting' AND w.patient = p_patient
+	  AND w.actors <@ p_actors AND w.wanted @> p_during;
+END
 $$;
 
 CREATE FUNCTION schedphi._create_appointment(p_patient uuid, p_actors uuid[], p_during tstzrange,
 	p_status text, p_kind text, p_reason text, p_key text, p_hold_expires timestamptz)
 RETURNS uuid
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_tenant uuid := schedphi._patient_tenant(p_patient);
@@ -342,14 +337,19 @@ BEGIN
 END
 $$;
 
+-- The booking path runs the same few statements every time: generic plans
+-- save planning them on every call.
 CREATE FUNCTION schedphi.book(patient uuid, actors uuid[], during tstzrange, kind text DEFAULT 'routine',
 							  reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
 RETURNS uuid
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
-	SELECT schedphi._create_appointment(patient, actors, during, 'booked', kind, reason, idempotency_key, NULL)
+BEGIN
+	RETURN schedphi._create_appointment(patient, actors, during, 'booked', kind, reason, idempotency_key, NULL);
+END
 $$;
 
 CREATE FUNCTION schedphi.hold(patient uuid, actors uuid[], during tstzrange,
@@ -358,6 +358,7 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
 	IF ttl IS NULL OR ttl <= interval '0' OR ttl > interval '1 day' THEN
@@ -389,7 +390,6 @@ $$;
 CREATE FUNCTION schedphi._set_status(v schedphi.appointment, p_to text)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_rows int;

@@ -117,6 +117,35 @@ SELECT pg_sleep(1.2);
 SELECT is(tst.starts(ARRAY[:'dr2']::uuid[], '[2026-06-17 15:00Z, 2026-06-17 15:30Z)', '30 minutes'),
 	ARRAY['06-17 15:00'], 'an expired hold no longer hides its slot');
 
+-- Many bookings: find_slots agrees with a brute-force computation in SQL.
+DO $$
+DECLARE
+	c record;
+BEGIN
+	SELECT * INTO c FROM schedphi.actor a WHERE a.name = 'Dr Beta Synthetic' AND a.tenant =
+		(SELECT tenant FROM schedphi.location l WHERE l.timezone = 'America/New_York' ORDER BY created_at LIMIT 1);
+	FOR d IN 0 .. 39 LOOP
+		FOR k IN 0 .. 15 LOOP
+			CONTINUE WHEN hashint4(d * 16 + k) % 3 = 0;
+			PERFORM schedphi.book((SELECT id FROM schedphi.patient p WHERE p.tenant = c.tenant LIMIT 1), ARRAY[c.id],
+				tstzrange(timestamptz '2026-07-01 13:00Z' + d * interval '1 day' + k * interval '30 minutes',
+						  timestamptz '2026-07-01 13:30Z' + d * interval '1 day' + k * interval '30 minutes'));
+		END LOOP;
+	END LOOP;
+END $$;
+SELECT cmp_ok((SELECT count(*)::int FROM schedphi.appointment_actor WHERE actor = :'dr2' AND active), '>', 400,
+	'about four hundred bookings loaded');
+SELECT is(
+	(SELECT array_agg(s.starts ORDER BY s.starts)
+	 FROM schedphi.find_slots(ARRAY[:'dr2']::uuid[], '[2026-07-01, 2026-08-10)', '30 minutes', 10000) s),
+	(SELECT array_agg(t ORDER BY t)
+	 FROM generate_series(0, 39) d,
+		  generate_series(timestamptz '2026-07-01 13:00Z' + d * interval '1 day',
+						  timestamptz '2026-07-01 20:30Z' + d * interval '1 day', '15 minutes') t
+	 WHERE NOT EXISTS (SELECT 1 FROM schedphi.appointment_actor x
+					   WHERE x.actor = :'dr2' AND x.active AND x.span && tstzrange(t, t + interval '30 minutes'))),
+	'find_slots matches a brute-force answer over forty busy days');
+
 -- Bad arguments.
 SELECT throws_ok($$SELECT * FROM schedphi.find_slots(NULL, '[2026-06-15, 2026-06-16)', '30 minutes')$$,
 	'22023', 'actors must not be null', 'NULL actors');

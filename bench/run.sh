@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# make bench: install what is missing, build, start a throwaway cluster,
+# load a synthetic clinic (bench/setup.sql) and measure
+#
+#   2a  find_slots latency: one practitioner, 30 days, 2,000 bookings;
+#   2b  find_slots over 200 practitioners and 7 days: one call each;
+#   3   schedphi.book() throughput with 8 clients against plain INSERTs
+#       into a bare table carrying the same exclusion constraint,
+#
+# with the round trip of a trivial SELECT 1 measured in the same run.  It
+# prints figures and ratios and exits 0 whatever they are: benchmarks never
+# gate anything.  Only synthetic data is used.  Takes about 3 minutes.
+#
+# Knobs (environment): BENCH_LATENCY_SECONDS (default 5) per latency run,
+# BENCH_SECONDS (default 10) per throughput run, BENCH_ROUNDS (default 2)
+# alternations of the throughput workloads, BENCH_CLIENTS (default 8),
+# BENCH_THREADS (default 2).  SP_KEEP=1 keeps the cluster directory, with
+# the pgbench logs in its bench/ folder.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../test/lib/setup.sh"
+. "$here/../test/lib/cluster.sh"
+
+LAT_SECONDS=${BENCH_LATENCY_SECONDS:-5}
+TP_SECONDS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-2}
+CLIENTS=${BENCH_CLIENTS:-8}
+THREADS=${BENCH_THREADS:-2}
+DB=schedphi_bench
+# book.pgbench, bare.pgbench and rows.pgbench draw from 5,256,000
+# (practitioner, day, slot) triples; each run gets its own share, which is
+# far more than a run books unless BENCH_ROUNDS is in the hundreds.
+SLOT_SPACE=5256000
+
+sp_install_packages
+sp_build_install
+cluster_start
+
+out=$SP_TMP/bench
+mkdir -p "$out"
+chmod 755 "$out"
+
+# Is $1 a number?
+num() { [[ ${1:-} =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
+
+# A float expression, printed with the given format: calc '%.2f' '1/3'.
+calc() {
+	awk "BEGIN { v = ($2); printf \"$1\", v }" </dev/null
+}
+
+# pgb NAME USER PGBENCH-ARGS...: run pgbench against $DB with prepared
+# statements; its output goes to $out/NAME.log.  Sets TPS, LAT (ms per
+# transaction), TX (transactions) and FAILED, or leaves them empty when the
+# run produced no figure.  Never fails the script.
+pgb() {
+	local name=$1 user=$2
+	shift 2
+	local log="$out/$name.log"
+	if ! pgbench -n -M prepared -U "$user" "$@" "$DB" >"$log" 2>&1; then
+		echo "   ! pgbench $name exited non-zero:" >&2
+		grep -Ei 'error|abort|fatal' "$log" | head -5 | sed 's/^/   | /' >&2 || true
+	fi
+	TPS=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$log" | tail -1)
+	LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$log" | tail -1)
+	TX=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log" | tail -1)
+	FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log" | tail -1)
+	if grep -q 'aborted' "$log"; then
+		echo "   ! pgbench $name: some clients aborted; its figures are incomplete" >&2
+	fi
+}
+
+q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+
+# ------------------------------------------------------------------ machine
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+echo "== machine: $(nproc) cores (${cpu:-unknown cpu}), $mem, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $(psql -X -At -c 'SELECT version()' | cut -d, -f1), synchronous_commit $(psql -X -At -c 'SHOW synchronous_commit')"
+
+# -------------------------------------------------------------------- setup
+echo "== loading the synthetic clinic (bench/setup.sql)"
+t0=$(date +%s)
+psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/setup.sql" >"$out/setup.log" 2>&1 || {
+	cat "$out/setup.log" >&2
+	echo "bench: setup failed" >&2
+	exit 1
+}
+TENANT=$(q -c "SELECT tenant FROM bench.clinic")
+BUSY=$(q -c "SELECT busy FROM bench.clinic")
+echo "   $(q -c "SELECT count(*) FROM schedphi.appointment_actor x, bench.clinic c WHERE x.actor = c.busy AND x.active") active bookings on the busy practitioner," \
+	"$(q -c "SELECT count(*) FROM schedphi.appointment_actor WHERE active") in all, loaded in $(($(date +%s) - t0)) s"
+
+# ------------------------------------------------------------ 1: round trip
+echo "== baseline: SELECT 1, 1 client, ${LAT_SECONDS} s"
+pgb select1 bench_scheduler -c 1 -T "$LAT_SECONDS" -f "$here/select1.pgbench"
+base_lat=$LAT
+echo "   ${base_lat:-?} ms per call ($TX calls)"
+
+# -------------------------------------------------------------- 2a: latency
+echo "== 2a find_slots: 1 practitioner, 30 days, 2,000 bookings; 1 client, ${LAT_SECONDS} s"
+pgb slots_busy bench_scheduler -c 1 -T "$LAT_SECONDS" -D busy="$BUSY" -f "$here/slots_busy.pgbench"
+a_lat=$LAT
+a_srv=$(q -c "SELECT bench.busy_mean_ms(500)") || a_srv='?' 
+echo "   ${a_lat:-?} ms per call from the client ($TX calls), $a_srv ms inside the server (500 calls)"
+# Not a test, but a timing of a wrong answer is worth nothing: ask for
+# every free slot of the busy practitioner a few times, each in a new
+# session, straight and through bench.check_busy(), and compare with the
+# free slots computed in plain SQL from the bookings.
+sanity_bad=0
+for i in 1 2 3; do
+	found=? expected=? missing=? extra=?
+	direct=$(q -c "SELECT count(*) FROM schedphi.find_slots((SELECT ARRAY[busy] FROM bench.clinic),
+		tstzrange(timestamp '2030-01-07 00:00' AT TIME ZONE 'America/New_York',
+				  timestamp '2030-02-06 00:00' AT TIME ZONE 'America/New_York'),
+		interval '10 minutes', 10000)" 2>&1) || true
+	IFS='|' read -r found expected missing extra < <(q -c "SELECT * FROM bench.check_busy()" 2>&1) || true
+	if [ "$missing" != 0 ] || [ "$extra" != 0 ] || [ "$direct" != "$expected" ]; then
+		sanity_bad=1
+		echo "   ! sanity $i: the bookings leave $expected free slots; find_slots returned $direct," \
+			"then $found ($missing free ones missing, $extra offered that are not free)"
+	fi
+done
+if [ "$sanity_bad" = 0 ]; then
+	echo "   sanity: find_slots returned the $expected free slots that the bookings leave (3 sessions, 2 ways)"
+else
+	echo "   ! find_slots gave wrong answers here: the timings above are of wrong answers"
+fi
+
+# -------------------------------------------------------------- 2b: latency
+echo "== 2b find_slots: 200 practitioners x 7 days, one call each"
+pgb slots_all bench_scheduler -c 1 -T "$LAT_SECONDS" -f "$here/slots_all.pgbench"
+b_total=$LAT
+echo "   ${b_total:-?} ms for the 200 calls in one server-side loop (bench.slots_all, $TX loops)"
+pgb slots_one bench_scheduler -c 1 -T "$LAT_SECONDS" -f "$here/slots_one.pgbench"
+b_one=$LAT
+b_client='?'
+num "$b_one" && b_client=$(calc '%.1f' "$b_one * 200")
+echo "   ${b_one:-?} ms per call from the client, a random practitioner each ($TX calls): $b_client ms for 200"
+
+# ----------------------------------------------------------- 3: throughput
+nruns=$((ROUNDS * 3))
+share=$((SLOT_SPACE / nruns))
+echo "== 3 booking throughput: $CLIENTS clients, $THREADS threads, ${TP_SECONDS} s a run, $ROUNDS rounds"
+run=0
+declare -A sum=([bare]=0 [book]=0 [rows]=0) fails=([bare]=0 [book]=0 [rows]=0)
+for ((r = 1; r <= ROUNDS; r++)); do
+	for w in bare book rows; do
+		user=bench_scheduler
+		[ "$w" = rows ] && user=postgres # nobody else may write the tables directly
+		psql -X -q -d "$DB" -c "CHECKPOINT" >/dev/null
+		pgb "$w-$r" "$user" -c "$CLIENTS" -j "$THREADS" -T "$TP_SECONDS" -D n=0 -D clients="$CLIENTS" \
+			-D base=$((run * share)) -D tenant="$TENANT" -f "$here/$w.pgbench"
+		run=$((run + 1))
+		sum[$w]=$(calc '%.3f' "${sum[$w]} + ${TPS:-0}")
+		fails[$w]=$((${fails[$w]} + ${FAILED:-0}))
+		printf '   round %d %-4s %8s tps  (%s transactions, %s failed)\n' "$r" "$w" "${TPS:-?}" "${TX:-?}" "${FAILED:-?}"
+	done
+done
+bare_tps=$(calc '%.0f' "${sum[bare]} / $ROUNDS")
+book_tps=$(calc '%.0f' "${sum[book]} / $ROUNDS")
+rows_tps=$(calc '%.0f' "${sum[rows]} / $ROUNDS")
+[ "${fails[book]}" -gt 0 ] && echo "   ! ${fails[book]} book() transactions failed (conflicts?): SP_KEEP=1 keeps the pgbench logs"
+
+# ------------------------------------------------------------------ summary
+# ratio A B: A / B, or ? when either is missing.
+ratio() { if num "$1" && num "$2" && [ "$(calc '%d' "$2 > 0")" = 1 ]; then calc '%.2f' "$1 / $2"; else echo '?'; fi; }
+# verdict VALUE OP LIMIT: met, missed, or ? when VALUE is missing.
+verdict() {
+	if ! num "$1"; then echo '?'; elif [ "$(calc '%d' "$1 $2 $3")" = 1 ]; then echo met; else echo missed; fi
+}
+book_ratio=$(ratio "$book_tps" "$bare_tps")
+echo
+echo "== summary (noisy: compare ratios, not absolute figures)"
+echo
+echo "| measure | figure | ratio | goal |"
+echo "|---|---|---|---|"
+echo "| SELECT 1, per call (client) | ${base_lat:-?} ms | 1 | |"
+echo "| 2a find_slots, 1 practitioner, 30 days, 2,000 bookings, per call (client) | ${a_lat:-?} ms | $(ratio "$a_lat" "$base_lat") x SELECT 1 | < 1 ms: $(verdict "$a_lat" '<' 1) |"
+if [ "$sanity_bad" = 0 ]; then answers=correct; else answers="WRONG (see above)"; fi
+echo "| 2a find_slots answers (sanity check against plain SQL) | $answers | | |"
+echo "| 2a same, inside the server | $a_srv ms | | < 1 ms: $(verdict "$a_srv" '<' 1) |"
+echo "| 2b find_slots, 200 practitioners x 7 days, 200 calls in one server loop | ${b_total:-?} ms | $(ratio "$b_total" "$base_lat") x SELECT 1 | < 50 ms: $(verdict "$b_total" '<' 50) |"
+echo "| 2b same, 200 separate calls from the client | $b_client ms | $(ratio "$b_one" "$base_lat") x SELECT 1 per call | < 50 ms: $(verdict "$b_client" '<' 50) |"
+echo "| 3 bare INSERT with the exclusion constraint, $CLIENTS clients | $bare_tps tps | 1 | |"
+echo "| 3 the two rows book() writes, inserted directly, $CLIENTS clients | $rows_tps tps | $(ratio "$rows_tps" "$bare_tps") x bare | |"
+echo "| 3 schedphi.book(), $CLIENTS clients | $book_tps tps | $book_ratio x bare | >= 0.70: $(verdict "$book_ratio" '>=' 0.70) |"
+echo
+echo "bench: done"
