@@ -43,4 +43,8 @@ demo:
 bench:
 	bash bench/run.sh
 
-.PHONY: test demo bench
+# libFuzzer over the pure-C parsers in src/codec (FUZZ_SECONDS each, default 30).
+fuzz:
+	bash test/fuzz/run.sh
+
+.PHONY: test demo bench fuzz

@@ -504,29 +504,35 @@ unwrap_dek(const Kek *kek, const bytea *wrapped, const pg_uuid_t *tenant, int32 
 
 /* -------------------------------------------------------------- DEK cache */
 
-static void
-cache_wipe(void *arg)
-{
-	HASH_SEQ_STATUS seq;
-	DekCacheEntry *e;
-
-	if (dek_cache == NULL)
-		return;
-	hash_seq_init(&seq, dek_cache);
-	while ((e = hash_seq_search(&seq)) != NULL)
-		explicit_bzero(e->dek, SP_KEY_LEN);
-	dek_cache = NULL;
-	active_cache = NULL;
-}
-
+/*
+ * Zero every cached data key, then free the cache.  (The hash tables keep
+ * their entries in child contexts of key_context, which MemoryContextDelete
+ * frees before any reset callback of key_context would run: so the keys
+ * are zeroed here, while the tables are still alive.)
+ */
 static void
 cache_reset(void)
 {
-	if (key_context != NULL)
-		MemoryContextDelete(key_context);	/* the callback zeroes the keys */
-	key_context = NULL;
+	if (dek_cache != NULL)
+	{
+		HASH_SEQ_STATUS seq;
+		DekCacheEntry *e;
+
+		hash_seq_init(&seq, dek_cache);
+		while ((e = hash_seq_search(&seq)) != NULL)
+			explicit_bzero(e->dek, SP_KEY_LEN);
+	}
 	dek_cache = NULL;
 	active_cache = NULL;
+	if (key_context != NULL)
+		MemoryContextDelete(key_context);
+	key_context = NULL;
+}
+
+static void
+cache_reset_at_exit(int code, Datum arg)
+{
+	cache_reset();
 }
 
 /*
@@ -547,11 +553,11 @@ static void
 cache_init(void)
 {
 	HASHCTL		ctl;
-	MemoryContextCallback *cb;
 
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+		on_proc_exit(cache_reset_at_exit, (Datum) 0);
 		callback_registered = true;
 	}
 	if (!OidIsValid(data_key_relid))
@@ -560,10 +566,6 @@ cache_init(void)
 		return;
 	key_context = AllocSetContextCreate(TopMemoryContext, "schedphi data keys",
 										ALLOCSET_SMALL_SIZES);
-	cb = MemoryContextAlloc(key_context, sizeof(MemoryContextCallback));
-	cb->func = cache_wipe;
-	cb->arg = NULL;
-	MemoryContextRegisterResetCallback(key_context, cb);
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(DekCacheKey);
@@ -882,10 +884,10 @@ schedphi_keys_init_guc(void)
 {
 	DefineCustomStringVariable("schedphi.key_command",
 							   "Command that prints the master keys, one \"KEY_ID HEX64\" per line, active first.",
-							   "Run by the server at start (or at first use when not preloaded).",
+							   "Run by the server at start (or at first use when not preloaded); a new command takes effect at the next restart.",
 							   &schedphi_key_command,
 							   "",
-							   PGC_POSTMASTER,
+							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("schedphi.data_key_seal_limit",

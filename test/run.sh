@@ -69,6 +69,18 @@ for d in "$SP_ROOT/README.md" "$SP_ROOT"/docs/*.md; do
 	if bash "$here/docs.sh" "$d"; then note ok; else note fail "docs $(basename "$d")"; fi
 done
 
+# ------------------------------------------------------ keys, leaks, fuzzing
+echo "== keys (restarts with changed, missing and malformed master keys)"
+. "$here/keys.sh"
+if keys_check; then note ok; else note fail "keys"; fi
+
+echo "== leaks (canaries in files, WAL, dumps and the server log)"
+. "$here/leak.sh"
+if leak_check; then note ok; else note fail "leaks"; fi
+
+echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:=15}s per harness)"
+if FUZZ_SECONDS=$FUZZ_SECONDS bash "$here/fuzz/run.sh"; then note ok; else note fail "fuzz"; fi
+
 # ----------------------------------------------------------------- load mode
 echo "== load modes"
 . "$here/loadmode.sh"

@@ -183,12 +183,17 @@ sp_mask_quoted(char *s, size_t len)
 	{
 		if (s[i] == '"')
 		{
-			s[o++] = s[i++];
-			while (i < len && s[i] != '"')
-				i++;
-			s[o++] = '?';
-			if (i < len)
-				s[o++] = s[i++];
+			size_t		j = i + 1;
+
+			while (j < len && s[j] != '"')
+				j++;
+			/* '"' + '?' for a non-empty quote + the closing quote if any */
+			s[o++] = '"';
+			if (j > i + 1)
+				s[o++] = '?';
+			if (j < len)
+				s[o++] = s[j++];
+			i = j;
 		}
 		else
 			s[o++] = s[i++];

@@ -222,6 +222,16 @@ CREATE INDEX waitlist_open ON schedphi.waitlist (tenant, created_at) WHERE statu
 CREATE INDEX waitlist_patient ON schedphi.waitlist (tenant, patient) WHERE status = 'waiting';
 
 -- pg_dump writes the extension's rows (ciphertext and wrapped keys only).
-SELECT pg_catalog.pg_extension_config_dump(c.oid::regclass, '')
-FROM pg_catalog.pg_class c
-WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind IN ('r', 'S');
+-- One call per statement: each call updates the extension's catalog row.
+DO $config$
+DECLARE
+	r regclass;
+BEGIN
+	FOR r IN SELECT c.oid::regclass FROM pg_catalog.pg_class c
+			 WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind IN ('r', 'S')
+			 ORDER BY c.relkind DESC, c.oid
+	LOOP
+		PERFORM pg_catalog.pg_extension_config_dump(r, '');
+	END LOOP;
+END
+$config$;

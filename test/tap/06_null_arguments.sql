@@ -40,7 +40,12 @@ INSERT INTO calls VALUES
 	('waitlist_remove', ARRAY[quote_literal(:'wl')], '{}'),
 	('confirm', ARRAY['NULL'], '{}'),
 	('waitlist_offers', ARRAY['NULL'], '{}'),
-	('remove_member', ARRAY['NULL', quote_literal('tst_member'), quote_literal('clinician')], '{}');
+	('remove_member', ARRAY['NULL', quote_literal('tst_member'), quote_literal('clinician')], '{}'),
+	('rotate_key', ARRAY[quote_literal(:'tenant')], '{}'),
+	('reencrypt', ARRAY['10'], '{}'),
+	('shred_tenant', ARRAY[quote_literal(:'tenant')], '{}'),
+	('rewrap_keys', '{}', '{}'),
+	('master_keys', '{}', '{}');
 
 -- every public function is covered
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
