@@ -55,7 +55,7 @@ keys_check() {
 	cluster_set_keys "test-kek-3 not-hex-at-all"
 	cluster_restart fast
 	kcheck "a malformed key line is reported by line number only" \
-		"$(grep -c 'key_command failed: line 1: the key is not 64 hexadecimal digits' "$SP_TMP/server.log")" "1"
+		"$(grep -c 'key_command failed: line 1 is not "KEY_ID HEX64"' "$SP_TMP/server.log")" "1"
 	kcheck "no part of the malformed line reaches the log" "$(grep -c 'not-hex-at-all' "$SP_TMP/server.log")" "0"
 
 	# 4. Only an unrelated master key: the data keys cannot be unwrapped.

@@ -30,10 +30,13 @@ leak_check() {
 	lq -c "SELECT schedphi.add_member('$t', 'leak_sched', 'scheduler')" >/dev/null
 
 	# simple protocol, as a member
-	lq -c "SET SESSION AUTHORIZATION leak_sched" -c "SELECT schedphi.register_patient('$t', 'Zqxcanarygiven', 'Zqxcanaryfamily',
-		'1911-11-11', '+1 555 777 3219', 'zqxcanary@example.org', 'zqxcanarymrn', 'zqx9x') AS p \gset" \
-		-c "SELECT schedphi.book(:'p', ARRAY['$dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)', reason => 'Zqxcanaryreason') AS a \gset" \
-		-c "SELECT schedphi.cancel(:'a', 'Zqxcanarycancel')" >/dev/null
+	lq -v ON_ERROR_STOP=1 >/dev/null <<SQL || { echo "leak: NOT OK - the simple-protocol calls failed"; fail=1; }
+SET SESSION AUTHORIZATION leak_sched;
+SELECT schedphi.register_patient('$t', 'Zqxcanarygiven', 'Zqxcanaryfamily', '1911-11-11', '+1 555 777 3219',
+	'zqxcanary@example.org', 'zqxcanarymrn', 'zqx9x') AS p \gset
+SELECT schedphi.book(:'p', ARRAY['$dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)', reason => 'Zqxcanaryreason') AS a \gset
+SELECT schedphi.cancel(:'a', 'Zqxcanarycancel');
+SQL
 	# failing calls: a bad email after a canary name, and a bad date literal
 	out=$(lq -c "SELECT schedphi.register_patient('$t', 'Zqxcanaryfailed', 'Synthetic', '1950-01-01', email => 'not-an-email')")
 	lcheck "a failed registration reports the rule" "$(echo "$out" | grep -c 'invalid email address')" "1"
