@@ -69,3 +69,8 @@ AS 'MODULE_PATHNAME', 'schedphi_keys_changed' LANGUAGE C VOLATILE;
 -- Which master keys are loaded: ids only, never key material.
 CREATE FUNCTION schedphi.master_keys() RETURNS TABLE (key_id text, active boolean)
 AS 'MODULE_PATHNAME', 'schedphi_master_key_ids' LANGUAGE C VOLATILE;
+
+-- Benchmark support (bench/): seal and open against bare EVP, in-process.
+CREATE FUNCTION schedphi._crypto_bench(tenant uuid, iterations int)
+RETURNS TABLE (operation text, ns_per_call float8)
+AS 'MODULE_PATHNAME', 'schedphi_crypto_bench' LANGUAGE C VOLATILE STRICT;
