@@ -27,7 +27,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 
 #include "catalog/namespace.h"
@@ -76,6 +78,18 @@ typedef struct DekCacheEntry
 	uint8		dek[SP_KEY_LEN];
 } DekCacheEntry;
 
+typedef struct FieldCacheKey
+{
+	pg_uuid_t	tenant;
+	char		field[64];
+} FieldCacheKey;
+
+typedef struct FieldCacheEntry
+{
+	FieldCacheKey key;
+	uint8		fkey[SP_KEY_LEN];
+} FieldCacheEntry;
+
 typedef struct ActiveCacheKey
 {
 	pg_uuid_t	tenant;
@@ -100,6 +114,7 @@ static MemoryContext key_context = NULL;
 static Oid	data_key_relid = InvalidOid;
 static HTAB *dek_cache = NULL;
 static HTAB *active_cache = NULL;
+static HTAB *field_cache = NULL;
 static bool callback_registered = false;
 
 static SPIPlanPtr dek_plan = NULL;
@@ -522,8 +537,18 @@ cache_reset(void)
 		while ((e = hash_seq_search(&seq)) != NULL)
 			explicit_bzero(e->dek, SP_KEY_LEN);
 	}
+	if (field_cache != NULL)
+	{
+		HASH_SEQ_STATUS seq;
+		FieldCacheEntry *f;
+
+		hash_seq_init(&seq, field_cache);
+		while ((f = hash_seq_search(&seq)) != NULL)
+			explicit_bzero(f->fkey, SP_KEY_LEN);
+	}
 	dek_cache = NULL;
 	active_cache = NULL;
+	field_cache = NULL;
 	if (key_context != NULL)
 		MemoryContextDelete(key_context);
 	key_context = NULL;
@@ -576,6 +601,10 @@ cache_init(void)
 	ctl.entrysize = sizeof(ActiveCacheEntry);
 	active_cache = hash_create("schedphi active data keys", 64, &ctl,
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(FieldCacheKey);
+	ctl.entrysize = sizeof(FieldCacheEntry);
+	field_cache = hash_create("schedphi field keys", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
 /* OID of schedphi.data_key (InvalidOid if missing and missing_ok). */
@@ -769,6 +798,57 @@ schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose)
 	}
 	seal_next++;
 	return e->id;
+}
+
+/*
+ * The blind-index key of one field of a tenant:
+ * HKDF-SHA-256(index data key, salt = tenant, info = "schedphi blind index " || field),
+ * derived once per backend and cached with the data keys.
+ */
+const uint8 *
+schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen)
+{
+	FieldCacheKey key;
+	FieldCacheEntry *e;
+	bool		found;
+	const uint8 *ikm;
+	char		info[96];
+	uint8		fkey[SP_KEY_LEN];
+	EVP_KDF	   *kdf;
+	EVP_KDF_CTX *kctx;
+	OSSL_PARAM	params[5];
+	bool		ok;
+
+	if (fieldlen <= 0 || fieldlen >= (int) sizeof(key.field))
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("field name too long")));
+	cache_init();
+	memset(&key, 0, sizeof(key));
+	key.tenant = *tenant;
+	memcpy(key.field, field, fieldlen);
+	e = hash_search(field_cache, &key, HASH_FIND, NULL);
+	if (e != NULL)
+		return e->fkey;
+
+	ikm = schedphi_data_key(tenant, schedphi_active_key(tenant, "index"));
+	snprintf(info, sizeof(info), "schedphi blind index %s", key.field);
+	kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *) ikm, SP_KEY_LEN);
+	params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *) tenant->data, UUID_LEN);
+	params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, strlen(info));
+	params[4] = OSSL_PARAM_construct_end();
+	ok = kctx != NULL && EVP_KDF_derive(kctx, fkey, SP_KEY_LEN, params) == 1;
+	EVP_KDF_CTX_free(kctx);
+	EVP_KDF_free(kdf);
+	if (!ok)
+		elog(ERROR, "schedphi: key derivation failed");
+
+	cache_init();
+	e = hash_search(field_cache, &key, HASH_ENTER, &found);
+	memcpy(e->fkey, fkey, SP_KEY_LEN);
+	explicit_bzero(fkey, SP_KEY_LEN);
+	return e->fkey;
 }
 
 /* ------------------------------------------------------------ SQL-callable */

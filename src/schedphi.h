@@ -39,6 +39,7 @@ extern Oid	schedphi_data_key_relid(bool missing_ok);
 extern const uint8 *schedphi_data_key(const pg_uuid_t *tenant, int32 id);
 extern int32 schedphi_active_key(const pg_uuid_t *tenant, const char *purpose);
 extern int32 schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose);
+extern const uint8 *schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen);
 
 /* logmask.c */
 extern void schedphi_logmask_init(void);

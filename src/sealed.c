@@ -16,7 +16,7 @@
  * (the actor-context work refines this into the full role matrix).
  *
  * Blind indexes are HMAC-SHA-256 of a normalised value under a key derived
- * with HKDF from the tenant's index data key, one key per field.
+ * with HKDF from the tenant's index data key, one key per field (keys.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -24,7 +24,6 @@
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 
 #include "catalog/pg_type.h"
 #include "funcapi.h"
@@ -43,8 +42,8 @@
 #define MAX_AAD		(UUID_LEN * 2 + 2 * 64 + 4)
 
 static SPIPlanPtr reveal_plan = NULL;
-static EVP_KDF *hkdf = NULL;
 static EVP_MAC *hmac = NULL;
+static EVP_MAC_CTX *hmac_ctx = NULL;
 static LocalTransactionId reveal_lxid = InvalidLocalTransactionId;
 static pg_uuid_t reveal_tenant;
 
@@ -364,8 +363,8 @@ PG_FUNCTION_INFO_V1(schedphi_blind);
 
 /*
  * _blind(tenant uuid, field text, value text) -> bytea
- * HMAC-SHA-256 of the (already normalised) value under
- * HKDF-SHA-256(index key, salt = tenant, info = "schedphi blind index " || field).
+ * HMAC-SHA-256 of the (already normalised) value under the tenant's key for
+ * that field (schedphi_field_key).
  */
 Datum
 schedphi_blind(PG_FUNCTION_ARGS)
@@ -373,44 +372,24 @@ schedphi_blind(PG_FUNCTION_ARGS)
 	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
 	text	   *field = PG_GETARG_TEXT_PP(1);
 	text	   *value = PG_GETARG_TEXT_PP(2);
-	const uint8 *ikm = schedphi_data_key(tenant, schedphi_active_key(tenant, "index"));
-	char		info[96];
-	uint8		fieldkey[SP_KEY_LEN];
+	const uint8 *fieldkey;
 	bytea	   *out = palloc(VARHDRSZ + 32);
 	size_t		outlen = 32;
-	EVP_KDF_CTX *kctx;
-	EVP_MAC_CTX *mctx;
-	OSSL_PARAM	params[5];
+	OSSL_PARAM	params[2];
 	bool		ok;
 
 	schedphi_note_phi();
-	if (VARSIZE_ANY_EXHDR(field) > 64)
-		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("field name too long")));
-	snprintf(info, sizeof(info), "schedphi blind index %.*s",
-			 (int) VARSIZE_ANY_EXHDR(field), VARDATA_ANY(field));
-
-	if (hkdf == NULL)
-		hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	fieldkey = schedphi_field_key(tenant, VARDATA_ANY(field), VARSIZE_ANY_EXHDR(field));
 	if (hmac == NULL)
 		hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	kctx = hkdf ? EVP_KDF_CTX_new(hkdf) : NULL;
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
-	params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *) ikm, SP_KEY_LEN);
-	params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, tenant->data, UUID_LEN);
-	params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, strlen(info));
-	params[4] = OSSL_PARAM_construct_end();
-	ok = kctx != NULL && EVP_KDF_derive(kctx, fieldkey, SP_KEY_LEN, params) == 1;
-	EVP_KDF_CTX_free(kctx);
-
-	mctx = ok && hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+	if (hmac_ctx == NULL && hmac != NULL)
+		hmac_ctx = EVP_MAC_CTX_new(hmac);
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
 	params[1] = OSSL_PARAM_construct_end();
-	ok = mctx != NULL &&
-		EVP_MAC_init(mctx, fieldkey, SP_KEY_LEN, params) == 1 &&
-		EVP_MAC_update(mctx, (const unsigned char *) VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)) == 1 &&
-		EVP_MAC_final(mctx, (unsigned char *) VARDATA(out), &outlen, 32) == 1;
-	EVP_MAC_CTX_free(mctx);
-	explicit_bzero(fieldkey, sizeof(fieldkey));
+	ok = hmac_ctx != NULL &&
+		EVP_MAC_init(hmac_ctx, fieldkey, SP_KEY_LEN, params) == 1 &&
+		EVP_MAC_update(hmac_ctx, (const unsigned char *) VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)) == 1 &&
+		EVP_MAC_final(hmac_ctx, (unsigned char *) VARDATA(out), &outlen, 32) == 1;
 	if (!ok || outlen != 32)
 		elog(ERROR, "schedphi: blind index computation failed");
 	SET_VARSIZE(out, VARHDRSZ + 32);

@@ -34,6 +34,13 @@ SELECT throws_ok($$SELECT 'spv1:AQ'::schedphi.sealed$$, '22P02', NULL, 'bad base
 SELECT throws_ok($$SELECT 'spv1:AgAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'::schedphi.sealed$$, '22P02', NULL,
 	'an unknown version is 22P02');
 SELECT throws_ok($$SELECT given < family FROM schedphi.patient$$, '42883', NULL, 'sealed values cannot be compared');
+CREATE TEMP TABLE sealed_copy (id uuid, given schedphi.sealed);
+COPY (SELECT id, given FROM schedphi.patient WHERE tenant = :'tenant') TO '/tmp/schedphi_tap_sealed.bin' (FORMAT binary);
+COPY sealed_copy FROM '/tmp/schedphi_tap_sealed.bin' (FORMAT binary);
+SELECT is((SELECT count(*)::int FROM sealed_copy c JOIN schedphi.patient p USING (id) WHERE c.given::text = p.given::text), 3,
+	'binary send and receive round-trip');
+SELECT throws_ok($$COPY sealed_copy FROM PROGRAM 'printf "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0\0\2\0\0\0\20aaaaaaaaaaaaaaaa\0\0\0\3xyz\377\377"' (FORMAT binary)$$,
+	'22P02', NULL, 'a malformed binary value is refused');
 
 -- Who may decrypt.
 SELECT throws_ok(format($$SELECT schedphi._open(given, tenant, 'patient', 'given', id) FROM schedphi.patient WHERE id = %L$$, :'p1'),
