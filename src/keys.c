@@ -622,20 +622,6 @@ schedphi_data_key_relid(bool missing_ok)
 	return get_relname_relid("data_key", nsp);
 }
 
-static SPIPlanPtr
-prepare_kept(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "schedphi: could not prepare \"%s\"", sql);
-		*slot = plan;
-	}
-	return *slot;
-}
-
 /*
  * The unwrapped data key (tenant, id), from the cache or from the table.
  * 55000 if it was destroyed, SPK01 if it is missing or its master key is.
@@ -667,7 +653,7 @@ schedphi_data_key(const pg_uuid_t *tenant, int32 id)
 	values[1] = Int32GetDatum(id);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	prepare_kept(&dek_plan,
+	schedphi_keep_plan(&dek_plan,
 				 "SELECT purpose, kek_id, wrapped, status FROM schedphi.data_key "
 				 "WHERE tenant = $1 AND id = $2", 2, types);
 	if (SPI_execute_plan(dek_plan, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -725,7 +711,7 @@ active_entry(const pg_uuid_t *tenant, const char *purpose)
 	values[1] = CStringGetTextDatum(purpose);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	prepare_kept(&active_plan,
+	schedphi_keep_plan(&active_plan,
 				 "SELECT id, seal_base FROM schedphi.data_key "
 				 "WHERE tenant = $1 AND purpose = $2 AND status = 'active'", 2, types);
 	if (SPI_execute_plan(active_plan, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -771,7 +757,7 @@ schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose)
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		prepare_kept(&counter_plan, "SELECT nextval('schedphi.seal_counter')", 0, NULL);
+		schedphi_keep_plan(&counter_plan, "SELECT nextval('schedphi.seal_counter')", 0, NULL);
 		if (SPI_execute_plan(counter_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "schedphi: seal counter query failed");
 		seal_next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -789,7 +775,7 @@ schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose)
 		values[2] = Int32GetDatum(e->id);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		prepare_kept(&rotate_plan, "SELECT schedphi._retire_worn_key($1, $2, $3)", 3, types);
+		schedphi_keep_plan(&rotate_plan, "SELECT schedphi._retire_worn_key($1, $2, $3)", 3, types);
 		if (SPI_execute_plan(rotate_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "schedphi: key rotation failed");
 		SPI_finish();

@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -44,4 +45,27 @@ _PG_init(void)
 
 	if (schedphi_preloaded)
 		schedphi_keys_preload();
+}
+
+/*
+ * Prepare a query once per backend and keep the plan (the caller is
+ * connected to SPI).  The plans are generic: every query schedphi keeps
+ * has the same shape whatever its parameters, and re-planning it on every
+ * call would cost more than running it.
+ */
+SPIPlanPtr
+schedphi_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+
+		if (plan == NULL)
+			elog(ERROR, "schedphi: could not prepare \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "schedphi: could not keep the plan of \"%s\"", sql);
+		*slot = plan;
+	}
+	return *slot;
 }

@@ -45,6 +45,12 @@ extern const uint8 *schedphi_field_key(const pg_uuid_t *tenant, const char *fiel
 extern void schedphi_logmask_init(void);
 extern void schedphi_note_phi(void);
 
+struct _SPI_plan;
+
+/* schedphi.c */
+extern struct _SPI_plan *schedphi_keep_plan(struct _SPI_plan **slot, const char *sql, int nargs,
+											Oid *argtypes);
+
 struct pg_tz;
 
 /* walltime.c */

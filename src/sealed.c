@@ -320,12 +320,7 @@ check_reveal(const pg_uuid_t *tenant)
 	values[0] = UUIDPGetDatum(tenant);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (reveal_plan == NULL)
-	{
-		reveal_plan = SPI_prepare("SELECT schedphi._may_reveal($1)", 1, types);
-		if (reveal_plan == NULL || SPI_keepplan(reveal_plan) != 0)
-			elog(ERROR, "schedphi: could not prepare the reveal check");
-	}
+	schedphi_keep_plan(&reveal_plan, "SELECT schedphi._may_reveal($1)", 1, types);
 	if (SPI_execute_plan(reveal_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "schedphi: reveal check failed");
 	ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;

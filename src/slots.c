@@ -80,27 +80,6 @@ static SPIPlanPtr windows_plan = NULL;
 static SPIPlanPtr blocks_plan = NULL;
 static SPIPlanPtr busy_plan = NULL;
 
-/*
- * Prepare a query once per backend and keep the plan.  The plans are
- * generic: their shape does not depend on the values, and re-planning on
- * every call would cost more than the queries themselves.
- */
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		*slot = plan;
-	}
-	return *slot;
-}
-
 static void
 span_append(SpanList *list, TimestampTz lo, TimestampTz hi)
 {
@@ -270,7 +249,7 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 	Datum		tenant = (Datum) 0;
 	SPITupleTable *tt;
 
-	keep_plan(&actors_plan,
+	schedphi_keep_plan(&actors_plan,
 			  "SELECT a.id, a.tenant, a.capacity, a.buffer_before, a.buffer_after "
 			  "FROM schedphi.actor a WHERE a.id = ANY ($1)", 1, types);
 	if (SPI_execute_plan(actors_plan, values, NULL, true, 0) != SPI_OK_SELECT)
@@ -317,7 +296,7 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 	roles[4] = CStringGetTextDatum("support");
 	authvalues[0] = tenant;
 	authvalues[1] = PointerGetDatum(construct_array(roles, 5, TEXTOID, -1, false, TYPALIGN_INT));
-	keep_plan(&auth_plan, "SELECT schedphi._authorize($1, $2)", 2, authtypes);
+	schedphi_keep_plan(&auth_plan, "SELECT schedphi._authorize($1, $2)", 2, authtypes);
 	if (SPI_execute_plan(auth_plan, authvalues, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "find_slots: authorization query failed");
 	MemoryContextSwitchTo(keep);
@@ -331,7 +310,7 @@ load_windows(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum wind
 	Datum		values[3] = {tenant, actors_arg, window};
 	SPITupleTable *tt;
 
-	keep_plan(&windows_plan,
+	schedphi_keep_plan(&windows_plan,
 			  "SELECT w.actor, w.starts, w.ends, w.slot_minutes "
 			  "FROM schedphi._windows($1, $2, $3) w ORDER BY w.starts, w.ends", 3, types);
 	if (SPI_execute_plan(windows_plan, values, NULL, true, 0) != SPI_OK_SELECT)
@@ -365,7 +344,7 @@ load_blocks(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum windo
 	Datum		values[3] = {tenant, actors_arg, window};
 	SPITupleTable *tt;
 
-	keep_plan(&blocks_plan,
+	schedphi_keep_plan(&blocks_plan,
 			  "SELECT b.actor, lower(b.during), upper(b.during) FROM schedphi.block b "
 			  "WHERE b.tenant = $1 AND b.actor = ANY ($2) AND b.during && $3 "
 			  "ORDER BY lower(b.during)", 3, types);
@@ -458,7 +437,7 @@ load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz l
 	SPIExecuteOptions options;
 	BusyReceiver rcv;
 
-	keep_plan(&busy_plan,
+	schedphi_keep_plan(&busy_plan,
 			  "SELECT x.actor, x.seat, lower(x.span), upper(x.span) "
 			  "FROM schedphi.appointment_actor x "
 			  "WHERE x.tenant = $1 AND x.actor = ANY ($2) AND x.active "
