@@ -187,4 +187,12 @@ echo "| 3 bare INSERT with the exclusion constraint, $CLIENTS clients | $bare_tp
 echo "| 3 the two rows book() writes, inserted directly, $CLIENTS clients | $rows_tps tps | $(ratio "$rows_tps" "$bare_tps") x bare | |"
 echo "| 3 schedphi.book(), $CLIENTS clients | $book_tps tps | $book_ratio x bare | >= 0.70: $(verdict "$book_ratio" '>=' 0.70) |"
 echo
+echo "bench: scheduling done"
+
+# The encryption benchmarks start their own throwaway cluster.
+if [ -z "${BENCH_SKIP_CRYPTO:-}" ]; then
+	cluster_stop
+	echo
+	bash "$(dirname "$0")/crypto.sh"
+fi
 echo "bench: done"

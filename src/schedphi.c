@@ -40,6 +40,7 @@ _PG_init(void)
 	schedphi_preloaded = process_shared_preload_libraries_in_progress;
 
 	schedphi_keys_init_guc();
+	schedphi_actor_init();
 	schedphi_logmask_init();
 	MarkGUCPrefixReserved("schedphi");
 

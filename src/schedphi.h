@@ -41,6 +41,31 @@ extern int32 schedphi_active_key(const pg_uuid_t *tenant, const char *purpose);
 extern int32 schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose);
 extern const uint8 *schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen);
 
+/* actor.c: the actor a verified token names */
+typedef struct SchedphiActor
+{
+	bool		active;
+	bool		session_scope;
+	Oid			login;			/* the session user that assumed it */
+	char		sub[256];
+	char		issuer[256];
+	pg_uuid_t	tenant;
+	char		role[16];
+	bool		has_practitioner;
+	pg_uuid_t	practitioner;
+} SchedphiActor;
+
+extern int	schedphi_max_token_lifetime;
+extern bool schedphi_require_mfa;
+extern void schedphi_actor_init(void);
+extern const SchedphiActor *schedphi_current_actor(void);
+extern void schedphi_set_actor(const SchedphiActor *a);
+extern const char *schedphi_current_purpose(void);
+
+/* sealed.c */
+extern text *schedphi_unseal(const bytea *v, const pg_uuid_t *tenant, const char *tbl,
+							 const char *col, const pg_uuid_t *row);
+
 /* logmask.c */
 extern void schedphi_logmask_init(void);
 extern void schedphi_note_phi(void);

@@ -263,6 +263,17 @@ open_bytes(const bytea *v, const pg_uuid_t *tenant, const text *tbl, const text 
 	return out;
 }
 
+/*
+ * Open a sealed secret that is not PHI (an issuer's HMAC key) for C code;
+ * no reveal check.  The caller zeroes and frees the result.
+ */
+text *
+schedphi_unseal(const bytea *v, const pg_uuid_t *tenant, const char *tbl, const char *col,
+				const pg_uuid_t *row)
+{
+	return open_bytes(v, tenant, cstring_to_text(tbl), cstring_to_text(col), row);
+}
+
 PG_FUNCTION_INFO_V1(schedphi_seal);
 
 /*

@@ -69,6 +69,10 @@ for d in "$SP_ROOT/README.md" "$SP_ROOT"/docs/*.md; do
 	if bash "$here/docs.sh" "$d"; then note ok; else note fail "docs $(basename "$d")"; fi
 done
 
+# ------------------------------------------------------------------ tokens
+echo "== tokens (RS256, ES256, HS256 made with openssl; scopes; forgery; refusals)"
+if bash "$here/tokens.sh"; then note ok; else note fail "tokens"; fi
+
 # ------------------------------------------------------ keys, leaks, fuzzing
 echo "== keys (restarts with changed, missing and malformed master keys)"
 . "$here/keys.sh"

@@ -221,6 +221,23 @@ CREATE TABLE schedphi.waitlist (
 CREATE INDEX waitlist_open ON schedphi.waitlist (tenant, created_at) WHERE status = 'waiting';
 CREATE INDEX waitlist_patient ON schedphi.waitlist (tenant, patient) WHERE status = 'waiting';
 
+-- Identity providers trusted to vouch for a tenant's users (assume()).
+-- key_kind decides the algorithm: rsa -> RS256, ec -> ES256, hs256 -> HS256.
+-- An HS256 secret is stored sealed; public keys as PEM.
+CREATE TABLE schedphi.issuer (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			uuid NOT NULL,
+	issuer		text NOT NULL,
+	audience	text NOT NULL,
+	key_kind	text NOT NULL CHECK (key_kind IN ('rsa', 'ec', 'hs256')),
+	public_key	text,
+	secret		schedphi.sealed,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, id),
+	CONSTRAINT issuer_unique UNIQUE (tenant, issuer),
+	CHECK ((key_kind = 'hs256') = (secret IS NOT NULL AND public_key IS NULL))
+);
+
 -- pg_dump writes the extension's rows (ciphertext and wrapped keys only).
 -- One call per statement: each call updates the extension's catalog row.
 DO $config$

