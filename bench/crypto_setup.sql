@@ -109,6 +109,7 @@ DECLARE
 	v_ns float8;
 	r record;
 BEGIN
+	PERFORM schedphi.set_purpose('OPERATIONS');		-- reading PHI needs a purpose of use
 	CREATE TEMP TABLE IF NOT EXISTS loop_times (op text, n int, ns float8) ON COMMIT DROP;
 	FOR rep IN 1..p_reps LOOP
 		FOREACH operation IN ARRAY v_ops LOOP
@@ -157,6 +158,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT schedphi.set_purpose('OPERATIONS');		-- reading PHI needs a purpose of use
 	SELECT count(*) FILTER (WHERE s.pgp IS NOT NULL
 							 AND public.pgp_sym_decrypt(s.pgp, k.passphrase) IS DISTINCT FROM s.plain),
 		   count(*) FILTER (WHERE public.decrypt_iv(s.aes, k.aes_key, k.aes_iv, 'aes') IS DISTINCT FROM s.plain_b),
@@ -425,6 +427,7 @@ DECLARE
 	v_count bigint;
 	t0 timestamptz;
 BEGIN
+	PERFORM schedphi.set_purpose('OPERATIONS');		-- reading PHI needs a purpose of use
 	v_ids := ARRAY(SELECT p.id FROM schedphi.patient p WHERE p.tenant = v_tenant ORDER BY p.id LIMIT p_n);
 	n_schedphi := cardinality(v_ids);
 	t0 := clock_timestamp();

@@ -11,9 +11,10 @@
  * what pg_dump writes and never shows plaintext; there are no comparison
  * operators, so nothing can sort or group by a sealed value.
  *
- * Opening is refused unless the session user is a member of the tenant with
- * a role that reads PHI: a superuser sees ciphertext like everyone else
- * (the actor-context work refines this into the full role matrix).
+ * Opening is refused unless the actor (an assumed token, or else the
+ * session user's membership) reads PHI in the tenant, and a purpose of use
+ * is set for the transaction: a superuser sees ciphertext like everyone
+ * else (the row-level-security work refines this into the full matrix).
  *
  * Blind indexes are HMAC-SHA-256 of a normalised value under a key derived
  * with HKDF from the tenant's index data key, one key per field (keys.c).
@@ -341,6 +342,12 @@ check_reveal(const pg_uuid_t *tenant)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied: PHI rule"),
 				 errdetail("Decrypting patient data needs a role that reads it in the patient's tenant; superusers too.")));
+	if (schedphi_current_purpose() == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied: purpose of use rule"),
+				 errdetail("Reading patient data needs a purpose of use for the transaction."),
+				 errhint("Call schedphi.set_purpose('TREAT'), 'PAYMENT' or 'OPERATIONS' first, in the same transaction.")));
 	reveal_lxid = MyProc->lxid;
 	reveal_tenant = *tenant;
 }

@@ -56,13 +56,17 @@ FROM schedphi.patient p JOIN pats ON pats.id = p.id WHERE pats.n = 1;
 \set ON_ERROR_STOP off
 SELECT schedphi.patient_record((SELECT id FROM pats WHERE n = 1));
 \set ON_ERROR_STOP on
-\echo 'A front-desk login that is a scheduler member of the clinic can (lookup by MRN goes through the blind index):'
+\echo 'A front-desk login that is a scheduler member of the clinic can, with a purpose of use for the transaction'
+\echo '(the lookup by MRN goes through the blind index):'
 DROP ROLE IF EXISTS demo_frontdesk;
 CREATE ROLE demo_frontdesk LOGIN;
 SELECT schedphi.add_member(:'clinic', 'demo_frontdesk', 'scheduler') \g /dev/null
 SET SESSION AUTHORIZATION demo_frontdesk;
+BEGIN;
+SELECT schedphi.set_purpose('TREAT') \g /dev/null
 SELECT r->>'given' AS given, r->>'family' AS family, r->>'birth_date' AS birth_date, r->>'mrn' AS mrn
 FROM schedphi.find_patient(:'clinic', mrn => 'demo-00001') id, schedphi.patient_record(id) r;
+COMMIT;
 RESET SESSION AUTHORIZATION;
 \echo 'Keys: the master key (id only) and the clinic''s data keys, then a rotation and re-encryption:'
 SELECT key_id AS master_key, active FROM schedphi.master_keys();

@@ -16,7 +16,8 @@ keys_check() {
 	t=$(kq -c "SELECT schedphi.create_tenant('Keys Clinic', 'UTC')")
 	kq -c "SELECT schedphi.add_member('$t', 'keys_sched', 'scheduler')" >/dev/null
 	p=$(kq -c "SELECT schedphi.register_patient('$t', 'Keya', 'Synthetic', '1977-07-07', mrn => 'KEY-1')")
-	read_given() { kq -c "SET SESSION AUTHORIZATION keys_sched" -c "SELECT schedphi.patient_record('$p')->>'given'"; }
+	read_given() { kq -c "SET SESSION AUTHORIZATION keys_sched" -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" \
+		-c "SELECT schedphi.patient_record('$p')->>'given'" -c "COMMIT" | grep -v '^$'; }
 	kcheck "a patient reads back under the first master key" "$(read_given)" "Keya"
 
 	# 1. A new master key in front, the old one kept to unwrap.
@@ -41,7 +42,8 @@ keys_check() {
 	out=$(kq -c "SELECT schedphi.register_patient('$t', 'Nokey', 'Synthetic', '1980-01-01')")
 	kcheck "registering a patient fails with SPK01" "$(echo "$out" | grep -c 'master key not loaded')" "1"
 	kcheck "and writes nothing" "$(kq -c "SELECT count(*) FROM schedphi.patient")" "1"
-	out=$(kq -c "SET SESSION AUTHORIZATION keys_sched" -c "SELECT schedphi.patient_record('$p')")
+	out=$(kq -c "SET SESSION AUTHORIZATION keys_sched" -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" \
+		-c "SELECT schedphi.patient_record('$p')")
 	kcheck "reading a patient fails with SPK01" "$(echo "$out" | grep -c 'master key not loaded')" "1"
 	out=$(kq -c "SELECT schedphi.create_tenant('No Key Clinic', 'UTC')")
 	kcheck "creating a tenant fails with SPK01" "$(echo "$out" | grep -c 'master key not loaded')" "1"

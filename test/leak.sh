@@ -74,8 +74,10 @@ SQL
 	psql -X -q -c "DROP DATABASE IF EXISTS ${db}_restored" -c "CREATE DATABASE ${db}_restored" >/dev/null
 	psql -X -q -d "${db}_restored" -v ON_ERROR_STOP=1 -f "$SP_TMP/leak.dump" >/dev/null 2>"$SP_TMP/restore.err" ||
 		{ echo "leak: NOT OK - restore failed: $(head -3 "$SP_TMP/restore.err")"; fail=1; }
-	out=$(psql -X -q -At -d "${db}_restored" -c "SET SESSION AUTHORIZATION leak_sched" \
-		-c "SELECT schedphi.patient_record(id)->>'family' FROM schedphi.find_patient('$t', mrn => 'zqxcanarymrn') id" 2>&1)
+	out=$(psql -X -q -At -d "${db}_restored" -c "SET SESSION AUTHORIZATION leak_sched" -c "BEGIN" \
+		-c "SELECT schedphi.set_purpose('TREAT')" \
+		-c "SELECT schedphi.patient_record(id)->>'family' FROM schedphi.find_patient('$t', mrn => 'zqxcanarymrn') id" \
+		-c "COMMIT" 2>&1 | grep -v '^$')
 	lcheck "the restored database opens the sealed fields" "$out" "Zqxcanaryfamily"
 	psql -X -q -c "DROP DATABASE ${db}_restored" -c "DROP DATABASE $db" >/dev/null
 	return $fail

@@ -64,6 +64,9 @@ SELECT schedphi.add_member(:'tenant', 'tst_sched', 'scheduler');
 SELECT schedphi.add_member(:'tenant', 'tst_bill', 'billing');
 SELECT schedphi.add_member(:'tenant', 'tst_support', 'support');
 SET SESSION AUTHORIZATION tst_sched;
+SELECT throws_ok(format($$SELECT schedphi.patient_record(%L)$$, :'q'), '42501', 'permission denied: purpose of use rule',
+	'reading PHI needs a purpose of use');
+SELECT lives_ok($$SELECT schedphi.set_purpose('TREAT')$$, 'set_purpose for the transaction');
 SELECT is(schedphi.patient_record(:'q') - 'id' - 'tenant',
 	'{"given": "Quinn", "family": "Placeholder", "birth_date": "1990-02-03", "phone": "5550100999",
 	  "email": "quinn.placeholder@example.org", "mrn": "SYN-0999", "zip": "99901"}'::jsonb,

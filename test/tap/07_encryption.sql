@@ -45,6 +45,7 @@ SELECT throws_ok($$COPY sealed_copy FROM PROGRAM 'printf "PGCOPY\n\377\r\n\0\0\0
 -- Who may decrypt.
 SELECT throws_ok(format($$SELECT schedphi._open(given, tenant, 'patient', 'given', id) FROM schedphi.patient WHERE id = %L$$, :'p1'),
 	'42501', 'permission denied: PHI rule', 'a superuser cannot open a sealed field directly either');
+SELECT schedphi.set_purpose('TREAT');
 SET SESSION AUTHORIZATION tst_sched;
 SELECT is(schedphi.patient_record(:'p1')->>'given', 'Testa', 'a scheduler of the tenant reads the patient');
 SELECT throws_ok(format($$SELECT schedphi.patient_record(%L)$$, :'t2p1'), '42501', NULL,
