@@ -47,19 +47,6 @@ BEGIN
 END
 $$;
 
--- Tenants whose rows the session user may list (interim, see above).
-CREATE FUNCTION schedphi._visible_tenant(p_tenant uuid)
-RETURNS boolean
-LANGUAGE sql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT CASE WHEN c.via = 'token' THEN c.tenant = p_tenant
-		ELSE coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)
-			OR EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user) END
-	FROM schedphi._context() c
-$$;
-
 -- May the session user see decrypted PHI of this tenant?  Superusers are
 -- not members, so they may not: they see ciphertext (SPEC).  Called by the
 -- C function _open before it decrypts anything.

@@ -209,9 +209,54 @@ AS $$
 	FROM schedphi._context() c
 $$;
 
--- The decrypted fields of a patient that a role may see (interim
--- minimum-necessary rule: billing sees name and birth date only; a
--- superuser, who is no member, sees none).
+-- The practitioner the calling clinician acts for in the tenant (from the
+-- assumed token, or else the login's membership), or NULL.
+CREATE FUNCTION schedphi._clinician_practitioner(p_tenant uuid)
+RETURNS uuid
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN c.via = 'token' THEN
+			CASE WHEN c.tenant = p_tenant AND c.role = 'clinician' THEN c.practitioner END
+		ELSE (SELECT m.practitioner FROM schedphi.member m
+			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = 'clinician') END
+	FROM schedphi._context() c
+$$;
+
+-- A clinician's own patients: those with an appointment (past or future,
+-- any status) with the clinician's practitioner.
+CREATE FUNCTION schedphi._own_patient(p_tenant uuid, p_patient uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT 1 FROM schedphi.appointment a
+				   WHERE a.tenant = p_tenant AND a.patient = p_patient
+					 AND schedphi._clinician_practitioner(p_tenant) = ANY (a.actors))
+$$;
+
+-- May the caller list this patient?  Scheduler, integration and billing:
+-- every patient of the tenant; a clinician: their own patients; a
+-- superuser: every row (no decrypted field).  Callable by anyone: it only
+-- answers about the caller.
+CREATE FUNCTION schedphi._patient_visible(p_tenant uuid, p_patient uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE r.role
+		WHEN 'clinician' THEN schedphi._own_patient(p_tenant, p_patient)
+		ELSE r.role IS NOT NULL END
+	FROM (SELECT schedphi._member_role(p_tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing']) AS role) r
+$$;
+
+-- The decrypted fields of a patient that the caller's role may see
+-- (minimum necessary: billing sees name and birth date only; a clinician
+-- sees their own patients; a superuser, who is no member, sees none).
+-- It works out the caller's role itself, so calling it directly gains
+-- nothing.
 CREATE FUNCTION schedphi._patient_json(p schedphi.patient)
 RETURNS jsonb
 LANGUAGE sql STABLE
@@ -219,7 +264,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE
-		WHEN p_role IS NULL OR p_role = 'superuser' THEN
+		WHEN p_role IS NULL OR p_role = 'superuser'
+			 OR (p_role = 'clinician' AND NOT schedphi._own_patient(p.tenant, p.id)) THEN
 			jsonb_build_object('id', p.id, 'tenant', p.tenant)
 		WHEN p_role = 'billing' THEN
 			jsonb_build_object('id', p.id, 'tenant', p.tenant,
@@ -260,19 +306,23 @@ BEGIN
 			USING ERRCODE = '42501',
 				  DETAIL = 'Decrypting patient data needs a role that reads it in the patient''s tenant; superusers too.';
 	END IF;
+	IF v_role = 'clinician' AND NOT schedphi._own_patient(v_tenant, patient) THEN
+		RAISE EXCEPTION 'permission denied: own patients rule'
+			USING ERRCODE = '42501',
+				  DETAIL = 'A clinician reads the patients who have an appointment with their practitioner.';
+	END IF;
 	SELECT * INTO v_row FROM schedphi.patient p WHERE p.tenant = v_tenant AND p.id = patient;
 	RETURN schedphi._patient_json(v_row);
 END
 $$;
 
--- One row per patient the caller may list; the decrypted fields are the
--- ones the caller's role may see (NULL otherwise, and for a superuser).
+-- One row per patient the caller may list (_patient_visible); the
+-- decrypted fields are the ones the caller's role may see (NULL otherwise,
+-- and for a superuser).
 CREATE VIEW schedphi.patients WITH (security_barrier) AS
 	SELECT p.id, p.tenant, j->>'given' AS given, j->>'family' AS family,
 		   (j->>'birth_date')::date AS birth_date, j->>'phone' AS phone, j->>'email' AS email,
 		   j->>'mrn' AS mrn, j->>'zip' AS zip
 	FROM schedphi.patient p
-	CROSS JOIN LATERAL (SELECT schedphi._member_role(p.tenant,
-				ARRAY['scheduler', 'integration', 'clinician', 'billing']) AS role) r
 	CROSS JOIN LATERAL schedphi._patient_json(p) j
-	WHERE r.role IS NOT NULL;
+	WHERE schedphi._patient_visible(p.tenant, p.id);

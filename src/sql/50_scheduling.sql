@@ -447,13 +447,7 @@ BEGIN
 				USING ERRCODE = '42501',
 					  DETAIL = 'A clinician records arrived, checked-in, fulfilled, noshow and entered-in-error; schedulers book and cancel.';
 		END IF;
-		IF NOT EXISTS (SELECT 1 FROM schedphi._context() c
-					   WHERE c.via = 'token' AND c.practitioner = ANY (v.actors)
-					   UNION ALL
-					   SELECT 1 FROM schedphi.member m
-					   WHERE (SELECT c.via FROM schedphi._context() c) IS NULL
-						 AND m.tenant = v.tenant AND m.login = session_user AND m.role = 'clinician'
-						 AND m.practitioner = ANY (v.actors)) THEN
+		IF NOT coalesce(schedphi._clinician_practitioner(v.tenant) = ANY (v.actors), false) THEN
 			RAISE EXCEPTION 'permission denied: own appointments rule'
 				USING ERRCODE = '42501', DETAIL = 'A clinician changes only appointments with their own practitioner.';
 		END IF;
@@ -506,8 +500,40 @@ BEGIN
 END
 $$;
 
+-- What the caller may see of an appointment (minimum necessary):
+-- scheduler, integration, billing: every appointment of the tenant with its
+-- patient; clinician: the appointments of their practitioner; support and
+-- admin: every appointment without the patient; a superuser: every row, no
+-- decrypted field.  The reason (sealed) is decrypted for scheduler,
+-- integration and the clinician, once a purpose of use is set.
+CREATE FUNCTION schedphi._appointment_view(a schedphi.appointment,
+										   OUT visible boolean, OUT patient uuid, OUT reason text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_role text := schedphi._member_role(a.tenant, ARRAY['scheduler', 'integration', 'clinician',
+														 'billing', 'support', 'admin']);
+BEGIN
+	visible := v_role IS NOT NULL
+		AND (v_role <> 'clinician' OR schedphi._clinician_practitioner(a.tenant) = ANY (a.actors));
+	IF NOT visible THEN
+		RETURN;
+	END IF;
+	IF v_role IN ('scheduler', 'integration', 'clinician', 'billing', 'superuser') THEN
+		patient := a.patient;
+	END IF;
+	IF v_role IN ('scheduler', 'integration', 'clinician') AND a.reason IS NOT NULL
+	   AND (SELECT c.purpose FROM schedphi._context() c) IS NOT NULL THEN
+		reason := schedphi._open(a.reason, a.tenant, 'appointment', 'reason', a.id);
+	END IF;
+END
+$$;
+
 CREATE VIEW schedphi.appointments WITH (security_barrier) AS
-	SELECT a.id, a.tenant, a.patient, a.actors, a.during, a.status, a.kind, a.hold_expires,
-		   a.created_at, a.updated_at
+	SELECT a.id, a.tenant, v.patient, a.actors, a.during, a.status, a.kind, a.hold_expires,
+		   a.created_at, a.updated_at, v.reason
 	FROM schedphi.appointment a
-	WHERE schedphi._visible_tenant(a.tenant);
+	CROSS JOIN LATERAL schedphi._appointment_view(a) v
+	WHERE v.visible;

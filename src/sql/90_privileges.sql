@@ -20,7 +20,8 @@ BEGIN
 	-- public functions, and the helpers the views call as the invoker
 	FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_catalog.pg_proc p
 			 WHERE p.pronamespace = 'schedphi'::regnamespace
-			   AND (p.proname !~ '^_' OR p.proname IN ('_visible_tenant', '_member_role', '_patient_json'))
+			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_patient_json',
+													   '_patient_visible', '_appointment_view'))
 	LOOP
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.sig);
 	END LOOP;

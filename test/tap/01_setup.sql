@@ -146,9 +146,10 @@ SELECT is((SELECT count(*)::int FROM pg_proc p
 	'every SECURITY DEFINER function pins search_path');
 SELECT is((SELECT count(*)::int FROM pg_proc p
 		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname ~ '^_'
-			 AND p.proname NOT IN ('_visible_tenant', '_member_role', '_patient_json')
+			 AND p.proname NOT IN ('_member_role', '_patient_json', '_patient_visible',
+								   '_appointment_view')
 			 AND has_function_privilege('public', p.oid, 'EXECUTE')), 0,
-	'internal functions are not executable by PUBLIC (but the three the views call, which check the caller)');
+	'internal functions are not executable by PUBLIC (but those the views call, which check the caller)');
 
 SELECT * FROM finish();
 ROLLBACK;
