@@ -27,3 +27,40 @@ BEGIN
 	END LOOP;
 END
 $grants$;
+
+-- Row-level security, enabled and forced on every table, as a second wall
+-- behind the privileges above.  The functions (owned by the superuser who
+-- installed the extension) are not subject to it; a login that a DBA
+-- granted SELECT on a table by mistake still sees only the rows of tenants
+-- where the actor context or its membership places it, and can write
+-- nothing (no policy allows a write).  Key material and key events: no row.
+CREATE FUNCTION schedphi._tenant_readable(p_tenant uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN c.via = 'token' THEN c.tenant = p_tenant
+		ELSE EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user) END
+	FROM schedphi._context() c
+$$;
+GRANT EXECUTE ON FUNCTION schedphi._tenant_readable(uuid) TO PUBLIC;
+
+DO $rls$
+DECLARE
+	t name;
+BEGIN
+	FOR t IN SELECT c.relname FROM pg_catalog.pg_class c
+			 WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind = 'r'
+	LOOP
+		EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I ENABLE ROW LEVEL SECURITY', t);
+		EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I FORCE ROW LEVEL SECURITY', t);
+		IF t IN ('data_key', 'issuer', 'key_event') THEN
+			EXECUTE pg_catalog.format('CREATE POLICY no_rows ON schedphi.%I FOR SELECT USING (false)', t);
+		ELSE
+			EXECUTE pg_catalog.format(
+				'CREATE POLICY tenant_rows ON schedphi.%I FOR SELECT USING (schedphi._tenant_readable(tenant))', t);
+		END IF;
+	END LOOP;
+END
+$rls$;

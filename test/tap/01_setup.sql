@@ -147,9 +147,28 @@ SELECT is((SELECT count(*)::int FROM pg_proc p
 SELECT is((SELECT count(*)::int FROM pg_proc p
 		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname ~ '^_'
 			 AND p.proname NOT IN ('_member_role', '_patient_json', '_patient_visible',
-								   '_appointment_view')
+								   '_appointment_view', '_tenant_readable')
 			 AND has_function_privilege('public', p.oid, 'EXECUTE')), 0,
-	'internal functions are not executable by PUBLIC (but those the views call, which check the caller)');
+	'internal functions are not executable by PUBLIC (but those the views and policies call, which check the caller)');
+
+-- Row-level security: enabled and forced everywhere, a second wall.
+SELECT is((SELECT count(*)::int FROM pg_class c WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind = 'r'
+		   AND NOT (c.relrowsecurity AND c.relforcerowsecurity)), 0, 'row-level security is enabled and forced on every table');
+CREATE ROLE tst_mistake LOGIN;
+CREATE ROLE tst_mistake_member LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_mistake_member', 'scheduler');
+SELECT tenant AS other_tenant FROM tst.clinic('Europe/Berlin') \gset
+GRANT SELECT, INSERT, UPDATE, DELETE ON schedphi.location, schedphi.data_key TO tst_mistake, tst_mistake_member;
+SET SESSION AUTHORIZATION tst_mistake;
+SELECT is((SELECT count(*)::int FROM schedphi.location), 0, 'a wrongly granted non-member sees no row');
+SELECT is((SELECT count(*)::int FROM (SELECT 1 FROM schedphi.location) x), 0, 'still nothing');
+SET SESSION AUTHORIZATION tst_mistake_member;
+SELECT is((SELECT count(DISTINCT tenant)::int FROM schedphi.location), 1, 'a wrongly granted member sees only its tenant''s rows');
+SELECT is((SELECT tenant FROM schedphi.location LIMIT 1), :'tenant'::uuid, 'the right tenant');
+SELECT is((SELECT count(*)::int FROM schedphi.data_key), 0, 'and no key material at all');
+SELECT lives_ok($$UPDATE schedphi.location SET name = 'Rogue'$$, 'an UPDATE runs');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT count(*)::int FROM schedphi.location WHERE name = 'Rogue'), 0, 'but no policy lets it change a row');
 
 SELECT * FROM finish();
 ROLLBACK;
