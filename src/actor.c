@@ -18,6 +18,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -140,6 +141,24 @@ schedphi_current_purpose(void)
 	return purpose;
 }
 
+/* Does the caller hold an active break-glass grant? */
+static bool
+holds_break_glass(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	bool		held;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	schedphi_keep_plan(&plan, "SELECT schedphi._holds_break_glass()", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "schedphi: break-glass query failed");
+	held = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+	SPI_finish();
+	return held;
+}
+
 PG_FUNCTION_INFO_V1(schedphi_set_purpose);
 
 /*
@@ -162,11 +181,12 @@ schedphi_set_purpose(PG_FUNCTION_ARGS)
 				(errcode(SCHEDPHI_BAD_ARGUMENT),
 				 errmsg("unknown purpose of use"),
 				 errdetail("Purposes are TREAT, PAYMENT, OPERATIONS and EMERGENCY.")));
-	if (strcmp(p, "EMERGENCY") == 0)
+	if (strcmp(p, "EMERGENCY") == 0 && !holds_break_glass())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied: break-glass rule"),
-				 errdetail("EMERGENCY is the purpose of an active break-glass grant.")));
+				 errdetail("EMERGENCY is the purpose of an active break-glass grant."),
+				 errhint("Open one with schedphi.break_glass(patient, reason).")));
 	strlcpy(purpose, p, sizeof(purpose));
 	purpose_lxid = MyProc->lxid;
 	PG_RETURN_VOID();

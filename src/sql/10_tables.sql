@@ -221,6 +221,30 @@ CREATE TABLE schedphi.waitlist (
 CREATE INDEX waitlist_open ON schedphi.waitlist (tenant, created_at) WHERE status = 'waiting';
 CREATE INDEX waitlist_patient ON schedphi.waitlist (tenant, patient) WHERE status = 'waiting';
 
+-- Break-glass: time-boxed emergency access to one patient, with a reason,
+-- reviewed afterwards by someone else.  The reason and the review note may
+-- hold PHI: sealed.
+CREATE TABLE schedphi.break_glass_grant (
+	tenant		uuid NOT NULL,
+	id			uuid NOT NULL,
+	patient		uuid NOT NULL,
+	login		name NOT NULL,
+	actor		text NOT NULL,
+	role		text NOT NULL,
+	reason		schedphi.sealed NOT NULL,
+	starts		timestamptz NOT NULL,
+	expires		timestamptz NOT NULL,
+	outcome		text CHECK (outcome IN ('justified', 'unjustified')),
+	reviewer	text,
+	reviewed_at timestamptz,
+	review_note schedphi.sealed,
+	PRIMARY KEY (tenant, id),
+	FOREIGN KEY (tenant, patient) REFERENCES schedphi.patient (tenant, id),
+	CHECK (expires > starts)
+);
+CREATE INDEX break_glass_grant_id ON schedphi.break_glass_grant (id);
+CREATE INDEX break_glass_grant_active ON schedphi.break_glass_grant (tenant, patient, actor, expires);
+
 -- Identity providers trusted to vouch for a tenant's users (assume()).
 -- key_kind decides the algorithm: rsa -> RS256, ec -> ES256, hs256 -> HS256.
 -- An HS256 secret is stored sealed; public keys as PEM.

@@ -10,7 +10,8 @@ CREATE FUNCTION schedphi._assume_token(token text, scope text) RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_assume_token' LANGUAGE C VOLATILE STRICT;
 
 CREATE FUNCTION schedphi.set_purpose(purpose text) RETURNS void
-AS 'MODULE_PATHNAME', 'schedphi_set_purpose' LANGUAGE C VOLATILE;
+AS 'MODULE_PATHNAME', 'schedphi_set_purpose' LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 -- Who is asking: the assumed token's actor, or the login's membership
 -- (tenant and role filled in when the login holds exactly one).

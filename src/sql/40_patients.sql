@@ -236,6 +236,29 @@ AS $$
 					 AND schedphi._clinician_practitioner(p_tenant) = ANY (a.actors))
 $$;
 
+-- Who the caller is, as recorded: the token's subject, or the login.
+CREATE FUNCTION schedphi._actor_name()
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+	SELECT coalesce((SELECT c.actor FROM schedphi._context() c WHERE c.via = 'token'), session_user::text)
+$$;
+
+-- Is the caller reading under an active break-glass grant for this
+-- patient (with EMERGENCY as the purpose of the transaction)?
+CREATE FUNCTION schedphi._break_glass_active(p_tenant uuid, p_patient uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT (SELECT c.purpose FROM schedphi._context() c) = 'EMERGENCY'
+		AND EXISTS (SELECT 1 FROM schedphi.break_glass_grant g
+					WHERE g.tenant = p_tenant AND g.patient = p_patient
+					  AND g.actor = schedphi._actor_name() AND g.login = session_user
+					  AND now() >= g.starts AND now() < g.expires)
+$$;
+
 -- May the caller list this patient?  Scheduler, integration and billing:
 -- every patient of the tenant; a clinician: their own patients; a
 -- superuser: every row (no decrypted field).  Callable by anyone: it only
@@ -248,8 +271,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE r.role
 		WHEN 'clinician' THEN schedphi._own_patient(p_tenant, p_patient)
+			OR schedphi._break_glass_active(p_tenant, p_patient)
+		WHEN 'admin' THEN schedphi._break_glass_active(p_tenant, p_patient)
 		ELSE r.role IS NOT NULL END
-	FROM (SELECT schedphi._member_role(p_tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing']) AS role) r
+	FROM (SELECT schedphi._member_role(p_tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing',
+													   'admin']) AS role) r
 $$;
 
 -- The decrypted fields of a patient that the caller's role may see
@@ -265,7 +291,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE
 		WHEN p_role IS NULL OR p_role = 'superuser'
-			 OR (p_role = 'clinician' AND NOT schedphi._own_patient(p.tenant, p.id)) THEN
+			 OR (p_role = 'clinician' AND NOT schedphi._own_patient(p.tenant, p.id)
+				 AND NOT schedphi._break_glass_active(p.tenant, p.id))
+			 OR (p_role = 'admin' AND NOT schedphi._break_glass_active(p.tenant, p.id)) THEN
 			jsonb_build_object('id', p.id, 'tenant', p.tenant)
 		WHEN p_role = 'billing' THEN
 			jsonb_build_object('id', p.id, 'tenant', p.tenant,
@@ -282,8 +310,8 @@ AS $$
 				'mrn', schedphi._open(p.mrn, p.tenant, 'patient', 'mrn', p.id),
 				'zip', schedphi._open(p.zip, p.tenant, 'patient', 'zip', p.id)))
 	END
-	FROM (SELECT schedphi._member_role(p.tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing'])
-			  AS p_role) r
+	FROM (SELECT schedphi._member_role(p.tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing',
+														'admin']) AS p_role) r
 $$;
 
 CREATE FUNCTION schedphi.patient_record(patient uuid)
@@ -295,7 +323,7 @@ AS $$
 #variable_conflict use_variable
 DECLARE
 	v_tenant uuid := schedphi._patient_tenant(patient);
-	v_roles text[] := ARRAY['scheduler', 'integration', 'clinician', 'billing'];
+	v_roles text[] := ARRAY['scheduler', 'integration', 'clinician', 'billing', 'admin'];
 	v_role text;
 	v_row schedphi.patient;
 BEGIN
@@ -306,10 +334,17 @@ BEGIN
 			USING ERRCODE = '42501',
 				  DETAIL = 'Decrypting patient data needs a role that reads it in the patient''s tenant; superusers too.';
 	END IF;
-	IF v_role = 'clinician' AND NOT schedphi._own_patient(v_tenant, patient) THEN
+	IF v_role = 'clinician' AND NOT schedphi._own_patient(v_tenant, patient)
+	   AND NOT schedphi._break_glass_active(v_tenant, patient) THEN
 		RAISE EXCEPTION 'permission denied: own patients rule'
 			USING ERRCODE = '42501',
-				  DETAIL = 'A clinician reads the patients who have an appointment with their practitioner.';
+				  DETAIL = 'A clinician reads the patients who have an appointment with their practitioner.',
+				  HINT = 'In an emergency: schedphi.break_glass(patient, reason), then set_purpose(''EMERGENCY'').';
+	END IF;
+	IF v_role = 'admin' AND NOT schedphi._break_glass_active(v_tenant, patient) THEN
+		RAISE EXCEPTION 'permission denied: break-glass rule'
+			USING ERRCODE = '42501',
+				  DETAIL = 'An administrator reads patient data only under an active break-glass grant, with purpose EMERGENCY.';
 	END IF;
 	SELECT * INTO v_row FROM schedphi.patient p WHERE p.tenant = v_tenant AND p.id = patient;
 	RETURN schedphi._patient_json(v_row);

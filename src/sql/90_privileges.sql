@@ -11,7 +11,7 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA schedphi FROM PUBLIC;
 -- who is asking (membership or an assumed token) and refuses otherwise.
 -- A pooled application login needs no schedphi role at all.
 GRANT USAGE ON SCHEMA schedphi TO PUBLIC;
-GRANT SELECT ON schedphi.appointments, schedphi.patients TO PUBLIC;
+GRANT SELECT ON schedphi.appointments, schedphi.patients, schedphi.break_glass_pending TO PUBLIC;
 
 DO $grants$
 DECLARE
@@ -21,7 +21,8 @@ BEGIN
 	FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_catalog.pg_proc p
 			 WHERE p.pronamespace = 'schedphi'::regnamespace
 			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_patient_json',
-													   '_patient_visible', '_appointment_view'))
+													   '_patient_visible', '_appointment_view',
+													   '_may_review'))
 	LOOP
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.sig);
 	END LOOP;

@@ -9,6 +9,11 @@ CREATE ROLE tst_member LOGIN;
 SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt \gset
 SELECT schedphi.book(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt2 \gset
 SELECT schedphi.waitlist_add(:'p3', ARRAY[:'dr']::uuid[], '[2026-06-15 13:00Z, 2026-06-15 20:00Z)', '30 minutes') AS wl \gset
+CREATE ROLE tst_glass LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_glass', 'clinician', :'dr2');
+SET SESSION AUTHORIZATION tst_glass;
+SELECT schedphi.break_glass(:'p3', 'synthetic emergency for the NULL test') AS grant_id \gset
+RESET SESSION AUTHORIZATION;
 
 -- fn: the function; args: valid literal arguments; nullable: positions
 -- (1-based) where NULL is a documented "none".
@@ -49,7 +54,9 @@ INSERT INTO calls VALUES
 	('add_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example'), quote_literal('schedphi'),
 		quote_literal('hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')], '{}'),
 	('set_purpose', ARRAY[quote_literal('TREAT')], '{}'),
-	('whoami', '{}', '{}');
+	('whoami', '{}', '{}'),
+	('break_glass', ARRAY[quote_literal(:'p1'), quote_literal('synthetic emergency reason'), '30'], '{}'),
+	('review_break_glass', ARRAY[quote_literal(:'grant_id'), quote_literal('justified'), quote_literal('checked')], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused
 -- there, and its scope defaults to the transaction.
 

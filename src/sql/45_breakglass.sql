@@ -1,0 +1,101 @@
+-- schedphi install script, part 4.5: break-glass.  A clinician reading a
+-- patient who is not theirs, or an administrator reading any patient,
+-- opens a time-boxed grant with a reason, sets EMERGENCY as the purpose of
+-- use, and someone else (an administrator or an auditor) reviews it.  A
+-- grant expires by itself; nothing needs to run.
+
+CREATE FUNCTION schedphi.break_glass(patient uuid, reason text, minutes int DEFAULT 60)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_tenant uuid := schedphi._patient_tenant(patient);
+	v_role text;
+	v_id uuid := gen_random_uuid();
+BEGIN
+	IF reason IS NULL OR length(btrim(reason)) < 10 OR length(reason) > 2000 THEN
+		RAISE EXCEPTION 'reason must say why, in 10 to 2000 characters' USING ERRCODE = '22023';
+	END IF;
+	IF minutes IS NULL OR minutes < 1 OR minutes > 480 THEN
+		RAISE EXCEPTION 'minutes must be between 1 and 480' USING ERRCODE = '22023';
+	END IF;
+	PERFORM schedphi._authorize(v_tenant, ARRAY['clinician', 'admin']);
+	v_role := schedphi._member_role(v_tenant, ARRAY['clinician', 'admin']);
+	IF v_role = 'superuser' THEN
+		RAISE EXCEPTION 'permission denied: break-glass rule'
+			USING ERRCODE = '42501', DETAIL = 'Break-glass is for a clinician or an administrator of the tenant.';
+	END IF;
+	INSERT INTO schedphi.break_glass_grant (tenant, id, patient, login, actor, role, reason, starts, expires)
+	VALUES (v_tenant, v_id, patient, session_user, schedphi._actor_name(), v_role,
+			schedphi._seal(v_tenant, 'break_glass_grant', 'reason', v_id, reason),
+			now(), now() + minutes * interval '1 minute');
+	RETURN v_id;
+END
+$$;
+
+-- Does the caller hold an active grant in its tenant?  (set_purpose asks
+-- before accepting EMERGENCY.)
+CREATE FUNCTION schedphi._holds_break_glass()
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT 1 FROM schedphi.break_glass_grant g
+				   WHERE g.actor = schedphi._actor_name() AND g.login = session_user
+					 AND now() >= g.starts AND now() < g.expires)
+$$;
+
+CREATE FUNCTION schedphi.review_break_glass(id uuid, outcome text, note text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	g schedphi.break_glass_grant;
+BEGIN
+	SELECT * INTO g FROM schedphi.break_glass_grant x WHERE x.id = review_break_glass.id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown break-glass grant' USING ERRCODE = '22023';
+	END IF;
+	PERFORM schedphi._authorize(g.tenant, ARRAY['admin', 'auditor']);
+	IF g.actor = schedphi._actor_name() OR g.login = session_user THEN
+		RAISE EXCEPTION 'permission denied: separation of duties rule'
+			USING ERRCODE = '42501', DETAIL = 'A break-glass grant is reviewed by someone other than its requester.';
+	END IF;
+	IF outcome IS NULL OR outcome NOT IN ('justified', 'unjustified') THEN
+		RAISE EXCEPTION 'outcome must be justified or unjustified' USING ERRCODE = '22023';
+	END IF;
+	IF note IS NULL OR btrim(note) = '' OR length(note) > 2000 THEN
+		RAISE EXCEPTION 'note must say what was found, in at most 2000 characters' USING ERRCODE = '22023';
+	END IF;
+	IF g.outcome IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot review a grant already reviewed as %', g.outcome USING ERRCODE = '55000';
+	END IF;
+	UPDATE schedphi.break_glass_grant x
+	SET outcome = review_break_glass.outcome, reviewer = schedphi._actor_name(), reviewed_at = now(),
+		review_note = schedphi._seal(g.tenant, 'break_glass_grant', 'review_note', g.id, note)
+	WHERE x.tenant = g.tenant AND x.id = g.id;
+END
+$$;
+
+-- Grants awaiting review, for the tenant's administrators and auditors.
+CREATE FUNCTION schedphi._may_review(p_tenant uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT schedphi._member_role(p_tenant, ARRAY['admin', 'auditor']) IN ('admin', 'auditor', 'superuser')
+$$;
+
+CREATE VIEW schedphi.break_glass_pending WITH (security_barrier) AS
+	SELECT g.id, g.tenant, g.patient, g.actor AS requested_by, g.role, g.starts, g.expires,
+		   now() >= g.expires AS expired
+	FROM schedphi.break_glass_grant g
+	WHERE g.outcome IS NULL AND schedphi._may_review(g.tenant);
