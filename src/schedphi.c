@@ -41,6 +41,7 @@ _PG_init(void)
 
 	schedphi_keys_init_guc();
 	schedphi_actor_init();
+	schedphi_ratelimit_init();
 	schedphi_logmask_init();
 	MarkGUCPrefixReserved("schedphi");
 

@@ -18,6 +18,8 @@ extern bool schedphi_preloaded;
 
 /* The SQLSTATE schedphi uses for a bad argument (22023). */
 #define SCHEDPHI_BAD_ARGUMENT ERRCODE_INVALID_PARAMETER_VALUE
+/* Rate limit exceeded (SP429). */
+#define SCHEDPHI_RATE_LIMITED MAKE_SQLSTATE('S','P','4','2','9')
 /* Key unavailable: master key not loaded, data key missing (SPK01). */
 #define SCHEDPHI_KEY_UNAVAILABLE MAKE_SQLSTATE('S','P','K','0','1')
 
@@ -65,6 +67,9 @@ extern const char *schedphi_current_purpose(void);
 /* sealed.c */
 extern text *schedphi_unseal(const bytea *v, const pg_uuid_t *tenant, const char *tbl,
 							 const char *col, const pg_uuid_t *row);
+
+/* ratelimit.c */
+extern void schedphi_ratelimit_init(void);
 
 /* logmask.c */
 extern void schedphi_logmask_init(void);

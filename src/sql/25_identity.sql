@@ -9,6 +9,12 @@ AS 'MODULE_PATHNAME', 'schedphi_key_kind' LANGUAGE C IMMUTABLE STRICT;
 CREATE FUNCTION schedphi._assume_token(token text, scope text) RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_assume_token' LANGUAGE C VOLATILE STRICT;
 
+-- Rate limits in shared memory (src/ratelimit.c): SP429 beyond them.
+CREATE FUNCTION schedphi._note_lookup(tenant uuid, actor text) RETURNS void
+AS 'MODULE_PATHNAME', 'schedphi_note_lookup' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION schedphi._note_reveal(tenant uuid, actor text, patient uuid) RETURNS boolean
+AS 'MODULE_PATHNAME', 'schedphi_note_reveal' LANGUAGE C VOLATILE STRICT;
+
 CREATE FUNCTION schedphi.set_purpose(purpose text) RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_set_purpose' LANGUAGE C VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

@@ -170,6 +170,7 @@ DECLARE
 	v_fd_idx bytea;
 BEGIN
 	PERFORM schedphi._authorize(tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing']);
+	PERFORM schedphi._note_lookup(tenant, schedphi._actor_name());
 	IF v_mrn IS NULL AND v_phone IS NULL AND v_email IS NULL AND v_family IS NULL THEN
 		RAISE EXCEPTION 'find_patient needs mrn, phone, email, or family with birth_date'
 			USING ERRCODE = '22023';
@@ -295,6 +296,8 @@ AS $$
 				 AND NOT schedphi._break_glass_active(p.tenant, p.id))
 			 OR (p_role = 'admin' AND NOT schedphi._break_glass_active(p.tenant, p.id)) THEN
 			jsonb_build_object('id', p.id, 'tenant', p.tenant)
+		-- counted against schedphi.reveal_rate_limit before anything is decrypted
+		WHEN NOT schedphi._note_reveal(p.tenant, schedphi._actor_name(), p.id) THEN NULL
 		WHEN p_role = 'billing' THEN
 			jsonb_build_object('id', p.id, 'tenant', p.tenant,
 				'given', schedphi._open(p.given, p.tenant, 'patient', 'given', p.id),

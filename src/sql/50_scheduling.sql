@@ -525,7 +525,8 @@ BEGIN
 		patient := a.patient;
 	END IF;
 	IF v_role IN ('scheduler', 'integration', 'clinician') AND a.reason IS NOT NULL
-	   AND (SELECT c.purpose FROM schedphi._context() c) IS NOT NULL THEN
+	   AND (SELECT c.purpose FROM schedphi._context() c) IS NOT NULL
+	   AND schedphi._note_reveal(a.tenant, schedphi._actor_name(), a.patient) THEN
 		reason := schedphi._open(a.reason, a.tenant, 'appointment', 'reason', a.id);
 	END IF;
 END
