@@ -13,7 +13,9 @@ trap 'rm -rf "$work"' EXIT
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
 
 psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-psql -X -q -c "DROP ROLE IF EXISTS reenc_sched" -c "CREATE ROLE reenc_sched LOGIN" >/dev/null 2>&1
+psql -X -q -c "DROP ROLE IF EXISTS reenc_sched" -c "CREATE ROLE reenc_sched LOGIN" \
+	-c "ALTER ROLE reenc_sched SET schedphi.lookup_rate_limit = 100000" \
+	-c "ALTER ROLE reenc_sched SET schedphi.reveal_rate_limit = 4000" >/dev/null 2>&1
 q -c "SET client_min_messages = warning" -c "CREATE EXTENSION schedphi CASCADE" >/dev/null
 t=$(q -c "SELECT schedphi.create_tenant('Reencrypt Clinic', 'UTC')")
 q -c "SELECT schedphi.add_member('$t', 'reenc_sched', 'scheduler')" >/dev/null
@@ -64,11 +66,13 @@ check "the clients saw no error" "$(q -c "SELECT count(*) FROM public.reenc_outc
 check "the clients did work" "$(q -c "SELECT count(*) > 100 FROM public.reenc_outcome")" t
 check "the key was rotated many times" "$(q -c "SELECT count(*) > 3 FROM schedphi.data_key WHERE tenant = '$t' AND purpose = 'phi' AND status = 'retired'")" t
 while [ "$(q -c "SELECT schedphi.reencrypt(10000)")" != 0 ]; do :; done
+q -c "CREATE TABLE public.reenc_ids AS SELECT id FROM schedphi.patient" -c "GRANT SELECT ON public.reenc_ids TO reenc_sched" >/dev/null
 check "after re-encrypting to the end, every field is under the active key" "$(q -c "
 	SELECT count(*) FROM schedphi.patient p, unnest(ARRAY[given, family, birth_date, mrn]) f
 	WHERE schedphi._sealed_key_id(f) <> (SELECT id FROM schedphi.data_key WHERE tenant = '$t' AND purpose = 'phi' AND status = 'active')")" 0
-check "every patient still opens" "$(q -c "SET SESSION AUTHORIZATION reenc_sched" -c "BEGIN" \
-	-c "SELECT schedphi.set_purpose('OPERATIONS')" -c "SELECT count(*) FROM schedphi.patients WHERE given IS NULL" \
-	-c "COMMIT" | grep -v '^$')" 0
+check "patients still open (a sample of 500, seeds and new)" "$(psql -X -q -At -U reenc_sched -d "$db" -c "BEGIN" \
+	-c "SELECT schedphi.set_purpose('OPERATIONS')" \
+	-c "SELECT count(*) FILTER (WHERE schedphi.patient_record(id)->>'given' IS NULL)
+		FROM (SELECT id FROM public.reenc_ids ORDER BY random() LIMIT 500) s" -c "COMMIT" 2>&1 | grep -v '^$' | tail -1)" 0
 psql -X -q -c "DROP DATABASE $db" >/dev/null
 exit $fail
