@@ -221,6 +221,21 @@ CREATE TABLE schedphi.waitlist (
 CREATE INDEX waitlist_open ON schedphi.waitlist (tenant, created_at) WHERE status = 'waiting';
 CREATE INDEX waitlist_patient ON schedphi.waitlist (tenant, patient) WHERE status = 'waiting';
 
+-- Every change of membership: who mapped or unmapped which login to which
+-- role, and when (for the audit ledger to take over).
+CREATE SEQUENCE schedphi.member_event_id AS bigint;
+CREATE TABLE schedphi.member_event (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			bigint NOT NULL DEFAULT nextval('schedphi.member_event_id'),
+	at			timestamptz NOT NULL DEFAULT clock_timestamp(),
+	by_login	name NOT NULL DEFAULT session_user,
+	action		text NOT NULL CHECK (action IN ('add', 'remove')),
+	login		name NOT NULL,
+	role		text NOT NULL,
+	practitioner uuid,
+	PRIMARY KEY (tenant, id)
+);
+
 -- Break-glass: time-boxed emergency access to one patient, with a reason,
 -- reviewed afterwards by someone else.  The reason and the review note may
 -- hold PHI: sealed.

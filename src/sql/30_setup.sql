@@ -79,6 +79,8 @@ BEGIN
 	INSERT INTO schedphi.member AS m (tenant, login, role, practitioner)
 	VALUES (tenant, login, v_role, practitioner)
 	ON CONFLICT ON CONSTRAINT member_pkey DO UPDATE SET practitioner = excluded.practitioner;
+	INSERT INTO schedphi.member_event (tenant, action, login, role, practitioner)
+	VALUES (tenant, 'add', login, v_role, practitioner);
 	EXECUTE pg_catalog.format('GRANT %I TO %I', 'schedphi_' || v_role, login);
 END
 $$;
@@ -98,6 +100,7 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'no such member' USING ERRCODE = '22023';
 	END IF;
+	INSERT INTO schedphi.member_event (tenant, action, login, role) VALUES (tenant, 'remove', login, v_role);
 	-- Keep the group role while the login holds it in another tenant.
 	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.login = login AND m.role = v_role)
 	   AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN

@@ -219,6 +219,7 @@ BEGIN
 	DELETE FROM schedphi.patient x WHERE x.tenant = tenant;
 	GET DIAGNOSTICS n_pat = ROW_COUNT;
 	DELETE FROM schedphi.member x WHERE x.tenant = tenant;
+	-- the membership history stays, like the key events: it names logins, not patients
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
 	DELETE FROM schedphi.block x WHERE x.tenant = tenant;
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;

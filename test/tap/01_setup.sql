@@ -129,6 +129,10 @@ SELECT is((SELECT count(*)::int FROM schedphi.location WHERE name = 'Rogue site'
 
 SELECT lives_ok(format($$SELECT schedphi.remove_member(%L, 'tst_sched', 'scheduler')$$, :'tenant'), 'remove_member works');
 SELECT ok(NOT pg_has_role('tst_sched', 'schedphi_scheduler', 'MEMBER'), 'remove_member revokes the group role');
+SELECT is((SELECT array_agg(action || ':' || login || ':' || role ORDER BY id) FROM schedphi.member_event
+		   WHERE tenant = :'tenant' AND login IN ('tst_sched', 'tst_doc')),
+	ARRAY['add:tst_sched:scheduler', 'add:tst_doc:clinician', 'remove:tst_sched:scheduler'],
+	'membership changes are recorded');
 SELECT throws_ok(format($$SELECT schedphi.remove_member(%L, 'tst_sched', 'scheduler')$$, :'tenant'),
 	'22023', 'no such member', 'remove_member refuses a non-member');
 

@@ -1,0 +1,104 @@
+-- The role matrix: every role (and a login with none) against every public
+-- function, with valid arguments.  "allowed" means the call was not refused
+-- with 42501 (it may still fail on the state of things, e.g. 55000);
+-- "denied" means 42501.  Each call runs in its own subtransaction and is
+-- rolled back, so the calls cannot disturb each other.
+BEGIN;
+SELECT no_plan();
+SET LOCAL client_min_messages = warning;
+SELECT * FROM tst.clinic('America/New_York') \gset
+CREATE ROLE tst_m_none LOGIN;
+DO $$
+DECLARE
+	r text;
+BEGIN
+	FOREACH r IN ARRAY ARRAY['admin', 'scheduler', 'clinician', 'billing', 'support', 'analyst', 'integration', 'auditor'] LOOP
+		EXECUTE format('CREATE ROLE %I LOGIN', 'tst_m_' || r);
+	END LOOP;
+END $$;
+SELECT schedphi.add_member(:'tenant', 'tst_m_' || r, r, CASE WHEN r = 'clinician' THEN :'dr'::uuid END)
+FROM unnest(ARRAY['admin', 'scheduler', 'clinician', 'billing', 'support', 'analyst', 'integration', 'auditor']) r \g /dev/null
+SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt \gset
+SELECT schedphi.hold(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-15 15:00Z, 2026-06-15 15:30Z)') AS held \gset
+SELECT schedphi.book(:'p3', ARRAY[:'dr2']::uuid[], '[2026-06-15 16:00Z, 2026-06-15 16:30Z)') AS gone \gset
+SELECT schedphi.cancel(:'gone');
+SELECT schedphi.waitlist_add(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-15 13:00Z, 2026-06-15 20:00Z)', '30 minutes') AS wl \gset
+CREATE ROLE tst_m_glass LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_m_glass', 'clinician', :'dr2');
+SET SESSION AUTHORIZATION tst_m_glass;
+SELECT schedphi.break_glass(:'p1', 'synthetic emergency for the matrix') AS grant_id \gset
+RESET SESSION AUTHORIZATION;
+
+CREATE TEMP TABLE calls (fn text, call text, allowed text[]);
+INSERT INTO calls VALUES
+	('create_tenant', $$schedphi.create_tenant('M', 'UTC')$$, '{}'),
+	('add_location', format($$schedphi.add_location(%L, 'M site', 'UTC')$$, :'tenant'), '{admin}'),
+	('add_practitioner', format($$schedphi.add_practitioner(%L, 'Dr M')$$, :'tenant'), '{admin}'),
+	('add_resource', format($$schedphi.add_resource(%L, 'room', 'M room')$$, :'tenant'), '{admin}'),
+	('add_availability', format($$schedphi.add_availability(%L, %L, '{6}', '09:00', '10:00')$$, :'dr', :'loc'), '{admin}'),
+	('add_block', format($$schedphi.add_block(%L, '[2026-07-01 10:00Z, 2026-07-01 11:00Z)', 'meeting')$$, :'dr'), '{admin,scheduler}'),
+	('set_buffer', format($$schedphi.set_buffer(%L, '5 minutes', '5 minutes')$$, :'dr'), '{admin}'),
+	('add_member', format($$schedphi.add_member(%L, 'tst_m_none', 'support')$$, :'tenant'), '{admin}'),
+	('remove_member', format($$schedphi.remove_member(%L, 'tst_m_support', 'support')$$, :'tenant'), '{admin}'),
+	('add_issuer', format($$schedphi.add_issuer(%L, 'https://m.example', 'schedphi', 'hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')$$, :'tenant'), '{admin}'),
+	('rotate_key', format($$schedphi.rotate_key(%L)$$, :'tenant'), '{admin}'),
+	('reencrypt', $$schedphi.reencrypt(10)$$, '{}'),
+	('rewrap_keys', $$schedphi.rewrap_keys()$$, '{}'),
+	('shred_tenant', format($$schedphi.shred_tenant(%L)$$, :'tenant'), '{}'),
+	('master_keys', $$schedphi.master_keys()$$, '{}'),
+	('register_patient', format($$schedphi.register_patient(%L, 'M', 'Synthetic', '1990-01-01')$$, :'tenant'), '{scheduler,integration}'),
+	('find_patient', format($$schedphi.find_patient(%L, mrn => 'SYN-0001')$$, :'tenant'), '{scheduler,integration,clinician,billing}'),
+	('patient_record', format($$schedphi.patient_record(%L)$$, :'p1'), '{scheduler,integration,clinician,billing}'),
+	('find_slots', format($$schedphi.find_slots(ARRAY[%L]::uuid[], '[2026-06-15, 2026-06-16)', '30 minutes')$$, :'dr'), '{admin,scheduler,clinician,integration,support}'),
+	('book', format($$schedphi.book(%L, ARRAY[%L]::uuid[], '[2026-06-16 14:00Z, 2026-06-16 14:30Z)')$$, :'p1', :'dr'), '{scheduler,integration}'),
+	('hold', format($$schedphi.hold(%L, ARRAY[%L]::uuid[], '[2026-06-16 15:00Z, 2026-06-16 15:30Z)')$$, :'p1', :'dr'), '{scheduler,integration}'),
+	('confirm', format($$schedphi.confirm(%L)$$, :'held'), '{scheduler,integration}'),
+	('reschedule', format($$schedphi.reschedule(%L, '[2026-06-15 17:00Z, 2026-06-15 17:30Z)')$$, :'appt'), '{scheduler,integration}'),
+	('cancel', format($$schedphi.cancel(%L)$$, :'appt'), '{scheduler,integration}'),
+	('set_status', format($$schedphi.set_status(%L, 'arrived')$$, :'appt'), '{scheduler,integration,clinician}'),
+	('waitlist_add', format($$schedphi.waitlist_add(%L, ARRAY[%L]::uuid[], '[2026-06-16, 2026-06-17)', '30 minutes')$$, :'p1', :'dr'), '{scheduler,integration}'),
+	('waitlist_offers', format($$schedphi.waitlist_offers(%L)$$, :'gone'), '{scheduler,integration}'),
+	('waitlist_remove', format($$schedphi.waitlist_remove(%L)$$, :'wl'), '{scheduler,integration}'),
+	('break_glass', format($$schedphi.break_glass(%L, 'synthetic emergency reason')$$, :'p2'), '{clinician,admin}'),
+	('review_break_glass', format($$schedphi.review_break_glass(%L, 'justified', 'checked')$$, :'grant_id'), '{admin,auditor}'),
+	('whoami', $$schedphi.whoami()$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}'),
+	('set_purpose', $$schedphi.set_purpose('TREAT')$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}');
+
+SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
+		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname !~ '^_' AND p.proname <> 'assume'),
+		  (SELECT array_agg(fn ORDER BY fn) FROM calls), 'every public function is in the matrix (assume: test/tokens.sh)');
+
+CREATE TEMP TABLE outcome (fn text, role text, state text);
+GRANT ALL ON outcome TO PUBLIC;
+DO $$
+DECLARE
+	c record;
+	r text;
+	st text;
+BEGIN
+	FOR c IN SELECT * FROM calls LOOP
+		FOREACH r IN ARRAY ARRAY['admin', 'scheduler', 'clinician', 'billing', 'support', 'analyst', 'integration', 'auditor', 'none'] LOOP
+			BEGIN
+				EXECUTE format('SET SESSION AUTHORIZATION %I', 'tst_m_' || r);
+				PERFORM schedphi.set_purpose('TREAT');
+				EXECUTE 'SELECT ' || c.call;
+				st := '00000';
+				RAISE SQLSTATE 'TSTRB';
+			EXCEPTION
+				WHEN SQLSTATE 'TSTRB' THEN NULL;
+				WHEN OTHERS THEN st := SQLSTATE;
+			END;
+			RESET SESSION AUTHORIZATION;
+			INSERT INTO outcome VALUES (c.fn, r, st);
+		END LOOP;
+	END LOOP;
+END $$;
+
+SELECT is((SELECT string_agg(o.fn || ':' || o.role || '=' || o.state, ', ' ORDER BY o.fn, o.role)
+		   FROM outcome o JOIN calls c USING (fn)
+		   WHERE (o.role = ANY (c.allowed)) = (o.state = '42501')), NULL,
+	'every role is allowed exactly what the SPEC matrix allows, and refused the rest with 42501');
+SELECT cmp_ok((SELECT count(*)::int FROM outcome), '=', (SELECT count(*)::int * 9 FROM calls), 'every call was tried by every role');
+
+SELECT * FROM finish();
+ROLLBACK;
