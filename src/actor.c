@@ -32,6 +32,7 @@
 #include "schedphi.h"
 
 static SchedphiActor actor;
+static uint64 actor_generation = 0;
 static char purpose[16];
 static LocalTransactionId purpose_lxid = InvalidLocalTransactionId;
 static ProcessUtility_hook_type prev_utility_hook = NULL;
@@ -43,6 +44,14 @@ static void
 forget_actor(void)
 {
 	explicit_bzero(&actor, sizeof(actor));
+	actor_generation++;
+}
+
+/* Changes whenever the actor context is set or forgotten. */
+uint64
+schedphi_actor_generation(void)
+{
+	return actor_generation;
 }
 
 /* The assumed actor, or NULL when none is in force. */
@@ -66,6 +75,7 @@ schedphi_set_actor(const SchedphiActor *a)
 	actor = *a;
 	actor.active = true;
 	actor.login = GetSessionUserId();
+	actor_generation++;
 }
 
 static void

@@ -61,6 +61,7 @@ extern int	schedphi_max_token_lifetime;
 extern bool schedphi_require_mfa;
 extern void schedphi_actor_init(void);
 extern const SchedphiActor *schedphi_current_actor(void);
+extern uint64 schedphi_actor_generation(void);
 extern void schedphi_set_actor(const SchedphiActor *a);
 extern const char *schedphi_current_purpose(void);
 

@@ -47,6 +47,8 @@ static EVP_MAC *hmac = NULL;
 static EVP_MAC_CTX *hmac_ctx = NULL;
 static LocalTransactionId reveal_lxid = InvalidLocalTransactionId;
 static pg_uuid_t reveal_tenant;
+static Oid	reveal_user = InvalidOid;
+static uint64 reveal_generation = 0;
 
 /* ---------------------------------------------------------------- the type */
 
@@ -316,8 +318,9 @@ schedphi_reseal(PG_FUNCTION_ARGS)
 }
 
 /*
- * Refuse to decrypt unless the session user reads PHI in this tenant.
- * The answer is remembered for the rest of the transaction and tenant.
+ * Refuse to decrypt unless the actor reads PHI in this tenant and a purpose
+ * of use is set.  A yes is remembered for the rest of the transaction, for
+ * the same tenant, session user and actor context only.
  */
 static void
 check_reveal(const pg_uuid_t *tenant)
@@ -327,7 +330,8 @@ check_reveal(const pg_uuid_t *tenant)
 	bool		isnull;
 	bool		ok;
 
-	if (reveal_lxid == MyProc->lxid && memcmp(reveal_tenant.data, tenant->data, UUID_LEN) == 0)
+	if (reveal_lxid == MyProc->lxid && memcmp(reveal_tenant.data, tenant->data, UUID_LEN) == 0 &&
+		reveal_user == GetSessionUserId() && reveal_generation == schedphi_actor_generation())
 		return;
 	values[0] = UUIDPGetDatum(tenant);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -350,6 +354,8 @@ check_reveal(const pg_uuid_t *tenant)
 				 errhint("Call schedphi.set_purpose('TREAT'), 'PAYMENT' or 'OPERATIONS' first, in the same transaction.")));
 	reveal_lxid = MyProc->lxid;
 	reveal_tenant = *tenant;
+	reveal_user = GetSessionUserId();
+	reveal_generation = schedphi_actor_generation();
 }
 
 PG_FUNCTION_INFO_V1(schedphi_open);

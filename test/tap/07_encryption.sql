@@ -51,6 +51,19 @@ SELECT is(schedphi.patient_record(:'p1')->>'given', 'Testa', 'a scheduler of the
 SELECT throws_ok(format($$SELECT schedphi.patient_record(%L)$$, :'t2p1'), '42501', NULL,
 	'but not a patient of another tenant');
 RESET SESSION AUTHORIZATION;
+CREATE ROLE tst_outsider LOGIN;
+GRANT EXECUTE ON FUNCTION schedphi._open(schedphi.sealed, uuid, text, text, uuid) TO tst_outsider;
+GRANT SELECT ON schedphi.patient TO tst_outsider;
+CREATE FUNCTION pg_temp.open_given(p uuid) RETURNS text LANGUAGE sql SECURITY DEFINER AS
+$f$ SELECT schedphi._open(given, tenant, 'patient', 'given', id) FROM schedphi.patient WHERE id = p $f$;
+GRANT EXECUTE ON FUNCTION pg_temp.open_given(uuid) TO tst_sched, tst_outsider;
+SET SESSION AUTHORIZATION tst_sched;
+SELECT is(pg_temp.open_given(:'p1'), 'Testa', 'a member opens a field (the check is remembered for the transaction)');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_outsider;
+SELECT throws_ok(format($$SELECT pg_temp.open_given(%L)$$, :'p1'), '42501', 'permission denied: PHI rule',
+	'but the remembered answer does not carry over to another session user');
+RESET SESSION AUTHORIZATION;
 
 -- Ciphertext bound to its place: moved values refuse to open.
 UPDATE schedphi.patient SET given = (SELECT given FROM schedphi.patient WHERE id = :'p2') WHERE id = :'p1';
