@@ -14,7 +14,9 @@
  *-------------------------------------------------------------------------
  */
 #include "jose.h"
+#include "b64digit.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -419,6 +421,35 @@ typedef enum
 	PART_CLAIMS
 } Part;
 
+/* The buffer of a string header parameter or claim schedphi reads, or NULL. */
+static char *
+string_claim(Part part, const char *key, sp_jwt *out, size_t *len)
+{
+	static const struct
+	{
+		Part		part;
+		const char *key;
+		size_t		offset;
+		size_t		size;
+	}			claims[] = {
+		{PART_HEADER, "alg", offsetof(sp_jwt, alg), sizeof(((sp_jwt *) 0)->alg)},
+		{PART_HEADER, "kid", offsetof(sp_jwt, kid), sizeof(((sp_jwt *) 0)->kid)},
+		{PART_CLAIMS, "iss", offsetof(sp_jwt, iss), sizeof(((sp_jwt *) 0)->iss)},
+		{PART_CLAIMS, "sub", offsetof(sp_jwt, sub), sizeof(((sp_jwt *) 0)->sub)},
+		{PART_CLAIMS, "schedphi_tenant", offsetof(sp_jwt, tenant), sizeof(((sp_jwt *) 0)->tenant)},
+		{PART_CLAIMS, "schedphi_role", offsetof(sp_jwt, role), sizeof(((sp_jwt *) 0)->role)},
+		{PART_CLAIMS, "schedphi_practitioner", offsetof(sp_jwt, practitioner), sizeof(((sp_jwt *) 0)->practitioner)},
+	};
+
+	for (size_t i = 0; i < sizeof(claims) / sizeof(claims[0]); i++)
+		if (claims[i].part == part && strcmp(claims[i].key, key) == 0)
+		{
+			*len = claims[i].size;
+			return (char *) out + claims[i].offset;
+		}
+	return NULL;
+}
+
 /* Parse one JSON object (header or claims) into out. */
 static bool
 read_object(Reader *r, Part part, sp_jwt *out)
@@ -426,6 +457,8 @@ read_object(Reader *r, Part part, sp_jwt *out)
 	char		keys[MAX_KEYS][32];
 	int			nkeys = 0;
 	bool		first = true;
+	char	   *dest;
+	size_t		destlen;
 
 	skip_ws(r);
 	if (r->pos >= r->len || r->s[r->pos] != '{')
@@ -484,26 +517,11 @@ read_object(Reader *r, Part part, sp_jwt *out)
 			if (!skip_value(r, 1))
 				return false;
 		}
-		else if (part == PART_HEADER && strcmp(key, "alg") == 0)
-		{
-			if (!read_string(r, out->alg, sizeof(out->alg)))
-				return false;
-		}
-		else if (part == PART_HEADER && strcmp(key, "kid") == 0)
-		{
-			if (!read_string(r, out->kid, sizeof(out->kid)))
-				return false;
-		}
 		else if (part == PART_HEADER && strcmp(key, "crit") == 0)
 			return fail(r, "critical header parameters are not supported");
-		else if (part == PART_CLAIMS && strcmp(key, "iss") == 0)
+		else if ((dest = string_claim(part, key, out, &destlen)) != NULL)
 		{
-			if (!read_string(r, out->iss, sizeof(out->iss)))
-				return false;
-		}
-		else if (part == PART_CLAIMS && strcmp(key, "sub") == 0)
-		{
-			if (!read_string(r, out->sub, sizeof(out->sub)))
+			if (!read_string(r, dest, destlen))
 				return false;
 		}
 		else if (part == PART_CLAIMS && strcmp(key, "aud") == 0)
@@ -531,21 +549,6 @@ read_object(Reader *r, Part part, sp_jwt *out)
 			if (!read_time(r, &out->iat, &out->has_iat, "iat"))
 				return false;
 		}
-		else if (part == PART_CLAIMS && strcmp(key, "schedphi_tenant") == 0)
-		{
-			if (!read_string(r, out->tenant, sizeof(out->tenant)))
-				return false;
-		}
-		else if (part == PART_CLAIMS && strcmp(key, "schedphi_role") == 0)
-		{
-			if (!read_string(r, out->role, sizeof(out->role)))
-				return false;
-		}
-		else if (part == PART_CLAIMS && strcmp(key, "schedphi_practitioner") == 0)
-		{
-			if (!read_string(r, out->practitioner, sizeof(out->practitioner)))
-				return false;
-		}
 		else if (!skip_value(r, 1))
 			return false;
 	}
@@ -558,17 +561,7 @@ read_object(Reader *r, Part part, sp_jwt *out)
 static int
 b64url_value(unsigned char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
+	return sp_b64_digit(c, '-', '_');
 }
 
 bool

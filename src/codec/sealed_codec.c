@@ -9,6 +9,7 @@
  *-------------------------------------------------------------------------
  */
 #include "sealed_codec.h"
+#include "b64digit.h"
 
 #include <string.h>
 
@@ -19,17 +20,7 @@ static const char b64_alphabet[] =
 static int
 b64_value(unsigned char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
+	return sp_b64_digit(c, '+', '/');
 }
 
 size_t
