@@ -186,6 +186,6 @@ CROSS JOIN LATERAL schedphi.find_slots(ARRAY[:'ada']::uuid[],
 GROUP BY d ORDER BY d;
 
 \echo
-\echo '== The tamper-evident audit log, role-based access and the EHR interfaces arrive with the next issues.'
+\echo '== The tamper-evident audit log and the EHR interfaces arrive with the next issues (docs/security.md shows roles, tokens and break-glass).'
 DROP OWNED BY demo_frontdesk;
 DROP ROLE demo_frontdesk;
