@@ -195,4 +195,9 @@ if [ -z "${BENCH_SKIP_CRYPTO:-}" ]; then
 	echo
 	bash "$(dirname "$0")/crypto.sh"
 fi
+# The identity and access benchmarks too.
+if [ -z "${BENCH_SKIP_IDENTITY:-}" ]; then
+	echo
+	bash "$(dirname "$0")/identity.sh"
+fi
 echo "bench: done"

@@ -27,6 +27,7 @@
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "schedphi.h"
@@ -246,4 +247,84 @@ schedphi_context(PG_FUNCTION_ARGS)
 		nulls[4] = false;
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(schedphi_appointment_access);
+
+/*
+ * _appointment_access(tenant uuid) -> (visible, show_patient, show_reason,
+ *										 only_practitioner)
+ * What the caller may see of the tenant's appointments, worked out by
+ * schedphi._appointment_access_compute once per statement, tenant, session
+ * user and actor context, and remembered: the appointments view asks for
+ * every row.
+ */
+Datum
+schedphi_appointment_access(PG_FUNCTION_ARGS)
+{
+	static struct
+	{
+		bool		valid;
+		LocalTransactionId lxid;
+		TimestampTz stmt;
+		Oid			user;
+		uint64		generation;
+		pg_uuid_t	tenant;
+		bool		nulls[4];
+		bool		flags[3];
+		pg_uuid_t	practitioner;
+	}			cache;
+	static SPIPlanPtr plan = NULL;
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	TupleDesc	desc;
+	Datum		values[4];
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (!(cache.valid && cache.lxid == MyProc->lxid &&
+		  cache.stmt == GetCurrentStatementStartTimestamp() &&
+		  cache.user == GetSessionUserId() && cache.generation == actor_generation &&
+		  memcmp(cache.tenant.data, tenant->data, UUID_LEN) == 0))
+	{
+		Oid			types[1] = {UUIDOID};
+		Datum		args[1];
+
+		cache.valid = false;
+		args[0] = UUIDPGetDatum(tenant);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		schedphi_keep_plan(&plan, "SELECT * FROM schedphi._appointment_access_compute($1)", 1, types);
+		if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "schedphi: appointment access query failed");
+		for (int i = 0; i < 4; i++)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &cache.nulls[i]);
+
+			if (cache.nulls[i])
+				continue;
+			if (i < 3)
+				cache.flags[i] = DatumGetBool(d);
+			else
+				cache.practitioner = *DatumGetUUIDP(d);
+		}
+		SPI_finish();
+		cache.lxid = MyProc->lxid;
+		cache.stmt = GetCurrentStatementStartTimestamp();
+		cache.user = GetSessionUserId();
+		cache.generation = actor_generation;
+		cache.tenant = *tenant;
+		cache.valid = true;
+	}
+	for (int i = 0; i < 3; i++)
+		values[i] = BoolGetDatum(cache.flags[i]);
+	if (!cache.nulls[3])
+	{
+		pg_uuid_t  *p = palloc(sizeof(pg_uuid_t));
+
+		*p = cache.practitioner;
+		values[3] = UUIDPGetDatum(p);
+	}
+	else
+		values[3] = (Datum) 0;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, cache.nulls)));
 }

@@ -500,41 +500,63 @@ BEGIN
 END
 $$;
 
--- What the caller may see of an appointment (minimum necessary):
--- scheduler, integration, billing: every appointment of the tenant with its
--- patient; clinician: the appointments of their practitioner; support and
--- admin: every appointment without the patient; a superuser: every row, no
--- decrypted field.  The reason (sealed) is decrypted for scheduler,
--- integration and the clinician, once a purpose of use is set.
-CREATE FUNCTION schedphi._appointment_view(a schedphi.appointment,
-										   OUT visible boolean, OUT patient uuid, OUT reason text)
+-- What the caller may see of a tenant's appointments (minimum necessary),
+-- worked out once per tenant and statement rather than once per row:
+-- scheduler, integration, billing: every appointment with its patient;
+-- clinician: the appointments of their practitioner (only_practitioner);
+-- support and admin: every appointment without the patient; a superuser:
+-- every row, no decrypted field.  Reasons (sealed) are decrypted for
+-- scheduler, integration and the clinician, once a purpose of use is set.
+CREATE FUNCTION schedphi._appointment_access_compute(p_tenant uuid,
+	OUT visible boolean, OUT show_patient boolean, OUT show_reason boolean, OUT only_practitioner uuid)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_role text := schedphi._member_role(a.tenant, ARRAY['scheduler', 'integration', 'clinician',
-														 'billing', 'support', 'admin']);
+	v_role text := schedphi._member_role(p_tenant, ARRAY['scheduler', 'integration', 'clinician',
+														   'billing', 'support', 'admin']);
 BEGIN
-	visible := v_role IS NOT NULL
-		AND (v_role <> 'clinician' OR schedphi._clinician_practitioner(a.tenant) = ANY (a.actors));
-	IF NOT visible THEN
-		RETURN;
-	END IF;
-	IF v_role IN ('scheduler', 'integration', 'clinician', 'billing', 'superuser') THEN
-		patient := a.patient;
-	END IF;
-	IF v_role IN ('scheduler', 'integration', 'clinician') AND a.reason IS NOT NULL
-	   AND (SELECT c.purpose FROM schedphi._context() c) IS NOT NULL
-	   AND schedphi._note_reveal(a.tenant, schedphi._actor_name(), a.patient) THEN
-		reason := schedphi._open(a.reason, a.tenant, 'appointment', 'reason', a.id);
+	visible := v_role IS NOT NULL;
+	show_patient := v_role IN ('scheduler', 'integration', 'clinician', 'billing', 'superuser');
+	show_reason := v_role IN ('scheduler', 'integration', 'clinician')
+		AND (SELECT c.purpose FROM schedphi._context() c) IS NOT NULL;
+	IF v_role = 'clinician' THEN
+		only_practitioner := schedphi._clinician_practitioner(p_tenant);
+		visible := only_practitioner IS NOT NULL;
 	END IF;
 END
 $$;
 
+-- The same, remembered for the rest of the statement (src/actor.c).
+CREATE FUNCTION schedphi._appointment_access(p_tenant uuid,
+	OUT visible boolean, OUT show_patient boolean, OUT show_reason boolean, OUT only_practitioner uuid)
+AS 'MODULE_PATHNAME', 'schedphi_appointment_access' LANGUAGE C STABLE STRICT;
+
+-- The decrypted reason of an appointment the caller may read it of; it
+-- checks again, and counts against schedphi.reveal_rate_limit.
+CREATE FUNCTION schedphi._appointment_reason(a schedphi.appointment)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	acc record := schedphi._appointment_access(a.tenant);
+BEGIN
+	IF a.reason IS NULL OR NOT acc.visible OR NOT acc.show_reason
+	   OR (acc.only_practitioner IS NOT NULL AND NOT acc.only_practitioner = ANY (a.actors)) THEN
+		RETURN NULL;
+	END IF;
+	PERFORM schedphi._note_reveal(a.tenant, schedphi._actor_name(), a.patient);
+	RETURN schedphi._open(a.reason, a.tenant, 'appointment', 'reason', a.id);
+END
+$$;
+
 CREATE VIEW schedphi.appointments WITH (security_barrier) AS
-	SELECT a.id, a.tenant, v.patient, a.actors, a.during, a.status, a.kind, a.hold_expires,
-		   a.created_at, a.updated_at, v.reason
+	SELECT a.id, a.tenant, CASE WHEN r.show_patient THEN a.patient END AS patient, a.actors, a.during,
+		   a.status, a.kind, a.hold_expires, a.created_at, a.updated_at,
+		   CASE WHEN r.show_reason AND a.reason IS NOT NULL THEN schedphi._appointment_reason(a) END AS reason
 	FROM schedphi.appointment a
-	CROSS JOIN LATERAL schedphi._appointment_view(a) v
-	WHERE v.visible;
+	CROSS JOIN LATERAL schedphi._appointment_access(a.tenant) r
+	WHERE r.visible AND (r.only_practitioner IS NULL OR r.only_practitioner = ANY (a.actors));

@@ -21,7 +21,8 @@ BEGIN
 	FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_catalog.pg_proc p
 			 WHERE p.pronamespace = 'schedphi'::regnamespace
 			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_patient_json',
-													   '_patient_visible', '_appointment_view',
+													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
+													   '_appointment_reason',
 													   '_may_review'))
 	LOOP
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.sig);
