@@ -31,6 +31,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../test/lib/setup.sh"
 . "$here/../test/lib/cluster.sh"
+. "$here/lib.sh"
 
 TP_SECONDS=${BENCH_SECONDS:-8}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -54,22 +55,8 @@ out=$SP_TMP/bench
 mkdir -p "$out"
 chmod 755 "$out"
 
-# Is $1 a number?
-num() { [[ ${1:-} =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
 
-# A float expression, printed with the given format: calc '%.2f' '1/3'.
-calc() {
-	awk "BEGIN { v = ($2); printf \"$1\", v }" </dev/null
-}
 
-# ratio A B: A / B, or ? when either is missing.
-ratio() { if num "$1" && num "$2" && [ "$(calc '%d' "$2 > 0")" = 1 ]; then calc '%.2f' "$1 / $2"; else echo '?'; fi; }
-# verdict VALUE OP LIMIT: met, missed, or ? when VALUE is missing.
-verdict() {
-	if ! num "$1"; then echo '?'; elif [ "$(calc '%d' "$1 $2 $3")" = 1 ]; then echo met; else echo missed; fi
-}
-# f FORMAT VALUE: VALUE formatted, or ? when it is missing.
-f() { if num "${2:-}"; then calc "$1" "$2"; else echo '?'; fi; }
 # us NS: nanoseconds shown as microseconds, or ?.
 us() { if num "${1:-}"; then calc '%.1f' "$1 / 1000"; else echo '?'; fi; }
 
@@ -92,7 +79,6 @@ pgb() {
 	fi
 }
 
-q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 
 started=$(date +%s)
 

@@ -46,6 +46,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../test/lib/setup.sh"
 . "$here/../test/lib/cluster.sh"
+. "$here/lib.sh"
 
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-2}
@@ -70,22 +71,8 @@ keys=$SP_TMP/identity-keys
 mkdir -p "$keys"
 chmod 700 "$keys"
 
-# Is $1 a number?
-num() { [[ ${1:-} =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; }
 
-# A float expression, printed with the given format: calc '%.2f' '1/3'.
-calc() {
-	awk "BEGIN { v = ($2); printf \"$1\", v }" </dev/null
-}
 
-# ratio A B: A / B, or ? when either is missing.
-ratio() { if num "$1" && num "$2" && [ "$(calc '%d' "$2 > 0")" = 1 ]; then calc '%.2f' "$1 / $2"; else echo '?'; fi; }
-# verdict VALUE OP LIMIT: met, missed, or ? when VALUE is missing.
-verdict() {
-	if ! num "$1"; then echo '?'; elif [ "$(calc '%d' "$1 $2 $3")" = 1 ]; then echo met; else echo missed; fi
-}
-# f FORMAT VALUE: VALUE formatted, or ? when it is missing.
-f() { if num "${2:-}"; then calc "$1" "$2"; else echo '?'; fi; }
 # sub A B: A - B, or empty when either is missing.
 sub() { if num "${1:-}" && num "${2:-}"; then calc '%.6f' "$1 - $2"; fi; }
 # median VALUES...: the median of the numbers given, or empty if none.
@@ -121,7 +108,6 @@ pgb() {
 	fi
 }
 
-q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 
 # ------------------------------------------------------------------ machine
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)

@@ -21,6 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../test/lib/setup.sh"
 . "$here/../test/lib/cluster.sh"
+. "$here/lib.sh"
 
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-5}
 TP_SECONDS=${BENCH_SECONDS:-10}
@@ -41,13 +42,7 @@ out=$SP_TMP/bench
 mkdir -p "$out"
 chmod 755 "$out"
 
-# Is $1 a number?
-num() { [[ ${1:-} =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
 
-# A float expression, printed with the given format: calc '%.2f' '1/3'.
-calc() {
-	awk "BEGIN { v = ($2); printf \"$1\", v }" </dev/null
-}
 
 # pgb NAME USER PGBENCH-ARGS...: run pgbench against $DB with prepared
 # statements; its output goes to $out/NAME.log.  Sets TPS, LAT (ms per
@@ -70,7 +65,6 @@ pgb() {
 	fi
 }
 
-q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 
 # ------------------------------------------------------------------ machine
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
@@ -164,12 +158,6 @@ rows_tps=$(calc '%.0f' "${sum[rows]} / $ROUNDS")
 [ "${fails[book]}" -gt 0 ] && echo "   ! ${fails[book]} book() transactions failed (conflicts?): SP_KEEP=1 keeps the pgbench logs"
 
 # ------------------------------------------------------------------ summary
-# ratio A B: A / B, or ? when either is missing.
-ratio() { if num "$1" && num "$2" && [ "$(calc '%d' "$2 > 0")" = 1 ]; then calc '%.2f' "$1 / $2"; else echo '?'; fi; }
-# verdict VALUE OP LIMIT: met, missed, or ? when VALUE is missing.
-verdict() {
-	if ! num "$1"; then echo '?'; elif [ "$(calc '%d' "$1 $2 $3")" = 1 ]; then echo met; else echo missed; fi
-}
 book_ratio=$(ratio "$book_tps" "$bare_tps")
 echo
 echo "== summary (noisy: compare ratios, not absolute figures)"
