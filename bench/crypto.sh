@@ -60,24 +60,6 @@ chmod 755 "$out"
 # us NS: nanoseconds shown as microseconds, or ?.
 us() { if num "${1:-}"; then calc '%.1f' "$1 / 1000"; else echo '?'; fi; }
 
-# pgb NAME USER PGBENCH-ARGS...: as in bench/run.sh.  Sets TPS, LAT, TX and
-# FAILED, or leaves them empty when the run produced no figure.
-pgb() {
-	local name=$1 user=$2
-	shift 2
-	local log="$out/$name.log"
-	if ! pgbench -n -M prepared -U "$user" "$@" "$DB" >"$log" 2>&1; then
-		echo "   ! pgbench $name exited non-zero:" >&2
-		grep -Ei 'error|abort|fatal' "$log" | head -5 | sed 's/^/   | /' >&2 || true
-	fi
-	TPS=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$log" | tail -1)
-	LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$log" | tail -1)
-	TX=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log" | tail -1)
-	FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log" | tail -1)
-	if grep -q 'aborted' "$log"; then
-		echo "   ! pgbench $name: some clients aborted; its figures are incomplete" >&2
-	fi
-}
 
 
 started=$(date +%s)

@@ -86,7 +86,7 @@ mean() {
 		awk '{ s += $1; n++ } END { if (n) printf "%.6f\n", s / n }'
 }
 
-# pgb NAME USER PGBENCH-ARGS...: run pgbench with 1 client and prepared
+# pgb (replaces bench/lib.sh's) NAME USER PGBENCH-ARGS...: run pgbench with 1 client and prepared
 # statements against $DB; its output goes to $out/NAME.log.  Sets TPS, LAT
 # (ms per transaction, from the tps: one client), TX (transactions) and
 # FAILED, or leaves them empty when the run produced no figure.

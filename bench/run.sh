@@ -44,26 +44,6 @@ chmod 755 "$out"
 
 
 
-# pgb NAME USER PGBENCH-ARGS...: run pgbench against $DB with prepared
-# statements; its output goes to $out/NAME.log.  Sets TPS, LAT (ms per
-# transaction), TX (transactions) and FAILED, or leaves them empty when the
-# run produced no figure.  Never fails the script.
-pgb() {
-	local name=$1 user=$2
-	shift 2
-	local log="$out/$name.log"
-	if ! pgbench -n -M prepared -U "$user" "$@" "$DB" >"$log" 2>&1; then
-		echo "   ! pgbench $name exited non-zero:" >&2
-		grep -Ei 'error|abort|fatal' "$log" | head -5 | sed 's/^/   | /' >&2 || true
-	fi
-	TPS=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$log" | tail -1)
-	LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$log" | tail -1)
-	TX=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log" | tail -1)
-	FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log" | tail -1)
-	if grep -q 'aborted' "$log"; then
-		echo "   ! pgbench $name: some clients aborted; its figures are incomplete" >&2
-	fi
-}
 
 
 # ------------------------------------------------------------------ machine
