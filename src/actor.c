@@ -193,11 +193,9 @@ schedphi_set_purpose(PG_FUNCTION_ARGS)
 				 errmsg("unknown purpose of use"),
 				 errdetail("Purposes are TREAT, PAYMENT, OPERATIONS and EMERGENCY.")));
 	if (strcmp(p, "EMERGENCY") == 0 && !holds_break_glass())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied: break-glass rule"),
-				 errdetail("EMERGENCY is the purpose of an active break-glass grant."),
-				 errhint("Open one with schedphi.break_glass(patient, reason).")));
+		schedphi_audit_deny(NULL, ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied: break-glass rule",
+							"EMERGENCY is the purpose of an active break-glass grant.",
+							"Open one with schedphi.break_glass(patient, reason).");
 	strlcpy(purpose, p, sizeof(purpose));
 	purpose_lxid = MyProc->lxid;
 	PG_RETURN_VOID();

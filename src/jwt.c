@@ -32,6 +32,8 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "utils/json.h"
+
 #include "codec/jose.h"
 #include "schedphi.h"
 
@@ -40,12 +42,11 @@
 static SPIPlanPtr issuer_plan = NULL;
 static SPIPlanPtr practitioner_plan = NULL;
 
+/* Refuse the token: recorded in the audit log, then 42501 naming the rule. */
 static void
 reject(const char *rule)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("token rejected: %s", rule)));
+	schedphi_audit_deny(NULL, ERRCODE_INSUFFICIENT_PRIVILEGE, psprintf("token rejected: %s", rule), NULL, NULL);
 }
 
 /* Load a PEM public key; NULL if it is not one. */
@@ -409,5 +410,16 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 	a.session_scope = strcmp(scope, "session") == 0;
 	schedphi_set_actor(&a);
 	explicit_bzero(jwt, sizeof(sp_jwt));
+	{
+		StringInfoData js;
+
+		initStringInfo(&js);
+		appendStringInfoString(&js, "{\"issuer\": ");
+		escape_json(&js, a.issuer);
+		appendStringInfoString(&js, ", \"scope\": ");
+		escape_json(&js, scope);
+		appendStringInfoChar(&js, '}');
+		schedphi_audit_record("assume", &a.tenant, NULL, NULL, NULL, js.data);
+	}
 	PG_RETURN_VOID();
 }

@@ -787,6 +787,30 @@ schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose)
 }
 
 /*
+ * HKDF-SHA-256 of a 32-byte key with salt and info (a string) into out
+ * (32 bytes).
+ */
+static void
+sp_hkdf(const uint8 *ikm, const uint8 *salt, int saltlen, const char *info, uint8 *out)
+{
+	EVP_KDF    *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+	OSSL_PARAM	params[5];
+	bool		ok;
+
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *) ikm, SP_KEY_LEN);
+	params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *) salt, saltlen);
+	params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *) info, strlen(info));
+	params[4] = OSSL_PARAM_construct_end();
+	ok = kctx != NULL && EVP_KDF_derive(kctx, out, SP_KEY_LEN, params) == 1;
+	EVP_KDF_CTX_free(kctx);
+	EVP_KDF_free(kdf);
+	if (!ok)
+		elog(ERROR, "schedphi: key derivation failed");
+}
+
+/*
  * The blind-index key of one field of a tenant:
  * HKDF-SHA-256(index data key, salt = tenant, info = "schedphi blind index " || field),
  * derived once per backend and cached with the data keys.
@@ -800,10 +824,6 @@ schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen)
 	const uint8 *ikm;
 	char		info[96];
 	uint8		fkey[SP_KEY_LEN];
-	EVP_KDF	   *kdf;
-	EVP_KDF_CTX *kctx;
-	OSSL_PARAM	params[5];
-	bool		ok;
 
 	if (fieldlen <= 0 || fieldlen >= (int) sizeof(key.field))
 		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("field name too long")));
@@ -817,24 +837,36 @@ schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen)
 
 	ikm = schedphi_data_key(tenant, schedphi_active_key(tenant, "index"));
 	snprintf(info, sizeof(info), "schedphi blind index %s", key.field);
-	kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-	kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
-	params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *) ikm, SP_KEY_LEN);
-	params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *) tenant->data, UUID_LEN);
-	params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, strlen(info));
-	params[4] = OSSL_PARAM_construct_end();
-	ok = kctx != NULL && EVP_KDF_derive(kctx, fkey, SP_KEY_LEN, params) == 1;
-	EVP_KDF_CTX_free(kctx);
-	EVP_KDF_free(kdf);
-	if (!ok)
-		elog(ERROR, "schedphi: key derivation failed");
+	sp_hkdf(ikm, tenant->data, UUID_LEN, info, fkey);
 
 	cache_init();
 	e = hash_search(field_cache, &key, HASH_ENTER, &found);
 	memcpy(e->fkey, fkey, SP_KEY_LEN);
 	explicit_bzero(fkey, SP_KEY_LEN);
 	return e->fkey;
+}
+
+/*
+ * HMAC-SHA-256 of msg under the audit key: HKDF-SHA-256(master key kek_id,
+ * no salt, info "schedphi audit digest").  kek_id NULL: the active master
+ * key, whose id is written to used_id.  The derived key is wiped.
+ */
+void
+schedphi_audit_sign(const char *kek_id, const uint8 *msg, int len, uint8 *out, char *used_id, int used_len)
+{
+	const Kek  *kek = kek_id ? find_kek(kek_id) : &master_keys()->keks[0];
+	uint8		akey[SP_KEY_LEN];
+	size_t		outlen = 0;
+	bool		ok;
+
+	sp_hkdf(kek->key, (const uint8 *) "", 0, "schedphi audit digest", akey);
+	ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, akey, SP_KEY_LEN, msg, len, out, 32, &outlen) != NULL &&
+		outlen == 32;
+	explicit_bzero(akey, SP_KEY_LEN);
+	if (!ok)
+		elog(ERROR, "schedphi: HMAC failed");
+	if (used_id)
+		strlcpy(used_id, kek->id, used_len);
 }
 
 /* ------------------------------------------------------------ SQL-callable */

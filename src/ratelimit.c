@@ -146,13 +146,12 @@ find_slot(RateTable *t, const pg_uuid_t *tenant, const char *actor, int64 now)
 	return idlest;
 }
 
+/* Refuse: recorded in the audit log, then SP429 naming the limit. */
 static void
-over_limit(const char *setting, int limit)
+over_limit(const pg_uuid_t *tenant, const char *setting, int limit)
 {
-	ereport(ERROR,
-			(errcode(SCHEDPHI_RATE_LIMITED),
-			 errmsg("rate limit exceeded: %s", setting),
-			 errdetail("The limit is %d; it is set by a superuser.", limit)));
+	schedphi_audit_deny(tenant, SCHEDPHI_RATE_LIMITED, psprintf("rate limit exceeded: %s", setting),
+						psprintf("The limit is %d; it is set by a superuser.", limit), NULL);
 }
 
 PG_FUNCTION_INFO_V1(schedphi_note_lookup);
@@ -178,7 +177,7 @@ schedphi_note_lookup(PG_FUNCTION_ARGS)
 		s->lookups++;
 	LWLockRelease(t->lock);
 	if (over)
-		over_limit("schedphi.lookup_rate_limit", schedphi_lookup_rate_limit);
+		over_limit(PG_GETARG_UUID_P(0), "schedphi.lookup_rate_limit", schedphi_lookup_rate_limit);
 	PG_RETURN_VOID();
 }
 
@@ -225,6 +224,7 @@ schedphi_note_reveal(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(t->lock);
 	if (over)
-		over_limit("schedphi.reveal_rate_limit", schedphi_reveal_rate_limit);
+		over_limit(PG_GETARG_UUID_P(0), "schedphi.reveal_rate_limit", schedphi_reveal_rate_limit);
+	schedphi_audit_note_patient(PG_GETARG_UUID_P(0), patient);
 	PG_RETURN_BOOL(true);
 }

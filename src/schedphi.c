@@ -43,6 +43,7 @@ _PG_init(void)
 	schedphi_actor_init();
 	schedphi_ratelimit_init();
 	schedphi_logmask_init();
+	schedphi_audit_init();
 	MarkGUCPrefixReserved("schedphi");
 
 	if (schedphi_preloaded)

@@ -69,6 +69,20 @@ extern const char *schedphi_current_purpose(void);
 extern text *schedphi_unseal(const bytea *v, const pg_uuid_t *tenant, const char *tbl,
 							 const char *col, const pg_uuid_t *row);
 
+/* audit.c */
+extern void schedphi_audit_init(void);
+extern void schedphi_audit_note_read(const pg_uuid_t *tenant, const char *object, const char *col,
+									 const pg_uuid_t *row);
+extern void schedphi_audit_note_patient(const pg_uuid_t *tenant, const pg_uuid_t *patient);
+extern void schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
+								  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail);
+extern void schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message,
+								const char *detail, const char *hint) pg_attribute_noreturn();
+
+/* keys.c, for the audit digest */
+extern void schedphi_audit_sign(const char *kek_id, const uint8 *msg, int len, uint8 *out,
+								char *used_id, int used_len);
+
 /* ratelimit.c */
 extern void schedphi_ratelimit_init(void);
 

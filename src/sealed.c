@@ -342,16 +342,13 @@ check_reveal(const pg_uuid_t *tenant)
 	ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
 	SPI_finish();
 	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied: PHI rule"),
-				 errdetail("Decrypting patient data needs a role that reads it in the patient's tenant; superusers too.")));
+		schedphi_audit_deny(tenant, ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied: PHI rule",
+							"Decrypting patient data needs a role that reads it in the patient's tenant; superusers too.",
+							NULL);
 	if (schedphi_current_purpose() == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied: purpose of use rule"),
-				 errdetail("Reading patient data needs a purpose of use for the transaction."),
-				 errhint("Call schedphi.set_purpose('TREAT'), 'PAYMENT' or 'OPERATIONS' first, in the same transaction.")));
+		schedphi_audit_deny(tenant, ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied: purpose of use rule",
+							"Reading patient data needs a purpose of use for the transaction.",
+							"Call schedphi.set_purpose('TREAT'), 'PAYMENT' or 'OPERATIONS' first, in the same transaction.");
 	reveal_lxid = MyProc->lxid;
 	reveal_tenant = *tenant;
 	reveal_user = GetSessionUserId();
@@ -370,10 +367,14 @@ schedphi_open(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *tenant = PG_GETARG_UUID_P(1);
 
+	text	   *tbl = PG_GETARG_TEXT_PP(2);
+	text	   *col = PG_GETARG_TEXT_PP(3);
+	pg_uuid_t  *row = PG_GETARG_UUID_P(4);
+
 	schedphi_note_phi();
 	check_reveal(tenant);
-	PG_RETURN_TEXT_P(open_bytes(PG_GETARG_BYTEA_PP(0), tenant, PG_GETARG_TEXT_PP(2),
-								PG_GETARG_TEXT_PP(3), PG_GETARG_UUID_P(4)));
+	schedphi_audit_note_read(tenant, text_to_cstring(tbl), text_to_cstring(col), row);
+	PG_RETURN_TEXT_P(open_bytes(PG_GETARG_BYTEA_PP(0), tenant, tbl, col, row));
 }
 
 /* ------------------------------------------------------------ blind index */

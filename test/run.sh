@@ -73,6 +73,15 @@ done
 echo "== tokens (RS256, ES256, HS256 made with openssl; scopes; forgery; refusals)"
 if bash "$here/tokens.sh"; then note ok; else note fail "tokens"; fi
 
+# -------------------------------------------------------------- audit ledger
+echo "== audit ledger (rollbacks, denials, tampering, file edits, digests, fail-closed, purge, crash)"
+. "$here/audit.sh"
+audit_check
+passed=$((passed + AUDIT_PASSED))
+failed=$((failed + AUDIT_FAILED))
+[ "$AUDIT_FAILED" -gt 0 ] && failures+=("audit: $AUDIT_FAILED checks")
+[ "$AUDIT_PASSED" -eq 0 ] && [ "$AUDIT_FAILED" -eq 0 ] && note fail "audit (did not run)"
+
 # ------------------------------------------------------ keys, leaks, fuzzing
 echo "== keys (restarts with changed, missing and malformed master keys)"
 . "$here/keys.sh"

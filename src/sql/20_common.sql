@@ -24,10 +24,8 @@ BEGIN
 		IF c.tenant = p_tenant AND c.role = ANY (p_roles) THEN
 			RETURN;
 		END IF;
-		RAISE EXCEPTION 'permission denied: role rule'
-			USING ERRCODE = '42501',
-				  DETAIL = pg_catalog.format('This needs the %s role in the tenant.',
-											 pg_catalog.array_to_string(p_roles, ' or '));
+		PERFORM schedphi._deny(p_tenant, 'permission denied: role rule',
+			pg_catalog.format('This needs the %s role in the tenant.', pg_catalog.array_to_string(p_roles, ' or ')));
 	END IF;
 	IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
 		IF NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = p_tenant) THEN
@@ -39,11 +37,10 @@ BEGIN
 			   WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = ANY (p_roles)) THEN
 		RETURN;
 	END IF;
-	RAISE EXCEPTION 'permission denied: role rule'
-		USING ERRCODE = '42501',
-			  DETAIL = pg_catalog.format('This needs the %s role in the tenant.',
-										 pg_catalog.array_to_string(p_roles, ' or ')),
-			  HINT = 'An administrator grants roles with schedphi.add_member().';
+	-- recorded in the audit log (it survives this error), then 42501
+	PERFORM schedphi._deny(p_tenant, 'permission denied: role rule',
+		pg_catalog.format('This needs the %s role in the tenant.', pg_catalog.array_to_string(p_roles, ' or ')),
+		'An administrator grants roles with schedphi.add_member().');
 END
 $$;
 

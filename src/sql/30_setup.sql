@@ -11,7 +11,7 @@ DECLARE
 	v_id uuid;
 BEGIN
 	IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
-		RAISE EXCEPTION 'permission denied: only a superuser creates tenants' USING ERRCODE = '42501';
+		PERFORM schedphi._deny(NULL, 'permission denied: only a superuser creates tenants');
 	END IF;
 	INSERT INTO schedphi.tenant (name, timezone)
 	VALUES (schedphi._check_name('name', create_tenant.name),
@@ -62,8 +62,8 @@ BEGIN
 		RAISE EXCEPTION 'a superuser cannot be made a member' USING ERRCODE = '22023';
 	END IF;
 	IF login = session_user THEN
-		RAISE EXCEPTION 'permission denied: separation of duties rule'
-			USING ERRCODE = '42501', DETAIL = 'Nobody grants roles to their own login; another administrator must.';
+		PERFORM schedphi._deny(tenant, 'permission denied: separation of duties rule',
+			'Nobody grants roles to their own login; another administrator must.');
 	END IF;
 	IF v_role = 'clinician' AND practitioner IS NULL THEN
 		RAISE EXCEPTION 'a clinician must be linked to a practitioner' USING ERRCODE = '22023';

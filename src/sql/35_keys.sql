@@ -86,7 +86,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF NOT schedphi._is_superuser() THEN
-		RAISE EXCEPTION 'permission denied: only a superuser may %', p_what USING ERRCODE = '42501';
+		PERFORM schedphi._deny(NULL, 'permission denied: only a superuser may ' || p_what);
 	END IF;
 END
 $$;

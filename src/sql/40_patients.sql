@@ -333,21 +333,18 @@ BEGIN
 	PERFORM schedphi._authorize(v_tenant, v_roles);
 	v_role := schedphi._member_role(v_tenant, v_roles);
 	IF v_role = 'superuser' THEN
-		RAISE EXCEPTION 'permission denied: PHI rule'
-			USING ERRCODE = '42501',
-				  DETAIL = 'Decrypting patient data needs a role that reads it in the patient''s tenant; superusers too.';
+		PERFORM schedphi._deny(v_tenant, 'permission denied: PHI rule',
+			'Decrypting patient data needs a role that reads it in the patient''s tenant; superusers too.');
 	END IF;
 	IF v_role = 'clinician' AND NOT schedphi._own_patient(v_tenant, patient)
 	   AND NOT schedphi._break_glass_active(v_tenant, patient) THEN
-		RAISE EXCEPTION 'permission denied: own patients rule'
-			USING ERRCODE = '42501',
-				  DETAIL = 'A clinician reads the patients who have an appointment with their practitioner.',
-				  HINT = 'In an emergency: schedphi.break_glass(patient, reason), then set_purpose(''EMERGENCY'').';
+		PERFORM schedphi._deny(v_tenant, 'permission denied: own patients rule',
+			'A clinician reads the patients who have an appointment with their practitioner.',
+			'In an emergency: schedphi.break_glass(patient, reason), then set_purpose(''EMERGENCY'').');
 	END IF;
 	IF v_role = 'admin' AND NOT schedphi._break_glass_active(v_tenant, patient) THEN
-		RAISE EXCEPTION 'permission denied: break-glass rule'
-			USING ERRCODE = '42501',
-				  DETAIL = 'An administrator reads patient data only under an active break-glass grant, with purpose EMERGENCY.';
+		PERFORM schedphi._deny(v_tenant, 'permission denied: break-glass rule',
+			'An administrator reads patient data only under an active break-glass grant, with purpose EMERGENCY.');
 	END IF;
 	SELECT * INTO v_row FROM schedphi.patient p WHERE p.tenant = v_tenant AND p.id = patient;
 	RETURN schedphi._patient_json(v_row);

@@ -25,13 +25,15 @@ BEGIN
 	PERFORM schedphi._authorize(v_tenant, ARRAY['clinician', 'admin']);
 	v_role := schedphi._member_role(v_tenant, ARRAY['clinician', 'admin']);
 	IF v_role = 'superuser' THEN
-		RAISE EXCEPTION 'permission denied: break-glass rule'
-			USING ERRCODE = '42501', DETAIL = 'Break-glass is for a clinician or an administrator of the tenant.';
+		PERFORM schedphi._deny(v_tenant, 'permission denied: break-glass rule',
+			'Break-glass is for a clinician or an administrator of the tenant.');
 	END IF;
 	INSERT INTO schedphi.break_glass_grant (tenant, id, patient, login, actor, role, reason, starts, expires)
 	VALUES (v_tenant, v_id, patient, session_user, schedphi._actor_name(), v_role,
 			schedphi._seal(v_tenant, 'break_glass_grant', 'reason', v_id, reason),
 			now(), now() + minutes * interval '1 minute');
+	PERFORM schedphi._audit_event('break_glass', v_tenant, 'break_glass_grant', v_id, patient,
+								  jsonb_build_object('minutes', minutes));
 	RETURN v_id;
 END
 $$;
@@ -65,8 +67,8 @@ BEGIN
 	END IF;
 	PERFORM schedphi._authorize(g.tenant, ARRAY['admin', 'auditor']);
 	IF g.actor = schedphi._actor_name() OR g.login = session_user THEN
-		RAISE EXCEPTION 'permission denied: separation of duties rule'
-			USING ERRCODE = '42501', DETAIL = 'A break-glass grant is reviewed by someone other than its requester.';
+		PERFORM schedphi._deny(g.tenant, 'permission denied: separation of duties rule',
+			'A break-glass grant is reviewed by someone other than its requester.');
 	END IF;
 	IF outcome IS NULL OR outcome NOT IN ('justified', 'unjustified') THEN
 		RAISE EXCEPTION 'outcome must be justified or unjustified' USING ERRCODE = '22023';
@@ -81,6 +83,8 @@ BEGIN
 	SET outcome = review_break_glass.outcome, reviewer = schedphi._actor_name(), reviewed_at = now(),
 		review_note = schedphi._seal(g.tenant, 'break_glass_grant', 'review_note', g.id, note)
 	WHERE x.tenant = g.tenant AND x.id = g.id;
+	PERFORM schedphi._audit_event('review', g.tenant, 'break_glass_grant', g.id, g.patient,
+								  jsonb_build_object('outcome', outcome));
 END
 $$;
 

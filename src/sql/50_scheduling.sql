@@ -443,13 +443,12 @@ BEGIN
 	v := schedphi._lock_appointment(appointment, ARRAY['scheduler', 'integration', 'clinician']);
 	IF schedphi._member_role(v.tenant, ARRAY['scheduler', 'integration', 'clinician']) = 'clinician' THEN
 		IF status NOT IN ('arrived', 'checked-in', 'fulfilled', 'noshow', 'entered-in-error') THEN
-			RAISE EXCEPTION 'permission denied: role rule'
-				USING ERRCODE = '42501',
-					  DETAIL = 'A clinician records arrived, checked-in, fulfilled, noshow and entered-in-error; schedulers book and cancel.';
+			PERFORM schedphi._deny(v.tenant, 'permission denied: role rule',
+				'A clinician records arrived, checked-in, fulfilled, noshow and entered-in-error; schedulers book and cancel.');
 		END IF;
 		IF NOT coalesce(schedphi._clinician_practitioner(v.tenant) = ANY (v.actors), false) THEN
-			RAISE EXCEPTION 'permission denied: own appointments rule'
-				USING ERRCODE = '42501', DETAIL = 'A clinician changes only appointments with their own practitioner.';
+			PERFORM schedphi._deny(v.tenant, 'permission denied: own appointments rule',
+				'A clinician changes only appointments with their own practitioner.');
 		END IF;
 	END IF;
 	PERFORM schedphi._set_status(v, status);

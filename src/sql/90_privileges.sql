@@ -12,6 +12,9 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA schedphi FROM PUBLIC;
 -- A pooled application login needs no schedphi role at all.
 GRANT USAGE ON SCHEMA schedphi TO PUBLIC;
 GRANT SELECT ON schedphi.appointments, schedphi.patients, schedphi.break_glass_pending TO PUBLIC;
+-- The audit log: auditors only, and row-level security keeps each to the
+-- tenants where they are auditors (src/sql/70_audit.sql).
+GRANT SELECT ON schedphi.audit_log TO schedphi_auditor;
 
 DO $grants$
 DECLARE
@@ -23,7 +26,7 @@ BEGIN
 			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_patient_json',
 													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
 													   '_appointment_reason',
-													   '_may_review'))
+													   '_may_review', '_is_auditor'))
 	LOOP
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.sig);
 	END LOOP;
@@ -54,6 +57,7 @@ DECLARE
 BEGIN
 	FOR t IN SELECT c.relname FROM pg_catalog.pg_class c
 			 WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind = 'r'
+			   AND c.relname !~ '^audit_log'	-- its own rules, in 70_audit.sql
 	LOOP
 		EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I ENABLE ROW LEVEL SECURITY', t);
 		EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I FORCE ROW LEVEL SECURITY', t);

@@ -152,7 +152,7 @@ SELECT is((SELECT count(*)::int FROM pg_proc p
 		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname ~ '^_'
 			 AND p.proname NOT IN ('_member_role', '_patient_json', '_patient_visible',
 								   '_appointment_access', '_appointment_access_compute', '_appointment_reason',
-								   '_tenant_readable', '_may_review')
+								   '_tenant_readable', '_may_review', '_is_auditor')
 			 AND has_function_privilege('public', p.oid, 'EXECUTE')), 0,
 	'internal functions are not executable by PUBLIC (but those the views and policies call, which check the caller)');
 

@@ -56,7 +56,12 @@ INSERT INTO calls VALUES
 	('set_purpose', ARRAY[quote_literal('TREAT')], '{}'),
 	('whoami', '{}', '{}'),
 	('break_glass', ARRAY[quote_literal(:'p1'), quote_literal('synthetic emergency reason'), '30'], '{}'),
-	('review_break_glass', ARRAY[quote_literal(:'grant_id'), quote_literal('justified'), quote_literal('checked')], '{}');
+	('review_break_glass', ARRAY[quote_literal(:'grant_id'), quote_literal('justified'), quote_literal('checked')], '{}'),
+	('verify_audit', '{}', '{}'),
+	('verify_audit', ARRAY[quote_literal('{"seq": 0}')], '{}'),
+	('audit_digest', '{}', '{}'),
+	('access_report', ARRAY[quote_literal(:'p1'), quote_literal('[2026-01-01, 2027-01-01)')], '{2}'),
+	('purge_audit', ARRAY[quote_literal('2000-01-01')], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused
 -- there, and its scope defaults to the transaction.
 

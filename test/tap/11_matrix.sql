@@ -61,6 +61,11 @@ INSERT INTO calls VALUES
 	('waitlist_remove', format($$schedphi.waitlist_remove(%L)$$, :'wl'), '{scheduler,integration}'),
 	('break_glass', format($$schedphi.break_glass(%L, 'synthetic emergency reason')$$, :'p2'), '{clinician,admin}'),
 	('review_break_glass', format($$schedphi.review_break_glass(%L, 'justified', 'checked')$$, :'grant_id'), '{admin,auditor}'),
+	('verify_audit', $$schedphi.verify_audit()$$, '{auditor}'),
+	('verify_audit', $$schedphi.verify_audit('{"seq": 0}')$$, '{auditor}'),
+	('audit_digest', $$schedphi.audit_digest()$$, '{auditor}'),
+	('access_report', format($$schedphi.access_report(%L)$$, :'p1'), '{auditor}'),
+	('purge_audit', $$schedphi.purge_audit('2000-01-01')$$, '{}'),
 	('whoami', $$schedphi.whoami()$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}'),
 	('set_purpose', $$schedphi.set_purpose('TREAT')$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}');
 

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# The audit ledger, end to end, against the running throwaway cluster
+# (sourced by test/run.sh, which provides cluster_restart, SP_TMP and
+# sp_as_server):
+#
+#   - writes recorded with the names of the columns written, never values;
+#   - a read in a rolled-back transaction, a read in a statement that then
+#     failed, a denied attempt and a rate-limit refusal all recorded;
+#   - UPDATE, DELETE and TRUNCATE refused to the superuser, also with
+#     session_replication_role = replica;
+#   - tampering that skips the triggers (a changed, a removed and two
+#     reordered records) and an edit of the table file itself, each found
+#     and located by verify_audit();
+#   - a signed digest that verifies, and a forged one that does not;
+#   - the accounting of disclosures, for auditors only;
+#   - a stopped audit worker fails reads closed, and they work again after;
+#   - the retention purge refuses young records, anchors what it removes;
+#   - a server killed in the middle of a booking load comes back with every
+#     committed booking recorded and a chain that verifies.
+#
+# Prints "audit: ok - ..." or "audit: NOT OK - ..." per check; audit_check
+# returns non-zero if any failed.
+
+audit_check() {
+	local db=schedphi_audit
+	AUDIT_PASSED=0
+	AUDIT_FAILED=0
+
+	aq() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@" 2>&1; }
+	as() {
+		local u=$1
+		shift
+		psql -X -q -At -v ON_ERROR_STOP=1 -U "$u" -d "$db" "$@" 2>&1
+	}
+	aok() {
+		if [ "$2" = "$3" ]; then
+			AUDIT_PASSED=$((AUDIT_PASSED + 1))
+			echo "audit: ok - $1"
+		else
+			AUDIT_FAILED=$((AUDIT_FAILED + 1))
+			echo "audit: NOT OK - $1 (got '$2', want '$3')"
+		fi
+	}
+	seal_now() { aq -c "SELECT schedphi._audit_sync()" >/dev/null; }
+	verify() { aq -F' ' -c "SELECT ok, coalesce(first_bad::text, '-') FROM schedphi.verify_audit()"; }
+
+	psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null || return 1
+	aq -c "CREATE EXTENSION schedphi CASCADE" -f "$SP_ROOT/test/lib/fixtures.sql" >/dev/null || {
+		echo "audit: NOT OK - could not set up"
+		return 1
+	}
+	local r
+	for r in au_sched au_support au_auditor au_admin; do
+		psql -X -q -c "DROP ROLE IF EXISTS $r" -c "CREATE ROLE $r LOGIN" >/dev/null
+	done
+	local tenant dr p1
+	read -r tenant dr p1 < <(aq -F' ' -c "SELECT tenant, dr, p1 FROM tst.clinic()")
+	aq -c "SELECT schedphi.add_member('$tenant', 'au_sched', 'scheduler'),
+				  schedphi.add_member('$tenant', 'au_support', 'support'),
+				  schedphi.add_member('$tenant', 'au_auditor', 'auditor'),
+				  schedphi.add_member('$tenant', 'au_admin', 'admin')" >/dev/null
+
+	# ------------------------------------------------------------ writes
+	local canary appt
+	canary=$(as au_sched -c "SELECT schedphi.register_patient('$tenant', 'Zqcanarygiven', 'Zqcanaryfamily', '1961-02-03',
+		'+1 555 0199 777', 'zqcanary@example.org', 'ZQCANARY-MRN', '10001')")
+	appt=$(as au_sched -c "SELECT schedphi.book('$canary', ARRAY['$dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)',
+		'routine', 'Zqcanary reason')")
+	as au_sched -c "SELECT schedphi.cancel('$appt', 'Zqcanary cancel note')" >/dev/null
+	aok "an insert is recorded with who, why-less, and the columns written" \
+		"$(aq -c "SELECT login, role, columns @> '{given,family,birth_date,mrn}' FROM schedphi.audit_log
+				  WHERE action = 'insert' AND object = 'patient' AND object_id = '$canary'" | tr '\n' ' ')" \
+		"au_sched|scheduler|t "
+	aok "an update is recorded with the columns it changed and no others" \
+		"$(aq -c "SELECT bool_or(columns @> '{status}') AND bool_or(columns @> '{cancel_reason}')
+						 AND NOT bool_or(columns && '{patient,during,kind,reason}')
+				  FROM schedphi.audit_log WHERE action = 'update' AND object = 'appointment' AND object_id = '$appt'")" t
+	aok "the appointment's records name its patient" \
+		"$(aq -c "SELECT count(*) FILTER (WHERE patient = '$canary') = count(*) FROM schedphi.audit_log
+				  WHERE object = 'appointment' AND object_id = '$appt'")" t
+
+	# ------------------------------------------------------------- reads
+	as au_sched -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" \
+		-c "SELECT schedphi.patient_record('$canary') IS NOT NULL" -c "ROLLBACK" >/dev/null
+	aok "a read in a rolled-back transaction is recorded, with its purpose and columns" \
+		"$(aq -c "SELECT count(*) > 0, bool_and(columns @> '{given,mrn}') FROM schedphi.audit_log
+				  WHERE action = 'read' AND login = 'au_sched' AND patient = '$canary' AND purpose = 'TREAT'" | tr '\n' ' ')" \
+		"t|t "
+	as au_sched -c "BEGIN" -c "SELECT schedphi.set_purpose('PAYMENT')" \
+		-c "SELECT schedphi.patient_record('$canary') IS NOT NULL, 1 / (random() * 0)::int" >/dev/null
+	local got=f i
+	for i in $(seq 1 50); do
+		got=$(aq -c "SELECT count(*) > 0 FROM schedphi.audit_log
+					 WHERE action = 'read' AND login = 'au_sched' AND patient = '$canary' AND purpose = 'PAYMENT'")
+		[ "$got" = t ] && break
+		sleep 0.1
+	done
+	aok "a read in a statement that then failed is recorded" "$got" t
+	as au_sched -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" \
+		-c "SELECT count(*) FROM schedphi.appointments WHERE reason IS NOT NULL" -c "ROLLBACK" >/dev/null
+	aok "reading appointment reasons through the view is recorded per appointment, with its patient" \
+		"$(aq -c "SELECT count(*) > 0 FROM schedphi.audit_log WHERE action = 'read' AND object = 'appointment'
+				  AND object_id = '$appt' AND patient = '$canary' AND columns = '{reason}'")" t
+
+	# ---------------------------------------------------------- denials
+	got=$(as au_support -c "SELECT schedphi.patient_record('$canary')")
+	aok "a denied attempt fails with 42501" "$(echo "$got" | grep -c '^ERROR:  permission denied: role rule')" 1
+	aok "and is recorded, with the rule" \
+		"$(aq -c "SELECT detail ->> 'rule' FROM schedphi.audit_log WHERE action = 'denied' AND login = 'au_support'")" \
+		"permission denied: role rule"
+	psql -X -q -c "ALTER ROLE au_sched IN DATABASE $db SET schedphi.lookup_rate_limit = 2" >/dev/null
+	as au_sched -c "SELECT schedphi.find_patient('$tenant', mrn => 'X-1')" \
+		-c "SELECT schedphi.find_patient('$tenant', mrn => 'X-2')" -c "SELECT schedphi.find_patient('$tenant', mrn => 'X-3')" >/dev/null
+	aok "a rate-limit refusal is recorded" \
+		"$(aq -c "SELECT detail ->> 'rule' FROM schedphi.audit_log WHERE action = 'rate_limited' AND login = 'au_sched'")" \
+		"rate limit exceeded: schedphi.lookup_rate_limit"
+	psql -X -q -c "ALTER ROLE au_sched IN DATABASE $db RESET schedphi.lookup_rate_limit" >/dev/null
+	as au_admin -c "SELECT schedphi.rotate_key('$tenant')" >/dev/null
+	aok "key operations are recorded" \
+		"$(aq -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'key_rotate' AND login = 'au_admin'")" 1
+	aok "no value ever reaches the log (canaries: name, phone, email, MRN, reason, cancel note)" \
+		"$(aq -c "SELECT count(*) FROM schedphi.audit_log l WHERE l::text ~* '(zqcanary|0199 777)'")" 0
+
+	# ------------------------------------------------------ append-only
+	seal_now
+	local first
+	first=$(aq -c "SELECT min(seq) FROM schedphi.audit_log")
+	aok "UPDATE is refused to the superuser" \
+		"$(aq -c "UPDATE schedphi.audit_log SET actor = 'someone else' WHERE seq = $first" | grep -c 'append-only')" 1
+	aok "DELETE is refused to the superuser" \
+		"$(aq -c "DELETE FROM schedphi.audit_log WHERE seq = $first" | grep -c 'append-only')" 1
+	aok "TRUNCATE is refused to the superuser, on the log and on a partition" \
+		"$(aq -c "TRUNCATE schedphi.audit_log" 2>&1 | grep -c 'append-only')$(aq -c "TRUNCATE schedphi.audit_log_default" | grep -c 'append-only')" 11
+	aok "and so is UPDATE under session_replication_role = replica" \
+		"$(aq -c "SET session_replication_role = replica" -c "UPDATE schedphi.audit_log SET actor = 'x'" | grep -c 'append-only')" 1
+	aok "the chain verifies" "$(verify)" "t -"
+
+	# ---------------------------------------- tampering that skips triggers
+	local k part
+	k=$(aq -c "SELECT seq FROM schedphi.audit_log WHERE action = 'read' ORDER BY seq LIMIT 1")
+	part=$(aq -c "SELECT tableoid::regclass FROM schedphi.audit_log WHERE seq = $k")
+	aq -c "ALTER TABLE $part DISABLE TRIGGER ALL" >/dev/null
+	aq -c "UPDATE $part SET purpose = 'OPERATIONS' WHERE seq = $k" >/dev/null
+	aok "a record changed with the triggers disabled is found and located" "$(verify)" "f $k"
+	aq -c "UPDATE $part SET purpose = 'TREAT' WHERE seq = $k" >/dev/null
+	aok "putting it back makes the chain verify again" "$(verify)" "t -"
+	aq -c "CREATE TABLE saved AS SELECT * FROM schedphi.audit_log WHERE seq = $((k + 1))" \
+		-c "DELETE FROM $part WHERE seq = $((k + 1))" >/dev/null
+	aok "a removed record is found and located" "$(verify)" "f $((k + 1))"
+	aq -c "INSERT INTO schedphi.audit_log SELECT * FROM saved" -c "DROP TABLE saved" >/dev/null
+	aq -c "UPDATE $part SET seq = CASE seq WHEN $k THEN $((k + 1)) ELSE $k END WHERE seq IN ($k, $((k + 1)))" >/dev/null
+	aok "two reordered records are found and located" "$(verify)" "f $k"
+	aq -c "UPDATE $part SET seq = CASE seq WHEN $k THEN $((k + 1)) ELSE $k END WHERE seq IN ($k, $((k + 1)))" \
+		-c "ALTER TABLE $part ENABLE ALWAYS TRIGGER append_only" -c "ALTER TABLE $part ENABLE ALWAYS TRIGGER append_only_truncate" >/dev/null
+	aok "and the chain verifies once they are put back" "$(verify)" "t -"
+
+	# ------------------------------------------------- editing the file
+	PGAPPNAME=tamper-target-aaaa as au_support -c "SELECT schedphi.patient_record('$canary')" >/dev/null
+	seal_now
+	k=$(aq -c "SELECT seq FROM schedphi.audit_log WHERE application = 'tamper-target-aaaa'")
+	local file
+	file=$SP_TMP/data/$(aq -c "SELECT pg_relation_filepath(tableoid) FROM schedphi.audit_log WHERE seq = $k")
+	aq -c "CHECKPOINT" >/dev/null
+	sp_as_server "$SP_PGBIN/pg_ctl" -D "$SP_TMP/data" -m fast -w stop >/dev/null
+	sp_as_server perl -0777 -i -pe 's/tamper-target-aaaa/tamper-target-zzzz/g' "$file"
+	sp_as_server "$SP_PGBIN/pg_ctl" -D "$SP_TMP/data" -l "$SP_TMP/server.log" -w -t 60 start >/dev/null
+	aok "a record edited in the table file, server stopped, is found and located" "$(verify)" "f $k"
+	aq -c "ALTER TABLE $part DISABLE TRIGGER ALL" \
+		-c "UPDATE schedphi.audit_log SET application = 'tamper-target-aaaa' WHERE seq = $k" \
+		-c "ALTER TABLE $part ENABLE ALWAYS TRIGGER append_only" -c "ALTER TABLE $part ENABLE ALWAYS TRIGGER append_only_truncate" >/dev/null
+	aok "and verifies when repaired" "$(verify)" "t -"
+
+	# ---------------------------------------------------------- digests
+	local digest forged
+	seal_now
+	digest=$(as au_auditor -c "SELECT schedphi.audit_digest()")
+	aok "an auditor's digest verifies" "$(as au_auditor -F' ' -c "SELECT ok, checked FROM schedphi.verify_audit('$digest')")" "t 0"
+	as au_sched -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" -c "SELECT schedphi.patient_record('$canary') IS NULL" -c "COMMIT" >/dev/null
+	seal_now
+	aok "and checks what came after it" \
+		"$(as au_auditor -F' ' -c "SELECT ok, checked > 0 FROM schedphi.verify_audit('$digest')")" "t t"
+	forged=$(echo "$digest" | sed -E 's/"seq": ([0-9]+)/"seq": 1\1/')
+	aok "a forged digest does not verify" \
+		"$(as au_auditor -c "SELECT * FROM schedphi.verify_audit('$forged')" | grep -c 'signature does not verify')" 1
+	aok "only an auditor makes a digest" "$(as au_sched -c "SELECT schedphi.audit_digest()" | grep -c '^ERROR:  permission denied: audit rule')" 1
+
+	# -------------------------------------------------- accounting of disclosures
+	aok "access_report lists who wrote and read the patient's data, and why" \
+		"$(as au_auditor -c "SELECT string_agg(DISTINCT action || ':' || login || ':' || coalesce(purpose, '-'), ' ' ORDER BY action || ':' || login || ':' || coalesce(purpose, '-'))
+							 FROM schedphi.access_report('$canary') WHERE action IN ('insert', 'read')")" \
+		"insert:au_sched:- read:au_sched:PAYMENT read:au_sched:TREAT"
+	aok "a scheduler gets no access report" \
+		"$(as au_sched -c "SELECT count(*) FROM schedphi.access_report('$canary')" | grep -c '^ERROR:  permission denied: audit rule')" 1
+	aok "an auditor reads the log directly, a scheduler does not" \
+		"$(as au_auditor -c "SELECT count(*) > 0 FROM schedphi.audit_log")$(as au_sched -c "SELECT count(*) FROM schedphi.audit_log" | grep -c 'permission denied')" t1
+
+	# ----------------------------------------------------- fail closed
+	local wpid
+	wpid=$(aq -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'schedphi audit' AND datname = '$db'")
+	psql -X -q -c "ALTER ROLE au_sched IN DATABASE $db SET schedphi.audit_timeout = '500ms'" >/dev/null
+	kill -STOP "$wpid"
+	got=$(as au_sched -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" -c "SELECT schedphi.patient_record('$canary') IS NOT NULL")
+	kill -CONT "$wpid"
+	aok "with the audit worker stopped, a read fails closed" "$(echo "$got" | grep -c 'audit log is not available')" 1
+	got=$(as au_sched -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" -c "SELECT schedphi.patient_record('$canary') IS NOT NULL")
+	aok "and works again once the worker runs" "$(echo "$got" | tail -1)" t
+	psql -X -q -c "ALTER ROLE au_sched IN DATABASE $db RESET schedphi.audit_timeout" >/dev/null
+
+	# ------------------------------------------------------------ purge
+	aok "purge refuses records younger than schedphi.audit_retention" \
+		"$(aq -c "SELECT schedphi.purge_audit(now() - interval '1 year')" | grep -c 'younger than')" 1
+	seal_now
+	local upto
+	upto=$(aq -c "SELECT max(seq) FROM schedphi.audit_log")
+	aok "with a short retention, purge removes old records and anchors the cut" \
+		"$(aq -c "SET schedphi.audit_retention = '0'" -c "SELECT schedphi.purge_audit(now()) >= $((upto - 1))")" t
+	seal_now
+	aok "the chain verifies from the anchor" \
+		"$(aq -F' ' -c "SELECT ok, checked < 5 FROM schedphi.verify_audit()")" "t t"
+
+	# ----------------------------------------------- crash during bookings
+	aq -c "CREATE FUNCTION public.book_one(c int, n int) RETURNS boolean LANGUAGE plpgsql AS \$f\$
+			BEGIN
+				PERFORM schedphi.book('$p1', ARRAY['$dr']::uuid[],
+					tstzrange(t, t + interval '15 minutes'))
+				FROM (SELECT (date '2027-01-04' + (n % 300) + time '09:00' + (c * 8 + n / 300 % 8) * interval '15 minutes')
+							 AT TIME ZONE 'America/New_York' AS t) s;
+				RETURN true;
+			EXCEPTION WHEN exclusion_violation OR invalid_parameter_value THEN
+				RETURN false;
+			END \$f\$" >/dev/null
+	printf '\\set n random(0, 100000)\nSELECT public.book_one(:client_id, :n);\n' >"$SP_TMP/audit_book.pgbench"
+	chmod 644 "$SP_TMP/audit_book.pgbench"
+	"$SP_PGBIN/pgbench" -n -c 4 -j 2 -T 20 -f "$SP_TMP/audit_book.pgbench" "$db" >"$SP_TMP/audit_pgbench.log" 2>&1 &
+	local bench=$!
+	sleep 4
+	sp_as_server "$SP_PGBIN/pg_ctl" -D "$SP_TMP/data" -m immediate -w stop >/dev/null
+	wait "$bench" 2>/dev/null
+	sp_as_server "$SP_PGBIN/pg_ctl" -D "$SP_TMP/data" -l "$SP_TMP/server.log" -w -t 60 start >/dev/null
+	aok "bookings were committed before the crash" \
+		"$(aq -c "SELECT count(*) > 20 FROM schedphi.appointment WHERE during && tstzrange('2027-01-01', '2028-01-01')")" t
+	aok "after a crash every committed booking has its audit record" \
+		"$(aq -c "SELECT count(*) FROM schedphi.appointment a WHERE a.during && tstzrange('2027-01-01', '2028-01-01') AND NOT EXISTS (
+					SELECT 1 FROM schedphi.audit_log l WHERE l.object = 'appointment' AND l.action = 'insert'
+					AND l.object_id = a.id)")" 0
+	seal_now
+	aok "and the chain verifies" "$(verify)" "t -"
+
+	psql -X -q -c "DROP DATABASE $db" >/dev/null
+	aok "the database drops although its audit worker ran" "$(psql -X -At -c "SELECT count(*) FROM pg_database WHERE datname = '$db'")" 0
+	[ "$AUDIT_FAILED" -eq 0 ]
+}
