@@ -77,7 +77,8 @@
 
 #include "schedphi.h"
 
-#define AQ_DBS			8		/* databases with a queue at once */
+#define AQ_DBS			16		/* databases with a queue at once */
+#define WORKER_IDLE_MS	60000	/* an idle worker leaves after this */
 #define AQ_MAX_EVENT	16384	/* bytes of one serialised event */
 #define AQ_STRINGS		10		/* string fields of an event */
 #define PENDING_MAX		256		/* reads gathered before an early enqueue */
@@ -96,6 +97,7 @@ static char *audit_retention = NULL;
 typedef struct AuditQueue
 {
 	Oid			dboid;			/* InvalidOid: slot free */
+	uint64		generation;		/* bumped each time the slot is claimed */
 	bool		registered;		/* a worker is registered (running or
 								 * restarting) */
 	pid_t		worker_pid;		/* 0 while none runs */
@@ -458,6 +460,7 @@ event_from_who(AuditEvent *ev, const Who *w, const char *action)
 
 static int	my_queue = -1;			/* index of this database's queue */
 static uint64 wait_target = 0;		/* queue position to wait for */
+static uint64 wait_generation = 0;	/* ... in this generation of the queue */
 
 static void
 require_queue(void)
@@ -533,6 +536,7 @@ queue_for_database(bool may_error)
 			LWLockAcquire(QLOCK(free_slot), LW_EXCLUSIVE);
 			q = &audit->q[free_slot];
 			q->dboid = MyDatabaseId;
+			q->generation++;
 			q->insert_pos = q->read_pos = q->durable_pos = 0;
 			q->registered = false;
 			q->worker_pid = 0;
@@ -632,11 +636,23 @@ enqueue_bytes(const char *data, Size len, bool may_error)
 		Latch	   *latch;
 
 		LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
+		if (q->dboid != MyDatabaseId || !q->registered)
+		{
+			/* an idle worker gave the queue up meanwhile: find it again */
+			LWLockRelease(QLOCK(qi));
+			my_queue = -1;
+			qi = queue_for_database(may_error);
+			if (qi < 0)
+				return;
+			q = &audit->q[qi];
+			continue;
+		}
 		if (q->insert_pos - q->durable_pos + len <= audit->ring_size)
 		{
 			ring_write(q, q->insert_pos, data, len);
 			q->insert_pos += len;
 			wait_target = q->insert_pos;
+			wait_generation = q->generation;
 			done = true;
 		}
 		latch = q->worker_latch;
@@ -675,15 +691,10 @@ wait_durable(void)
 
 		LWLockAcquire(QLOCK(my_queue), LW_SHARED);
 		durable = q->durable_pos;
-		mine = q->dboid == MyDatabaseId;
+		mine = q->dboid == MyDatabaseId && q->generation == wait_generation;
 		LWLockRelease(QLOCK(my_queue));
-		if (!mine)
-		{
-			ConditionVariableCancelSleep();
-			wait_target = 0;
-			audit_unavailable("its worker stopped");
-		}
-		if (durable >= wait_target)
+		/* a queue is only given up once everything in it is durable */
+		if (!mine || durable >= wait_target)
 			break;
 		if (GetCurrentTimestamp() >= deadline)
 		{
@@ -996,11 +1007,13 @@ schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, 
 	escape_json(&js, unpack_sql_state(sqlstate));
 	appendStringInfoChar(&js, '}');
 	schedphi_audit_record(action, tenant, NULL, NULL, NULL, js.data);
+	/* the context would only show schedphi's own call of _deny */
 	ereport(ERROR,
 			(errcode(sqlstate),
 			 errmsg("%s", message),
 			 detail ? errdetail("%s", detail) : 0,
-			 hint ? errhint("%s", hint) : 0));
+			 hint ? errhint("%s", hint) : 0,
+			 errhidecontext(true)));
 }
 
 PG_FUNCTION_INFO_V1(schedphi_audit_event);
@@ -1528,14 +1541,24 @@ maintain_partitions(void)
 	CommitTransactionCommand();
 }
 
-/* Give the slot up: schedphi is not (or no longer) installed here. */
+/*
+ * Give the slot up and exit: schedphi is not (or no longer) installed
+ * here, the database is being dropped, or (only_if_idle) nothing has
+ * happened for a while and nothing is queued.
+ */
 static void
-worker_give_up(int qi)
+worker_give_up(int qi, bool only_if_idle)
 {
 	AuditQueue *q = &audit->q[qi];
 
 	LWLockAcquire(SLOTLOCK, LW_EXCLUSIVE);
 	LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
+	if (only_if_idle && q->insert_pos != q->durable_pos)
+	{
+		LWLockRelease(QLOCK(qi));
+		LWLockRelease(SLOTLOCK);
+		return;
+	}
 	q->dboid = InvalidOid;
 	q->registered = false;
 	q->worker_pid = 0;
@@ -1556,7 +1579,8 @@ schedphi_audit_worker_main(Datum arg)
 	AuditQueue *q;
 	char	   *buf;
 	TimestampTz last_seal = 0,
-				last_partitions = 0;
+				last_partitions = 0,
+				last_activity = GetCurrentTimestamp();
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -1594,7 +1618,7 @@ schedphi_audit_worker_main(Datum arg)
 		}
 		ResetLatch(MyLatch);
 		if (q->stop_requested)
-			worker_give_up(qi);
+			worker_give_up(qi, false);
 		now = GetCurrentTimestamp();
 		if (now - last_partitions >= USECS_PER_SEC * 3600)
 		{
@@ -1614,14 +1638,21 @@ schedphi_audit_worker_main(Datum arg)
 			{
 				n = seal(qi);
 				if (n < 0)
-					worker_give_up(qi);
+					worker_give_up(qi, false);
+				if (n > 0)
+					last_activity = now;
 				/* keep the queue moving while a backlog is sealed */
 				(void) drain(qi, buf);
 			} while (n == SEAL_BATCH);
 			last_seal = now;
 		}
 		if (moved)
+		{
+			last_activity = now;
 			continue;
+		}
+		if (now - last_activity >= (int64) WORKER_IDLE_MS * 1000)
+			worker_give_up(qi, true);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(audit_seal_interval_ms, 10), PG_WAIT_EXTENSION);
 	}
@@ -1886,10 +1917,12 @@ audit_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 void
 schedphi_audit_init(void)
 {
-	DefineCustomIntVariable("schedphi.audit_queue_size",
-							"Shared memory for each database's audit queue.",
-							NULL, &audit_queue_kb, 1024, 64, 1024 * 1024,
-							PGC_POSTMASTER, GUC_UNIT_KB, NULL, NULL, NULL);
+	/* a PGC_POSTMASTER setting can only be defined while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("schedphi.audit_queue_size",
+								"Shared memory for each database's audit queue.",
+								NULL, &audit_queue_kb, 1024, 64, 1024 * 1024,
+								PGC_POSTMASTER, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("schedphi.audit_timeout",
 							"How long a statement waits for its audit records to become durable before it fails.",
 							NULL, &audit_timeout_ms, 10000, 100, 600000,

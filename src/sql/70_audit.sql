@@ -35,10 +35,9 @@ CREATE TABLE schedphi.audit_log (
 	id			bigint NOT NULL DEFAULT nextval('schedphi.audit_log_id')	-- order of arrival
 ) PARTITION BY RANGE (at);
 
-CREATE INDEX audit_log_seq ON schedphi.audit_log (seq);
-CREATE INDEX audit_log_unsealed ON schedphi.audit_log (id) WHERE hash IS NULL;
-CREATE INDEX audit_log_patient ON schedphi.audit_log (patient, at) WHERE patient IS NOT NULL;
-CREATE INDEX audit_log_purge ON schedphi.audit_log (seq) WHERE action = 'purge';
+-- Indexes are made per partition (_audit_protect), not on the parent: a
+-- partitioned index of an extension's table would clash, on restore, with
+-- the indexes pg_dump writes for the partitions the worker created.
 CREATE TABLE schedphi.audit_log_default PARTITION OF schedphi.audit_log DEFAULT;
 
 -- pg_dump writes the records; monthly partitions are ordinary tables that
@@ -59,13 +58,21 @@ CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON schedphi.audit_log
 ALTER TABLE schedphi.audit_log ENABLE ALWAYS TRIGGER append_only;
 ALTER TABLE schedphi.audit_log ENABLE ALWAYS TRIGGER append_only_truncate;
 
--- What a partition needs besides the row trigger it inherits.
+-- What a partition needs besides the row trigger it inherits: its indexes,
+-- the TRUNCATE guard, and no access of its own.
 CREATE FUNCTION schedphi._audit_protect(p_partition name)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (seq)', p_partition || '_seq', p_partition);
+	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (id) WHERE hash IS NULL',
+							  p_partition || '_unsealed', p_partition);
+	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (patient, at) WHERE patient IS NOT NULL',
+							  p_partition || '_patient', p_partition);
+	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (seq) WHERE action = ''purge''',
+							  p_partition || '_purge', p_partition);
 	EXECUTE pg_catalog.format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON schedphi.%I '
 							  'FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_guard()', p_partition);
 	EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I ENABLE ALWAYS TRIGGER append_only_truncate', p_partition);

@@ -56,6 +56,7 @@ cluster_start() {
 		echo "shared_preload_libraries = 'schedphi'"
 		echo "schedphi.key_command = 'cat $SP_TMP/master.keys'"
 		echo "max_connections = 60"
+		echo "max_worker_processes = 20   # one schedphi audit worker per busy database"
 		echo "log_min_messages = warning"
 		echo "timezone = 'UTC'"
 		local line
