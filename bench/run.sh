@@ -168,4 +168,9 @@ if [ -z "${BENCH_SKIP_IDENTITY:-}" ]; then
 	echo
 	bash "$(dirname "$0")/identity.sh"
 fi
+# And the audit ledger's.
+if [ -z "${BENCH_SKIP_AUDIT:-}" ]; then
+	echo
+	bash "$(dirname "$0")/audit.sh"
+fi
 echo "bench: done"

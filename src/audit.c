@@ -968,8 +968,18 @@ schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *o
 {
 	Who			w;
 	AuditEvent	ev;
+	bool		queued = audit != NULL;
 
-	queue_for_database(true);
+	/*
+	 * Not preloaded, there is no queue: an event that goes with a change
+	 * (a key operation, break-glass) is recorded in the transaction making
+	 * it, and a denial only in the server log (by the error itself).
+	 * Reading PHI is refused outright (schedphi_audit_note_read).
+	 */
+	if (!queued && (strcmp(action, "denied") == 0 || strcmp(action, "rate_limited") == 0))
+		return;
+	if (queued)
+		queue_for_database(true);
 	/* reads before this event are recorded before it */
 	if (npending > 0)
 		flush_reads(true);
@@ -986,7 +996,15 @@ schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *o
 	if (patient)
 		ev.has_patient = true, ev.patient = *patient;
 	ev.s[S_DETAIL] = detail;
-	record_event(&ev);
+	if (queued)
+		record_event(&ev);
+	else
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		insert_event(&ev);
+		SPI_finish();
+	}
 }
 
 /*
@@ -1007,13 +1025,16 @@ schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, 
 	escape_json(&js, unpack_sql_state(sqlstate));
 	appendStringInfoChar(&js, '}');
 	schedphi_audit_record(action, tenant, NULL, NULL, NULL, js.data);
-	/* the context would only show schedphi's own call of _deny */
+	/*
+	 * No CONTEXT lines: they would only show schedphi's own call of _deny.
+	 * Whoever catches the error restores the context stack (PG_TRY saves it).
+	 */
+	error_context_stack = NULL;
 	ereport(ERROR,
 			(errcode(sqlstate),
 			 errmsg("%s", message),
 			 detail ? errdetail("%s", detail) : 0,
-			 hint ? errhint("%s", hint) : 0,
-			 errhidecontext(true)));
+			 hint ? errhint("%s", hint) : 0));
 }
 
 PG_FUNCTION_INFO_V1(schedphi_audit_event);

@@ -176,6 +176,12 @@ ok "with require_mfa off (superuser setting), one factor is enough" \
 ok "only a superuser may turn require_mfa off" "$(as_pool -c "SET schedphi.require_mfa = off" | grep -c 'permission denied')" 1
 logged=$(grep -c -- "${good:40:30}" "$PGHOST/server.log" 2>/dev/null)
 ok "no token content reaches the server log" "${logged:-0}" 0
+ok "an accepted token is in the audit log (assume), with its issuer" \
+	"$(q -c "SELECT count(*) > 0 FROM schedphi.audit_log WHERE action = 'assume' AND login = 'tok_pool'
+			 AND actor = 'user-scheduler' AND detail ->> 'issuer' = 'https://idp.example'")" t
+ok "a refused token is in the audit log (denied), with the rule" \
+	"$(q -c "SELECT count(*) > 0 FROM schedphi.audit_log WHERE action = 'denied' AND login = 'tok_pool'
+			 AND detail ->> 'rule' LIKE 'token rejected: %'")" t
 
 psql -X -q -c "DROP DATABASE $db" >/dev/null
 echo "tokens: $count checks"
