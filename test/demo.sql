@@ -186,6 +186,35 @@ CROSS JOIN LATERAL schedphi.find_slots(ARRAY[:'ada']::uuid[],
 GROUP BY d ORDER BY d;
 
 \echo
-\echo '== The tamper-evident audit log and the EHR interfaces arrive with the next issues (docs/security.md shows roles, tokens and break-glass).'
+\echo '== 10. Every touch of patient data is in the audit log: who, what (column names, never values), when, where, why'
+SELECT schedphi._audit_sync() \g /dev/null
+SELECT action, count(*) AS records FROM schedphi.audit_log GROUP BY action ORDER BY count(*) DESC, action;
+DROP ROLE IF EXISTS demo_auditor;
+CREATE ROLE demo_auditor LOGIN;
+SELECT schedphi.add_member(:'clinic', 'demo_auditor', 'auditor') \g /dev/null
+\echo 'The accounting of disclosures for patient demo-00001, as the clinic''s auditor sees it:'
+SET SESSION AUTHORIZATION demo_auditor;
+SELECT to_char(at, 'HH24:MI:SS') AS at, login, role, coalesce(purpose, '') AS purpose, action, object,
+	   CASE WHEN cardinality(columns) > 4 THEN array_to_string(columns[1:4], ',') || ',...'
+			ELSE array_to_string(columns, ',') END AS columns
+FROM schedphi.access_report((SELECT id FROM pats WHERE n = 1))
+WHERE action <> 'export'
+ORDER BY at, action LIMIT 8;
+\echo 'The refused decryption by the DBA is on record too:'
+SELECT login, action, detail ->> 'rule' AS rule FROM schedphi.audit_log WHERE action = 'denied';
+\echo 'The hash chain verifies, and its signed head is kept outside the database:'
+SELECT checked, pending, first_bad, ok FROM schedphi.verify_audit();
+SELECT d ->> 'seq' AS seq, left(d ->> 'hash', 16) || '...' AS hash, d ->> 'key' AS signed_with
+FROM schedphi.audit_digest() d;
+RESET SESSION AUTHORIZATION;
+\echo 'Nobody edits it, not even the DBA:'
+\set ON_ERROR_STOP off
+UPDATE schedphi.audit_log SET login = 'nobody' WHERE seq = 1;
+\set ON_ERROR_STOP on
+
+\echo
+\echo '== Tokenised analytics and the EHR interfaces arrive with the next issues (docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger).'
 DROP OWNED BY demo_frontdesk;
 DROP ROLE demo_frontdesk;
+DROP OWNED BY demo_auditor;
+DROP ROLE demo_auditor;
