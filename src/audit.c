@@ -118,6 +118,7 @@ typedef struct AuditQueue
 typedef struct AuditShared
 {
 	LWLockPadded *locks;		/* [0..AQ_DBS-1] queues, [AQ_DBS] slot table */
+	pg_atomic_uint64 member_generation; /* bumped when any membership changes */
 	Size		ring_size;
 	AuditQueue	q[AQ_DBS];
 } AuditShared;
@@ -165,6 +166,7 @@ audit_shmem_startup(void)
 	if (!found)
 	{
 		memset(audit, 0, sizeof(AuditShared));
+		pg_atomic_init_u64(&audit->member_generation, 1);
 		audit->ring_size = ring_size();
 		for (int i = 0; i < AQ_DBS; i++)
 		{
@@ -357,45 +359,77 @@ client_address(void)
 	return client_addr;
 }
 
-/* The membership role of the session user in a tenant, cached per transaction. */
+/*
+ * Memberships change rarely and are read on every audited write: the role
+ * of the session user in a tenant is cached until any membership changes
+ * (a generation counter in shared memory, bumped at the commit of a
+ * change), or, not preloaded, for one transaction.
+ */
+static bool members_changed = false;
+
+static uint64
+member_generation(void)
+{
+	return audit ? pg_atomic_read_u64(&audit->member_generation) : 0;
+}
+
 static void
 member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 {
 	static SPIPlanPtr plan = NULL;
+	static uint64 cached_generation = 0;
 	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 	static pg_uuid_t cached_tenant;
 	static Oid	cached_user = InvalidOid;
 	static char cached_role[16];
 	Oid			types[1] = {UUIDOID};
 	Datum		v[1];
+	uint64		gen = member_generation();
 
-	if (cached_lxid == MyProc->lxid && cached_user == GetSessionUserId() &&
-		memcmp(cached_tenant.data, tenant->data, UUID_LEN) == 0)
+	if (cached_user == GetSessionUserId() && memcmp(cached_tenant.data, tenant->data, UUID_LEN) == 0 &&
+		!members_changed && (gen != 0 ? cached_generation == gen : cached_lxid == MyProc->lxid))
 	{
 		strlcpy(role, cached_role, rolelen);
 		return;
 	}
-	v[0] = UUIDPGetDatum(tenant);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	schedphi_keep_plan(&plan,
-					   "SELECT CASE WHEN r.rolsuper THEN 'superuser' ELSE "
-					   "(SELECT string_agg(m.role, ',' ORDER BY m.role) FROM schedphi.member m "
-					   " WHERE m.tenant = $1 AND m.login = session_user) END "
-					   "FROM pg_catalog.pg_roles r WHERE r.rolname = session_user", 1, types);
 	cached_role[0] = '\0';
-	if (SPI_execute_plan(plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	if (superuser_arg(GetSessionUserId()))
+		strlcpy(cached_role, "superuser", sizeof(cached_role));
+	else
 	{
-		char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		v[0] = UUIDPGetDatum(tenant);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		schedphi_keep_plan(&plan,
+						   "SELECT string_agg(m.role, ',' ORDER BY m.role) FROM schedphi.member m "
+						   "WHERE m.tenant = $1 AND m.login = session_user", 1, types);
+		if (SPI_execute_plan(plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
-		if (r != NULL)
-			strlcpy(cached_role, r, sizeof(cached_role));
+			if (r != NULL)
+				strlcpy(cached_role, r, sizeof(cached_role));
+		}
+		SPI_finish();
 	}
-	SPI_finish();
+	cached_generation = gen;
 	cached_lxid = MyProc->lxid;
 	cached_tenant = *tenant;
 	cached_user = GetSessionUserId();
 	strlcpy(role, cached_role, rolelen);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_members_changed);
+
+/*
+ * Statement trigger on schedphi.member: at commit, tell every backend that
+ * the roles it cached are stale.
+ */
+Datum
+schedphi_members_changed(PG_FUNCTION_ARGS)
+{
+	members_changed = true;
+	return PointerGetDatum(NULL);
 }
 
 /*
@@ -935,6 +969,7 @@ audit_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			/* the statement failed after decrypting: still recorded */
 			exec_nesting = 0;
+			members_changed = false;
 			if (npending > 0)
 				flush_reads(false);
 			wait_target = 0;
@@ -944,6 +979,9 @@ audit_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			reveal_known = false;
+			if (members_changed && audit != NULL)
+				pg_atomic_fetch_add_u64(&audit->member_generation, 1);
+			members_changed = false;
 			break;
 		default:
 			break;

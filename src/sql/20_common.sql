@@ -12,6 +12,39 @@ CREATE FUNCTION schedphi._context(OUT actor text, OUT tenant uuid, OUT role text
 								  OUT purpose text, OUT via text)
 AS 'MODULE_PATHNAME', 'schedphi_context' LANGUAGE C VOLATILE;
 
+-- Refusals that must not tell whether something exists.  Someone with no
+-- role in a tenant learns nothing about it: another tenant's patient,
+-- appointment, actor or MRN, an unknown one and an unknown tenant all get
+-- the same 42501 "tenant rule".  A superuser (who sees every row anyway)
+-- gets 22023 "unknown ..." for what does not exist.
+CREATE FUNCTION schedphi._deny_tenant(p_tenant uuid)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	PERFORM schedphi._deny(p_tenant, 'permission denied: tenant rule',
+		'You have no role in the tenant it belongs to, or it does not exist.',
+		'An administrator of the tenant grants roles with schedphi.add_member().');
+END
+$$;
+
+-- What to do when an id names nothing: 22023 for a NULL or for a
+-- superuser; for anyone else the same refusal as another tenant's object.
+CREATE FUNCTION schedphi._unknown(p_what text, p_id uuid, p_show_id boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF p_id IS NULL OR ((SELECT c.via FROM schedphi._context() c) IS NULL AND schedphi._is_superuser()) THEN
+		IF p_show_id THEN
+			RAISE EXCEPTION 'unknown % %', p_what, coalesce(p_id::text, 'NULL') USING ERRCODE = '22023';
+		END IF;
+		RAISE EXCEPTION 'unknown %', p_what USING ERRCODE = '22023';
+	END IF;
+	PERFORM schedphi._deny_tenant(NULL);
+END
+$$;
+
 CREATE FUNCTION schedphi._authorize(p_tenant uuid, p_roles text[])
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -23,6 +56,9 @@ BEGIN
 	IF c.via = 'token' THEN
 		IF c.tenant = p_tenant AND c.role = ANY (p_roles) THEN
 			RETURN;
+		END IF;
+		IF c.tenant IS DISTINCT FROM p_tenant THEN
+			PERFORM schedphi._deny_tenant(p_tenant);
 		END IF;
 		PERFORM schedphi._deny(p_tenant, 'permission denied: role rule',
 			pg_catalog.format('This needs the %s role in the tenant.', pg_catalog.array_to_string(p_roles, ' or ')));
@@ -36,6 +72,9 @@ BEGIN
 	IF EXISTS (SELECT 1 FROM schedphi.member m
 			   WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = ANY (p_roles)) THEN
 		RETURN;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user) THEN
+		PERFORM schedphi._deny_tenant(p_tenant);
 	END IF;
 	-- recorded in the audit log (it survives this error), then 42501
 	PERFORM schedphi._deny(p_tenant, 'permission denied: role rule',
@@ -162,7 +201,7 @@ DECLARE
 BEGIN
 	SELECT a.tenant INTO v_tenant FROM schedphi.actor a WHERE a.id = p_actor;
 	IF v_tenant IS NULL THEN
-		RAISE EXCEPTION 'unknown actor %', coalesce(p_actor::text, 'NULL') USING ERRCODE = '22023';
+		PERFORM schedphi._unknown('actor', p_actor);
 	END IF;
 	RETURN v_tenant;
 END
@@ -178,7 +217,7 @@ DECLARE
 BEGIN
 	SELECT p.tenant INTO v_tenant FROM schedphi.patient p WHERE p.id = p_patient;
 	IF v_tenant IS NULL THEN
-		RAISE EXCEPTION 'unknown patient' USING ERRCODE = '22023';
+		PERFORM schedphi._unknown('patient', p_patient, false);
 	END IF;
 	RETURN v_tenant;
 END

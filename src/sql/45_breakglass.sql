@@ -16,13 +16,14 @@ DECLARE
 	v_role text;
 	v_id uuid := gen_random_uuid();
 BEGIN
+	-- who first: what follows must not tell another tenant's patient from none
+	PERFORM schedphi._authorize(v_tenant, ARRAY['clinician', 'admin']);
 	IF reason IS NULL OR length(btrim(reason)) < 10 OR length(reason) > 2000 THEN
 		RAISE EXCEPTION 'reason must say why, in 10 to 2000 characters' USING ERRCODE = '22023';
 	END IF;
 	IF minutes IS NULL OR minutes < 1 OR minutes > 480 THEN
 		RAISE EXCEPTION 'minutes must be between 1 and 480' USING ERRCODE = '22023';
 	END IF;
-	PERFORM schedphi._authorize(v_tenant, ARRAY['clinician', 'admin']);
 	v_role := schedphi._member_role(v_tenant, ARRAY['clinician', 'admin']);
 	IF v_role = 'superuser' THEN
 		PERFORM schedphi._deny(v_tenant, 'permission denied: break-glass rule',
@@ -63,7 +64,7 @@ DECLARE
 BEGIN
 	SELECT * INTO g FROM schedphi.break_glass_grant x WHERE x.id = review_break_glass.id FOR UPDATE;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unknown break-glass grant' USING ERRCODE = '22023';
+		PERFORM schedphi._unknown('break-glass grant', review_break_glass.id, false);
 	END IF;
 	PERFORM schedphi._authorize(g.tenant, ARRAY['admin', 'auditor']);
 	IF g.actor = schedphi._actor_name() OR g.login = session_user THEN

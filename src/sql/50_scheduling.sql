@@ -204,7 +204,7 @@ DECLARE
 BEGIN
 	SELECT * INTO v FROM schedphi.appointment a WHERE a.id = p_id FOR UPDATE;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unknown appointment %', coalesce(p_id::text, 'NULL') USING ERRCODE = '22023';
+		PERFORM schedphi._unknown('appointment', p_id);
 	END IF;
 	PERFORM schedphi._authorize(v.tenant, p_roles);
 	RETURN v;

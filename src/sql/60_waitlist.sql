@@ -44,8 +44,7 @@ DECLARE
 BEGIN
 	SELECT * INTO v FROM schedphi.appointment a WHERE a.id = waitlist_offers.appointment;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unknown appointment %', coalesce(waitlist_offers.appointment::text, 'NULL')
-			USING ERRCODE = '22023';
+		PERFORM schedphi._unknown('appointment', waitlist_offers.appointment);
 	END IF;
 	PERFORM schedphi._authorize(v.tenant, ARRAY['scheduler', 'integration']);
 	IF schedphi._occupies(v.status) THEN
@@ -80,7 +79,7 @@ DECLARE
 BEGIN
 	SELECT * INTO v FROM schedphi.waitlist w WHERE w.id = waitlist_remove.waitlist FOR UPDATE;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unknown waitlist entry' USING ERRCODE = '22023';
+		PERFORM schedphi._unknown('waitlist entry', waitlist_remove.waitlist, false);
 	END IF;
 	PERFORM schedphi._authorize(v.tenant, ARRAY['scheduler', 'integration']);
 	IF v.status <> 'waiting' THEN

@@ -66,7 +66,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (seq)', p_partition || '_seq', p_partition);
+	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (seq) WHERE seq IS NOT NULL',
+							  p_partition || '_seq', p_partition);
 	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (id) WHERE hash IS NULL',
 							  p_partition || '_unsealed', p_partition);
 	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (patient, at) WHERE patient IS NOT NULL',
@@ -137,6 +138,14 @@ CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON schedphi.waitlist
 ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE schedphi.waitlist ENABLE ALWAYS TRIGGER audit;
+
+-- The role recorded with each event is cached per backend until a
+-- membership changes.
+CREATE FUNCTION schedphi._members_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'schedphi_members_changed' LANGUAGE C;
+CREATE TRIGGER audit_roles AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON schedphi.member
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._members_changed();
+ALTER TABLE schedphi.member ENABLE ALWAYS TRIGGER audit_roles;
 
 -- Events through the queue: recorded durably before the call returns.
 CREATE FUNCTION schedphi._audit_event(action text, tenant uuid, object text, object_id uuid,
