@@ -32,6 +32,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "common/hashfn.h"
 #include "utils/json.h"
 
 #include "codec/jose.h"
@@ -120,6 +121,46 @@ schedphi_key_kind(PG_FUNCTION_ARGS)
 				(errcode(SCHEDPHI_BAD_ARGUMENT),
 				 errmsg("key must be a PEM public key (RSA of 2048 bits or more, or EC P-256) or hs256: and a base64 secret of 32 bytes or more")));
 	PG_RETURN_TEXT_P(cstring_to_text(kind));
+}
+
+/*
+ * Parsing a PEM key costs more than verifying a signature with it: each
+ * backend keeps the keys of the issuers it has seen, by issuer id and the
+ * PEM text's hash (a re-registered key is parsed again).  Public keys only.
+ */
+#define KEY_CACHE_SIZE 16
+
+typedef struct CachedKey
+{
+	pg_uuid_t	issuer;
+	uint32		pem_hash;
+	EVP_PKEY   *pkey;
+} CachedKey;
+
+static CachedKey key_cache[KEY_CACHE_SIZE];
+static int	key_cache_next = 0;
+
+static EVP_PKEY *
+cached_public_key(const pg_uuid_t *issuer, const char *pem)
+{
+	uint32		h = hash_bytes((const unsigned char *) pem, (int) strlen(pem));
+	CachedKey  *slot;
+	EVP_PKEY   *pkey;
+
+	for (int i = 0; i < KEY_CACHE_SIZE; i++)
+		if (key_cache[i].pkey != NULL && key_cache[i].pem_hash == h &&
+			memcmp(key_cache[i].issuer.data, issuer->data, UUID_LEN) == 0)
+			return key_cache[i].pkey;
+	pkey = load_public_key(pem);
+	if (pkey == NULL)
+		return NULL;
+	slot = &key_cache[key_cache_next];
+	key_cache_next = (key_cache_next + 1) % KEY_CACHE_SIZE;
+	EVP_PKEY_free(slot->pkey);
+	slot->issuer = *issuer;
+	slot->pem_hash = h;
+	slot->pkey = pkey;
+	return pkey;
 }
 
 static bool
@@ -342,7 +383,8 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		EVP_PKEY   *pkey = load_public_key(SPI_getvalue(row, desc, 4));
+		EVP_PKEY   *pkey = cached_public_key(DatumGetUUIDP(SPI_getbinval(row, desc, 1, &isnull)),
+											 SPI_getvalue(row, desc, 4));
 
 		if (pkey == NULL)
 			elog(ERROR, "schedphi: a registered issuer key does not load");
@@ -350,7 +392,6 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 			verified = verify_signature(pkey, "SHA256", jwt->sig, jwt->siglen, token, jwt->signing_input_len);
 		else
 			verified = verify_es256(pkey, jwt->sig, jwt->siglen, token, jwt->signing_input_len);
-		EVP_PKEY_free(pkey);
 	}
 	if (!verified)
 		reject("signature does not verify");
