@@ -649,10 +649,13 @@ audit_unavailable(const char *why)
 
 /*
  * Put serialised events into the queue, waiting for room.  With may_error
- * false (abort processing), gives up silently when there is no room.
+ * false (abort processing), gives up silently when there is no room.  With
+ * durable, the statement will wait until they are committed (see
+ * wait_durable); otherwise the next event that is waited for covers them
+ * (the queue is committed in order).
  */
 static void
-enqueue_bytes(const char *data, Size len, bool may_error)
+enqueue_bytes(const char *data, Size len, bool may_error, bool durable)
 {
 	int			qi = queue_for_database(may_error);
 	AuditQueue *q;
@@ -685,8 +688,11 @@ enqueue_bytes(const char *data, Size len, bool may_error)
 		{
 			ring_write(q, q->insert_pos, data, len);
 			q->insert_pos += len;
-			wait_target = q->insert_pos;
-			wait_generation = q->generation;
+			if (durable)
+			{
+				wait_target = q->insert_pos;
+				wait_generation = q->generation;
+			}
 			done = true;
 		}
 		latch = q->worker_latch;
@@ -742,17 +748,18 @@ wait_durable(void)
 	wait_target = 0;
 }
 
-/* Record one event through the queue and wait until it is durable. */
+/* Record one event through the queue; with wait, until it is durable. */
 static void
-record_event(const AuditEvent *ev)
+record_event(const AuditEvent *ev, bool wait)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
 	serialise_event(&buf, ev);
-	enqueue_bytes(buf.data, buf.len, true);
+	enqueue_bytes(buf.data, buf.len, true, wait);
 	pfree(buf.data);
-	wait_durable();
+	if (wait)
+		wait_durable();
 }
 
 /* ---------------------------------------------------- reads, per statement */
@@ -842,7 +849,7 @@ flush_reads(bool may_error)
 	MemoryContextSwitchTo(old);
 	PG_TRY();
 	{
-		enqueue_bytes(buf.data, buf.len, may_error);
+		enqueue_bytes(buf.data, buf.len, may_error, true);
 	}
 	PG_FINALLY();
 	{
@@ -1002,7 +1009,7 @@ text_or_null(FunctionCallInfo fcinfo, int i)
  */
 void
 schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
-					  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail)
+					  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail, bool wait)
 {
 	Who			w;
 	AuditEvent	ev;
@@ -1035,7 +1042,7 @@ schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *o
 		ev.has_patient = true, ev.patient = *patient;
 	ev.s[S_DETAIL] = detail;
 	if (queued)
-		record_event(&ev);
+		record_event(&ev, wait);
 	else
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -1062,7 +1069,7 @@ schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, 
 	appendStringInfoString(&js, ", \"sqlstate\": ");
 	escape_json(&js, unpack_sql_state(sqlstate));
 	appendStringInfoChar(&js, '}');
-	schedphi_audit_record(action, tenant, NULL, NULL, NULL, js.data);
+	schedphi_audit_record(action, tenant, NULL, NULL, NULL, js.data, true);
 	/*
 	 * No CONTEXT lines: they would only show schedphi's own call of _deny.
 	 * Whoever catches the error restores the context stack (PG_TRY saves it).
@@ -1095,7 +1102,7 @@ schedphi_audit_event(PG_FUNCTION_ARGS)
 						  text_or_null(fcinfo, 2),
 						  PG_ARGISNULL(3) ? NULL : PG_GETARG_UUID_P(3),
 						  PG_ARGISNULL(4) ? NULL : PG_GETARG_UUID_P(4),
-						  detail);
+						  detail, true);
 	PG_RETURN_VOID();
 }
 

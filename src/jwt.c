@@ -460,7 +460,12 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 		appendStringInfoString(&js, ", \"scope\": ");
 		escape_json(&js, scope);
 		appendStringInfoChar(&js, '}');
-		schedphi_audit_record("assume", &a.tenant, NULL, NULL, NULL, js.data);
+		/*
+		 * Not waited for: the queue is committed in order, so the wait of
+		 * the first read of PHI (or denial, or explicit event) after this
+		 * covers it, and writes carry the actor in their own records.
+		 */
+		schedphi_audit_record("assume", &a.tenant, NULL, NULL, NULL, js.data, false);
 	}
 	PG_RETURN_VOID();
 }

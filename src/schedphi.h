@@ -75,7 +75,8 @@ extern void schedphi_audit_note_read(const pg_uuid_t *tenant, const char *object
 									 const pg_uuid_t *row);
 extern void schedphi_audit_note_patient(const pg_uuid_t *tenant, const pg_uuid_t *patient);
 extern void schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
-								  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail);
+								  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail,
+								  bool wait);
 extern void schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message,
 								const char *detail, const char *hint) pg_attribute_noreturn();
 

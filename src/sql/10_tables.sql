@@ -171,9 +171,12 @@ CREATE TABLE schedphi.appointment (
 	created_at	timestamptz NOT NULL DEFAULT now(),
 	updated_at	timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (tenant, id),
-	CONSTRAINT appointment_idempotency UNIQUE (tenant, idempotency_key),
 	FOREIGN KEY (tenant, patient) REFERENCES schedphi.patient (tenant, id)
 );
+-- Idempotency keys are unique per tenant; most bookings have none, and
+-- those cost no index entry.
+CREATE UNIQUE INDEX appointment_idempotency ON schedphi.appointment (tenant, idempotency_key)
+	WHERE idempotency_key IS NOT NULL;
 CREATE INDEX appointment_id ON schedphi.appointment (id);
 CREATE INDEX appointment_patient ON schedphi.appointment (tenant, patient);
 
@@ -203,8 +206,8 @@ CREATE TABLE schedphi.appointment_actor (
 -- reading every booking the actor ever had.
 CREATE INDEX appointment_actor_holds ON schedphi.appointment_actor (tenant, actor)
 	WHERE active AND expires IS NOT NULL;
--- An appointment's own rows (reschedule, cancel, status changes).
-CREATE INDEX appointment_actor_by_appointment ON schedphi.appointment_actor (tenant, appointment);
+-- An appointment's own rows (reschedule, cancel, status changes) are found
+-- through the primary key, which leads with (tenant, appointment).
 
 CREATE TABLE schedphi.waitlist (
 	tenant		uuid NOT NULL,

@@ -151,6 +151,32 @@ BEGIN
 	  AND ac.tenant = p_tenant AND ac.id = x.actor
 	  AND x.span && tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after);
 
+	-- READ COMMITTED (the default): every booking that could clash holds one
+	-- of the locks taken above, so what this statement sees is all there is;
+	-- choose the seats, refuse with the full message if one is missing, and
+	-- insert without a subtransaction.  The constraint still decides.
+	IF current_setting('transaction_isolation') = 'read committed' THEN
+		FOR a IN SELECT ac.id, ac.capacity, ac.buffer_before, ac.buffer_after FROM schedphi.actor ac
+				 WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors) ORDER BY ac.id
+		LOOP
+			v_span := tstzrange(lower(p_during) - a.buffer_before, upper(p_during) + a.buffer_after);
+			SELECT s INTO v_seat FROM generate_series(1, a.capacity) s
+			WHERE NOT EXISTS (SELECT 1 FROM schedphi.appointment_actor x
+							  WHERE x.tenant = p_tenant AND x.actor = a.id AND x.seat = s
+								AND x.active AND x.span && v_span)
+			ORDER BY s LIMIT 1;
+			IF v_seat IS NULL THEN
+				PERFORM schedphi._raise_conflict(p_tenant, p_actors, p_during);
+			END IF;
+			INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)
+			VALUES (p_tenant, p_appointment, a.id, v_seat, p_during, v_span, p_expires);
+		END LOOP;
+		RETURN;
+	END IF;
+
+	-- REPEATABLE READ or SERIALIZABLE: a clashing booking committed after
+	-- this transaction's snapshot is invisible here and shows up only as
+	-- the constraint's refusal; catch it and say what clashes.
 	LOOP
 		v_full := false;
 		BEGIN
@@ -323,7 +349,7 @@ BEGIN
 	VALUES (v_tenant, v_new, p_patient, v_actors, v_during, p_status, v_kind,
 			schedphi._seal(v_tenant, 'appointment', 'reason', v_new, p_reason),
 			p_key, v_digest, p_hold_expires)
-	ON CONFLICT ON CONSTRAINT appointment_idempotency DO NOTHING
+	ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 	RETURNING ap.id INTO v_id;
 	IF v_id IS NULL THEN
 		-- A concurrent call with the same key committed first.
