@@ -201,6 +201,15 @@ schedphi_set_purpose(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+PG_FUNCTION_INFO_V1(schedphi_session_superuser);
+
+/* _session_superuser() -> boolean: is the session user a superuser? */
+Datum
+schedphi_session_superuser(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(superuser_arg(GetSessionUserId()));
+}
+
 PG_FUNCTION_INFO_V1(schedphi_context);
 
 /*

@@ -45,6 +45,11 @@ BEGIN
 END
 $$;
 
+-- Is the session user (not the current user: SECURITY DEFINER functions
+-- run as their owner) a superuser?  From the catalog cache, in C.
+CREATE FUNCTION schedphi._session_superuser() RETURNS boolean
+AS 'MODULE_PATHNAME', 'schedphi_session_superuser' LANGUAGE C STABLE;
+
 CREATE FUNCTION schedphi._authorize(p_tenant uuid, p_roles text[])
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -63,7 +68,7 @@ BEGIN
 		PERFORM schedphi._deny(p_tenant, 'permission denied: role rule',
 			pg_catalog.format('This needs the %s role in the tenant.', pg_catalog.array_to_string(p_roles, ' or ')));
 	END IF;
-	IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+	IF schedphi._session_superuser() THEN
 		IF NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = p_tenant) THEN
 			RAISE EXCEPTION 'unknown tenant' USING ERRCODE = '22023';
 		END IF;
@@ -105,9 +110,8 @@ $$;
 CREATE FUNCTION schedphi._is_superuser()
 RETURNS boolean
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)
+	SELECT schedphi._session_superuser()
 $$;
 
 CREATE FUNCTION schedphi._bad_argument(p_message text)
@@ -247,10 +251,11 @@ BEGIN
 	IF cardinality(v_sorted) <> cardinality(p_actors) THEN
 		RAISE EXCEPTION 'actors must not name the same actor twice' USING ERRCODE = '22023';
 	END IF;
-	SELECT x INTO v_missing FROM unnest(v_sorted) x
-	WHERE NOT EXISTS (SELECT 1 FROM schedphi.actor a WHERE a.tenant = p_tenant AND a.id = x)
-	LIMIT 1;
-	IF FOUND THEN
+	IF (SELECT count(*) FROM schedphi.actor a WHERE a.tenant = p_tenant AND a.id = ANY (v_sorted))
+	   <> cardinality(v_sorted) THEN
+		SELECT x INTO v_missing FROM unnest(v_sorted) x
+		WHERE NOT EXISTS (SELECT 1 FROM schedphi.actor a WHERE a.tenant = p_tenant AND a.id = x)
+		LIMIT 1;
 		RAISE EXCEPTION 'unknown actor %', v_missing USING ERRCODE = '22023';
 	END IF;
 	RETURN v_sorted;

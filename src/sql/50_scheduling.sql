@@ -101,76 +101,83 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
 	a record;
+	v_ids uuid[] := '{}';
+	v_caps int[] := '{}';
+	v_spans tstzrange[] := '{}';
+	v_seats int[];
 	v_span tstzrange;
 	v_seat int;
 	v_full boolean;
 	v_multi boolean := false;
 	v_attempt int := 0;
 BEGIN
-	FOR a IN SELECT ac.id, ac.name, ac.capacity FROM schedphi.actor ac
+	-- Each actor: available for the whole time, not blocked; its span is
+	-- the time widened by its buffers.
+	FOR a IN SELECT ac.id, ac.name, ac.capacity,
+					tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after) AS span,
+					coalesce((SELECT range_agg(tstzrange(w.starts, w.ends)) @> p_during
+							  FROM schedphi._windows(p_tenant, ARRAY[ac.id], p_during) w), false) AS available,
+					EXISTS (SELECT 1 FROM schedphi.block b
+							WHERE b.tenant = p_tenant AND b.actor = ac.id AND b.during && p_during) AS blocked
+			 FROM schedphi.actor ac
 			 WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors) ORDER BY ac.id
 	LOOP
-		IF NOT coalesce((SELECT range_agg(tstzrange(w.starts, w.ends)) @> p_during
-						 FROM schedphi._windows(p_tenant, ARRAY[a.id], p_during) w), false) THEN
+		IF NOT a.available THEN
 			RAISE EXCEPTION 'actor % (%) is not available during %', a.name, a.id, p_during
 				USING ERRCODE = '22023', HINT = 'Use schedphi.find_slots() to find free times.';
 		END IF;
-		IF EXISTS (SELECT 1 FROM schedphi.block b
-				   WHERE b.tenant = p_tenant AND b.actor = a.id AND b.during && p_during) THEN
+		IF a.blocked THEN
 			RAISE EXCEPTION 'actor % (%) is blocked during %', a.name, a.id, p_during
 				USING ERRCODE = '22023', HINT = 'Use schedphi.find_slots() to find free times.';
 		END IF;
 		v_multi := v_multi OR a.capacity > 1;
+		v_ids := v_ids || a.id;
+		v_caps := v_caps || a.capacity;
+		v_spans := v_spans || a.span;
 	END LOOP;
 
 	-- Serialise bookings that could clash: one transaction-scoped lock per
-	-- actor and UTC day the span touches, taken in a fixed order.  Without
-	-- it, two transactions inserting clashing rows at the same moment each
-	-- wait for the other (an exclusion constraint checks after inserting)
-	-- and the deadlock detector resolves the tie only after
-	-- deadlock_timeout; with it the second waits for the first to finish
-	-- and then gets a plain conflict or the seat.  The constraint remains
-	-- the guarantee; the lock only makes contention orderly.
-	FOR a IN SELECT ac.id, d.day
-			 FROM schedphi.actor ac
-			 CROSS JOIN LATERAL generate_series(
-				 floor(extract(epoch FROM lower(p_during) - ac.buffer_before) / 86400)::int,
-				 floor(extract(epoch FROM upper(p_during) + ac.buffer_after) / 86400)::int) AS d(day)
-			 WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors)
-			 ORDER BY ac.id, d.day
-	LOOP
-		PERFORM pg_advisory_xact_lock(hashtext('schedphi.actor.' || a.id::text), a.day);
-	END LOOP;
+	-- actor and UTC day the span touches, taken in a fixed order (the
+	-- subquery's; the aggregate takes them row by row).  Without it, two
+	-- transactions inserting clashing rows at the same moment each wait for
+	-- the other (an exclusion constraint checks after inserting) and the
+	-- deadlock detector resolves the tie only after deadlock_timeout; with
+	-- it the second waits for the first to finish and then gets a plain
+	-- conflict or the seat.  The constraint remains the guarantee; the lock
+	-- only makes contention orderly.
+	PERFORM count(pg_advisory_xact_lock(k.h, k.day))
+	FROM (SELECT hashtext('schedphi.actor.' || u.id::text) AS h, d.day
+		  FROM unnest(v_ids, v_spans) AS u(id, span)
+		  CROSS JOIN LATERAL generate_series(floor(extract(epoch FROM lower(u.span)) / 86400)::int,
+											 floor(extract(epoch FROM upper(u.span)) / 86400)::int) AS d(day)
+		  ORDER BY u.id, d.day) k;
 
 	-- Expired holds stop blocking from the moment they expire: deactivate
 	-- the ones in our way, in our own transaction.
 	UPDATE schedphi.appointment_actor x SET active = false
-	FROM schedphi.actor ac
-	WHERE x.tenant = p_tenant AND x.actor = ANY (p_actors) AND x.active
+	FROM unnest(v_ids, v_spans) AS u(id, span)
+	WHERE x.tenant = p_tenant AND x.actor = u.id AND x.active
 	  AND x.expires IS NOT NULL AND x.expires <= statement_timestamp()
-	  AND ac.tenant = p_tenant AND ac.id = x.actor
-	  AND x.span && tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after);
+	  AND x.span && u.span;
 
 	-- READ COMMITTED (the default): every booking that could clash holds one
 	-- of the locks taken above, so what this statement sees is all there is;
 	-- choose the seats, refuse with the full message if one is missing, and
 	-- insert without a subtransaction.  The constraint still decides.
 	IF current_setting('transaction_isolation') = 'read committed' THEN
-		FOR a IN SELECT ac.id, ac.capacity, ac.buffer_before, ac.buffer_after FROM schedphi.actor ac
-				 WHERE ac.tenant = p_tenant AND ac.id = ANY (p_actors) ORDER BY ac.id
-		LOOP
-			v_span := tstzrange(lower(p_during) - a.buffer_before, upper(p_during) + a.buffer_after);
-			SELECT s INTO v_seat FROM generate_series(1, a.capacity) s
-			WHERE NOT EXISTS (SELECT 1 FROM schedphi.appointment_actor x
-							  WHERE x.tenant = p_tenant AND x.actor = a.id AND x.seat = s
-								AND x.active AND x.span && v_span)
-			ORDER BY s LIMIT 1;
-			IF v_seat IS NULL THEN
-				PERFORM schedphi._raise_conflict(p_tenant, p_actors, p_during);
-			END IF;
-			INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)
-			VALUES (p_tenant, p_appointment, a.id, v_seat, p_during, v_span, p_expires);
-		END LOOP;
+		SELECT array_agg((SELECT s FROM generate_series(1, u.cap) s
+						  WHERE NOT EXISTS (SELECT 1 FROM schedphi.appointment_actor x
+											WHERE x.tenant = p_tenant AND x.actor = u.id AND x.seat = s
+											  AND x.active AND x.span && u.span)
+						  ORDER BY s LIMIT 1) ORDER BY u.ord)
+		INTO v_seats
+		FROM unnest(v_ids, v_caps, v_spans) WITH ORDINALITY AS u(id, cap, span, ord);
+		IF array_position(v_seats, NULL) IS NOT NULL THEN
+			PERFORM schedphi._raise_conflict(p_tenant, p_actors, p_during);
+		END IF;
+		INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)
+		SELECT p_tenant, p_appointment, u.id, u.seat, p_during, u.span, p_expires
+		FROM unnest(v_ids, v_seats, v_spans) AS u(id, seat, span);
 		RETURN;
 	END IF;
 
