@@ -189,6 +189,9 @@ audit_check() {
 		"$(as au_auditor -c "SELECT string_agg(DISTINCT action || ':' || login || ':' || coalesce(purpose, '-'), ' ' ORDER BY action || ':' || login || ':' || coalesce(purpose, '-'))
 							 FROM schedphi.access_report('$canary') WHERE action IN ('insert', 'read')")" \
 		"insert:au_sched:- read:au_sched:PAYMENT read:au_sched:TREAT"
+	aok "the same report in plain words" \
+		"$(as au_auditor -c "SELECT what FROM schedphi.access_report_text('$canary') WHERE what LIKE 'viewed%payment%'" | head -1)" \
+		"viewed the patient's name, date of birth, phone number, e-mail address, medical record number, ZIP code, for payment, using psql"
 	aok "a scheduler gets no access report" \
 		"$(as au_sched -c "SELECT count(*) FROM schedphi.access_report('$canary')" | grep -c '^ERROR:  permission denied: audit rule')" 1
 	aok "an auditor reads the log directly, a scheduler does not" \

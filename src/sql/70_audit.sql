@@ -372,6 +372,60 @@ BEGIN
 END
 $$;
 
+-- The same accounting in plain words, for a letter to the patient: one
+-- line per record, oldest first.
+CREATE FUNCTION schedphi._plain_fields(p_object text, p_columns text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE p_object WHEN 'appointment' THEN 'an appointment''s ' WHEN 'waitlist' THEN 'a waitlist entry''s '
+						 ELSE 'the patient''s ' END
+		   || coalesce(string_agg(f.w, ', ' ORDER BY f.o), 'record')
+	FROM (SELECT DISTINCT ON (x.w) x.w, c.o
+		  FROM unnest(p_columns) WITH ORDINALITY AS c(col, o)
+		  CROSS JOIN LATERAL (SELECT CASE c.col
+					WHEN 'given' THEN 'name' WHEN 'family' THEN 'name' WHEN 'birth_date' THEN 'date of birth'
+					WHEN 'phone' THEN 'phone number' WHEN 'email' THEN 'e-mail address'
+					WHEN 'mrn' THEN 'medical record number' WHEN 'zip' THEN 'ZIP code'
+					WHEN 'reason' THEN 'reason for the visit' WHEN 'cancel_reason' THEN 'reason for cancelling'
+					WHEN 'status' THEN 'status' WHEN 'during' THEN 'time' WHEN 'actors' THEN 'practitioners and rooms'
+					WHEN 'wanted' THEN 'wanted times' END AS w) x
+		  WHERE x.w IS NOT NULL
+		  ORDER BY x.w, c.o) f
+$$;
+
+CREATE FUNCTION schedphi.access_report_text(patient uuid, during tstzrange DEFAULT NULL)
+RETURNS TABLE (at timestamptz, who text, what text)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT r.at,
+		   r.actor || CASE WHEN r.actor IS DISTINCT FROM r.login::text THEN ' (signed in as ' || r.login || ')' ELSE '' END
+				   || coalesce(', ' || r.role, ''),
+		   CASE r.action
+			   WHEN 'read' THEN 'viewed ' || schedphi._plain_fields(r.object, r.columns)
+			   WHEN 'insert' THEN CASE r.object WHEN 'patient' THEN 'registered the patient'
+												 WHEN 'appointment' THEN 'booked an appointment'
+												 WHEN 'waitlist' THEN 'put the patient on a waitlist'
+												 ELSE 'added ' || coalesce(r.object, 'a record') END
+			   WHEN 'update' THEN 'changed ' || schedphi._plain_fields(r.object, r.columns)
+			   WHEN 'delete' THEN 'deleted ' || schedphi._plain_fields(r.object, NULL)
+			   WHEN 'denied' THEN 'was refused access (' || coalesce(r.detail ->> 'rule', 'denied') || ')'
+			   WHEN 'rate_limited' THEN 'was stopped by a rate limit'
+			   WHEN 'break_glass' THEN 'opened emergency access to the record for '
+									   || coalesce(r.detail ->> 'minutes', '?') || ' minutes'
+			   WHEN 'review' THEN 'reviewed an emergency access and found it ' || coalesce(r.detail ->> 'outcome', '?')
+			   WHEN 'export' THEN 'produced an accounting of disclosures'
+			   ELSE r.action END
+		   || CASE r.purpose WHEN 'TREAT' THEN ', for treatment' WHEN 'PAYMENT' THEN ', for payment'
+							 WHEN 'OPERATIONS' THEN ', for health care operations'
+							 WHEN 'EMERGENCY' THEN ', in an emergency' ELSE '' END
+		   || coalesce(', from ' || host(r.client_addr), '')
+		   || coalesce(', using ' || r.application, '')
+	FROM schedphi.access_report(patient, during) r
+$$;
+
 -- Remove audit records older than p_before, which must be older than
 -- schedphi.audit_retention.  What goes is anchored first: a 'purge'
 -- record (durable before anything is removed) holds the seq and hash of
