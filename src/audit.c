@@ -1396,6 +1396,8 @@ extension_here(void)
 		OidIsValid(get_relname_relid("audit_log", get_namespace_oid("schedphi", true)));
 }
 
+static void worker_give_up(int qi, bool only_if_idle);
+
 /* Move queued events into audit_log; true if any were moved. */
 static bool
 drain(int qi, char *buf)
@@ -1419,6 +1421,14 @@ drain(int qi, char *buf)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!extension_here())
+	{
+		/* dropped meanwhile: nothing can be recorded here any more */
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		worker_give_up(qi, false);
+	}
 	pgstat_report_activity(STATE_RUNNING, "recording audit events");
 	for (off = 0; off < len;)
 	{
