@@ -22,12 +22,22 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "pgtime.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/rangetypes.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "schedphi.h"
+
+static TimestampTz wall_to_instant_slow(Timestamp local, const pg_tz *tz, bool early);
 
 /* UTC offset in seconds in force at an instant. */
 static long
@@ -51,6 +61,29 @@ offset_at(TimestampTz t, const pg_tz *tz)
  */
 TimestampTz
 schedphi_wall_to_instant(Timestamp local, const pg_tz *tz, bool early)
+{
+	pg_time_t	from = timestamptz_to_time_t(local - 26 * USECS_PER_HOUR);
+	pg_time_t	boundary;
+	long		before_off,
+				after_off;
+	int			before_dst,
+				after_dst;
+	int			found = pg_next_dst_boundary(&from, &before_off, &before_dst, &boundary,
+											 &after_off, &after_dst, tz);
+
+	/*
+	 * Almost always the offset does not change within 26 hours either side:
+	 * then the time names exactly one instant.  Otherwise, work it out.
+	 */
+	if (found == 0 ||
+		(found == 1 && boundary > timestamptz_to_time_t(local + 26 * USECS_PER_HOUR)))
+		return local - (int64) before_off * USECS_PER_SEC;
+	return wall_to_instant_slow(local, tz, early);
+}
+
+/* The general case, around an offset change. */
+static TimestampTz
+wall_to_instant_slow(Timestamp local, const pg_tz *tz, bool early)
 {
 	long		oa = offset_at(local - 26 * USECS_PER_HOUR, tz);
 	long		ob = offset_at(local + 26 * USECS_PER_HOUR, tz);
@@ -107,4 +140,165 @@ schedphi_wall_instant(PG_FUNCTION_ARGS)
 	if (TIMESTAMP_NOT_FINITE(local))
 		PG_RETURN_TIMESTAMPTZ(local);
 	PG_RETURN_TIMESTAMPTZ(schedphi_wall_to_instant(local, tz, early));
+}
+
+/* ------------------------------------------------- availability windows */
+
+/* One weekly availability rule, as read from the catalog. */
+typedef struct Rule
+{
+	pg_uuid_t	actor;
+	bool		days[8];		/* [1..7]: ISO day of week */
+	TimeADT		starts;
+	TimeADT		ends;
+	bool		has_from,
+				has_until;
+	DateADT		valid_from;		/* inclusive */
+	DateADT		valid_until;	/* exclusive */
+	int32		slot_minutes;
+	char	   *zone;
+} Rule;
+
+/* The local date, in zone tz, of an instant. */
+static DateADT
+local_date(TimestampTz t, pg_tz *tz)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+
+	if (timestamp2tm(t, &tzoff, &tm, &fsec, NULL, tz) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_windows);
+
+/*
+ * _windows(tenant uuid, actors uuid[], window tstzrange)
+ *	 -> table(actor uuid, starts timestamptz, ends timestamptz, slot_minutes int)
+ * Strict.  Every availability rule of the actors expanded into the instants
+ * of its daily windows that overlap `window`, each day read in the rule's
+ * location's zone with the DST rules above.  Unordered.  An unbounded or
+ * empty window has no windows.
+ */
+Datum
+schedphi_windows(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	RangeType  *win = PG_GETARG_RANGE_P(2);
+	TypeCacheEntry *typcache = range_get_typcache(fcinfo, RangeTypeGetOid(win));
+	MemoryContext callctx = CurrentMemoryContext;
+	RangeBound	lo,
+				hi;
+	bool		empty;
+	TimestampTz wlo,
+				whi;
+	Oid			types[2] = {UUIDOID, UUIDARRAYOID};
+	Datum		args[2];
+	Rule	   *rules;
+	int			nrules;
+
+	InitMaterializedSRF(fcinfo, 0);
+	range_deserialize(typcache, win, &lo, &hi, &empty);
+	if (empty || lo.infinite || hi.infinite)
+		return (Datum) 0;
+	wlo = DatumGetTimestampTz(lo.val);
+	whi = DatumGetTimestampTz(hi.val);
+	if (TIMESTAMP_NOT_FINITE(wlo) || TIMESTAMP_NOT_FINITE(whi))
+		return (Datum) 0;
+
+	args[0] = PG_GETARG_DATUM(0);
+	args[1] = PG_GETARG_DATUM(1);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	schedphi_keep_plan(&plan,
+					   "SELECT av.actor, av.days, av.starts, av.ends, lower(av.valid), upper(av.valid), "
+					   "av.slot_minutes, l.timezone "
+					   "FROM schedphi.availability av "
+					   "JOIN schedphi.location l ON l.tenant = av.tenant AND l.id = av.location "
+					   "WHERE av.tenant = $1 AND av.actor = ANY ($2) AND NOT isempty(av.valid)", 2, types);
+	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "schedphi: availability query failed");
+	MemoryContextSwitchTo(callctx);
+	nrules = (int) SPI_processed;
+	rules = palloc0(sizeof(Rule) * Max(nrules, 1));
+	for (int r = 0; r < nrules; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Rule	   *rule = &rules[r];
+		bool		isnull;
+		ArrayType  *days;
+		Datum	   *elems;
+		bool	   *nulls;
+		int			ndays;
+		Datum		d;
+
+		rule->actor = *DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull));
+		days = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull));
+		deconstruct_array(days, INT4OID, 4, true, TYPALIGN_INT, &elems, &nulls, &ndays);
+		for (int i = 0; i < ndays; i++)
+		{
+			int32		day = DatumGetInt32(elems[i]);
+
+			if (!nulls[i] && day >= 1 && day <= 7)
+				rule->days[day] = true;
+		}
+		rule->starts = DatumGetTimeADT(SPI_getbinval(tup, desc, 3, &isnull));
+		rule->ends = DatumGetTimeADT(SPI_getbinval(tup, desc, 4, &isnull));
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		rule->has_from = !isnull;
+		rule->valid_from = isnull ? 0 : DatumGetDateADT(d);
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		rule->has_until = !isnull;
+		rule->valid_until = isnull ? 0 : DatumGetDateADT(d);
+		rule->slot_minutes = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		rule->zone = TextDatumGetCString(SPI_getbinval(tup, desc, 8, &isnull));
+	}
+	SPI_finish();
+
+	for (int r = 0; r < nrules; r++)
+	{
+		Rule	   *rule = &rules[r];
+		pg_tz	   *tz = pg_tzset(rule->zone);
+		DateADT		first,
+					last;
+
+		if (tz == NULL)
+			ereport(ERROR,
+					(errcode(SCHEDPHI_BAD_ARGUMENT),
+					 errmsg("unknown time zone")));
+		first = local_date(wlo, tz) - 1;
+		last = local_date(whi, tz);
+		for (DateADT day = first; day <= last; day++)
+		{
+			int			dow = j2day(day + POSTGRES_EPOCH_JDATE);
+			TimestampTz s,
+						e;
+			Datum		values[4];
+			bool		nulls[4] = {false, false, false, false};
+
+			if (!rule->days[dow == 0 ? 7 : dow])
+				continue;
+			if ((rule->has_from && !DATE_NOT_FINITE(rule->valid_from) && day < rule->valid_from) ||
+				(rule->has_from && DATE_IS_NOEND(rule->valid_from)) ||
+				(rule->has_until && !DATE_NOT_FINITE(rule->valid_until) && day >= rule->valid_until) ||
+				(rule->has_until && DATE_IS_NOBEGIN(rule->valid_until)))
+				continue;
+			s = schedphi_wall_to_instant((Timestamp) day * USECS_PER_DAY + rule->starts, tz, true);
+			e = schedphi_wall_to_instant((Timestamp) day * USECS_PER_DAY + rule->ends, tz, false);
+			if (!(s < whi && e > wlo && s < e))
+				continue;
+			values[0] = UUIDPGetDatum(&rule->actor);
+			values[1] = TimestampTzGetDatum(s);
+			values[2] = TimestampTzGetDatum(e);
+			values[3] = Int32GetDatum(rule->slot_minutes);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	return (Datum) 0;
 }

@@ -274,26 +274,10 @@ LANGUAGE C STABLE STRICT PARALLEL SAFE;
 -- time-zone rules for each date: 09:00-17:00 local is 14:00-22:00 UTC in
 -- New York winter and 13:00-21:00 in summer.  A window runs from the first
 -- instant the local clock shows its start to the last instant it shows its
--- end (_wall_to_instant).  Inlinable SQL: find_slots (C) and the booking
--- checks both use it.
+-- end (_wall_to_instant).  In C (src/walltime.c); find_slots and the
+-- booking checks both use it.  test/tap/13_windows.sql holds the same
+-- expansion in plain SQL and compares the two.
 CREATE FUNCTION schedphi._windows(p_tenant uuid, p_actors uuid[], p_window tstzrange)
 RETURNS TABLE (actor uuid, starts timestamptz, ends timestamptz, slot_minutes int)
-LANGUAGE sql STABLE
-AS $$
-	SELECT av.actor, w.s, w.e, av.slot_minutes
-	FROM schedphi.availability av
-	JOIN schedphi.location l ON l.tenant = av.tenant AND l.id = av.location
-	CROSS JOIN LATERAL pg_catalog.generate_series(
-		((pg_catalog.lower(p_window) AT TIME ZONE l.timezone)::date - 1)::timestamp,
-		((pg_catalog.upper(p_window) AT TIME ZONE l.timezone)::date)::timestamp,
-		interval '1 day') AS g(d)
-	CROSS JOIN LATERAL (SELECT schedphi._wall_to_instant(g.d + av.starts, l.timezone, true) AS s,
-							   schedphi._wall_to_instant(g.d + av.ends, l.timezone, false) AS e) w
-	WHERE av.tenant = p_tenant
-	  AND av.actor = ANY (p_actors)
-	  AND extract(isodow FROM g.d)::int = ANY (av.days)
-	  AND av.valid @> g.d::date
-	  AND w.s < pg_catalog.upper(p_window)
-	  AND w.e > pg_catalog.lower(p_window)
-	  AND w.s < w.e
-$$;
+AS 'MODULE_PATHNAME', 'schedphi_windows'
+LANGUAGE C STABLE STRICT;
