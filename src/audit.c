@@ -921,6 +921,8 @@ static int	exec_nesting = 0;
 static void
 make_reads_durable(void)
 {
+	if (in_worker)
+		return;
 	if (npending > 0)
 		flush_reads(true);
 	if (wait_target != 0)

@@ -192,14 +192,17 @@ SELECT action, count(*) AS records FROM schedphi.audit_log GROUP BY action ORDER
 DROP ROLE IF EXISTS demo_auditor;
 CREATE ROLE demo_auditor LOGIN;
 SELECT schedphi.add_member(:'clinic', 'demo_auditor', 'auditor') \g /dev/null
-\echo 'The accounting of disclosures for patient demo-00001, as the clinic''s auditor sees it:'
+SELECT id AS demo_p1 FROM pats WHERE n = 1 \gset
+\echo 'The accounting of disclosures for patient demo-00001, as the clinic''s auditor sees it (in plain words too):'
 SET SESSION AUTHORIZATION demo_auditor;
 SELECT to_char(at, 'HH24:MI:SS') AS at, login, role, coalesce(purpose, '') AS purpose, action, object,
 	   CASE WHEN cardinality(columns) > 4 THEN array_to_string(columns[1:4], ',') || ',...'
 			ELSE array_to_string(columns, ',') END AS columns
-FROM schedphi.access_report((SELECT id FROM pats WHERE n = 1))
+FROM schedphi.access_report(:'demo_p1')
 WHERE action <> 'export'
 ORDER BY at, action LIMIT 8;
+SELECT to_char(at, 'HH24:MI:SS') AS at, who, what FROM schedphi.access_report_text(:'demo_p1')
+WHERE what NOT LIKE 'produced%' ORDER BY at LIMIT 4;
 \echo 'The refused decryption by the DBA is on record too:'
 SELECT login, action, detail ->> 'rule' AS rule FROM schedphi.audit_log WHERE action = 'denied';
 \echo 'The hash chain verifies, and its signed head is kept outside the database:'
