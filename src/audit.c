@@ -128,6 +128,8 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ExecutorEnd_hook_type prev_executor_end_hook = NULL;
 static ExecutorRun_hook_type prev_executor_run_hook = NULL;
+static ExecutorStart_hook_type prev_executor_start_hook = NULL;
+static emit_log_hook_type prev_emit_log_hook = NULL;
 
 /* This process is the audit worker; it alone may seal and purge. */
 static bool in_worker = false;
@@ -1054,6 +1056,9 @@ schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *o
 	}
 }
 
+/* The message of the denial schedphi_audit_deny last recorded itself. */
+static char recorded_denial[256];
+
 /*
  * A denial: record it (durably), then raise 42501 with the rule.  Never
  * returns.  rule is the message, e.g. "permission denied: role rule".
@@ -1064,6 +1069,9 @@ schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, 
 {
 	StringInfoData js;
 	const char *action = sqlstate == SCHEDPHI_RATE_LIMITED ? "rate_limited" : "denied";
+
+	/* recorded here: the error report hook must not record it again */
+	strlcpy(recorded_denial, message, sizeof(recorded_denial));
 
 	initStringInfo(&js);
 	appendStringInfoString(&js, "{\"rule\": ");
@@ -1923,6 +1931,100 @@ schedphi_audit_purge_rows(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(n);
 }
 
+/* ------------------------------------------- PostgreSQL's own refusals */
+
+/*
+ * Refusals that PostgreSQL itself raises — a login reading a schedphi
+ * table, calling an internal function — are recorded too, from the error
+ * report hook.  There nothing may wait or fail: the record is queued
+ * without waiting (a crash in the next milliseconds can lose it; the
+ * statement failed anyway), and only in databases where schedphi is
+ * installed (looked up once per backend, before the first statement runs:
+ * privileges are checked when an executor starts).
+ */
+static int	schedphi_here = -1;		/* -1 unknown, 0 no, 1 yes */
+static bool in_emit_hook = false;
+static Oid	cached_login_oid = InvalidOid;
+static char cached_login[NAMEDATALEN];
+
+static void
+audit_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	if (schedphi_here < 0 && !in_worker && IsTransactionState() && OidIsValid(MyDatabaseId))
+	{
+		Oid			user = GetSessionUserId();
+		char	   *name = GetUserNameFromId(user, true);
+
+		schedphi_here = OidIsValid(get_extension_oid("schedphi", true)) ? 1 : 0;
+		if (name)
+		{
+			cached_login_oid = user;
+			strlcpy(cached_login, name, sizeof(cached_login));
+		}
+	}
+	if (prev_executor_start_hook)
+		prev_executor_start_hook(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+static void
+record_pg_refusal(ErrorData *edata)
+{
+	const SchedphiActor *a = schedphi_current_actor();
+	const char *p = schedphi_current_purpose();
+	AuditEvent	ev;
+	StringInfoData js;
+	StringInfoData buf;
+	char		login[NAMEDATALEN];
+
+	if (cached_login_oid == GetSessionUserId())
+		strlcpy(login, cached_login, sizeof(login));
+	else
+		snprintf(login, sizeof(login), "oid %u", GetSessionUserId());
+	memset(&ev, 0, sizeof(ev));
+	ev.at = GetCurrentTimestamp();
+	ev.xid = (int64) U64FromFullTransactionId(GetTopFullTransactionIdIfAny());
+	ev.s[S_LOGIN] = login;
+	ev.s[S_ACTOR] = a ? a->sub : login;
+	ev.s[S_ROLE] = a ? a->role : NULL;
+	if (a)
+		ev.has_tenant = true, ev.tenant = a->tenant;
+	ev.s[S_PURPOSE] = p;
+	ev.s[S_ACTION] = "denied";
+	ev.s[S_CLIENT] = client_addr_known ? client_addr : NULL;
+	ev.s[S_APPLICATION] = application_name && application_name[0] ? application_name : NULL;
+	initStringInfo(&js);
+	appendStringInfoString(&js, "{\"rule\": ");
+	escape_json(&js, pnstrdup(edata->message, 512));
+	appendStringInfoString(&js, ", \"sqlstate\": \"42501\", \"by\": \"postgresql\"}");
+	ev.s[S_DETAIL] = js.data;
+	initStringInfo(&buf);
+	serialise_event(&buf, &ev);
+	enqueue_bytes(buf.data, buf.len, false, false);
+}
+
+static void
+audit_emit_log(ErrorData *edata)
+{
+	if (edata->elevel == ERROR && edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE &&
+		edata->message != NULL && schedphi_here == 1 && audit != NULL && !in_worker && !in_emit_hook &&
+		OidIsValid(MyDatabaseId) && MyProc != NULL)
+	{
+		if (strcmp(edata->message, recorded_denial) == 0)
+			recorded_denial[0] = '\0';		/* schedphi recorded it itself */
+		else
+		{
+			/* nothing in here raises an error (may_error false, bounded sizes) */
+			in_emit_hook = true;
+			record_pg_refusal(edata);
+			in_emit_hook = false;
+		}
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
 /* ------------------------------------------------ DROP DATABASE */
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
@@ -2020,6 +2122,10 @@ schedphi_audit_init(void)
 	ExecutorRun_hook = audit_executor_run;
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = audit_utility_hook;
+	prev_executor_start_hook = ExecutorStart_hook;
+	ExecutorStart_hook = audit_executor_start;
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = audit_emit_log;
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;

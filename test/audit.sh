@@ -115,7 +115,17 @@ audit_check() {
 		"$(aq -c "SELECT detail ->> 'rule' FROM schedphi.audit_log WHERE action = 'rate_limited' AND login = 'au_sched'")" \
 		"rate limit exceeded: schedphi.lookup_rate_limit"
 	psql -X -q -c "ALTER ROLE au_sched IN DATABASE $db RESET schedphi.lookup_rate_limit" >/dev/null
+	as au_sched -c "SELECT count(*) FROM schedphi.patient" >/dev/null
+	for i in $(seq 1 50); do
+		got=$(aq -c "SELECT detail ->> 'rule' FROM schedphi.audit_log WHERE action = 'denied' AND login = 'au_sched'
+					 AND detail ->> 'by' = 'postgresql'")
+		[ -n "$got" ] && break
+		sleep 0.1
+	done
+	aok "PostgreSQL's own refusal (reading a table directly) is recorded too" "$got" "permission denied for table patient"
 	as au_admin -c "SELECT schedphi.rotate_key('$tenant')" >/dev/null
+	aok "membership changes are recorded" \
+		"$(aq -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'member_add' AND detail ->> 'login' LIKE 'au\_%'")" 4
 	aok "key operations are recorded" \
 		"$(aq -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'key_rotate' AND login = 'au_admin'")" 1
 	aok "no value ever reaches the log (canaries: name, phone, email, MRN, reason, cancel note)" \

@@ -139,6 +139,22 @@ ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE schedphi.waitlist ENABLE ALWAYS TRIGGER audit;
 
+-- Membership changes (kept in member_event) go to the audit log as well.
+CREATE FUNCTION schedphi._audit_member_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM schedphi._audit_event('member_' || NEW.action, NEW.tenant, 'member', NULL, NULL,
+		jsonb_build_object('login', NEW.login, 'role', NEW.role, 'practitioner', NEW.practitioner));
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER audit AFTER INSERT ON schedphi.member_event
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_member_event();
+ALTER TABLE schedphi.member_event ENABLE ALWAYS TRIGGER audit;
+
 -- The role recorded with each event is cached per backend until a
 -- membership changes.
 CREATE FUNCTION schedphi._members_changed() RETURNS trigger
