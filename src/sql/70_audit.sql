@@ -139,21 +139,7 @@ ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE schedphi.waitlist ENABLE ALWAYS TRIGGER audit;
 
--- Membership changes (kept in member_event) go to the audit log as well.
-CREATE FUNCTION schedphi._audit_member_event()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	PERFORM schedphi._audit_event('member_' || NEW.action, NEW.tenant, 'member', NULL, NULL,
-		jsonb_build_object('login', NEW.login, 'role', NEW.role, 'practitioner', NEW.practitioner));
-	RETURN NULL;
-END
-$$;
-CREATE TRIGGER audit AFTER INSERT ON schedphi.member_event
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_member_event();
-ALTER TABLE schedphi.member_event ENABLE ALWAYS TRIGGER audit;
+
 
 -- The role recorded with each event is cached per backend until a
 -- membership changes.
@@ -169,22 +155,31 @@ CREATE FUNCTION schedphi._audit_event(action text, tenant uuid, object text, obj
 RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_audit_event' LANGUAGE C VOLATILE;
 
--- Key operations (rotate, rewrap, reencrypt, shred) are kept in key_event;
--- each is also recorded in the audit log through the queue, so that the
--- attempt stays on record even if its transaction rolls back.
-CREATE FUNCTION schedphi._audit_key_event()
+-- Key operations (rotate, rewrap, reencrypt, shred; kept in key_event) and
+-- membership changes (kept in member_event) are also recorded in the audit
+-- log through the queue, so that the attempt stays on record even if its
+-- transaction rolls back.
+CREATE FUNCTION schedphi._audit_event_row()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM schedphi._audit_event(NEW.action, NEW.tenant, 'data_key', NULL, NULL, NEW.detail);
+	IF TG_TABLE_NAME = 'key_event' THEN
+		PERFORM schedphi._audit_event(NEW.action, NEW.tenant, 'data_key', NULL, NULL, NEW.detail);
+	ELSE
+		PERFORM schedphi._audit_event('member_' || NEW.action, NEW.tenant, 'member', NULL, NULL,
+			jsonb_build_object('login', NEW.login, 'role', NEW.role, 'practitioner', NEW.practitioner));
+	END IF;
 	RETURN NULL;
 END
 $$;
 CREATE TRIGGER audit AFTER INSERT ON schedphi.key_event
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_key_event();
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_event_row();
+CREATE TRIGGER audit AFTER INSERT ON schedphi.member_event
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_event_row();
 ALTER TABLE schedphi.key_event ENABLE ALWAYS TRIGGER audit;
+ALTER TABLE schedphi.member_event ENABLE ALWAYS TRIGGER audit;
 
 -- Record a denial, then raise 42501 with the rule.
 CREATE FUNCTION schedphi._deny(tenant uuid, message text, detail text DEFAULT NULL, hint text DEFAULT NULL)
