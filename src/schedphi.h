@@ -101,5 +101,9 @@ struct pg_tz;
 
 /* walltime.c */
 extern TimestampTz schedphi_wall_to_instant(Timestamp local, const struct pg_tz *tz, bool early);
+typedef void (*schedphi_window_cb) (void *arg, const pg_uuid_t *actor, TimestampTz starts,
+									TimestampTz ends, int32 slot_minutes);
+extern void schedphi_expand_windows(Datum tenant, Datum actors, TimestampTz wlo, TimestampTz whi,
+									schedphi_window_cb cb, void *arg);
 
 #endif							/* SCHEDPHI_H */

@@ -76,7 +76,6 @@ typedef struct ActorPlan
 
 static SPIPlanPtr actors_plan = NULL;
 static SPIPlanPtr auth_plan = NULL;
-static SPIPlanPtr windows_plan = NULL;
 static SPIPlanPtr blocks_plan = NULL;
 static SPIPlanPtr busy_plan = NULL;
 
@@ -167,7 +166,7 @@ cmp_timestamp(const void *a, const void *b)
 }
 
 static int
-find_actor(ActorPlan *plans, int n, pg_uuid_t *id)
+find_actor(ActorPlan *plans, int n, const pg_uuid_t *id)
 {
 	for (int i = 0; i < n; i++)
 		if (memcmp(plans[i].id.data, id->data, UUID_LEN) == 0)
@@ -303,38 +302,58 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 	return tenant;
 }
 
-static void
-load_windows(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum window, MemoryContext keep)
+/* A window of an actor, from schedphi_expand_windows. */
+typedef struct WindowLoad
 {
-	Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
-	Datum		values[3] = {tenant, actors_arg, window};
-	SPITupleTable *tt;
+	ActorPlan  *plans;
+	int			n;
+} WindowLoad;
 
-	schedphi_keep_plan(&windows_plan,
-			  "SELECT w.actor, w.starts, w.ends, w.slot_minutes "
-			  "FROM schedphi._windows($1, $2, $3) w ORDER BY w.starts, w.ends", 3, types);
-	if (SPI_execute_plan(windows_plan, values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "find_slots: availability query failed");
-	MemoryContextSwitchTo(keep);
-	tt = SPI_tuptable;
-	for (uint64 r = 0; r < SPI_processed; r++)
+static void
+add_window(void *arg, const pg_uuid_t *actor, TimestampTz s, TimestampTz e, int32 slot_minutes)
+{
+	WindowLoad *wl = (WindowLoad *) arg;
+	ActorPlan  *a = &wl->plans[find_actor(wl->plans, wl->n, actor)];
+	Window	   *w;
+
+	if (a->nwindows == a->capwindows)
 	{
-		HeapTuple	tup = tt->vals[r];
-		ActorPlan  *a = &plans[find_actor(plans, n, DatumGetUUIDP(get_attr(tup, tt->tupdesc, 1)))];
-		Window	   *w;
-
-		if (a->nwindows == a->capwindows)
-		{
-			a->capwindows = a->capwindows ? a->capwindows * 2 : 16;
-			a->windows = a->windows ?
-				repalloc(a->windows, sizeof(Window) * a->capwindows) :
-				palloc(sizeof(Window) * a->capwindows);
-		}
-		w = &a->windows[a->nwindows++];
-		w->lo = DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 2));
-		w->hi = DatumGetTimestampTz(get_attr(tup, tt->tupdesc, 3));
-		w->step = (int64) DatumGetInt32(get_attr(tup, tt->tupdesc, 4)) * USECS_PER_MINUTE;
+		a->capwindows = a->capwindows ? a->capwindows * 2 : 16;
+		a->windows = a->windows ?
+			repalloc(a->windows, sizeof(Window) * a->capwindows) :
+			palloc(sizeof(Window) * a->capwindows);
 	}
+	w = &a->windows[a->nwindows++];
+	w->lo = s;
+	w->hi = e;
+	w->step = (int64) slot_minutes * USECS_PER_MINUTE;
+}
+
+static int
+window_cmp(const void *x, const void *y)
+{
+	const Window *a = (const Window *) x;
+	const Window *b = (const Window *) y;
+
+	if (a->lo != b->lo)
+		return a->lo < b->lo ? -1 : 1;
+	if (a->hi != b->hi)
+		return a->hi < b->hi ? -1 : 1;
+	return 0;
+}
+
+/* Each actor's availability windows in [wlo, whi), sorted by start and end. */
+static void
+load_windows(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz wlo, TimestampTz whi,
+			 MemoryContext keep)
+{
+	WindowLoad	wl = {plans, n};
+
+	MemoryContextSwitchTo(keep);
+	schedphi_expand_windows(tenant, actors_arg, wlo, whi, add_window, &wl);
+	for (int i = 0; i < n; i++)
+		if (plans[i].nwindows > 1)
+			qsort(plans[i].windows, plans[i].nwindows, sizeof(Window), window_cmp);
 }
 
 static void
@@ -563,7 +582,8 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 		max_before = Max(max_before, plans[i].before);
 		max_after = Max(max_after, plans[i].after);
 	}
-	load_windows(plans, nactors, tenant, actors_arg, PointerGetDatum(window), callctx);
+	load_windows(plans, nactors, tenant, actors_arg, DatumGetTimestampTz(wlo.val), DatumGetTimestampTz(whi.val),
+				 callctx);
 	load_blocks(plans, nactors, tenant, actors_arg, PointerGetDatum(window), callctx);
 	load_busy(plans, nactors, tenant, actors_arg,
 			  DatumGetTimestampTz(wlo.val) - max_before,

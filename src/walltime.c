@@ -174,45 +174,28 @@ local_date(TimestampTz t, pg_tz *tz)
 	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
 }
 
-PG_FUNCTION_INFO_V1(schedphi_windows);
-
 /*
- * _windows(tenant uuid, actors uuid[], window tstzrange)
- *	 -> table(actor uuid, starts timestamptz, ends timestamptz, slot_minutes int)
- * Strict.  Every availability rule of the actors expanded into the instants
- * of its daily windows that overlap `window`, each day read in the rule's
- * location's zone with the DST rules above.  Unordered.  An unbounded or
- * empty window has no windows.
+ * Expand the availability rules of `actors` (a uuid[] datum) in `tenant`
+ * into the daily windows that overlap [wlo, whi), each day read in the
+ * rule's location's zone with the rules above, and hand each to `cb`
+ * (unordered).  Runs one query through SPI (nesting is fine); `cb` is
+ * called after SPI is finished, in the caller's memory context.
  */
-Datum
-schedphi_windows(PG_FUNCTION_ARGS)
+void
+schedphi_expand_windows(Datum tenant, Datum actors, TimestampTz wlo, TimestampTz whi,
+						schedphi_window_cb cb, void *arg)
 {
 	static SPIPlanPtr plan = NULL;
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	RangeType  *win = PG_GETARG_RANGE_P(2);
-	TypeCacheEntry *typcache = range_get_typcache(fcinfo, RangeTypeGetOid(win));
 	MemoryContext callctx = CurrentMemoryContext;
-	RangeBound	lo,
-				hi;
-	bool		empty;
-	TimestampTz wlo,
-				whi;
 	Oid			types[2] = {UUIDOID, UUIDARRAYOID};
 	Datum		args[2];
 	Rule	   *rules;
 	int			nrules;
 
-	InitMaterializedSRF(fcinfo, 0);
-	range_deserialize(typcache, win, &lo, &hi, &empty);
-	if (empty || lo.infinite || hi.infinite)
-		return (Datum) 0;
-	wlo = DatumGetTimestampTz(lo.val);
-	whi = DatumGetTimestampTz(hi.val);
-	if (TIMESTAMP_NOT_FINITE(wlo) || TIMESTAMP_NOT_FINITE(whi))
-		return (Datum) 0;
-
-	args[0] = PG_GETARG_DATUM(0);
-	args[1] = PG_GETARG_DATUM(1);
+	if (TIMESTAMP_NOT_FINITE(wlo) || TIMESTAMP_NOT_FINITE(whi) || wlo >= whi)
+		return;
+	args[0] = tenant;
+	args[1] = actors;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	schedphi_keep_plan(&plan,
@@ -279,8 +262,6 @@ schedphi_windows(PG_FUNCTION_ARGS)
 			int			dow = j2day(day + POSTGRES_EPOCH_JDATE);
 			TimestampTz s,
 						e;
-			Datum		values[4];
-			bool		nulls[4] = {false, false, false, false};
 
 			if (!rule->days[dow == 0 ? 7 : dow])
 				continue;
@@ -291,14 +272,50 @@ schedphi_windows(PG_FUNCTION_ARGS)
 				continue;
 			s = schedphi_wall_to_instant((Timestamp) day * USECS_PER_DAY + rule->starts, tz, true);
 			e = schedphi_wall_to_instant((Timestamp) day * USECS_PER_DAY + rule->ends, tz, false);
-			if (!(s < whi && e > wlo && s < e))
-				continue;
-			values[0] = UUIDPGetDatum(&rule->actor);
-			values[1] = TimestampTzGetDatum(s);
-			values[2] = TimestampTzGetDatum(e);
-			values[3] = Int32GetDatum(rule->slot_minutes);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			if (s < whi && e > wlo && s < e)
+				cb(arg, &rule->actor, s, e, rule->slot_minutes);
 		}
 	}
+}
+
+/* _windows' callback: one row of the result. */
+static void
+window_row(void *arg, const pg_uuid_t *actor, TimestampTz s, TimestampTz e, int32 slot_minutes)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) arg;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	values[0] = UUIDPGetDatum(actor);
+	values[1] = TimestampTzGetDatum(s);
+	values[2] = TimestampTzGetDatum(e);
+	values[3] = Int32GetDatum(slot_minutes);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_windows);
+
+/*
+ * _windows(tenant uuid, actors uuid[], window tstzrange)
+ *	 -> table(actor uuid, starts timestamptz, ends timestamptz, slot_minutes int)
+ * Strict.  schedphi_expand_windows as a set-returning function.  An
+ * unbounded or empty window has no windows.
+ */
+Datum
+schedphi_windows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	RangeType  *win = PG_GETARG_RANGE_P(2);
+	TypeCacheEntry *typcache = range_get_typcache(fcinfo, RangeTypeGetOid(win));
+	RangeBound	lo,
+				hi;
+	bool		empty;
+
+	InitMaterializedSRF(fcinfo, 0);
+	range_deserialize(typcache, win, &lo, &hi, &empty);
+	if (empty || lo.infinite || hi.infinite)
+		return (Datum) 0;
+	schedphi_expand_windows(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), DatumGetTimestampTz(lo.val),
+							DatumGetTimestampTz(hi.val), window_row, rsinfo);
 	return (Datum) 0;
 }
