@@ -662,6 +662,7 @@ enqueue_bytes(const char *data, Size len, bool may_error, bool durable)
 	int			qi = queue_for_database(may_error);
 	AuditQueue *q;
 	TimestampTz deadline;
+	int			lookups = 0;
 
 	if (qi < 0)
 		return;
@@ -679,6 +680,13 @@ enqueue_bytes(const char *data, Size len, bool may_error, bool durable)
 		{
 			/* an idle worker gave the queue up meanwhile: find it again */
 			LWLockRelease(QLOCK(qi));
+			if (++lookups > 3)
+			{
+				/* no worker could be started (queue_for_database said why) */
+				if (!may_error)
+					return;
+				audit_unavailable("its background worker could not be started");
+			}
 			my_queue = -1;
 			qi = queue_for_database(may_error);
 			if (qi < 0)
