@@ -22,8 +22,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/../test/lib/setup.sh"
-. "$here/../test/lib/cluster.sh"
 . "$here/lib.sh"
 
 TP_SECONDS=${BENCH_SECONDS:-8}
@@ -35,13 +33,7 @@ UPDATE_ROWS=5000
 DB=schedphi_audit_bench
 SLOT_SPACE=5256000
 
-sp_install_packages
-sp_build_install
-cluster_start
-
-out=$SP_TMP/bench
-mkdir -p "$out"
-chmod 755 "$out"
+bench_cluster
 
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== loading the synthetic clinic (bench/setup.sql, bench/audit_setup.sql)"

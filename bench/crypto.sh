@@ -29,8 +29,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/../test/lib/setup.sh"
-. "$here/../test/lib/cluster.sh"
 . "$here/lib.sh"
 
 TP_SECONDS=${BENCH_SECONDS:-8}
@@ -47,13 +45,7 @@ LOOP_PGP_CALLS=200
 DB=schedphi_crypto
 USER_SCHED=crypto_scheduler
 
-sp_install_packages
-sp_build_install
-cluster_start
-
-out=$SP_TMP/bench
-mkdir -p "$out"
-chmod 755 "$out"
+bench_cluster
 
 
 

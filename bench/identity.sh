@@ -44,8 +44,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/../test/lib/setup.sh"
-. "$here/../test/lib/cluster.sh"
 . "$here/lib.sh"
 
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-5}
@@ -60,13 +58,7 @@ SCHED=ibench_scheduler
 POOL=ibench_pool
 
 started=$(date +%s)
-sp_install_packages
-sp_build_install
-cluster_start
-
-out=$SP_TMP/bench
-mkdir -p "$out"
-chmod 755 "$out"
+bench_cluster
 keys=$SP_TMP/identity-keys
 mkdir -p "$keys"
 chmod 700 "$keys"

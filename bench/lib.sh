@@ -1,5 +1,20 @@
-# Sourced by the benchmark scripts after they set DB: small helpers for
+# Sourced by the benchmark scripts: the throwaway cluster, and small helpers for
 # figures that may be missing (a failed run prints ? rather than stopping).
+
+bench_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$bench_lib_dir/../test/lib/setup.sh"
+. "$bench_lib_dir/../test/lib/cluster.sh"
+
+# bench_cluster: install what is missing, build, install, start a throwaway
+# cluster (stopped on exit), and make $out, the folder for pgbench logs.
+bench_cluster() {
+	sp_install_packages
+	sp_build_install
+	cluster_start
+	out=$SP_TMP/bench
+	mkdir -p "$out"
+	chmod 755 "$out"
+}
 
 # Is $1 a number?
 num() { [[ ${1:-} =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; }

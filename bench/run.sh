@@ -19,8 +19,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/../test/lib/setup.sh"
-. "$here/../test/lib/cluster.sh"
 . "$here/lib.sh"
 
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-5}
@@ -34,13 +32,7 @@ DB=schedphi_bench
 # far more than a run books unless BENCH_ROUNDS is in the hundreds.
 SLOT_SPACE=5256000
 
-sp_install_packages
-sp_build_install
-cluster_start
-
-out=$SP_TMP/bench
-mkdir -p "$out"
-chmod 755 "$out"
+bench_cluster
 
 
 

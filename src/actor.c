@@ -24,7 +24,6 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/proc.h"
-#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -36,7 +35,6 @@ static SchedphiActor actor;
 static uint64 actor_generation = 0;
 static char purpose[16];
 static LocalTransactionId purpose_lxid = InvalidLocalTransactionId;
-static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 int			schedphi_max_token_lifetime = 900;
 bool		schedphi_require_mfa = true;
@@ -99,24 +97,16 @@ actor_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/* DISCARD ALL and RESET ALL end a session-scoped context too. */
-static void
-actor_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-				   ProcessUtilityContext context, ParamListInfo params,
-				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+/* DISCARD ALL and RESET ALL end a session-scoped context too (schedphi.c's utility hook). */
+void
+schedphi_actor_utility(Node *node)
 {
-	Node	   *node = pstmt->utilityStmt;
-
 	if ((IsA(node, DiscardStmt) && ((DiscardStmt *) node)->target == DISCARD_ALL) ||
 		(IsA(node, VariableSetStmt) && ((VariableSetStmt *) node)->kind == VAR_RESET_ALL))
 	{
 		forget_actor();
 		purpose[0] = '\0';
 	}
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 }
 
 void
@@ -139,8 +129,6 @@ schedphi_actor_init(void)
 							 0,
 							 NULL, NULL, NULL);
 	RegisterXactCallback(actor_xact_callback, NULL);
-	prev_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = actor_utility_hook;
 }
 
 /* The purpose of use set for this transaction, or NULL. */

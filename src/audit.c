@@ -61,7 +61,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
-#include "tcop/utility.h"
+#include "nodes/parsenodes.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -435,19 +435,43 @@ schedphi_members_changed(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The session user's name, cached per user; looked up in the catalog only
+ * when may_lookup (not while an error is being reported).
+ */
+static const char *
+session_login(bool may_lookup)
+{
+	static Oid	cached_oid = InvalidOid;
+	static char cached_name[NAMEDATALEN];
+	Oid			user = GetSessionUserId();
+
+	if (user != cached_oid)
+	{
+		char	   *name = may_lookup ? GetUserNameFromId(user, true) : NULL;
+
+		if (name != NULL)
+			strlcpy(cached_name, name, sizeof(cached_name));
+		else
+			snprintf(cached_name, sizeof(cached_name), "oid %u", user);
+		cached_oid = name != NULL ? user : InvalidOid;
+	}
+	return cached_name;
+}
+
+/*
  * Fill in who is asking.  tenant: the tenant the event concerns, if known
- * (an assumed token's tenant wins).  may_query: whether SPI may be used to
- * look up the login's membership role.
+ * (an assumed token's tenant wins).  may_query: whether the catalog and SPI
+ * may be used (the login's name and membership role); not while an error
+ * is being reported.
  */
 static void
 who_is_asking(Who *w, const pg_uuid_t *tenant, bool may_query)
 {
 	const SchedphiActor *a = schedphi_current_actor();
 	const char *p = schedphi_current_purpose();
-	char	   *login = GetUserNameFromId(GetSessionUserId(), true);
 
 	memset(w, 0, sizeof(Who));
-	strlcpy(w->login, login ? login : "?", sizeof(w->login));
+	strlcpy(w->login, session_login(may_query), sizeof(w->login));
 	if (a != NULL)
 	{
 		strlcpy(w->actor, a->sub, sizeof(w->actor));
@@ -465,7 +489,7 @@ who_is_asking(Who *w, const pg_uuid_t *tenant, bool may_query)
 			if (may_query)
 				member_role(tenant, w->role, sizeof(w->role));
 		}
-		else if (superuser_arg(GetSessionUserId()))
+		else if (may_query && superuser_arg(GetSessionUserId()))
 			strlcpy(w->role, "superuser", sizeof(w->role));
 	}
 	if (p != NULL)
@@ -1414,6 +1438,36 @@ extension_here(void)
 		OidIsValid(get_relname_relid("audit_log", get_namespace_oid("schedphi", true)));
 }
 
+/*
+ * The worker's transactions: connected to SPI, with a snapshot.  begin
+ * returns false, having opened nothing, when schedphi is not installed in
+ * this database (any more).
+ */
+static void
+worker_end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static bool
+worker_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!extension_here())
+	{
+		worker_end();
+		return false;
+	}
+	pgstat_report_activity(STATE_RUNNING, activity);
+	return true;
+}
+
 static void worker_give_up(int qi, bool only_if_idle);
 
 /* Move queued events into audit_log; true if any were moved. */
@@ -1435,19 +1489,8 @@ drain(int qi, char *buf)
 	len = to - from;
 	ring_read(q, from, buf, len);
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!extension_here())
-	{
-		/* dropped meanwhile: nothing can be recorded here any more */
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		worker_give_up(qi, false);
-	}
-	pgstat_report_activity(STATE_RUNNING, "recording audit events");
+	if (!worker_begin("recording audit events"))
+		worker_give_up(qi, false);	/* dropped meanwhile: nothing can be recorded */
 	for (off = 0; off < len;)
 	{
 		uint32		elen;
@@ -1460,10 +1503,7 @@ drain(int qi, char *buf)
 		insert_event(&ev);
 		off += elen;
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	worker_end();
 
 	LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
 	q->read_pos = to;
@@ -1493,18 +1533,8 @@ seal(int qi)
 	Oid			types[5] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, BYTEAARRAYOID};
 	Datum		args[5];
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!extension_here())
-	{
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+	if (!worker_begin("sealing audit records"))
 		return -1;
-	}
-	pgstat_report_activity(STATE_RUNNING, "sealing audit records");
 
 	schedphi_keep_plan(&head_plan,
 					   "SELECT seq, hash FROM schedphi.audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
@@ -1543,10 +1573,7 @@ seal(int qi)
 	n = (int) SPI_processed;
 	if (n == 0)
 	{
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		worker_end();
 		return 0;
 	}
 	ids = palloc(n * sizeof(Datum));
@@ -1596,10 +1623,7 @@ seal(int qi)
 		guard_open = false;
 	}
 	PG_END_TRY();
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	worker_end();
 
 	LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
 	q->head_known = true;
@@ -1613,26 +1637,19 @@ seal(int qi)
 static void
 maintain_partitions(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (extension_here())
+	if (!worker_begin("making audit partitions"))
+		return;
+	guard_open = true;			/* moving records out of the default partition */
+	PG_TRY();
 	{
-		guard_open = true;		/* moving records out of the default partition */
-		PG_TRY();
-		{
-			SPI_execute("SELECT schedphi._audit_partitions()", false, 0);
-		}
-		PG_FINALLY();
-		{
-			guard_open = false;
-		}
-		PG_END_TRY();
+		SPI_execute("SELECT schedphi._audit_partitions()", false, 0);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	PG_FINALLY();
+	{
+		guard_open = false;
+	}
+	PG_END_TRY();
+	worker_end();
 }
 
 /*
@@ -1952,23 +1969,16 @@ schedphi_audit_purge_rows(PG_FUNCTION_ARGS)
  */
 static int	schedphi_here = -1;		/* -1 unknown, 0 no, 1 yes */
 static bool in_emit_hook = false;
-static Oid	cached_login_oid = InvalidOid;
-static char cached_login[NAMEDATALEN];
 
 static void
 audit_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	if (schedphi_here < 0 && !in_worker && IsTransactionState() && OidIsValid(MyDatabaseId))
+	if (!in_worker && IsTransactionState() && OidIsValid(MyDatabaseId))
 	{
-		Oid			user = GetSessionUserId();
-		char	   *name = GetUserNameFromId(user, true);
-
-		schedphi_here = OidIsValid(get_extension_oid("schedphi", true)) ? 1 : 0;
-		if (name)
-		{
-			cached_login_oid = user;
-			strlcpy(cached_login, name, sizeof(cached_login));
-		}
+		if (schedphi_here < 0)
+			schedphi_here = OidIsValid(get_extension_oid("schedphi", true)) ? 1 : 0;
+		if (schedphi_here == 1)
+			(void) session_login(true);		/* named, should a refusal follow */
 	}
 	if (prev_executor_start_hook)
 		prev_executor_start_hook(queryDesc, eflags);
@@ -1979,29 +1989,13 @@ audit_executor_start(QueryDesc *queryDesc, int eflags)
 static void
 record_pg_refusal(ErrorData *edata)
 {
-	const SchedphiActor *a = schedphi_current_actor();
-	const char *p = schedphi_current_purpose();
+	Who			w;
 	AuditEvent	ev;
 	StringInfoData js;
 	StringInfoData buf;
-	char		login[NAMEDATALEN];
 
-	if (cached_login_oid == GetSessionUserId())
-		strlcpy(login, cached_login, sizeof(login));
-	else
-		snprintf(login, sizeof(login), "oid %u", GetSessionUserId());
-	memset(&ev, 0, sizeof(ev));
-	ev.at = GetCurrentTimestamp();
-	ev.xid = (int64) U64FromFullTransactionId(GetTopFullTransactionIdIfAny());
-	ev.s[S_LOGIN] = login;
-	ev.s[S_ACTOR] = a ? a->sub : login;
-	ev.s[S_ROLE] = a ? a->role : NULL;
-	if (a)
-		ev.has_tenant = true, ev.tenant = a->tenant;
-	ev.s[S_PURPOSE] = p;
-	ev.s[S_ACTION] = "denied";
-	ev.s[S_CLIENT] = client_addr_known ? client_addr : NULL;
-	ev.s[S_APPLICATION] = application_name && application_name[0] ? application_name : NULL;
+	who_is_asking(&w, NULL, false);
+	event_from_who(&ev, &w, "denied");
 	initStringInfo(&js);
 	appendStringInfoString(&js, "{\"rule\": ");
 	escape_json(&js, pnstrdup(edata->message, 512));
@@ -2034,8 +2028,6 @@ audit_emit_log(ErrorData *edata)
 }
 
 /* ------------------------------------------------ DROP DATABASE */
-
-static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 /*
  * DROP DATABASE waits for nobody: the worker connected to that database
@@ -2080,13 +2072,10 @@ stop_worker_of(Oid dboid)
 	}
 }
 
-static void
-audit_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-				   ProcessUtilityContext context, ParamListInfo params,
-				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+/* DROP DATABASE (schedphi.c's utility hook). */
+void
+schedphi_audit_utility(Node *node)
 {
-	Node	   *node = pstmt->utilityStmt;
-
 	if (audit != NULL && IsA(node, DropdbStmt))
 	{
 		Oid			dboid = get_database_oid(((DropdbStmt *) node)->dbname, true);
@@ -2094,10 +2083,6 @@ audit_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 		if (OidIsValid(dboid))
 			stop_worker_of(dboid);
 	}
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 }
 
 /* ------------------------------------------------------------------- init */
@@ -2128,8 +2113,6 @@ schedphi_audit_init(void)
 	ExecutorEnd_hook = audit_executor_end;
 	prev_executor_run_hook = ExecutorRun_hook;
 	ExecutorRun_hook = audit_executor_run;
-	prev_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = audit_utility_hook;
 	prev_executor_start_hook = ExecutorStart_hook;
 	ExecutorStart_hook = audit_executor_start;
 	prev_emit_log_hook = emit_log_hook;

@@ -18,6 +18,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 
 #include "schedphi.h"
@@ -27,6 +28,26 @@ PG_MODULE_MAGIC;
 bool		schedphi_preloaded = false;
 
 void		_PG_init(void);
+
+static ProcessUtility_hook_type prev_utility_hook = NULL;
+
+/*
+ * Utility statements some parts must see before they run: DISCARD ALL and
+ * RESET ALL end a session-scoped actor context (actor.c), DROP DATABASE
+ * first stops that database's audit worker (audit.c).
+ */
+static void
+schedphi_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					  ProcessUtilityContext context, ParamListInfo params,
+					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	schedphi_actor_utility(pstmt->utilityStmt);
+	schedphi_audit_utility(pstmt->utilityStmt);
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+}
 
 /*
  * Define the settings, install the log hook, and reserve the "schedphi."
@@ -44,6 +65,8 @@ _PG_init(void)
 	schedphi_ratelimit_init();
 	schedphi_logmask_init();
 	schedphi_audit_init();
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = schedphi_utility_hook;
 	MarkGUCPrefixReserved("schedphi");
 
 	if (schedphi_preloaded)

@@ -43,6 +43,8 @@ extern int32 schedphi_active_key(const pg_uuid_t *tenant, const char *purpose);
 extern int32 schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose);
 extern const uint8 *schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen);
 
+struct Node;
+
 /* actor.c: the actor a verified token names */
 typedef struct SchedphiActor
 {
@@ -60,6 +62,7 @@ typedef struct SchedphiActor
 extern int	schedphi_max_token_lifetime;
 extern bool schedphi_require_mfa;
 extern void schedphi_actor_init(void);
+extern void schedphi_actor_utility(struct Node *node);
 extern const SchedphiActor *schedphi_current_actor(void);
 extern uint64 schedphi_actor_generation(void);
 extern void schedphi_set_actor(const SchedphiActor *a);
@@ -71,6 +74,7 @@ extern text *schedphi_unseal(const bytea *v, const pg_uuid_t *tenant, const char
 
 /* audit.c */
 extern void schedphi_audit_init(void);
+extern void schedphi_audit_utility(struct Node *node);
 extern void schedphi_audit_note_read(const pg_uuid_t *tenant, const char *object, const char *col,
 									 const pg_uuid_t *row);
 extern void schedphi_audit_note_patient(const pg_uuid_t *tenant, const pg_uuid_t *patient);

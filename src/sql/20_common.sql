@@ -35,7 +35,7 @@ RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
-	IF p_id IS NULL OR ((SELECT c.via FROM schedphi._context() c) IS NULL AND schedphi._is_superuser()) THEN
+	IF p_id IS NULL OR ((SELECT c.via FROM schedphi._context() c) IS NULL AND schedphi._session_superuser()) THEN
 		IF p_show_id THEN
 			RAISE EXCEPTION 'unknown % %', p_what, coalesce(p_id::text, 'NULL') USING ERRCODE = '22023';
 		END IF;
@@ -105,13 +105,6 @@ AS $$
 					   AND (m.role IN ('scheduler', 'integration', 'clinician', 'billing')
 							OR (m.role = 'admin' AND c.purpose = 'EMERGENCY'))) END
 	FROM schedphi._context() c
-$$;
-
-CREATE FUNCTION schedphi._is_superuser()
-RETURNS boolean
-LANGUAGE sql STABLE
-AS $$
-	SELECT schedphi._session_superuser()
 $$;
 
 CREATE FUNCTION schedphi._bad_argument(p_message text)

@@ -10,7 +10,7 @@ AS $$
 DECLARE
 	v_id uuid;
 BEGIN
-	IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+	IF NOT schedphi._session_superuser() THEN
 		PERFORM schedphi._deny(NULL, 'permission denied: only a superuser creates tenants');
 	END IF;
 	INSERT INTO schedphi.tenant (name, timezone)

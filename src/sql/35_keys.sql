@@ -85,7 +85,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF NOT schedphi._is_superuser() THEN
+	IF NOT schedphi._session_superuser() THEN
 		PERFORM schedphi._deny(NULL, 'permission denied: only a superuser may ' || p_what);
 	END IF;
 END

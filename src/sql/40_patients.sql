@@ -202,7 +202,7 @@ AS $$
 	SELECT CASE
 		WHEN c.via = 'token' THEN
 			CASE WHEN c.tenant = p_tenant AND c.role = ANY (p_roles) THEN c.role END
-		WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
+		WHEN schedphi._session_superuser()
 		THEN 'superuser'
 		ELSE (SELECT m.role FROM schedphi.member m
 			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = ANY (p_roles)

@@ -235,7 +235,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE WHEN c.via = 'token' THEN c.role = 'auditor' AND (p_tenant IS NULL OR c.tenant = p_tenant)
-		ELSE schedphi._is_superuser()
+		ELSE schedphi._session_superuser()
 			 OR EXISTS (SELECT 1 FROM schedphi.member m
 						WHERE m.login = session_user AND m.role = 'auditor'
 						  AND (p_tenant IS NULL OR m.tenant = p_tenant)) END
@@ -255,6 +255,11 @@ BEGIN
 END
 $$;
 
+-- The prev_hash of the first record of the chain: 32 zero bytes.
+CREATE FUNCTION schedphi._audit_genesis() RETURNS bytea
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT decode(repeat('00', 32), 'hex') $$;
+
 -- Where verification starts: after the last purge anchor, or at seq 1.
 CREATE FUNCTION schedphi._audit_start(OUT from_seq bigint, OUT from_prev bytea)
 LANGUAGE sql STABLE
@@ -264,7 +269,7 @@ AS $$
 					 WHERE l.action = 'purge' AND l.seq IS NOT NULL ORDER BY l.seq DESC LIMIT 1), 1),
 		   coalesce((SELECT decode(l.detail ->> 'hash', 'hex') FROM schedphi.audit_log l
 					 WHERE l.action = 'purge' AND l.seq IS NOT NULL ORDER BY l.seq DESC LIMIT 1),
-					'\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+					schedphi._audit_genesis())
 $$;
 
 CREATE FUNCTION schedphi.verify_audit()
@@ -320,7 +325,7 @@ BEGIN
 		RETURN;
 	END IF;
 	v := schedphi._verify_chain(v_seq + 1, CASE WHEN v_seq = 0 THEN
-		'\x0000000000000000000000000000000000000000000000000000000000000000'::bytea ELSE v_hash END);
+		schedphi._audit_genesis() ELSE v_hash END);
 	RETURN QUERY SELECT v.checked, v.pending, v.first_bad, v.first_bad IS NULL;
 END
 $$;
@@ -334,8 +339,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_seq bigint := 0;
-	v_hash bytea := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
+	v_seq bigint;
+	v_hash bytea;
 	v_at timestamptz;
 	s record;
 BEGIN
@@ -344,7 +349,7 @@ BEGIN
 	FROM schedphi.audit_log l WHERE l.seq IS NOT NULL ORDER BY l.seq DESC LIMIT 1;
 	IF NOT FOUND THEN
 		v_seq := 0;
-		v_hash := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
+		v_hash := schedphi._audit_genesis();
 	END IF;
 	s := schedphi._audit_sign(v_seq, v_hash, NULL);
 	RETURN jsonb_build_object('seq', v_seq, 'hash', encode(v_hash, 'hex'), 'at', v_at,
