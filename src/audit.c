@@ -332,7 +332,7 @@ typedef struct Who
 {
 	char		login[NAMEDATALEN];
 	char		actor[256];
-	char		role[16];
+	char		role[96];
 	char		purpose[16];
 	bool		has_tenant;
 	pg_uuid_t	tenant;
@@ -383,7 +383,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 	static pg_uuid_t cached_tenant;
 	static Oid	cached_user = InvalidOid;
-	static char cached_role[16];
+	static char cached_role[96];
 	Oid			types[1] = {UUIDOID};
 	Datum		v[1];
 	uint64		gen = member_generation();
@@ -419,6 +419,38 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 	cached_tenant = *tenant;
 	cached_user = GetSessionUserId();
 	strlcpy(role, cached_role, rolelen);
+}
+
+/*
+ * Does the caller hold one of `roles` in `tenant`: an assumed token for
+ * that tenant with one of them, or (no token) the session user's
+ * membership, from the cache above?  false means "not cleared here": the
+ * caller then asks schedphi._authorize, which decides (superusers
+ * included) and raises the documented refusal.
+ */
+bool
+schedphi_has_role(const pg_uuid_t *tenant, const char *const *roles, int nroles)
+{
+	const SchedphiActor *a = schedphi_current_actor();
+	char		held[96];
+	char	   *tok;
+	char	   *save = NULL;
+
+	if (a != NULL)
+	{
+		if (memcmp(a->tenant.data, tenant->data, UUID_LEN) != 0)
+			return false;
+		for (int i = 0; i < nroles; i++)
+			if (strcmp(a->role, roles[i]) == 0)
+				return true;
+		return false;
+	}
+	member_role(tenant, held, sizeof(held));
+	for (tok = strtok_r(held, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save))
+		for (int i = 0; i < nroles; i++)
+			if (strcmp(tok, roles[i]) == 0)
+				return true;
+	return false;
 }
 
 PG_FUNCTION_INFO_V1(schedphi_members_changed);

@@ -370,20 +370,29 @@ BEGIN
 END
 $$;
 
--- The booking path runs the same few statements every time: generic plans
--- save planning them on every call.
+-- The booking path in C (src/book.c): the common case in a few statements,
+-- everything else (odd arguments, idempotency keys, isolation levels above
+-- READ COMMITTED, callers not cleared from the caches, every error) through
+-- _create_appointment above, which raises the documented errors.
+CREATE FUNCTION schedphi._book(p_patient uuid, p_actors uuid[], p_during tstzrange,
+	p_status text, p_kind text, p_reason text, p_key text, p_hold_expires timestamptz)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'schedphi_book_core'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT;
+
+-- How many requests this backend handed to _create_appointment (tests).
+CREATE FUNCTION schedphi._book_fallbacks()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'schedphi_book_fallbacks'
+LANGUAGE C VOLATILE STRICT;
+
 CREATE FUNCTION schedphi.book(patient uuid, actors uuid[], during tstzrange, kind text DEFAULT 'routine',
 							  reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
 RETURNS uuid
-LANGUAGE plpgsql
+AS 'MODULE_PATHNAME', 'schedphi_book'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan
-AS $$
-BEGIN
-	RETURN schedphi._create_appointment(patient, actors, during, 'booked', kind, reason, idempotency_key, NULL);
-END
-$$;
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION schedphi.hold(patient uuid, actors uuid[], during tstzrange,
 							  ttl interval DEFAULT '10 minutes')
@@ -397,8 +406,8 @@ BEGIN
 	IF ttl IS NULL OR ttl <= interval '0' OR ttl > interval '1 day' THEN
 		RAISE EXCEPTION 'ttl must be positive and at most one day' USING ERRCODE = '22023';
 	END IF;
-	RETURN schedphi._create_appointment(patient, actors, during, 'pending', 'routine', NULL, NULL,
-										statement_timestamp() + ttl);
+	RETURN schedphi._book(patient, actors, during, 'pending', 'routine', NULL, NULL,
+						  statement_timestamp() + ttl);
 END
 $$;
 

@@ -4,6 +4,8 @@
 # cancel, for several seconds.  Afterwards: no two active bookings of one
 # actor overlap, every booked appointment holds all of its actors, every
 # refusal was a 23P01, and idempotent retries racing each other booked once.
+# Six clients are a scheduler member (book() in C, src/book.c) and two a
+# superuser (the PL/pgSQL reference path): both paths race each other.
 # Needs PGHOST/PGPORT/PGUSER of a running cluster (test/run.sh sets them).
 set -euo pipefail
 
@@ -13,7 +15,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
 
-psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+PGOPTIONS="-c client_min_messages=warning" psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "DROP ROLE IF EXISTS race_desk" -c "CREATE ROLE race_desk LOGIN" \
+	-c "CREATE DATABASE $db" >/dev/null
 q >/dev/null <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION schedphi CASCADE;
@@ -34,6 +37,7 @@ BEGIN
 		PERFORM schedphi.add_availability(a, l, '{1,2,3,4,5,6,7}', '09:00', '17:00', daterange('2026-01-01', NULL));
 	END LOOP;
 	INSERT INTO race.cfg VALUES (t, dr, room, dr2);
+	PERFORM schedphi.add_member(t, 'race_desk', 'scheduler');
 	INSERT INTO race.patient
 		SELECT n, schedphi.register_patient(t, 'Racer', 'Synthetic' || n, date '1980-01-01' + n) FROM generate_series(1, 40) n;
 END $$;
@@ -45,7 +49,8 @@ CREATE FUNCTION race.slot(s int) RETURNS tstzrange LANGUAGE sql IMMUTABLE AS $$
 					  ELSE timestamptz '2026-06-16 13:00Z' + (s - 16) * interval '30 minutes' END AS ts) x
 $$;
 
-CREATE FUNCTION race.try_book(s int, which int, p int) RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION race.try_book(s int, which int, p int) RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	c race.cfg := (SELECT c FROM race.cfg c);
 BEGIN
@@ -57,7 +62,8 @@ EXCEPTION WHEN OTHERS THEN
 	INSERT INTO race.outcome VALUES ('book', SQLSTATE);
 END $$;
 
-CREATE FUNCTION race.try_cancel() RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION race.try_cancel() RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	a uuid := (SELECT id FROM schedphi.appointment WHERE status = 'booked' AND idempotency_key IS NULL
 			   ORDER BY random() LIMIT 1);
@@ -70,7 +76,8 @@ EXCEPTION WHEN OTHERS THEN
 	INSERT INTO race.outcome VALUES ('cancel', SQLSTATE);
 END $$;
 
-CREATE FUNCTION race.try_retry(k int) RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION race.try_retry(k int) RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	c race.cfg := (SELECT c FROM race.cfg c);
 BEGIN
@@ -80,6 +87,7 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
 	INSERT INTO race.outcome VALUES ('retry', SQLSTATE);
 END $$;
+GRANT USAGE ON SCHEMA race TO race_desk;
 SQL
 
 cat >"$work/book.sql" <<'EOF2'
@@ -97,14 +105,24 @@ SELECT race.try_retry(:k);
 EOF2
 
 echo "race: 8 clients for ${seconds}s over 30 slots and 2 actors, with cancellations"
-pgbench -n -c 8 -j 2 -T "$seconds" -f "$work/book.sql@9" -f "$work/cancel.sql@1" "$db" >"$work/pgbench.txt" 2>&1 || {
+pgbench -n -U postgres -c 2 -j 1 -T "$seconds" -f "$work/book.sql@9" -f "$work/cancel.sql@1" "$db" \
+	>"$work/pgbench-su.txt" 2>&1 &
+su_pid=$!
+pgbench -n -U race_desk -c 6 -j 1 -T "$seconds" -f "$work/book.sql@9" -f "$work/cancel.sql@1" "$db" \
+	>"$work/pgbench.txt" 2>&1 || {
 	cat "$work/pgbench.txt"
 	echo "race: pgbench failed"
 	exit 1
 }
-grep -E "number of transactions actually processed|tps = " "$work/pgbench.txt" | sed 's/^/race: /'
+wait "$su_pid" || {
+	cat "$work/pgbench-su.txt"
+	echo "race: pgbench (superuser clients) failed"
+	exit 1
+}
+grep -E "number of transactions actually processed|tps = " "$work/pgbench.txt" | sed 's/^/race: scheduler clients: /'
+grep -E "number of transactions actually processed|tps = " "$work/pgbench-su.txt" | sed 's/^/race: superuser clients: /'
 echo "race: 8 clients retrying 5 idempotent bookings"
-pgbench -n -c 8 -j 2 -t 25 -f "$work/retry.sql" "$db" >"$work/pgbench2.txt" 2>&1 || {
+pgbench -n -U race_desk -c 8 -j 2 -t 25 -f "$work/retry.sql" "$db" >"$work/pgbench2.txt" 2>&1 || {
 	cat "$work/pgbench2.txt"
 	echo "race: pgbench (retries) failed"
 	exit 1
@@ -145,5 +163,5 @@ check "idempotent retries booked each key once" "$(q -c "
 	SELECT count(*) = count(DISTINCT idempotency_key) AND count(*) BETWEEN 1 AND 5
 	FROM schedphi.appointment WHERE idempotency_key LIKE 'retry-%'")" t
 
-psql -X -q -c "DROP DATABASE $db" >/dev/null
+psql -X -q -c "DROP DATABASE $db" -c "DROP ROLE race_desk" >/dev/null
 exit $fail

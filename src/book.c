@@ -1,0 +1,618 @@
+/*-------------------------------------------------------------------------
+ *
+ * book.c
+ *	  The booking path in C: book() and hold().
+ *
+ * schedphi._create_appointment (PL/pgSQL, src/sql/50_scheduling.sql) is the
+ * reference: it checks every argument, the caller, the actors, availability
+ * and blocks, takes the per-actor-day locks, chooses seats and writes the
+ * rows, raising the documented error for each thing that is wrong.  This
+ * file does the same for the common case in a handful of statements
+ * instead of a few dozen, and hands every other case to the reference,
+ * which then raises exactly the error it always raised:
+ *
+ *	 - an argument that is NULL, out of range or otherwise odd, an
+ *	   idempotency key, an isolation level above READ COMMITTED, a caller
+ *	   this file cannot clear from its caches (a superuser, someone without
+ *	   the role): the reference does everything, from the start;
+ *	 - an unknown patient or actor, an actor not available or blocked:
+ *	   the reference starts again from scratch (nothing was written yet);
+ *	 - a seat missing: schedphi._raise_conflict names the clashes.
+ *
+ * The exclusion constraint on appointment_actor remains the guarantee
+ * against double booking whatever happens here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/rangetypes.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
+
+#include "schedphi.h"
+
+#define MAX_ACTORS		50
+#define MAX_REASON		2000
+#define UNIX_EPOCH_USECS	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+typedef struct BookActor
+{
+	pg_uuid_t	id;
+	int32		capacity;
+	bool		found;
+	bool		blocked;
+	TimestampTz span_lo;		/* the time widened by the actor's buffers */
+	TimestampTz span_hi;
+	TimestampTz covered;		/* availability sweep: covered up to here */
+	int32		seat;			/* chosen seat, 0 while none */
+	bool	   *busy;			/* [capacity]: seats taken during the span */
+} BookActor;
+
+typedef struct BookWindow
+{
+	int			actor;
+	TimestampTz lo;
+	TimestampTz hi;
+} BookWindow;
+
+typedef struct BookRequest
+{
+	Datum		patient;
+	Datum		actors;			/* as given */
+	Datum		during;			/* as given */
+	Datum		status;
+	Datum		kind;			/* as given */
+	Datum		reason;
+	Datum		key;
+	Datum		hold_expires;
+	bool		isnull[8];
+} BookRequest;
+
+static SPIPlanPtr fallback_plan = NULL;
+static SPIPlanPtr lookup_plan = NULL;
+static SPIPlanPtr seats_plan = NULL;
+static SPIPlanPtr expire_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr conflict_plan = NULL;
+
+/* Requests handed to the reference in this backend (for the tests). */
+static uint64 book_fallbacks = 0;
+
+static const char *const kinds[] = {"routine", "followup", "walkin", "checkup", "emergency"};
+
+static int
+uuid_order(const void *a, const void *b)
+{
+	return memcmp(((const BookActor *) a)->id.data, ((const BookActor *) b)->id.data, UUID_LEN);
+}
+
+static int
+window_order(const void *a, const void *b)
+{
+	const BookWindow *x = a,
+			   *y = b;
+
+	if (x->actor != y->actor)
+		return x->actor < y->actor ? -1 : 1;
+	return x->lo < y->lo ? -1 : (x->lo > y->lo ? 1 : 0);
+}
+
+static int
+find_actor(BookActor *actors, int n, const pg_uuid_t *id)
+{
+	int			lo = 0,
+				hi = n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		int			c = memcmp(id->data, actors[mid].id.data, UUID_LEN);
+
+		if (c == 0)
+			return mid;
+		if (c < 0)
+			hi = mid - 1;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
+
+/* The reference implementation, for every case this file does not take. */
+static Datum
+book_reference(const BookRequest *r)
+{
+	Oid			types[8] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TIMESTAMPTZOID};
+	Datum		values[8] = {r->patient, r->actors, r->during, r->status, r->kind, r->reason,
+	r->key, r->hold_expires};
+	char		nulls[8];
+	bool		isnull;
+	Datum		d;
+
+	book_fallbacks++;
+	for (int i = 0; i < 8; i++)
+		nulls[i] = r->isnull[i] ? 'n' : ' ';
+	schedphi_keep_plan(&fallback_plan,
+					   "SELECT schedphi._create_appointment($1, $2, $3, $4, $5, $6, $7, $8)",
+					   8, types);
+	if (SPI_execute_plan(fallback_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "schedphi: booking failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "schedphi: booking returned no appointment");
+	return d;
+}
+
+/*
+ * An appointment kind spelled exactly as one of the five; else NULL (the
+ * reference lower-cases it with the database's rules and decides).
+ */
+static const char *
+known_kind(text *t)
+{
+	const char *s = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	for (size_t i = 0; i < lengthof(kinds); i++)
+		if (strlen(kinds[i]) == (size_t) len && memcmp(s, kinds[i], len) == 0)
+			return kinds[i];
+	return NULL;
+}
+
+/* Collects the availability windows of the actors being booked. */
+typedef struct WindowList
+{
+	BookActor  *actors;
+	int			nactors;
+	BookWindow *w;
+	int			n;
+	int			cap;
+} WindowList;
+
+static void
+collect_window(void *arg, const pg_uuid_t *actor, TimestampTz s, TimestampTz e, int32 slot_minutes)
+{
+	WindowList *wl = arg;
+	int			i = find_actor(wl->actors, wl->nactors, actor);
+
+	if (i < 0)
+		return;
+	if (wl->n == wl->cap)
+	{
+		wl->cap = wl->cap ? wl->cap * 2 : 16;
+		wl->w = wl->w ? repalloc(wl->w, sizeof(BookWindow) * wl->cap) : palloc(sizeof(BookWindow) * wl->cap);
+	}
+	wl->w[wl->n].actor = i;
+	wl->w[wl->n].lo = s;
+	wl->w[wl->n].hi = e;
+	wl->n++;
+}
+
+/*
+ * Is every actor available for the whole of [lo, hi)?  The union of its
+ * windows must cover it, as range_agg(...) @> during does in the reference.
+ */
+static bool
+all_available(Datum tenant, Datum actors_sorted, BookActor *actors, int n, TimestampTz lo, TimestampTz hi)
+{
+	WindowList	wl = {actors, n, NULL, 0, 0};
+
+	schedphi_expand_windows(tenant, actors_sorted, lo, hi, collect_window, &wl);
+	if (wl.n > 1)
+		qsort(wl.w, wl.n, sizeof(BookWindow), window_order);
+	for (int i = 0; i < n; i++)
+		actors[i].covered = lo;
+	for (int i = 0; i < wl.n; i++)
+	{
+		BookActor  *a = &actors[wl.w[i].actor];
+
+		if (wl.w[i].lo <= a->covered && wl.w[i].hi > a->covered)
+			a->covered = wl.w[i].hi;
+	}
+	for (int i = 0; i < n; i++)
+		if (actors[i].covered < hi)
+			return false;
+	return true;
+}
+
+/* floor(epoch seconds / 86400) of an instant, as the reference computes it. */
+static int32
+unix_day(TimestampTz t)
+{
+	int64		u = t + UNIX_EPOCH_USECS;
+	int64		d = u / USECS_PER_DAY;
+
+	if (u < 0 && d * USECS_PER_DAY != u)
+		d--;
+	return (int32) d;
+}
+
+/*
+ * The locks that serialise bookings that could clash: one per actor and
+ * UTC day its span touches, in actor then day order, with the keys of the
+ * reference (hashtext('schedphi.actor.' || id), day), which the other
+ * booking paths take too.
+ */
+static void
+lock_actor_days(BookActor *actors, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		char		key[64];
+		int32		h;
+
+		snprintf(key, sizeof(key), "schedphi.actor.%s",
+				 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&actors[i].id))));
+		h = (int32) DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key)));
+		for (int32 d = unix_day(actors[i].span_lo); d <= unix_day(actors[i].span_hi); d++)
+			DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(h), Int32GetDatum(d));
+	}
+}
+
+static Datum
+make_tstzrange(TypeCacheEntry *tc, TimestampTz lo, TimestampTz hi)
+{
+	RangeBound	l = {.val = TimestampTzGetDatum(lo), .infinite = false, .inclusive = true, .lower = true};
+	RangeBound	u = {.val = TimestampTzGetDatum(hi), .infinite = false, .inclusive = false, .lower = false};
+
+	return RangeTypePGetDatum(make_range(tc, &l, &u, false));
+}
+
+/*
+ * Which seats are taken during each actor's span?  Returns whether an
+ * expired hold is in the way (the caller deactivates those and asks again).
+ */
+static bool
+taken_seats(Datum tenant, Datum ids, Datum spans, BookActor *actors, int n)
+{
+	Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEARRAYOID};
+	Datum		values[3] = {tenant, ids, spans};
+	bool		expired_seen = false;
+
+	schedphi_keep_plan(&seats_plan,
+					   "SELECT x.actor, x.seat, x.expires IS NOT NULL AND x.expires <= statement_timestamp() "
+					   "FROM unnest($2, $3) AS u(id, span) "
+					   "JOIN schedphi.appointment_actor x ON x.tenant = $1 AND x.actor = u.id "
+					   "AND x.active AND x.span && u.span", 3, types);
+	if (SPI_execute_plan(seats_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "schedphi: seat query failed");
+	for (int i = 0; i < n; i++)
+		memset(actors[i].busy, 0, sizeof(bool) * actors[i].capacity);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		n1,
+					n2,
+					n3;
+		Datum		actor = SPI_getbinval(tup, desc, 1, &n1);
+		int32		seat = DatumGetInt32(SPI_getbinval(tup, desc, 2, &n2));
+		bool		expired = DatumGetBool(SPI_getbinval(tup, desc, 3, &n3));
+		int			i = n1 ? -1 : find_actor(actors, n, DatumGetUUIDP(actor));
+
+		if (expired)
+			expired_seen = true;
+		else if (i >= 0 && seat >= 1 && seat <= actors[i].capacity)
+			actors[i].busy[seat - 1] = true;
+	}
+	return expired_seen;
+}
+
+/*
+ * The booking itself, for book() and hold(): the arguments of
+ * _create_appointment.  Returns the appointment id.
+ */
+static Datum
+book_appointment(BookRequest *r)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *elemnulls;
+	int			n;
+	BookActor  *actors;
+	RangeType  *during;
+	TypeCacheEntry *rtc;
+	RangeBound	lower,
+				upper;
+	bool		empty;
+	const char *kind;
+	const char *status;
+	Datum		tenant = (Datum) 0;
+	Datum		sorted_ids;
+	Datum		spans;
+	Datum		during_n;		/* during as [lower, upper) */
+	Datum	   *tmp;
+	pg_uuid_t  *id;
+	bool		fallback = false;
+	static const char *const booking_roles[] = {"scheduler", "integration"};
+
+	if (r->isnull[0] || r->isnull[1] || r->isnull[2] || r->isnull[3] || r->isnull[4] ||
+		!r->isnull[6] || XactIsoLevel != XACT_READ_COMMITTED)
+		return book_reference(r);
+
+	/* actors: 1..50 distinct uuids, no NULL; kept sorted by id */
+	arr = DatumGetArrayTypeP(r->actors);
+	if (ARR_NDIM(arr) != 1)
+		return book_reference(r);
+	deconstruct_array(arr, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &elems, &elemnulls, &n);
+	if (n < 1 || n > MAX_ACTORS)
+		return book_reference(r);
+	actors = palloc0(sizeof(BookActor) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (elemnulls[i])
+			return book_reference(r);
+		memcpy(actors[i].id.data, DatumGetPointer(elems[i]), UUID_LEN);
+	}
+	qsort(actors, n, sizeof(BookActor), uuid_order);
+	for (int i = 1; i < n; i++)
+		if (memcmp(actors[i].id.data, actors[i - 1].id.data, UUID_LEN) == 0)
+			return book_reference(r);
+
+	/* during: bounded, finite, not empty, at most a day; taken as [lower, upper) */
+	during = DatumGetRangeTypeP(r->during);
+	rtc = lookup_type_cache(RangeTypeGetOid(during), TYPECACHE_RANGE_INFO);
+	range_deserialize(rtc, during, &lower, &upper, &empty);
+	if (empty || lower.infinite || upper.infinite ||
+		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(lower.val)) ||
+		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(upper.val)) ||
+		DatumGetTimestampTz(lower.val) >= DatumGetTimestampTz(upper.val) ||
+		DatumGetTimestampTz(upper.val) - DatumGetTimestampTz(lower.val) > USECS_PER_DAY)
+		return book_reference(r);
+
+	kind = known_kind(DatumGetTextPP(r->kind));
+	status = TextDatumGetCString(r->status);
+	if (kind == NULL || (strcmp(status, "booked") != 0 && strcmp(status, "pending") != 0))
+		return book_reference(r);
+	if (!r->isnull[5])
+	{
+		text	   *reason = DatumGetTextPP(r->reason);
+
+		if (pg_mbstrlen_with_len(VARDATA_ANY(reason), VARSIZE_ANY_EXHDR(reason)) > MAX_REASON)
+			return book_reference(r);
+	}
+
+	/* the patient's tenant and the actors, in one query */
+	{
+		Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
+		Datum		values[3];
+		Datum	   *ids = palloc(sizeof(Datum) * n);
+
+		for (int i = 0; i < n; i++)
+			ids[i] = UUIDPGetDatum(&actors[i].id);
+		sorted_ids = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		values[0] = r->patient;
+		values[1] = sorted_ids;
+		during_n = make_tstzrange(rtc, DatumGetTimestampTz(lower.val), DatumGetTimestampTz(upper.val));
+		values[2] = during_n;
+
+		schedphi_keep_plan(&lookup_plan,
+						   "SELECT p.tenant, a.id, a.capacity, "
+						   "lower($3) - a.buffer_before, upper($3) + a.buffer_after, "
+						   "EXISTS (SELECT 1 FROM schedphi.block b WHERE b.tenant = p.tenant "
+						   "AND b.actor = a.id AND b.during && $3) "
+						   "FROM schedphi.patient p "
+						   "LEFT JOIN schedphi.actor a ON a.tenant = p.tenant AND a.id = ANY ($2) "
+						   "WHERE p.id = $1", 3, types);
+		if (SPI_execute_plan(lookup_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "schedphi: booking lookup failed");
+		if (SPI_processed != (uint64) n)
+			fallback = true;
+		for (uint64 i = 0; i < SPI_processed && !fallback; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			Datum		t = SPI_getbinval(tup, desc, 1, &isnull);
+			Datum		a = SPI_getbinval(tup, desc, 2, &isnull);
+			int			k;
+
+			if (isnull || (k = find_actor(actors, n, DatumGetUUIDP(a))) < 0 || actors[k].found)
+			{
+				fallback = true;
+				break;
+			}
+			if (i == 0)
+				tenant = datumCopy(t, false, UUID_LEN);
+			else if (memcmp(DatumGetPointer(t), DatumGetPointer(tenant), UUID_LEN) != 0)
+			{
+				fallback = true;
+				break;
+			}
+			actors[k].found = true;
+			actors[k].capacity = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+			actors[k].span_lo = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+			actors[k].span_hi = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+			actors[k].blocked = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+			if (actors[k].blocked || actors[k].capacity < 1)
+				fallback = true;
+			actors[k].busy = palloc(sizeof(bool) * Max(actors[k].capacity, 1));
+		}
+		if (fallback)
+			return book_reference(r);
+	}
+
+	/* the caller: a token or a membership with the role; anyone else, the reference */
+	if (!schedphi_has_role(DatumGetUUIDP(tenant), booking_roles, lengthof(booking_roles)))
+		return book_reference(r);
+
+	if (!all_available(tenant, sorted_ids, actors, n, DatumGetTimestampTz(lower.val),
+					   DatumGetTimestampTz(upper.val)))
+		return book_reference(r);
+
+	lock_actor_days(actors, n);
+
+	tmp = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		tmp[i] = make_tstzrange(rtc, actors[i].span_lo, actors[i].span_hi);
+	spans = PointerGetDatum(construct_array(tmp, n, TSTZRANGEOID, -1, false, TYPALIGN_DOUBLE));
+
+	/* expired holds stop blocking: deactivate those in the way, then look again */
+	if (taken_seats(tenant, sorted_ids, spans, actors, n))
+	{
+		Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEARRAYOID};
+		Datum		values[3] = {tenant, sorted_ids, spans};
+
+		schedphi_keep_plan(&expire_plan,
+						   "UPDATE schedphi.appointment_actor x SET active = false "
+						   "FROM unnest($2, $3) AS u(id, span) "
+						   "WHERE x.tenant = $1 AND x.actor = u.id AND x.active "
+						   "AND x.expires IS NOT NULL AND x.expires <= statement_timestamp() "
+						   "AND x.span && u.span", 3, types);
+		if (SPI_execute_plan(expire_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "schedphi: could not release expired holds");
+		(void) taken_seats(tenant, sorted_ids, spans, actors, n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		for (int s = 0; s < actors[i].capacity && actors[i].seat == 0; s++)
+			if (!actors[i].busy[s])
+				actors[i].seat = s + 1;
+		if (actors[i].seat == 0)
+		{
+			Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
+			Datum		values[3] = {tenant, sorted_ids, during_n};
+
+			schedphi_keep_plan(&conflict_plan, "SELECT schedphi._raise_conflict($1, $2, $3)", 3, types);
+			SPI_execute_plan(conflict_plan, values, NULL, false, 0);
+			elog(ERROR, "schedphi: booking conflict not raised");
+		}
+	}
+
+	/* the appointment, its actors' rows, and the waitlist it serves: one statement */
+	id = palloc(sizeof(pg_uuid_t));
+	if (!pg_strong_random(id->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	id->data[6] = (id->data[6] & 0x0f) | 0x40;	/* version 4, as gen_random_uuid() */
+	id->data[8] = (id->data[8] & 0x3f) | 0x80;
+	{
+		Oid			types[11] = {UUIDOID, UUIDOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TEXTOID,
+		TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, TSTZRANGEARRAYOID};
+		Datum		values[11];
+		char		nulls[11];
+		Datum	   *seats = palloc(sizeof(Datum) * n);
+
+		for (int i = 0; i < n; i++)
+			seats[i] = Int32GetDatum(actors[i].seat);
+		memset(nulls, ' ', sizeof(nulls));
+		values[0] = tenant;
+		values[1] = UUIDPGetDatum(id);
+		values[2] = r->patient;
+		values[3] = sorted_ids;
+		values[4] = during_n;
+		values[5] = CStringGetTextDatum(status);
+		values[6] = CStringGetTextDatum(kind);
+		values[7] = r->reason;
+		nulls[7] = r->isnull[5] ? 'n' : ' ';
+		values[8] = r->hold_expires;
+		nulls[8] = r->isnull[7] ? 'n' : ' ';
+		values[9] = PointerGetDatum(construct_array(seats, n, INT4OID, 4, true, TYPALIGN_INT));
+		values[10] = spans;
+		schedphi_keep_plan(&insert_plan,
+						   "WITH ap AS ("
+						   " INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind,"
+						   "  reason, hold_expires)"
+						   " VALUES ($1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9)"
+						   " RETURNING id),"
+						   " served AS ("
+						   " UPDATE schedphi.waitlist w SET status = 'booked'"
+						   " WHERE $6 = 'booked' AND w.tenant = $1 AND w.status = 'waiting' AND w.patient = $3"
+						   "  AND w.actors <@ $4 AND w.wanted @> $5)"
+						   " INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)"
+						   " SELECT $1, ap.id, u.id, u.seat, $5, u.span, $9"
+						   " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)", 11, types);
+		if (SPI_execute_plan(insert_plan, values, nulls, false, 0) != SPI_OK_INSERT || SPI_processed != (uint64) n)
+			elog(ERROR, "schedphi: could not write the booking");
+	}
+	return UUIDPGetDatum(id);
+}
+
+/* Run the booking inside SPI; the id comes back in the caller's context. */
+static Datum
+book_in_spi(BookRequest *r)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	pg_uuid_t  *out = palloc(sizeof(pg_uuid_t));
+	Datum		d;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	d = book_appointment(r);
+	memcpy(out->data, DatumGetUUIDP(d)->data, UUID_LEN);
+	SPI_finish();
+	MemoryContextSwitchTo(caller);
+	return UUIDPGetDatum(out);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_book);
+
+/*
+ * book(patient uuid, actors uuid[], during tstzrange, kind text, reason text,
+ *		idempotency_key text) -> uuid
+ * NULL-safe: NULL arguments go to the reference, which says what is wrong.
+ */
+Datum
+schedphi_book(PG_FUNCTION_ARGS)
+{
+	BookRequest r;
+
+	memset(&r, 0, sizeof(r));
+	for (int i = 0; i < 6; i++)
+		r.isnull[i < 3 ? i : i + 1] = PG_ARGISNULL(i);
+	r.patient = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
+	r.actors = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	r.during = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	r.status = CStringGetTextDatum("booked");
+	r.isnull[3] = false;
+	r.kind = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	r.reason = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	r.key = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
+	r.isnull[7] = true;
+	PG_RETURN_DATUM(book_in_spi(&r));
+}
+
+PG_FUNCTION_INFO_V1(schedphi_book_core);
+
+/*
+ * _book(patient, actors, during, status, kind, reason, key, hold_expires)
+ *	 -> uuid
+ * The arguments of _create_appointment; hold() calls it.  NULL-safe.
+ */
+Datum
+schedphi_book_core(PG_FUNCTION_ARGS)
+{
+	BookRequest r;
+	Datum	   *slots[8] = {&r.patient, &r.actors, &r.during, &r.status, &r.kind, &r.reason,
+	&r.key, &r.hold_expires};
+
+	memset(&r, 0, sizeof(r));
+	for (int i = 0; i < 8; i++)
+	{
+		r.isnull[i] = PG_ARGISNULL(i);
+		*slots[i] = r.isnull[i] ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+	PG_RETURN_DATUM(book_in_spi(&r));
+}
+
+PG_FUNCTION_INFO_V1(schedphi_book_fallbacks);
+
+/* _book_fallbacks() -> bigint: requests this backend handed to the reference. */
+Datum
+schedphi_book_fallbacks(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64((int64) book_fallbacks);
+}
