@@ -1031,9 +1031,21 @@ audit_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_PREPARE:
+
+			/*
+			 * Cached roles are dropped when a membership change commits, and
+			 * nothing runs here when a prepared transaction commits: a
+			 * revoked role could outlive it in other sessions' caches.
+			 */
+			if (members_changed)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that changed schedphi memberships"),
+						 errhint("Change memberships in a transaction that commits directly.")));
+			/* FALLTHROUGH */
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PARALLEL_PRE_COMMIT:
-		case XACT_EVENT_PRE_PREPARE:
 			/* reads gathered outside an executor (rare): record them now */
 			if (npending > 0)
 				flush_reads(true);

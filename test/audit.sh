@@ -128,6 +128,24 @@ audit_check() {
 		"$(aq -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'member_add' AND detail ->> 'login' LIKE 'au\_%'")" 4
 	aok "key operations are recorded" \
 		"$(aq -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'key_rotate' AND login = 'au_admin'")" 1
+
+	# Roles are cached per session (book() and find_slots clear callers from
+	# that cache): a role removed in another session must stop the next call
+	# of a session that already used it.
+	psql -X -q -c "DROP ROLE IF EXISTS au_temp" -c "CREATE ROLE au_temp LOGIN" >/dev/null
+	aq -c "SELECT schedphi.add_member('$tenant', 'au_temp', 'scheduler')" >/dev/null
+	local revoked
+	revoked=$(psql -X -q -At -U au_temp -d "$db" 2>&1 <<EOF
+SELECT 'first ' || (schedphi.book('$p1', ARRAY['$dr']::uuid[], '[2026-06-16 14:00Z, 2026-06-16 14:30Z)') IS NOT NULL);
+\\! psql -X -q -At -U postgres -d $db -c "SELECT schedphi.remove_member('$tenant', 'au_temp', 'scheduler')" >/dev/null
+SELECT 'second ' || (schedphi.book('$p1', ARRAY['$dr']::uuid[], '[2026-06-16 15:00Z, 2026-06-16 15:30Z)') IS NOT NULL);
+EOF
+)
+	aok "a role removed in another session stops the next booking of a session that used it" \
+		"$(grep -c '^first true$' <<<"$revoked") $(grep -c 'permission denied' <<<"$revoked") $(grep -c '^second' <<<"$revoked")" "1 1 0"
+	aok "a membership change cannot be prepared for two-phase commit (other sessions' cached roles)" \
+		"$(aq -v ON_ERROR_STOP=0 -c "BEGIN" -c "SELECT schedphi.add_member('$tenant', 'au_temp', 'support')" \
+			-c "PREPARE TRANSACTION 'sp_members'" | grep -c 'cannot PREPARE a transaction that changed schedphi memberships')" 1
 	aok "no value ever reaches the log (canaries: name, phone, email, MRN, reason, cancel note)" \
 		"$(aq -c "SELECT count(*) FROM schedphi.audit_log l WHERE l::text ~* '(zqcanary|0199 777)'")" 0
 
