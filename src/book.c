@@ -32,6 +32,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -339,7 +340,8 @@ book_appointment(BookRequest *r)
 	static const char *const booking_roles[] = {"scheduler", "integration"};
 
 	if (r->isnull[0] || r->isnull[1] || r->isnull[2] || r->isnull[3] || r->isnull[4] ||
-		!r->isnull[6] || XactIsoLevel != XACT_READ_COMMITTED)
+		!r->isnull[6] || XactIsoLevel != XACT_READ_COMMITTED ||
+		(schedphi_current_actor() == NULL && superuser_arg(GetSessionUserId())))
 		return book_reference(r);
 
 	/* actors: 1..50 distinct uuids, no NULL; kept sorted by id */

@@ -232,13 +232,14 @@ check_actor_array(Datum arg, Datum **elems, int *nelems)
 	return arr;
 }
 
+/* Who may look for free time: any member who works with schedules. */
+static const char *const slot_roles[] = {"admin", "scheduler", "clinician", "integration", "support"};
+
 /*
  * Load the actors, their tenant, capacity and buffers; check that they all
  * exist, share one tenant, and that the caller may look at that tenant.
  * Returns the tenant.
  */
-static const char *const slot_roles[] = {"admin", "scheduler", "clinician", "integration", "support"};
-
 static Datum
 load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 {

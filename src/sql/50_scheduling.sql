@@ -320,6 +320,8 @@ CREATE FUNCTION schedphi._create_appointment(p_patient uuid, p_actors uuid[], p_
 	p_status text, p_kind text, p_reason text, p_key text, p_hold_expires timestamptz)
 RETURNS uuid
 LANGUAGE plpgsql
+-- the same few statements every time: generic plans save planning them
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	v_tenant uuid := schedphi._patient_tenant(p_patient);
