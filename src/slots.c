@@ -247,7 +247,7 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 	Datum		values[1] = {actors_arg};
 	Oid			authtypes[2] = {UUIDOID, TEXTARRAYOID};
 	Datum		authvalues[2];
-	Datum		roles[5];
+	Datum		roles[lengthof(slot_roles)];
 	Datum		tenant = (Datum) 0;
 	SPITupleTable *tt;
 
@@ -296,13 +296,10 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 		MemoryContextSwitchTo(keep);
 		return tenant;
 	}
-	roles[0] = CStringGetTextDatum("admin");
-	roles[1] = CStringGetTextDatum("scheduler");
-	roles[2] = CStringGetTextDatum("clinician");
-	roles[3] = CStringGetTextDatum("integration");
-	roles[4] = CStringGetTextDatum("support");
+	for (size_t i = 0; i < lengthof(slot_roles); i++)
+		roles[i] = CStringGetTextDatum(slot_roles[i]);
 	authvalues[0] = tenant;
-	authvalues[1] = PointerGetDatum(construct_array(roles, 5, TEXTOID, -1, false, TYPALIGN_INT));
+	authvalues[1] = PointerGetDatum(construct_array(roles, lengthof(slot_roles), TEXTOID, -1, false, TYPALIGN_INT));
 	schedphi_keep_plan(&auth_plan, "SELECT schedphi._authorize($1, $2)", 2, authtypes);
 	if (SPI_execute_plan(auth_plan, authvalues, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "find_slots: authorization query failed");

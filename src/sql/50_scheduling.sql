@@ -402,7 +402,6 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
 	IF ttl IS NULL OR ttl <= interval '0' OR ttl > interval '1 day' THEN
