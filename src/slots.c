@@ -3,11 +3,12 @@
  * slots.c
  *	  find_slots: free time common to several actors, cut on their grids.
  *
- * Three queries load, for the requested actors and window, the weekly
- * availability already expanded into absolute instants with each
- * location's time-zone rules (schedphi._windows), the blocks, and the
- * active bookings and unexpired holds with their seats and buffers.  The
- * rest is interval arithmetic in memory: no query per slot.
+ * For the requested actors and window, schedphi_expand_windows gives the
+ * weekly availability as absolute instants under each location's time-zone
+ * rules, and one query each loads the blocks and the active bookings and
+ * unexpired holds with their seats.  Bookings are read a stretch of time at
+ * a time, as far as max_results is likely to need (next_stretch).  The rest
+ * is interval arithmetic in memory: no query per slot.
  *
  * A start time t is offered when, for every actor,
  *	 - some availability window covers [t, t + duration) and t lies on that
@@ -35,6 +36,18 @@
 
 #include "schedphi.h"
 
+/*
+ * Sorts with the comparison inlined (lib/sort_template.h): a booked actor
+ * has thousands of spans a month, and qsort's call per comparison was a
+ * tenth of find_slots.
+ */
+#define ST_SORT sort_timestamps
+#define ST_ELEMENT_TYPE TimestampTz
+#define ST_COMPARE(a, b) ((*(a) > *(b)) - (*(a) < *(b)))
+#define ST_SCOPE static
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
 #define MAX_ACTORS			50
 #define MAX_WINDOW_DAYS		370
 #define MAX_RESULTS_CAP		10000
@@ -59,7 +72,15 @@ typedef struct SpanList
 	Span	   *items;
 	int			n;
 	int			cap;
+	int			pos;			/* first span that may still matter (see span_overlaps) */
 } SpanList;
+
+#define ST_SORT sort_spans
+#define ST_ELEMENT_TYPE Span
+#define ST_COMPARE(a, b) (((a)->lo > (b)->lo) - ((a)->lo < (b)->lo))
+#define ST_SCOPE static
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 typedef struct ActorPlan
 {
@@ -96,24 +117,18 @@ span_append(SpanList *list, TimestampTz lo, TimestampTz hi)
 
 /*
  * Does any span of a sorted list of disjoint spans overlap [lo, hi)?
- * Binary search for the first span ending after lo.
+ *
+ * Candidates are tried in increasing order, so lo never decreases between
+ * calls on one list: spans that end at or before lo can never matter again,
+ * and the cursor steps over them once (linear in the list over a whole
+ * call of find_slots, instead of a binary search per candidate).
  */
 static bool
-span_overlaps(const SpanList *list, TimestampTz lo, TimestampTz hi)
+span_overlaps(SpanList *list, TimestampTz lo, TimestampTz hi)
 {
-	int			left = 0,
-				right = list->n;
-
-	while (left < right)
-	{
-		int			mid = left + (right - left) / 2;
-
-		if (list->items[mid].hi <= lo)
-			left = mid + 1;
-		else
-			right = mid;
-	}
-	return left < list->n && list->items[left].lo < hi;
+	while (list->pos < list->n && list->items[list->pos].hi <= lo)
+		list->pos++;
+	return list->pos < list->n && list->items[list->pos].lo < hi;
 }
 
 /* Is [t, t + dur) inside one of the actor's windows, on its grid? */
@@ -144,7 +159,7 @@ actor_covers(const ActorPlan *a, TimestampTz t, int64 dur)
 }
 
 static bool
-actor_free(const ActorPlan *a, TimestampTz t, int64 dur)
+actor_free(ActorPlan *a, TimestampTz t, int64 dur)
 {
 	if (!actor_covers(a, t, dur))
 		return false;
@@ -154,15 +169,6 @@ actor_free(const ActorPlan *a, TimestampTz t, int64 dur)
 		if (!span_overlaps(&a->seats[s], t - a->before, t + dur + a->after))
 			return true;
 	return false;
-}
-
-static int
-cmp_timestamp(const void *a, const void *b)
-{
-	TimestampTz x = *(const TimestampTz *) a;
-	TimestampTz y = *(const TimestampTz *) b;
-
-	return (x > y) - (x < y);
 }
 
 static int
@@ -395,7 +401,8 @@ load_blocks(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, Datum windo
 /*
  * Bookings arrive through a DestReceiver straight into the seat lists: no
  * copy of the rows in SPI memory, and no sort in SQL (each seat's list is
- * sorted afterwards in C).
+ * sorted afterwards in C).  The span comes whole and is taken apart once
+ * here, rather than by lower() and upper() in the query.
  */
 typedef struct BusyReceiver
 {
@@ -403,6 +410,7 @@ typedef struct BusyReceiver
 	ActorPlan  *plans;
 	int			n;
 	MemoryContext keep;
+	TypeCacheEntry *range_type;
 } BusyReceiver;
 
 static bool
@@ -411,10 +419,14 @@ busy_receive(TupleTableSlot *slot, DestReceiver *self)
 	BusyReceiver *r = (BusyReceiver *) self;
 	ActorPlan  *a;
 	int			seat;
+	RangeType  *span;
+	RangeBound	lo,
+				hi;
+	bool		empty;
 	MemoryContext old;
 
 	slot_getallattrs(slot);
-	if (slot->tts_isnull[0] || slot->tts_isnull[1] || slot->tts_isnull[2] || slot->tts_isnull[3])
+	if (slot->tts_isnull[0] || slot->tts_isnull[1] || slot->tts_isnull[2])
 		elog(ERROR, "find_slots: unexpected NULL in a booking");
 	a = &r->plans[find_actor(r->plans, r->n, DatumGetUUIDP(slot->tts_values[0]))];
 	seat = DatumGetInt32(slot->tts_values[1]);
@@ -425,10 +437,16 @@ busy_receive(TupleTableSlot *slot, DestReceiver *self)
 	 */
 	if (seat < 1 || seat > a->capacity)
 		return true;
+	span = DatumGetRangeTypeP(slot->tts_values[2]);
+	range_deserialize(r->range_type, span, &lo, &hi, &empty);
+	/* spans are written bounded and non-empty (schedphi._span) */
+	if (empty || lo.infinite || hi.infinite)
+		elog(ERROR, "find_slots: a booking's span is empty or unbounded");
 	old = MemoryContextSwitchTo(r->keep);
-	span_append(&a->seats[seat - 1], DatumGetTimestampTz(slot->tts_values[2]),
-				DatumGetTimestampTz(slot->tts_values[3]));
+	span_append(&a->seats[seat - 1], DatumGetTimestampTz(lo.val), DatumGetTimestampTz(hi.val));
 	MemoryContextSwitchTo(old);
+	if ((Pointer) span != DatumGetPointer(slot->tts_values[2]))
+		pfree(span);
 	return true;
 }
 
@@ -442,15 +460,10 @@ busy_noop(DestReceiver *self)
 {
 }
 
-static int
-cmp_span(const void *a, const void *b)
-{
-	TimestampTz x = ((const Span *) a)->lo;
-	TimestampTz y = ((const Span *) b)->lo;
-
-	return (x > y) - (x < y);
-}
-
+/*
+ * Replace every seat list by the active bookings and unexpired holds whose
+ * spans overlap [lo, hi), each list sorted and its cursor at the start.
+ */
 static void
 load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz lo, TimestampTz hi,
 		  MemoryContext keep)
@@ -462,7 +475,7 @@ load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz l
 	BusyReceiver rcv;
 
 	schedphi_keep_plan(&busy_plan,
-			  "SELECT x.actor, x.seat, lower(x.span), upper(x.span) "
+			  "SELECT x.actor, x.seat, x.span "
 			  "FROM schedphi.appointment_actor x "
 			  "WHERE x.tenant = $1 AND x.actor = ANY ($2) AND x.active "
 			  "AND (x.expires IS NULL OR x.expires > statement_timestamp()) "
@@ -474,6 +487,9 @@ load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz l
 		params->params[i].pflags = PARAM_FLAG_CONST;
 		params->params[i].ptype = types[i];
 	}
+	for (int i = 0; i < n; i++)
+		for (int s = 0; s < plans[i].capacity; s++)
+			plans[i].seats[s].n = plans[i].seats[s].pos = 0;
 	memset(&rcv, 0, sizeof(rcv));
 	rcv.pub.receiveSlot = busy_receive;
 	rcv.pub.rStartup = busy_startup;
@@ -483,6 +499,7 @@ load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz l
 	rcv.plans = plans;
 	rcv.n = n;
 	rcv.keep = keep;
+	rcv.range_type = lookup_type_cache(TSTZRANGEOID, TYPECACHE_RANGE_INFO);
 	memset(&options, 0, sizeof(options));
 	options.params = params;
 	options.read_only = true;
@@ -496,7 +513,34 @@ load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz l
 	for (int i = 0; i < n; i++)
 		for (int s = 0; s < plans[i].capacity; s++)
 			if (plans[i].seats[s].n > 1)
-				qsort(plans[i].seats[s].items, plans[i].seats[s].n, sizeof(Span), cmp_span);
+				sort_spans(plans[i].seats[s].items, plans[i].seats[s].n);
+}
+
+/*
+ * How far past the candidate `at` the next load of bookings should reach.
+ * max_results usually ends the search long before the end of the window,
+ * and a busy actor's bookings are most of the work, so they are read a
+ * stretch of time at a time: the first stretch as if every candidate were
+ * free, the next ones from the rate at which free slots have turned up so
+ * far, with a quarter to spare (twice as far as so far when none has).  A
+ * stretch is at least a day; past the end of the window it is all the rest.
+ */
+static int64
+next_stretch(TimestampTz from, TimestampTz until, TimestampTz at, bool first,
+			 int ncand, int emitted, int max_results)
+{
+	double		want;
+
+	if (first)
+		want = (double) (until - from) * Min(1.0, 1.25 * max_results / Max(ncand, 1));
+	else if (emitted == 0)
+		want = 2.0 * (double) (at - from);
+	else
+		want = 1.25 * (double) (at - from) * (max_results - emitted) / emitted;
+	want = Max(want, (double) USECS_PER_DAY);
+	if (want >= (double) (until - at))
+		return until - at;
+	return (int64) want;
 }
 
 PG_FUNCTION_INFO_V1(schedphi_find_slots);
@@ -517,6 +561,8 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 	RangeBound	wlo,
 				whi;
 	bool		wempty;
+	TimestampTz from,
+				until;
 	int64		dur;
 	int			max_results = 100;
 	ActorPlan  *plans;
@@ -527,6 +573,7 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 	int			ncand = 0,
 				capcand = 0;
 	int			emitted = 0;
+	int			c;
 	MemoryContext callctx = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0))
@@ -554,7 +601,9 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(SCHEDPHI_BAD_ARGUMENT),
 				 errmsg("window must be a non-empty range bounded on both sides")));
-	if (DatumGetTimestampTz(whi.val) - DatumGetTimestampTz(wlo.val) > MAX_WINDOW_DAYS * USECS_PER_DAY)
+	from = DatumGetTimestampTz(wlo.val);
+	until = DatumGetTimestampTz(whi.val);
+	if (until - from > MAX_WINDOW_DAYS * USECS_PER_DAY)
 		ereport(ERROR,
 				(errcode(SCHEDPHI_BAD_ARGUMENT),
 				 errmsg("window must not be longer than %d days", MAX_WINDOW_DAYS)));
@@ -587,25 +636,20 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 		max_before = Max(max_before, plans[i].before);
 		max_after = Max(max_after, plans[i].after);
 	}
-	load_windows(plans, nactors, tenant, actors_arg, DatumGetTimestampTz(wlo.val), DatumGetTimestampTz(whi.val),
-				 callctx);
+	load_windows(plans, nactors, tenant, actors_arg, from, until, callctx);
 	load_blocks(plans, nactors, tenant, actors_arg, PointerGetDatum(window), callctx);
-	load_busy(plans, nactors, tenant, actors_arg,
-			  DatumGetTimestampTz(wlo.val) - max_before,
-			  DatumGetTimestampTz(whi.val) + max_after, callctx);
-	SPI_finish();
 
 	/* Candidate starts: the grid of the first actor's windows. */
 	for (int i = 0; i < plans[0].nwindows; i++)
 	{
 		const Window *w = &plans[0].windows[i];
-		TimestampTz from = Max(w->lo, DatumGetTimestampTz(wlo.val));
-		TimestampTz to = Min(w->hi, DatumGetTimestampTz(whi.val));
+		TimestampTz lo = Max(w->lo, from);
+		TimestampTz hi = Min(w->hi, until);
 		TimestampTz t = w->lo;
 
-		if (from > w->lo)
-			t = w->lo + ((from - w->lo + w->step - 1) / w->step) * w->step;
-		for (; t + dur <= to; t += w->step)
+		if (lo > w->lo)
+			t = w->lo + ((lo - w->lo + w->step - 1) / w->step) * w->step;
+		for (; t + dur <= hi; t += w->step)
 		{
 			if (ncand == capcand)
 			{
@@ -617,28 +661,45 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 		}
 	}
 	if (ncand > 1)
-		qsort(cand, ncand, sizeof(TimestampTz), cmp_timestamp);
+		sort_timestamps(cand, ncand);
 
-	for (int c = 0; c < ncand && emitted < max_results; c++)
+	/*
+	 * Try the candidates in order, a stretch of time at a time: before each
+	 * stretch, load the bookings that a candidate in it could touch with its
+	 * buffers.
+	 */
+	c = 0;
+	while (c < ncand && emitted < max_results)
 	{
-		TimestampTz t = cand[c];
-		bool		ok = true;
+		TimestampTz stop = cand[c] + next_stretch(from, until, cand[c], c == 0,
+												  ncand, emitted, max_results);
 
-		if (c > 0 && cand[c - 1] == t)
-			continue;
-		for (int i = 0; i < nactors && ok; i++)
-			ok = actor_free(&plans[i], t, dur);
-		if (ok)
+		if (stop >= until)
+			stop = until + 1;	/* the last stretch: every remaining candidate */
+		load_busy(plans, nactors, tenant, actors_arg,
+				  cand[c] - max_before, stop + dur + max_after, callctx);
+		for (; c < ncand && cand[c] < stop && emitted < max_results; c++)
 		{
-			Datum		values[3];
-			bool		nulls[3] = {false, false, false};
+			TimestampTz t = cand[c];
+			bool		ok = true;
 
-			values[0] = TimestampTzGetDatum(t);
-			values[1] = TimestampTzGetDatum(t + dur);
-			values[2] = actors_arg;
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-			emitted++;
+			if (c > 0 && cand[c - 1] == t)
+				continue;
+			for (int i = 0; i < nactors && ok; i++)
+				ok = actor_free(&plans[i], t, dur);
+			if (ok)
+			{
+				Datum		values[3];
+				bool		nulls[3] = {false, false, false};
+
+				values[0] = TimestampTzGetDatum(t);
+				values[1] = TimestampTzGetDatum(t + dur);
+				values[2] = actors_arg;
+				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+				emitted++;
+			}
 		}
 	}
+	SPI_finish();
 	return (Datum) 0;
 }

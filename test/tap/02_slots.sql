@@ -146,6 +146,62 @@ SELECT is(
 					   WHERE x.actor = :'dr2' AND x.active AND x.span && tstzrange(t, t + interval '30 minutes'))),
 	'find_slots matches a brute-force answer over forty busy days');
 
+-- When max_results ends the search early, find_slots reads the bookings a
+-- stretch of time at a time.  With buffers that reach across stretches, two
+-- seats, two actors at once and windows that start mid-day, the first k
+-- slots must be exactly the first k of the whole answer, and the whole
+-- answer must match a brute-force one (seat by seat, buffers included).
+SELECT schedphi.set_buffer(:'chair', '10 minutes', '25 minutes');
+DO $$
+DECLARE
+	c record;
+BEGIN
+	SELECT a.* INTO c FROM schedphi.actor a WHERE a.name = 'Infusion chairs' AND a.tenant =
+		(SELECT tenant FROM schedphi.location l WHERE l.timezone = 'America/New_York' ORDER BY created_at LIMIT 1);
+	FOR d IN 0 .. 39 LOOP
+		FOR k IN 0 .. 14 LOOP
+			CONTINUE WHEN hashint4(d * 31 + k) % 5 < 2;
+			BEGIN
+				PERFORM schedphi.book((SELECT id FROM schedphi.patient p WHERE p.tenant = c.tenant LIMIT 1), ARRAY[c.id],
+					tstzrange(timestamptz '2026-07-01 13:00Z' + d * interval '1 day' + k * interval '30 minutes',
+							  timestamptz '2026-07-01 13:45Z' + d * interval '1 day' + k * interval '30 minutes'));
+			EXCEPTION WHEN exclusion_violation THEN
+				NULL;			-- both seats taken: leave it
+			END;
+		END LOOP;
+	END LOOP;
+END $$;
+SELECT cmp_ok((SELECT count(DISTINCT seat)::int FROM schedphi.appointment_actor
+			   WHERE actor = :'chair' AND active AND lower(span) >= '2026-07-01'), '=', 2,
+	'the chairs are booked on both seats');
+SELECT is(
+	(SELECT array_agg(s.starts ORDER BY s.starts)
+	 FROM schedphi.find_slots(ARRAY[:'chair']::uuid[], '[2026-07-01, 2026-08-10)', '30 minutes', 10000) s),
+	(SELECT array_agg(t ORDER BY t)
+	 FROM generate_series(0, 39) d,
+		  generate_series(timestamptz '2026-07-01 13:00Z' + d * interval '1 day',
+						  timestamptz '2026-07-01 20:30Z' + d * interval '1 day', '15 minutes') t
+	 WHERE EXISTS (SELECT 1 FROM generate_series(1, 2) seat
+				   WHERE NOT EXISTS (SELECT 1 FROM schedphi.appointment_actor x
+									 WHERE x.actor = :'chair' AND x.active AND x.seat = seat.seat
+									   AND x.span && tstzrange(t - interval '10 minutes', t + interval '55 minutes')))),
+	'find_slots matches a brute-force answer for two seats with buffers over forty days');
+SELECT is(
+	(SELECT count(*)::int
+	 FROM (VALUES (ARRAY[:'chair']::uuid[]), (ARRAY[:'dr2', :'chair']::uuid[])) a(actors),
+		  (VALUES (tstzrange('2026-07-01', '2026-08-10')), (tstzrange('2026-07-03 15:10Z', '2026-08-09 18:00Z'))) w(win),
+		  (VALUES (interval '15 minutes'), (interval '30 minutes'), (interval '2 hours')) d(dur),
+		  LATERAL (SELECT array_agg(s.starts ORDER BY s.starts) AS whole
+				   FROM schedphi.find_slots(a.actors, w.win, d.dur, 10000) s) f,
+		  generate_series(1, 60) k
+	 WHERE k <= cardinality(f.whole)
+	   AND (SELECT array_agg(s.starts ORDER BY s.starts) FROM schedphi.find_slots(a.actors, w.win, d.dur, k) s)
+		   IS DISTINCT FROM f.whole[1:k]),
+	0, 'the first k slots are the first k of the whole answer (k = 1..60, 12 searches)');
+SELECT cmp_ok((SELECT count(*)::int FROM schedphi.find_slots(ARRAY[:'dr2', :'chair']::uuid[],
+					'[2026-07-01, 2026-08-10)', '30 minutes', 10000)), '>', 60,
+	'the searches above go on past the first stretch');
+
 -- Bad arguments.
 SELECT throws_ok($$SELECT * FROM schedphi.find_slots(NULL, '[2026-06-15, 2026-06-16)', '30 minutes')$$,
 	'22023', 'actors must not be null', 'NULL actors');
