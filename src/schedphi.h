@@ -82,6 +82,7 @@ extern void schedphi_audit_record(const char *action, const pg_uuid_t *tenant, c
 								  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail,
 								  bool wait);
 extern bool schedphi_has_role(const pg_uuid_t *tenant, const char *const *roles, int nroles);
+extern void schedphi_appointment_uuid(pg_uuid_t *id);
 extern void schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message,
 								const char *detail, const char *hint) pg_attribute_noreturn();
 

@@ -352,7 +352,7 @@ BEGIN
 			RETURN v_id;
 		END IF;
 	END IF;
-	v_new := gen_random_uuid();
+	v_new := schedphi._appointment_id();
 	INSERT INTO schedphi.appointment AS ap (tenant, id, patient, actors, during, status, kind, reason,
 											idempotency_key, request_digest, hold_expires)
 	VALUES (v_tenant, v_new, p_patient, v_actors, v_during, p_status, v_kind,

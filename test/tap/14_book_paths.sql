@@ -7,7 +7,7 @@
 -- go through both, each from the same state, and must end the same: the
 -- same error (SQLSTATE and message), or the same rows and audit records.
 BEGIN;
-SELECT plan(9);
+SELECT plan(12);
 SET LOCAL client_min_messages = warning;
 SELECT * FROM tst.clinic('America/New_York') \gset
 SELECT tenant AS t2, dr AS t2dr, p1 AS t2p1 FROM tst.clinic('Europe/Berlin') \gset
@@ -168,6 +168,28 @@ SELECT ok((SELECT count(DISTINCT left(fast, 5)) FROM tst.outcome WHERE fast NOT 
 	'refusals of several kinds were compared (22023, 23P01, 42501)');
 SELECT ok((SELECT count(*) FROM tst.outcome WHERE login <> 'tst_desk' AND fast LIKE '42501 %') >= 10,
 	'callers without the role are refused the same way on both paths');
+
+-- Both paths make appointment ids the same way: version 7 UUIDs, the
+-- millisecond they were made first, so later ids sort after earlier ones.
+SET SESSION AUTHORIZATION tst_desk;
+SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-22 14:00Z, 2026-06-22 14:30Z)') AS v7a \gset
+SELECT pg_sleep(0.003);
+RESET SESSION AUTHORIZATION;
+SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-22 15:00Z, 2026-06-22 15:30Z)') AS v7b \gset
+SELECT pg_sleep(0.003);
+SET SESSION AUTHORIZATION tst_desk;
+SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-22 16:00Z, 2026-06-22 16:30Z)') AS v7c \gset
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT count(*)::int FROM unnest(ARRAY[:'v7a', :'v7b', :'v7c']::uuid[]) id
+		   WHERE substr(id::text, 15, 1) = '7' AND substr(id::text, 20, 1) IN ('8', '9', 'a', 'b')), 3,
+	'appointment ids are version 7 UUIDs with the RFC 9562 variant, on both paths');
+SELECT is((SELECT count(*)::int FROM schedphi.appointment a
+		   WHERE a.id = ANY (ARRAY[:'v7a', :'v7b', :'v7c']::uuid[])
+			 AND to_timestamp(('x' || replace(left(a.id::text, 13), '-', ''))::bit(48)::bigint / 1000.0)
+				 BETWEEN a.created_at - interval '1 millisecond' AND clock_timestamp()), 3,
+	'each id begins with the millisecond it was made');
+SELECT ok(:'v7a'::uuid < :'v7b'::uuid AND :'v7b'::uuid < :'v7c'::uuid,
+	'ids made later sort after earlier ones (C path, reference, C path)');
 
 -- The first few differences, if any, to read in the test log.
 SELECT diag(format('request %s (%s): fast %s / reference %s', n, login, left(fast, 300), left(reference, 300)))
