@@ -12,12 +12,16 @@
  * which then raises exactly the error it always raised:
  *
  *	 - an argument that is NULL, out of range or otherwise odd, an
- *	   idempotency key, an isolation level above READ COMMITTED, a caller
+ *	   isolation level above READ COMMITTED, a caller
  *	   this file cannot clear from its caches (a superuser, someone without
  *	   the role): the reference does everything, from the start;
  *	 - an unknown patient or actor, an actor not available or blocked:
  *	   the reference starts again from scratch (nothing was written yet);
- *	 - a seat missing: schedphi._raise_conflict names the clashes.
+ *	 - a seat missing: schedphi._raise_conflict names the clashes;
+ *	 - an idempotency key: schedphi._request_digest and _idempotent, as the
+ *	   reference calls them (a retry gets the first booking's id, a key
+ *	   used for something else 22023), and the same ON CONFLICT when two
+ *	   calls with one key race.
  *
  * The exclusion constraint on appointment_actor remains the guarantee
  * against double booking whatever happens here.
@@ -45,6 +49,7 @@
 
 #define MAX_ACTORS		50
 #define MAX_REASON		2000
+#define MAX_KEY			200
 #define UNIX_EPOCH_USECS	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
 typedef struct BookActor
@@ -85,6 +90,9 @@ static SPIPlanPtr lookup_plan = NULL;
 static SPIPlanPtr seats_plan = NULL;
 static SPIPlanPtr expire_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_key_plan = NULL;
+static SPIPlanPtr digest_plan = NULL;
+static SPIPlanPtr idempotent_plan = NULL;
 static SPIPlanPtr conflict_plan = NULL;
 
 /* Requests handed to the reference in this backend (for the tests). */
@@ -312,6 +320,35 @@ taken_seats(Datum tenant, Datum ids, Datum spans, BookActor *actors, int n)
 }
 
 /*
+ * The statement that writes a booking: the appointment, the waitlist entry
+ * it serves and its actors' rows.  With an idempotency key the appointment
+ * is inserted as the reference inserts it, ON CONFLICT DO NOTHING, and
+ * nothing else is written when another call with that key got there first.
+ * Parameters: $1 tenant, $2 id, $3 patient, $4 actors (sorted), $5 during,
+ * $6 status, $7 kind, $8 reason, $9 hold expiry, $10 seats, $11 spans,
+ * $12 key, $13 request digest.
+ */
+static const char *
+insert_sql(bool keyed)
+{
+	return psprintf("WITH ap AS ("
+					" INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind,"
+					"  reason, hold_expires, idempotency_key, request_digest)"
+					" VALUES ($1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9,"
+					"  $12, $13)"
+					" %s RETURNING id),"
+					" served AS ("
+					" UPDATE schedphi.waitlist w SET status = 'booked'"
+					" WHERE $6 = 'booked' AND w.tenant = $1 AND w.status = 'waiting' AND w.patient = $3"
+					"  AND w.actors <@ $4 AND w.wanted @> $5%s)"
+					" INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)"
+					" SELECT $1, ap.id, u.id, u.seat, $5, u.span, $9"
+					" FROM ap, unnest($4, $10, $11) AS u(id, seat, span)",
+					keyed ? "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING" : "",
+					keyed ? " AND EXISTS (SELECT FROM ap)" : "");
+}
+
+/*
  * The booking itself, for book() and hold(): the arguments of
  * _create_appointment.  Returns the appointment id.
  */
@@ -336,11 +373,12 @@ book_appointment(BookRequest *r)
 	Datum		during_n;		/* during as [lower, upper) */
 	Datum	   *tmp;
 	pg_uuid_t  *id;
+	Datum		digest = (Datum) 0;
 	bool		fallback = false;
 	static const char *const booking_roles[] = {"scheduler", "integration"};
 
 	if (r->isnull[0] || r->isnull[1] || r->isnull[2] || r->isnull[3] || r->isnull[4] ||
-		!r->isnull[6] || XactIsoLevel != XACT_READ_COMMITTED ||
+		XactIsoLevel != XACT_READ_COMMITTED ||
 		(schedphi_current_actor() == NULL && superuser_arg(GetSessionUserId())))
 		return book_reference(r);
 
@@ -383,6 +421,14 @@ book_appointment(BookRequest *r)
 		text	   *reason = DatumGetTextPP(r->reason);
 
 		if (pg_mbstrlen_with_len(VARDATA_ANY(reason), VARSIZE_ANY_EXHDR(reason)) > MAX_REASON)
+			return book_reference(r);
+	}
+	if (!r->isnull[6])
+	{
+		text	   *key = DatumGetTextPP(r->key);
+		int			len = pg_mbstrlen_with_len(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+
+		if (len < 1 || len > MAX_KEY)
 			return book_reference(r);
 	}
 
@@ -450,6 +496,30 @@ book_appointment(BookRequest *r)
 	if (!schedphi_has_role(DatumGetUUIDP(tenant), booking_roles, lengthof(booking_roles)))
 		return book_reference(r);
 
+	/* a key already used: the first booking's id, or 22023 if it asked for something else */
+	if (!r->isnull[6])
+	{
+		Oid			types[7] = {UUIDOID, TEXTOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TEXTOID, TEXTOID};
+		Datum		values[7] = {tenant, r->key, r->patient, sorted_ids, r->during,
+		CStringGetTextDatum(kind), r->reason};
+		char		nulls[7] = "      ";
+		bool		isnull;
+		Datum		existing;
+
+		nulls[6] = r->isnull[5] ? 'n' : ' ';
+		schedphi_keep_plan(&digest_plan,
+						   "SELECT s.d, schedphi._idempotent($1, $2, s.d) "
+						   "FROM (SELECT schedphi._request_digest($1, $3, $4, $5, $6, $7) AS d) s", 7, types);
+		if (SPI_execute_plan(digest_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "schedphi: idempotency lookup failed");
+		digest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (isnull)
+			elog(ERROR, "schedphi: no request digest");
+		existing = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull)
+			return existing;
+	}
+
 	if (!all_available(tenant, sorted_ids, actors, n, DatumGetTimestampTz(lower.val),
 					   DatumGetTimestampTz(upper.val)))
 		return book_reference(r);
@@ -497,11 +567,12 @@ book_appointment(BookRequest *r)
 	id = palloc(sizeof(pg_uuid_t));
 	schedphi_appointment_uuid(id);
 	{
-		Oid			types[11] = {UUIDOID, UUIDOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TEXTOID,
-		TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, TSTZRANGEARRAYOID};
-		Datum		values[11];
-		char		nulls[11];
+		Oid			types[13] = {UUIDOID, UUIDOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TEXTOID,
+		TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, TSTZRANGEARRAYOID, TEXTOID, BYTEAOID};
+		Datum		values[13];
+		char		nulls[13];
 		Datum	   *seats = palloc(sizeof(Datum) * n);
+		bool		keyed = !r->isnull[6];
 
 		for (int i = 0; i < n; i++)
 			seats[i] = Int32GetDatum(actors[i].seat);
@@ -519,20 +590,31 @@ book_appointment(BookRequest *r)
 		nulls[8] = r->isnull[7] ? 'n' : ' ';
 		values[9] = PointerGetDatum(construct_array(seats, n, INT4OID, 4, true, TYPALIGN_INT));
 		values[10] = spans;
-		schedphi_keep_plan(&insert_plan,
-						   "WITH ap AS ("
-						   " INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind,"
-						   "  reason, hold_expires)"
-						   " VALUES ($1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9)"
-						   " RETURNING id),"
-						   " served AS ("
-						   " UPDATE schedphi.waitlist w SET status = 'booked'"
-						   " WHERE $6 = 'booked' AND w.tenant = $1 AND w.status = 'waiting' AND w.patient = $3"
-						   "  AND w.actors <@ $4 AND w.wanted @> $5)"
-						   " INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)"
-						   " SELECT $1, ap.id, u.id, u.seat, $5, u.span, $9"
-						   " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)", 11, types);
-		if (SPI_execute_plan(insert_plan, values, nulls, false, 0) != SPI_OK_INSERT || SPI_processed != (uint64) n)
+		values[11] = r->key;
+		nulls[11] = keyed ? ' ' : 'n';
+		values[12] = digest;
+		nulls[12] = keyed ? ' ' : 'n';
+		if (keyed)
+			schedphi_keep_plan(&insert_key_plan, insert_sql(true), 13, types);
+		else
+			schedphi_keep_plan(&insert_plan, insert_sql(false), 13, types);
+		if (SPI_execute_plan(keyed ? insert_key_plan : insert_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "schedphi: could not write the booking");
+		if (keyed && SPI_processed == 0)
+		{
+			/* a concurrent call with the same key committed first: its id */
+			bool		isnull;
+			Datum		other;
+
+			schedphi_keep_plan(&idempotent_plan, "SELECT schedphi._idempotent($1, $12, $13)", 13, types);
+			if (SPI_execute_plan(idempotent_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "schedphi: idempotency lookup failed");
+			other = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (isnull)
+				return book_reference(r);	/* it has gone since: start again */
+			return other;
+		}
+		if (SPI_processed != (uint64) n)
 			elog(ERROR, "schedphi: could not write the booking");
 	}
 	return UUIDPGetDatum(id);

@@ -292,15 +292,18 @@ $$;
 
 -- What a booking request asked for, as a keyed digest (the reason is PHI):
 -- a retry with the same idempotency key must ask for exactly the same.
+-- No SET clause, and every name qualified: the planner inlines it into the
+-- statement that calls it (book.c's, _create_appointment's), where a SET
+-- would make it a separate SQL function call, parsed again on every call.
 CREATE FUNCTION schedphi._request_digest(p_tenant uuid, p_patient uuid, p_actors uuid[], p_during tstzrange,
 										 p_kind text, p_reason text)
 RETURNS bytea
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT schedphi._blind(p_tenant, 'request',
 		pg_catalog.format('%s|%s|%s|%s|%s|%s', p_patient, p_actors,
-						  extract(epoch FROM lower(p_during)), extract(epoch FROM upper(p_during)),
+						  extract(epoch FROM pg_catalog.lower(p_during)),
+						  extract(epoch FROM pg_catalog.upper(p_during)),
 						  p_kind, pg_catalog.quote_nullable(p_reason)))
 $$;
 

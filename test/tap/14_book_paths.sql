@@ -7,7 +7,7 @@
 -- go through both, each from the same state, and must end the same: the
 -- same error (SQLSTATE and message), or the same rows and audit records.
 BEGIN;
-SELECT plan(12);
+SELECT plan(15);
 SET LOCAL client_min_messages = warning;
 SELECT * FROM tst.clinic('America/New_York') \gset
 SELECT tenant AS t2, dr AS t2dr, p1 AS t2p1 FROM tst.clinic('Europe/Berlin') \gset
@@ -25,6 +25,8 @@ SELECT schedphi.add_block(:'dr', '[2026-06-16 15:00Z, 2026-06-16 16:00Z)', 'synt
 SELECT schedphi.book(:'p3', ARRAY[:'dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)');
 SELECT schedphi.book(:'p3', ARRAY[:'chair']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 15:00Z)');
 SELECT schedphi.book(:'p3', ARRAY[:'dr2']::uuid[], '[2026-03-08 13:30Z, 2026-03-08 14:00Z)');
+SELECT schedphi.book(:'p1', ARRAY[:'room', :'dr']::uuid[], '[2026-06-17 13:00Z, 2026-06-17 13:30Z)', 'followup',
+					 'synthetic reason', 'synthetic-used');
 SELECT schedphi.hold(:'p3', ARRAY[:'room']::uuid[], '[2026-06-15 15:00Z, 2026-06-15 15:30Z)');
 SELECT schedphi.hold(:'p3', ARRAY[:'dr2']::uuid[], '[2026-06-15 16:00Z, 2026-06-15 16:30Z)') AS gone \gset
 UPDATE schedphi.appointment_actor SET expires = now() - interval '1 minute' WHERE appointment = :'gone';
@@ -51,7 +53,7 @@ SELECT n,
 	   (ARRAY[15, 30, 30, 45, 60, 15, 30, 0, 1500])[1 + floor(random() * 9)::int] AS minutes,
 	   (ARRAY['routine', 'routine', 'CheckUp', 'followup', 'routine', 'walkin', 'bogus', NULL])[1 + floor(random() * 8)::int] AS kind,
 	   (ARRAY[NULL, NULL, NULL, 'synthetic reason', 'synthetic reason', repeat('x', 2001)])[1 + floor(random() * 6)::int] AS reason,
-	   CASE WHEN random() < 0.05 THEN 'synthetic-key' END AS key,
+	   (ARRAY['synthetic-key', 'synthetic-used'])[CASE WHEN random() < 0.12 THEN 1 + floor(random() * 2)::int END] AS key,
 	   CASE WHEN random() < 0.2 THEN (ARRAY[interval '10 minutes', interval '1 hour', interval '10 minutes', interval '0'])[1 + floor(random() * 4)::int] END AS ttl
 FROM generate_series(1, 400) n;
 ALTER TABLE tst.req ADD COLUMN actors uuid[], ADD COLUMN during tstzrange;
@@ -62,6 +64,13 @@ UPDATE tst.req SET actors = CASE pick
 		WHEN 11 THEN ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', NULL] WHEN 12 THEN ARRAY[:'dr', :'dr2']
 		WHEN 13 THEN '{}' END::uuid[],
 	during = tstzrange(local_start AT TIME ZONE 'UTC', local_start AT TIME ZONE 'UTC' + minutes * interval '1 minute');
+-- Retries of the booking made above with its key (one with the actors in
+-- another order), and one more whose time differs.
+INSERT INTO tst.req (n, login, patient, pick, local_start, minutes, kind, reason, key, actors, during)
+SELECT 400 + i, 'tst_desk', :'p1', 0, NULL, 30, 'followup', 'synthetic reason', 'synthetic-used',
+	   CASE WHEN i = 2 THEN ARRAY[:'dr', :'room'] ELSE ARRAY[:'room', :'dr'] END::uuid[],
+	   CASE WHEN i = 4 THEN '[2026-06-17 13:15Z, 2026-06-17 13:45Z)' ELSE '[2026-06-17 13:00Z, 2026-06-17 13:30Z)' END::tstzrange
+FROM generate_series(1, 4) i;
 GRANT SELECT ON tst.req TO PUBLIC;
 
 -- What a booking left behind: its rows (ids and times of writing aside),
@@ -71,7 +80,7 @@ LANGUAGE sql AS $$
 	SELECT jsonb_build_object(
 		'appointment', (SELECT jsonb_build_object('tenant', a.tenant, 'patient', a.patient, 'actors', a.actors,
 				'during', a.during, 'status', a.status, 'kind', a.kind, 'reason', pg_column_size(a.reason),
-				'key', a.idempotency_key, 'digest', a.request_digest IS NOT NULL,
+				'key', a.idempotency_key, 'digest', encode(a.request_digest, 'hex'),
 				'hold', a.hold_expires - statement_timestamp())
 			FROM schedphi.appointment a WHERE a.id = v),
 		'rows', (SELECT jsonb_agg(jsonb_build_object('actor', x.actor, 'seat', x.seat, 'during', x.during,
@@ -146,7 +155,7 @@ SET SESSION AUTHORIZATION tst_stranger;
 SELECT tst.run_as_session_user();
 RESET SESSION AUTHORIZATION;
 
-SELECT is((SELECT count(*)::int FROM tst.outcome), 400, 'every request went through both paths');
+SELECT is((SELECT count(*)::int FROM tst.outcome), 404, 'every request went through both paths');
 SELECT is((SELECT count(*)::int FROM tst.outcome WHERE fast IS DISTINCT FROM reference), 0,
 	'the path in C and the reference end the same for every request: same error, or same rows and audit records');
 SELECT ok((SELECT count(*) FROM tst.outcome WHERE fast LIKE 'ok %' AND NOT fast_reference AND fast LIKE '%"status": "booked"%') >= 30,
@@ -164,6 +173,16 @@ SELECT ok((SELECT count(*) FROM tst.outcome o JOIN tst.req r USING (n)
 	OR NOT EXISTS (SELECT 1 FROM tst.req r WHERE r.login = 'tst_desk' AND :'dr2' = ANY (r.actors)
 				   AND r.during && '[2026-06-15 15:45Z, 2026-06-15 16:45Z)'),
 	'the path in C booked over an expired hold');
+SELECT ok((SELECT count(*) FROM tst.outcome o JOIN tst.req r USING (n)
+		   WHERE r.key = 'synthetic-key' AND o.fast LIKE 'ok %' AND NOT o.fast_reference) >= 3,
+	'the path in C booked with a new idempotency key, with the digest the reference writes');
+SELECT ok((SELECT count(*) FROM tst.outcome o JOIN tst.req r USING (n)
+		   WHERE n > 400 AND n < 404 AND o.fast LIKE 'ok %' AND NOT o.fast_reference) = 3,
+	'the path in C answered retries with the first booking''s id');
+SELECT ok((SELECT count(*) FROM tst.outcome o JOIN tst.req r USING (n)
+		   WHERE r.key = 'synthetic-used' AND o.fast LIKE '22023 idempotency_key was already used%'
+			 AND NOT o.fast_reference AND n = 404) = 1,
+	'the path in C refused a used key for another booking');
 SELECT ok((SELECT count(DISTINCT left(fast, 5)) FROM tst.outcome WHERE fast NOT LIKE 'ok %') >= 3,
 	'refusals of several kinds were compared (22023, 23P01, 42501)');
 SELECT ok((SELECT count(*) FROM tst.outcome WHERE login <> 'tst_desk' AND fast LIKE '42501 %') >= 10,
