@@ -515,6 +515,7 @@ book_appointment(BookRequest *r)
 		digest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (isnull)
 			elog(ERROR, "schedphi: no request digest");
+		digest = datumCopy(digest, false, -1);
 		existing = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		if (!isnull)
 			return existing;
@@ -573,6 +574,7 @@ book_appointment(BookRequest *r)
 		char		nulls[13];
 		Datum	   *seats = palloc(sizeof(Datum) * n);
 		bool		keyed = !r->isnull[6];
+		SPIPlanPtr *write_plan = keyed ? &insert_key_plan : &insert_plan;
 
 		for (int i = 0; i < n; i++)
 			seats[i] = Int32GetDatum(actors[i].seat);
@@ -594,11 +596,9 @@ book_appointment(BookRequest *r)
 		nulls[11] = keyed ? ' ' : 'n';
 		values[12] = digest;
 		nulls[12] = keyed ? ' ' : 'n';
-		if (keyed)
-			schedphi_keep_plan(&insert_key_plan, insert_sql(true), 13, types);
-		else
-			schedphi_keep_plan(&insert_plan, insert_sql(false), 13, types);
-		if (SPI_execute_plan(keyed ? insert_key_plan : insert_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		if (*write_plan == NULL)
+			schedphi_keep_plan(write_plan, insert_sql(keyed), 13, types);
+		if (SPI_execute_plan(*write_plan, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "schedphi: could not write the booking");
 		if (keyed && SPI_processed == 0)
 		{
