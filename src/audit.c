@@ -369,6 +369,12 @@ client_address(void)
  */
 static bool members_changed = false;
 
+/*
+ * Bumped when a transaction that changed memberships aborts: what this
+ * backend cached during it may hold roles that were never committed.
+ */
+static uint64 members_rolled_back = 0;
+
 static uint64
 member_generation(void)
 {
@@ -380,6 +386,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 {
 	static SPIPlanPtr plan = NULL;
 	static uint64 cached_generation = 0;
+	static uint64 cached_rollbacks = 0;
 	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 	static pg_uuid_t cached_tenant;
 	static Oid	cached_user = InvalidOid;
@@ -389,7 +396,8 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 	uint64		gen = member_generation();
 
 	if (cached_user == GetSessionUserId() && memcmp(cached_tenant.data, tenant->data, UUID_LEN) == 0 &&
-		!members_changed && (gen != 0 ? cached_generation == gen : cached_lxid == MyProc->lxid))
+		!members_changed && cached_rollbacks == members_rolled_back &&
+		(gen != 0 ? cached_generation == gen : cached_lxid == MyProc->lxid))
 	{
 		strlcpy(role, cached_role, rolelen);
 		return;
@@ -415,6 +423,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 		SPI_finish();
 	}
 	cached_generation = gen;
+	cached_rollbacks = members_rolled_back;
 	cached_lxid = MyProc->lxid;
 	cached_tenant = *tenant;
 	cached_user = GetSessionUserId();
@@ -1056,6 +1065,8 @@ audit_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			/* the statement failed after decrypting: still recorded */
 			exec_nesting = 0;
+			if (members_changed)
+				members_rolled_back++;
 			members_changed = false;
 			if (npending > 0)
 				flush_reads(false);

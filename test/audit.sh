@@ -143,6 +143,23 @@ EOF
 )
 	aok "a role removed in another session stops the next booking of a session that used it" \
 		"$(grep -c '^first true$' <<<"$revoked") $(grep -c 'permission denied' <<<"$revoked") $(grep -c '^second' <<<"$revoked")" "1 1 0"
+	# A session that changes memberships sees its own change while the
+	# transaction runs; after a ROLLBACK the role it gave is gone, from its own
+	# cache too (here a superuser gives au_temp a role and books as au_temp).
+	local rolledback
+	rolledback=$(psql -X -q -At -U postgres -d "$db" 2>&1 <<EOF
+BEGIN;
+SELECT schedphi.add_member('$tenant', 'au_temp', 'scheduler');
+SET SESSION AUTHORIZATION au_temp;
+SELECT 'inside ' || (schedphi.book('$p1', ARRAY['$dr']::uuid[], '[2026-06-16 16:00Z, 2026-06-16 16:30Z)') IS NOT NULL);
+RESET SESSION AUTHORIZATION;
+ROLLBACK;
+SET SESSION AUTHORIZATION au_temp;
+SELECT 'after ' || (schedphi.book('$p1', ARRAY['$dr']::uuid[], '[2026-06-16 16:00Z, 2026-06-16 16:30Z)') IS NOT NULL);
+EOF
+)
+	aok "a role given in a transaction that rolled back is gone from the session's cache" \
+		"$(grep -c '^inside true$' <<<"$rolledback") $(grep -c 'permission denied' <<<"$rolledback") $(grep -c '^after' <<<"$rolledback")" "1 1 0"
 	aok "a membership change cannot be prepared for two-phase commit (other sessions' cached roles)" \
 		"$(aq -v ON_ERROR_STOP=0 -c "BEGIN" -c "SELECT schedphi.add_member('$tenant', 'au_temp', 'support')" \
 			-c "PREPARE TRANSACTION 'sp_members'" | grep -c 'cannot PREPARE a transaction that changed schedphi memberships')" 1
