@@ -20,8 +20,9 @@
  *	 - a seat missing: schedphi._raise_conflict names the clashes;
  *	 - an idempotency key: schedphi._request_digest and _idempotent, as the
  *	   reference calls them (a retry gets the first booking's id, a key
- *	   used for something else 22023), and the same ON CONFLICT when two
- *	   calls with one key race.
+ *	   used for something else 22023), and the appointment written first,
+ *	   ON CONFLICT DO NOTHING and before the locks, as the reference does,
+ *	   so that calls with one key racing on both paths cannot deadlock.
  *
  * The exclusion constraint on appointment_actor remains the guarantee
  * against double booking whatever happens here.
@@ -91,6 +92,7 @@ static SPIPlanPtr seats_plan = NULL;
 static SPIPlanPtr expire_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr insert_key_plan = NULL;
+static SPIPlanPtr insert_key_rows_plan = NULL;
 static SPIPlanPtr digest_plan = NULL;
 static SPIPlanPtr idempotent_plan = NULL;
 static SPIPlanPtr conflict_plan = NULL;
@@ -320,33 +322,35 @@ taken_seats(Datum tenant, Datum ids, Datum spans, BookActor *actors, int n)
 }
 
 /*
- * The statement that writes a booking: the appointment, the waitlist entry
- * it serves and its actors' rows.  With an idempotency key the appointment
- * is inserted as the reference inserts it, ON CONFLICT DO NOTHING, and
- * nothing else is written when another call with that key got there first.
- * Parameters: $1 tenant, $2 id, $3 patient, $4 actors (sorted), $5 during,
- * $6 status, $7 kind, $8 reason, $9 hold expiry, $10 seats, $11 spans,
- * $12 key, $13 request digest.
+ * The statements that write a booking.  Parameters: $1 tenant, $2 id,
+ * $3 patient, $4 actors (sorted), $5 during, $6 status, $7 kind, $8 reason,
+ * $9 hold expiry, $10 seats, $11 spans, $12 idempotency key, $13 request
+ * digest.  Without a key, one statement writes the appointment, the waitlist
+ * entry it serves and its actors' rows.  With a key, the appointment comes
+ * first, as the reference writes it: ON CONFLICT DO NOTHING, before the
+ * per-actor-day locks, so that two calls with one key, on either path,
+ * settle who books on the key's unique index and never wait for each other
+ * in the opposite order; the rest follows once the seats are chosen.
  */
-static const char *
-insert_sql(bool keyed)
-{
-	return psprintf("WITH ap AS ("
-					" INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind,"
-					"  reason, hold_expires, idempotency_key, request_digest)"
-					" VALUES ($1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9,"
-					"  $12, $13)"
-					" %s RETURNING id),"
-					" served AS ("
-					" UPDATE schedphi.waitlist w SET status = 'booked'"
-					" WHERE $6 = 'booked' AND w.tenant = $1 AND w.status = 'waiting' AND w.patient = $3"
-					"  AND w.actors <@ $4 AND w.wanted @> $5%s)"
-					" INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)"
-					" SELECT $1, ap.id, u.id, u.seat, $5, u.span, $9"
-					" FROM ap, unnest($4, $10, $11) AS u(id, seat, span)",
-					keyed ? "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING" : "",
-					keyed ? " AND EXISTS (SELECT FROM ap)" : "");
-}
+#define WRITE_APPOINTMENT \
+	"INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind," \
+	" reason, hold_expires, idempotency_key, request_digest)" \
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9, $12, $13)"
+#define WRITE_SERVED \
+	"served AS (UPDATE schedphi.waitlist w SET status = 'booked'" \
+	" WHERE $6 = 'booked' AND w.tenant = $1 AND w.status = 'waiting' AND w.patient = $3" \
+	" AND w.actors <@ $4 AND w.wanted @> $5)"
+#define WRITE_ROWS(appointment) \
+	" INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span, expires)" \
+	" SELECT $1, " appointment ", u.id, u.seat, $5, u.span, $9"
+
+static const char *const write_booking_sql =
+"WITH ap AS (" WRITE_APPOINTMENT " RETURNING id), " WRITE_SERVED
+WRITE_ROWS("ap.id") " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)";
+static const char *const write_keyed_appointment_sql =
+WRITE_APPOINTMENT " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
+static const char *const write_keyed_rows_sql =
+"WITH " WRITE_SERVED WRITE_ROWS("$2") " FROM unnest($4, $10, $11) AS u(id, seat, span)";
 
 /*
  * The booking itself, for book() and hold(): the arguments of
@@ -374,6 +378,11 @@ book_appointment(BookRequest *r)
 	Datum	   *tmp;
 	pg_uuid_t  *id;
 	Datum		digest = (Datum) 0;
+	bool		keyed = !r->isnull[6];
+	Oid			write_types[13] = {UUIDOID, UUIDOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TEXTOID,
+	TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, TSTZRANGEARRAYOID, TEXTOID, BYTEAOID};
+	Datum		values[13];
+	char		nulls[13];
 	bool		fallback = false;
 	static const char *const booking_roles[] = {"scheduler", "integration"};
 
@@ -435,16 +444,16 @@ book_appointment(BookRequest *r)
 	/* the patient's tenant and the actors, in one query */
 	{
 		Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
-		Datum		values[3];
+		Datum		lookup_values[3];
 		Datum	   *ids = palloc(sizeof(Datum) * n);
 
 		for (int i = 0; i < n; i++)
 			ids[i] = UUIDPGetDatum(&actors[i].id);
 		sorted_ids = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		values[0] = r->patient;
-		values[1] = sorted_ids;
+		lookup_values[0] = r->patient;
+		lookup_values[1] = sorted_ids;
 		during_n = make_tstzrange(rtc, DatumGetTimestampTz(lower.val), DatumGetTimestampTz(upper.val));
-		values[2] = during_n;
+		lookup_values[2] = during_n;
 
 		schedphi_keep_plan(&lookup_plan,
 						   "SELECT p.tenant, a.id, a.capacity, "
@@ -454,7 +463,7 @@ book_appointment(BookRequest *r)
 						   "FROM schedphi.patient p "
 						   "LEFT JOIN schedphi.actor a ON a.tenant = p.tenant AND a.id = ANY ($2) "
 						   "WHERE p.id = $1", 3, types);
-		if (SPI_execute_plan(lookup_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(lookup_plan, lookup_values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "schedphi: booking lookup failed");
 		if (SPI_processed != (uint64) n)
 			fallback = true;
@@ -497,20 +506,20 @@ book_appointment(BookRequest *r)
 		return book_reference(r);
 
 	/* a key already used: the first booking's id, or 22023 if it asked for something else */
-	if (!r->isnull[6])
+	if (keyed)
 	{
 		Oid			types[7] = {UUIDOID, TEXTOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TEXTOID, TEXTOID};
-		Datum		values[7] = {tenant, r->key, r->patient, sorted_ids, r->during,
+		Datum		digest_values[7] = {tenant, r->key, r->patient, sorted_ids, r->during,
 		CStringGetTextDatum(kind), r->reason};
-		char		nulls[7] = "      ";
+		char		digest_nulls[7] = "      ";
 		bool		isnull;
 		Datum		existing;
 
-		nulls[6] = r->isnull[5] ? 'n' : ' ';
+		digest_nulls[6] = r->isnull[5] ? 'n' : ' ';
 		schedphi_keep_plan(&digest_plan,
 						   "SELECT s.d, schedphi._idempotent($1, $2, s.d) "
 						   "FROM (SELECT schedphi._request_digest($1, $3, $4, $5, $6, $7) AS d) s", 7, types);
-		if (SPI_execute_plan(digest_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		if (SPI_execute_plan(digest_plan, digest_values, digest_nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "schedphi: idempotency lookup failed");
 		digest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (isnull)
@@ -525,18 +534,62 @@ book_appointment(BookRequest *r)
 					   DatumGetTimestampTz(upper.val)))
 		return book_reference(r);
 
-	lock_actor_days(actors, n);
-
 	tmp = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
 		tmp[i] = make_tstzrange(rtc, actors[i].span_lo, actors[i].span_hi);
 	spans = PointerGetDatum(construct_array(tmp, n, TSTZRANGEOID, -1, false, TYPALIGN_DOUBLE));
 
+	id = palloc(sizeof(pg_uuid_t));
+	schedphi_appointment_uuid(id);
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = tenant;
+	values[1] = UUIDPGetDatum(id);
+	values[2] = r->patient;
+	values[3] = sorted_ids;
+	values[4] = during_n;
+	values[5] = CStringGetTextDatum(status);
+	values[6] = CStringGetTextDatum(kind);
+	values[7] = r->reason;
+	nulls[7] = r->isnull[5] ? 'n' : ' ';
+	values[8] = r->hold_expires;
+	nulls[8] = r->isnull[7] ? 'n' : ' ';
+	values[9] = (Datum) 0;		/* the seats, once chosen */
+	nulls[9] = 'n';
+	values[10] = spans;
+	values[11] = r->key;
+	nulls[11] = keyed ? ' ' : 'n';
+	values[12] = digest;
+	nulls[12] = keyed ? ' ' : 'n';
+
+	/* with a key, the appointment first (see write_keyed_appointment_sql) */
+	if (keyed)
+	{
+		schedphi_keep_plan(&insert_key_plan, write_keyed_appointment_sql, 13, write_types);
+		if (SPI_execute_plan(insert_key_plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "schedphi: could not write the booking");
+		if (SPI_processed == 0)
+		{
+			/* a concurrent call with the same key committed first: its id */
+			bool		isnull;
+			Datum		other;
+
+			schedphi_keep_plan(&idempotent_plan, "SELECT schedphi._idempotent($1, $12, $13)", 13, write_types);
+			if (SPI_execute_plan(idempotent_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "schedphi: idempotency lookup failed");
+			other = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (isnull)
+				return book_reference(r);	/* it has gone since: start again */
+			return other;
+		}
+	}
+
+	lock_actor_days(actors, n);
+
 	/* expired holds stop blocking: deactivate those in the way, then look again */
 	if (taken_seats(tenant, sorted_ids, spans, actors, n))
 	{
 		Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEARRAYOID};
-		Datum		values[3] = {tenant, sorted_ids, spans};
+		Datum		expire_values[3] = {tenant, sorted_ids, spans};
 
 		schedphi_keep_plan(&expire_plan,
 						   "UPDATE schedphi.appointment_actor x SET active = false "
@@ -544,7 +597,7 @@ book_appointment(BookRequest *r)
 						   "WHERE x.tenant = $1 AND x.actor = u.id AND x.active "
 						   "AND x.expires IS NOT NULL AND x.expires <= statement_timestamp() "
 						   "AND x.span && u.span", 3, types);
-		if (SPI_execute_plan(expire_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		if (SPI_execute_plan(expire_plan, expire_values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "schedphi: could not release expired holds");
 		(void) taken_seats(tenant, sorted_ids, spans, actors, n);
 	}
@@ -556,65 +609,27 @@ book_appointment(BookRequest *r)
 		if (actors[i].seat == 0)
 		{
 			Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
-			Datum		values[3] = {tenant, sorted_ids, during_n};
+			Datum		conflict_values[3] = {tenant, sorted_ids, during_n};
 
 			schedphi_keep_plan(&conflict_plan, "SELECT schedphi._raise_conflict($1, $2, $3)", 3, types);
-			SPI_execute_plan(conflict_plan, values, NULL, false, 0);
+			SPI_execute_plan(conflict_plan, conflict_values, NULL, false, 0);
 			elog(ERROR, "schedphi: booking conflict not raised");
 		}
 	}
 
-	/* the appointment, its actors' rows, and the waitlist it serves: one statement */
-	id = palloc(sizeof(pg_uuid_t));
-	schedphi_appointment_uuid(id);
+	/* the actors' rows and the waitlist entry served (and the appointment, without a key) */
 	{
-		Oid			types[13] = {UUIDOID, UUIDOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TEXTOID,
-		TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, TSTZRANGEARRAYOID, TEXTOID, BYTEAOID};
-		Datum		values[13];
-		char		nulls[13];
 		Datum	   *seats = palloc(sizeof(Datum) * n);
-		bool		keyed = !r->isnull[6];
-		SPIPlanPtr *write_plan = keyed ? &insert_key_plan : &insert_plan;
+		SPIPlanPtr	plan;
 
 		for (int i = 0; i < n; i++)
 			seats[i] = Int32GetDatum(actors[i].seat);
-		memset(nulls, ' ', sizeof(nulls));
-		values[0] = tenant;
-		values[1] = UUIDPGetDatum(id);
-		values[2] = r->patient;
-		values[3] = sorted_ids;
-		values[4] = during_n;
-		values[5] = CStringGetTextDatum(status);
-		values[6] = CStringGetTextDatum(kind);
-		values[7] = r->reason;
-		nulls[7] = r->isnull[5] ? 'n' : ' ';
-		values[8] = r->hold_expires;
-		nulls[8] = r->isnull[7] ? 'n' : ' ';
 		values[9] = PointerGetDatum(construct_array(seats, n, INT4OID, 4, true, TYPALIGN_INT));
-		values[10] = spans;
-		values[11] = r->key;
-		nulls[11] = keyed ? ' ' : 'n';
-		values[12] = digest;
-		nulls[12] = keyed ? ' ' : 'n';
-		if (*write_plan == NULL)
-			schedphi_keep_plan(write_plan, insert_sql(keyed), 13, types);
-		if (SPI_execute_plan(*write_plan, values, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "schedphi: could not write the booking");
-		if (keyed && SPI_processed == 0)
-		{
-			/* a concurrent call with the same key committed first: its id */
-			bool		isnull;
-			Datum		other;
-
-			schedphi_keep_plan(&idempotent_plan, "SELECT schedphi._idempotent($1, $12, $13)", 13, types);
-			if (SPI_execute_plan(idempotent_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-				elog(ERROR, "schedphi: idempotency lookup failed");
-			other = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			if (isnull)
-				return book_reference(r);	/* it has gone since: start again */
-			return other;
-		}
-		if (SPI_processed != (uint64) n)
+		nulls[9] = ' ';
+		plan = keyed ?
+			schedphi_keep_plan(&insert_key_rows_plan, write_keyed_rows_sql, 13, write_types) :
+			schedphi_keep_plan(&insert_plan, write_booking_sql, 13, write_types);
+		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT || SPI_processed != (uint64) n)
 			elog(ERROR, "schedphi: could not write the booking");
 	}
 	return UUIDPGetDatum(id);
