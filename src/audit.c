@@ -119,6 +119,7 @@ typedef struct AuditShared
 {
 	LWLockPadded *locks;		/* [0..AQ_DBS-1] queues, [AQ_DBS] slot table */
 	pg_atomic_uint64 member_generation; /* bumped when any membership changes */
+	pg_atomic_uint64 rules_generation;	/* bumped when availability or a zone changes */
 	Size		ring_size;
 	AuditQueue	q[AQ_DBS];
 } AuditShared;
@@ -169,6 +170,7 @@ audit_shmem_startup(void)
 	{
 		memset(audit, 0, sizeof(AuditShared));
 		pg_atomic_init_u64(&audit->member_generation, 1);
+		pg_atomic_init_u64(&audit->rules_generation, 1);
 		audit->ring_size = ring_size();
 		for (int i = 0; i < AQ_DBS; i++)
 		{
@@ -472,6 +474,43 @@ Datum
 schedphi_members_changed(PG_FUNCTION_ARGS)
 {
 	members_changed = true;
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * Availability rules and the zones of their locations are cached per
+ * backend (walltime.c) under the generation below, bumped at the commit of
+ * any change.  A transaction that changes them reads them from the catalog
+ * until it ends, and stores nothing in the cache meanwhile, so a rollback
+ * leaves the cache as it was: committed rules only.
+ */
+static bool rules_changed = false;
+
+/*
+ * The version under which availability rules may be served from the cache
+ * now, or 0 when they must be read: not preloaded (no shared counter), in a
+ * transaction that changed them, or above READ COMMITTED (a snapshot older
+ * than the cache, and serializable transactions must read the rows).
+ */
+uint64
+schedphi_rules_version(void)
+{
+	if (audit == NULL || rules_changed || XactIsoLevel != XACT_READ_COMMITTED)
+		return 0;
+	return pg_atomic_read_u64(&audit->rules_generation);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_rules_changed);
+
+/*
+ * Statement trigger on schedphi.availability and schedphi.location, before
+ * the change: stop using the cache in this transaction and, at its commit,
+ * tell every backend that the rules they cached are stale.
+ */
+Datum
+schedphi_rules_changed(PG_FUNCTION_ARGS)
+{
+	rules_changed = true;
 	return PointerGetDatum(NULL);
 }
 
@@ -1052,6 +1091,11 @@ audit_xact_callback(XactEvent event, void *arg)
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that changed schedphi memberships"),
 						 errhint("Change memberships in a transaction that commits directly.")));
+			if (rules_changed)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that changed schedphi availability or locations"),
+						 errhint("Change availability and locations in a transaction that commits directly.")));
 			/* FALLTHROUGH */
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PARALLEL_PRE_COMMIT:
@@ -1068,6 +1112,7 @@ audit_xact_callback(XactEvent event, void *arg)
 			if (members_changed)
 				members_rolled_back++;
 			members_changed = false;
+			rules_changed = false;
 			if (npending > 0)
 				flush_reads(false);
 			wait_target = 0;
@@ -1080,6 +1125,9 @@ audit_xact_callback(XactEvent event, void *arg)
 			if (members_changed && audit != NULL)
 				pg_atomic_fetch_add_u64(&audit->member_generation, 1);
 			members_changed = false;
+			if (rules_changed && audit != NULL)
+				pg_atomic_fetch_add_u64(&audit->rules_generation, 1);
+			rules_changed = false;
 			break;
 		default:
 			break;

@@ -83,6 +83,7 @@ extern void schedphi_audit_record(const char *action, const pg_uuid_t *tenant, c
 								  bool wait);
 extern bool schedphi_has_role(const pg_uuid_t *tenant, const char *const *roles, int nroles);
 extern void schedphi_appointment_uuid(pg_uuid_t *id);
+extern uint64 schedphi_rules_version(void);
 extern void schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message,
 								const char *detail, const char *hint) pg_attribute_noreturn();
 

@@ -31,6 +31,8 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "utils/rangetypes.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -159,43 +161,131 @@ typedef struct Rule
 	char	   *zone;
 } Rule;
 
-/* The local date, in zone tz, of an instant. */
-static DateADT
-local_date(TimestampTz t, pg_tz *tz)
+/*
+ * The rules of each (tenant, actor) this backend has read, while
+ * schedphi_rules_version() stays the same: a booking or a search then
+ * expands availability without a query.  An entry with no rules is kept
+ * too (an actor without availability, or of another tenant).
+ */
+typedef struct RulesKey
 {
-	struct pg_tm tm;
-	fsec_t		fsec;
-	int			tzoff;
+	pg_uuid_t	tenant;
+	pg_uuid_t	actor;
+} RulesKey;
 
-	if (timestamp2tm(t, &tzoff, &tm, &fsec, NULL, tz) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("timestamp out of range")));
-	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
+typedef struct RulesEntry
+{
+	RulesKey	key;
+	int			nrules;
+	Rule	   *rules;
+} RulesEntry;
+
+#define RULES_CACHE_MAX		4096	/* entries; beyond, start afresh */
+
+static MemoryContext rules_cxt = NULL;
+static HTAB *rules_cache = NULL;
+static uint64 rules_cache_version = 0;
+
+/* An empty cache for `version`. */
+static void
+rules_cache_reset(uint64 version)
+{
+	HASHCTL		ctl;
+
+	if (rules_cxt == NULL)
+		rules_cxt = AllocSetContextCreate(CacheMemoryContext, "schedphi availability rules",
+										  ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(rules_cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(RulesKey);
+	ctl.entrysize = sizeof(RulesEntry);
+	ctl.hcxt = rules_cxt;
+	rules_cache = hash_create("schedphi availability rules", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	rules_cache_version = version;
 }
 
 /*
- * Expand the availability rules of `actors` (a uuid[] datum) in `tenant`
- * into the daily windows that overlap [wlo, whi), each day read in the
- * rule's location's zone with the rules above, and hand each to `cb`
- * (unordered).  Runs one query through SPI (nesting is fine); `cb` is
- * called after SPI is finished, in the caller's memory context.
+ * The cached rules of every actor in `ids`, gathered into a new array, or
+ * NULL if any of them is not cached.
  */
-void
-schedphi_expand_windows(Datum tenant, Datum actors, TimestampTz wlo, TimestampTz whi,
-						schedphi_window_cb cb, void *arg)
+static Rule *
+rules_from_cache(const pg_uuid_t *tenant, Datum *ids, int nids, int *nrules)
+{
+	RulesEntry **found = palloc(sizeof(RulesEntry *) * Max(nids, 1));
+	Rule	   *rules;
+	int			n = 0;
+
+	for (int i = 0; i < nids; i++)
+	{
+		RulesKey	key;
+
+		key.tenant = *tenant;
+		key.actor = *DatumGetUUIDP(ids[i]);
+		found[i] = hash_search(rules_cache, &key, HASH_FIND, NULL);
+		if (found[i] == NULL)
+			return NULL;
+		n += found[i]->nrules;
+	}
+	rules = palloc(sizeof(Rule) * Max(n, 1));
+	n = 0;
+	for (int i = 0; i < nids; i++)
+	{
+		memcpy(&rules[n], found[i]->rules, sizeof(Rule) * found[i]->nrules);
+		n += found[i]->nrules;
+	}
+	*nrules = n;
+	return rules;
+}
+
+/* Keep the rules just read for every actor in `ids`, those without any too. */
+static void
+rules_to_cache(const pg_uuid_t *tenant, Datum *ids, int nids, const Rule *rules, int nrules)
+{
+	MemoryContext old;
+
+	if (hash_get_num_entries(rules_cache) + nids > RULES_CACHE_MAX)
+		rules_cache_reset(rules_cache_version);
+	old = MemoryContextSwitchTo(rules_cxt);
+	for (int i = 0; i < nids; i++)
+	{
+		RulesKey	key;
+		RulesEntry *e;
+		bool		found;
+		int			n = 0;
+
+		key.tenant = *tenant;
+		key.actor = *DatumGetUUIDP(ids[i]);
+		e = hash_search(rules_cache, &key, HASH_ENTER, &found);
+		if (found)
+			continue;			/* the same actor twice in ids */
+		for (int r = 0; r < nrules; r++)
+			if (memcmp(rules[r].actor.data, key.actor.data, UUID_LEN) == 0)
+				n++;
+		e->nrules = 0;
+		e->rules = palloc(sizeof(Rule) * Max(n, 1));
+		for (int r = 0; r < nrules; r++)
+			if (memcmp(rules[r].actor.data, key.actor.data, UUID_LEN) == 0)
+			{
+				e->rules[e->nrules] = rules[r];
+				e->rules[e->nrules].zone = pstrdup(rules[r].zone);
+				e->nrules++;
+			}
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* The availability rules of `actors` in `tenant`, from the catalog. */
+static Rule *
+rules_from_catalog(Datum tenant, Datum actors, int *nrules)
 {
 	static SPIPlanPtr plan = NULL;
 	MemoryContext callctx = CurrentMemoryContext;
 	Oid			types[2] = {UUIDOID, UUIDARRAYOID};
-	Datum		args[2];
+	Datum		args[2] = {tenant, actors};
 	Rule	   *rules;
-	int			nrules;
+	int			n;
 
-	if (TIMESTAMP_NOT_FINITE(wlo) || TIMESTAMP_NOT_FINITE(whi) || wlo >= whi)
-		return;
-	args[0] = tenant;
-	args[1] = actors;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	schedphi_keep_plan(&plan,
@@ -207,9 +297,9 @@ schedphi_expand_windows(Datum tenant, Datum actors, TimestampTz wlo, TimestampTz
 	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "schedphi: availability query failed");
 	MemoryContextSwitchTo(callctx);
-	nrules = (int) SPI_processed;
-	rules = palloc0(sizeof(Rule) * Max(nrules, 1));
-	for (int r = 0; r < nrules; r++)
+	n = (int) SPI_processed;
+	rules = palloc0(sizeof(Rule) * Max(n, 1));
+	for (int r = 0; r < n; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -243,6 +333,69 @@ schedphi_expand_windows(Datum tenant, Datum actors, TimestampTz wlo, TimestampTz
 		rule->zone = TextDatumGetCString(SPI_getbinval(tup, desc, 8, &isnull));
 	}
 	SPI_finish();
+	*nrules = n;
+	return rules;
+}
+
+/* The local date, in zone tz, of an instant. */
+static DateADT
+local_date(TimestampTz t, pg_tz *tz)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+
+	if (timestamp2tm(t, &tzoff, &tm, &fsec, NULL, tz) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
+}
+
+/*
+ * Expand the availability rules of `actors` (a uuid[] datum without NULLs)
+ * in `tenant` into the daily windows that overlap [wlo, whi), each day read
+ * in the rule's location's zone with the rules above, and hand each to `cb`
+ * (unordered), in the caller's memory context.  The rules come from this
+ * backend's cache when schedphi_rules_version() allows, otherwise from one
+ * query through SPI (nesting is fine).
+ */
+void
+schedphi_expand_windows(Datum tenant, Datum actors, TimestampTz wlo, TimestampTz whi,
+						schedphi_window_cb cb, void *arg)
+{
+	Rule	   *rules = NULL;
+	int			nrules = 0;
+	uint64		version;
+	Datum	   *ids = NULL;
+	bool	   *idnulls;
+	int			nids = 0;
+
+	if (TIMESTAMP_NOT_FINITE(wlo) || TIMESTAMP_NOT_FINITE(whi) || wlo >= whi)
+		return;
+
+	/* read the version before the rules: a change committed meanwhile bumps it */
+	version = schedphi_rules_version();
+	if (version != 0)
+	{
+		deconstruct_array(DatumGetArrayTypeP(actors), UUIDOID, UUID_LEN, false, TYPALIGN_CHAR,
+						  &ids, &idnulls, &nids);
+		for (int i = 0; i < nids; i++)
+			if (idnulls[i])
+				version = 0;
+	}
+	if (version != 0)
+	{
+		if (rules_cache == NULL || rules_cache_version != version)
+			rules_cache_reset(version);
+		rules = rules_from_cache(DatumGetUUIDP(tenant), ids, nids, &nrules);
+	}
+	if (rules == NULL)
+	{
+		rules = rules_from_catalog(tenant, actors, &nrules);
+		if (version != 0)
+			rules_to_cache(DatumGetUUIDP(tenant), ids, nids, rules, nrules);
+	}
 
 	for (int r = 0; r < nrules; r++)
 	{

@@ -1,6 +1,18 @@
 -- schedphi install script, part 3: tenants, members, locations, actors,
 -- availability, blocks and buffers.  These are the administrator's tools.
 
+-- Each backend caches availability rules and their locations' zones
+-- (walltime.c); any change to either, by any path, tells every backend at
+-- commit.  ALWAYS: a restore with session_replication_role = replica too.
+CREATE FUNCTION schedphi._rules_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'schedphi_rules_changed' LANGUAGE C;
+CREATE TRIGGER rules_changed BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON schedphi.availability
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._rules_changed();
+CREATE TRIGGER rules_changed BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON schedphi.location
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._rules_changed();
+ALTER TABLE schedphi.availability ENABLE ALWAYS TRIGGER rules_changed;
+ALTER TABLE schedphi.location ENABLE ALWAYS TRIGGER rules_changed;
+
 CREATE FUNCTION schedphi.create_tenant(name text, timezone text)
 RETURNS uuid
 LANGUAGE plpgsql
