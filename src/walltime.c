@@ -251,26 +251,30 @@ rules_to_cache(const pg_uuid_t *tenant, Datum *ids, int nids, const Rule *rules,
 	{
 		RulesKey	key;
 		RulesEntry *e;
-		bool		found;
+		Rule	   *mine;
 		int			n = 0;
 
 		key.tenant = *tenant;
 		key.actor = *DatumGetUUIDP(ids[i]);
-		e = hash_search(rules_cache, &key, HASH_ENTER, &found);
-		if (found)
+		if (hash_search(rules_cache, &key, HASH_FIND, NULL) != NULL)
 			continue;			/* the same actor twice in ids */
+
+		/* everything first, then the entry: an error leaves no half-made one */
 		for (int r = 0; r < nrules; r++)
 			if (memcmp(rules[r].actor.data, key.actor.data, UUID_LEN) == 0)
 				n++;
-		e->nrules = 0;
-		e->rules = palloc(sizeof(Rule) * Max(n, 1));
+		mine = palloc(sizeof(Rule) * Max(n, 1));
+		n = 0;
 		for (int r = 0; r < nrules; r++)
 			if (memcmp(rules[r].actor.data, key.actor.data, UUID_LEN) == 0)
 			{
-				e->rules[e->nrules] = rules[r];
-				e->rules[e->nrules].zone = pstrdup(rules[r].zone);
-				e->nrules++;
+				mine[n] = rules[r];
+				mine[n].zone = pstrdup(rules[r].zone);
+				n++;
 			}
+		e = hash_search(rules_cache, &key, HASH_ENTER, NULL);
+		e->nrules = n;
+		e->rules = mine;
 	}
 	MemoryContextSwitchTo(old);
 }
