@@ -5,14 +5,15 @@
 #   2a  find_slots latency: one practitioner, 30 days, 2,000 bookings;
 #   2b  find_slots over 200 practitioners and 7 days: one call each;
 #   3   schedphi.book() throughput with 8 clients against plain INSERTs
-#       into a bare table carrying the same exclusion constraint, with two
+#       into a bare table carrying the same exclusion constraint, with four
 #       references: two bare rows (an appointment row with only its primary
-#       key, and the actor row), and the rows book() really writes,
-#       inserted directly,
+#       key, and the actor row); the rows book() really writes, inserted
+#       directly; and the same rows in copies of the tables without foreign
+#       keys, with and without the audit record,
 #
 # with the round trip of a trivial SELECT 1 measured in the same run.  It
 # prints figures and ratios and exits 0 whatever they are: benchmarks never
-# gate anything.  Only synthetic data is used.  Takes about 3 minutes.
+# gate anything.  Only synthetic data is used.  Takes about 4 minutes.
 #
 # Knobs (environment): BENCH_LATENCY_SECONDS (default 5) per latency run,
 # BENCH_SECONDS (default 10) per throughput run, BENCH_ROUNDS (default 2)
@@ -109,28 +110,45 @@ num "$b_one" && b_client=$(calc '%.1f' "$b_one * 200")
 echo "   ${b_one:-?} ms per call from the client, a random practitioner each ($TX calls): $b_client ms for 200"
 
 # ----------------------------------------------------------- 3: throughput
-nruns=$((ROUNDS * 4))
+# rows_nofk and rows_noaudit: rows.pgbench on the bench copies of the two
+# tables without foreign keys, with and without the audit trigger.
+for v in nofk noaudit; do
+	sed -e "s/schedphi\.appointment_actor /bench.${v}_appointment_actor /" \
+		-e "s/schedphi\.appointment (/bench.${v}_appointment (/" "$here/rows.pgbench" >"$out/rows_$v.pgbench"
+	grep -q "bench.${v}_appointment_actor " "$out/rows_$v.pgbench" && grep -q "bench.${v}_appointment (" "$out/rows_$v.pgbench" || {
+		echo "bench: could not derive rows_$v.pgbench from rows.pgbench" >&2
+		exit 1
+	}
+done
+workloads="bare book rows pair rows_nofk rows_noaudit"
+nruns=$((ROUNDS * 6))
 share=$((SLOT_SPACE / nruns))
 echo "== 3 booking throughput: $CLIENTS clients, $THREADS threads, ${TP_SECONDS} s a run, $ROUNDS rounds"
 run=0
-declare -A sum=([bare]=0 [book]=0 [rows]=0 [pair]=0) fails=([bare]=0 [book]=0 [rows]=0 [pair]=0)
+declare -A sum fails
+for w in $workloads; do sum[$w]=0 fails[$w]=0; done
 for ((r = 1; r <= ROUNDS; r++)); do
-	for w in bare book rows pair; do
-		user=bench_scheduler
-		[ "$w" = rows ] && user=postgres # nobody else may write the tables directly
+	for w in $workloads; do
+		user=bench_scheduler script="$here/$w.pgbench"
+		case $w in
+		rows) user=postgres ;; # nobody else may write the tables directly
+		rows_*) user=postgres script="$out/$w.pgbench" ;;
+		esac
 		psql -X -q -d "$DB" -c "CHECKPOINT" >/dev/null
 		pgb "$w-$r" "$user" -c "$CLIENTS" -j "$THREADS" -T "$TP_SECONDS" -D n=0 -D clients="$CLIENTS" \
-			-D base=$((run * share)) -D tenant="$TENANT" -f "$here/$w.pgbench"
+			-D base=$((run * share)) -D tenant="$TENANT" -f "$script"
 		run=$((run + 1))
 		sum[$w]=$(calc '%.3f' "${sum[$w]} + ${TPS:-0}")
 		fails[$w]=$((${fails[$w]} + ${FAILED:-0}))
-		printf '   round %d %-4s %8s tps  (%s transactions, %s failed)\n' "$r" "$w" "${TPS:-?}" "${TX:-?}" "${FAILED:-?}"
+		printf '   round %d %-12s %8s tps  (%s transactions, %s failed)\n' "$r" "$w" "${TPS:-?}" "${TX:-?}" "${FAILED:-?}"
 	done
 done
 bare_tps=$(calc '%.0f' "${sum[bare]} / $ROUNDS")
 book_tps=$(calc '%.0f' "${sum[book]} / $ROUNDS")
 rows_tps=$(calc '%.0f' "${sum[rows]} / $ROUNDS")
 pair_tps=$(calc '%.0f' "${sum[pair]} / $ROUNDS")
+nofk_tps=$(calc '%.0f' "${sum[rows_nofk]} / $ROUNDS")
+noaudit_tps=$(calc '%.0f' "${sum[rows_noaudit]} / $ROUNDS")
 [ "${fails[book]}" -gt 0 ] && echo "   ! ${fails[book]} book() transactions failed (conflicts?): SP_KEEP=1 keeps the pgbench logs"
 
 # ------------------------------------------------------------------ summary
@@ -149,6 +167,8 @@ echo "| 2b find_slots, 200 practitioners x 7 days, 200 calls in one server loop 
 echo "| 2b same, 200 separate calls from the client | $b_client ms | $(ratio "$b_one" "$base_lat") x SELECT 1 per call | < 50 ms: $(verdict "$b_client" '<' 50) |"
 echo "| 3 bare INSERT with the exclusion constraint, $CLIENTS clients | $bare_tps tps | 1 | |"
 echo "| 3 two bare rows (an appointment with only its primary key, an actor row with only the constraint), $CLIENTS clients | $pair_tps tps | $(ratio "$pair_tps" "$bare_tps") x bare | |"
+echo "| 3 the same rows without the foreign keys (copies of the tables), with the audit record, $CLIENTS clients | $nofk_tps tps | $(ratio "$nofk_tps" "$bare_tps") x bare | |"
+echo "| 3 the same rows without the foreign keys and without the audit record, $CLIENTS clients | $noaudit_tps tps | $(ratio "$noaudit_tps" "$bare_tps") x bare | |"
 echo "| 3 the rows book() writes (with their indexes, foreign keys and audit record), inserted directly, $CLIENTS clients | $rows_tps tps | $(ratio "$rows_tps" "$bare_tps") x bare | |"
 echo "| 3 schedphi.book(), $CLIENTS clients | $book_tps tps | $book_ratio x bare ($(ratio "$book_tps" "$rows_tps") x rows) | >= 0.70: $(verdict "$book_ratio" '>=' 0.70) |"
 echo
