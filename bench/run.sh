@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: install what is missing, build, start a throwaway cluster,
-# load a synthetic clinic (bench/setup.sql) and measure
+# load a synthetic clinic (bench/setup.sql, bench/references.sql) and measure
 #
 #   2a  find_slots latency: one practitioner, 30 days, 2,000 bookings;
 #   2b  find_slots over 200 practitioners and 7 days: one call each;
@@ -52,7 +52,8 @@ echo "== $(psql -X -At -c 'SELECT version()' | cut -d, -f1), synchronous_commit 
 echo "== loading the synthetic clinic (bench/setup.sql)"
 t0=$(date +%s)
 psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null
-psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/setup.sql" >"$out/setup.log" 2>&1 || {
+{ psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/setup.sql" &&
+	psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/references.sql"; } >"$out/setup.log" 2>&1 || {
 	cat "$out/setup.log" >&2
 	echo "bench: setup failed" >&2
 	exit 1

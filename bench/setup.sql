@@ -117,18 +117,6 @@ CREATE TABLE bench.bare_appointment (
 	PRIMARY KEY (tenant, id)
 );
 
--- Two more references of benchmark 3, to show in the same run what the
--- data model's foreign keys and audit record cost: copies of appointment
--- and appointment_actor with the same columns, defaults, checks and indexes
--- (the exclusion constraint among them) but no foreign keys.  The nofk_
--- copy keeps the appointment's audit trigger; the noaudit_ copy has none.
-CREATE TABLE bench.nofk_appointment (LIKE schedphi.appointment INCLUDING ALL);
-CREATE TABLE bench.nofk_appointment_actor (LIKE schedphi.appointment_actor INCLUDING ALL);
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON bench.nofk_appointment
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient');
-CREATE TABLE bench.noaudit_appointment (LIKE schedphi.appointment INCLUDING ALL);
-CREATE TABLE bench.noaudit_appointment_actor (LIKE schedphi.appointment_actor INCLUDING ALL);
-
 -- 2b, measured server side: one find_slots call per practitioner, 200
 -- calls in one statement.  Returns the number of slots found.
 CREATE FUNCTION bench.slots_all(p_window tstzrange, p_duration interval)
@@ -211,11 +199,5 @@ INSERT INTO bench.bare (tenant, actor, seat, span, active)
 SELECT tenant, actor, seat, span, active FROM schedphi.appointment_actor;
 INSERT INTO bench.bare_appointment (tenant, id, patient, actors, during, status, kind)
 SELECT tenant, id, patient, actors, during, status, kind FROM schedphi.appointment;
-ALTER TABLE bench.nofk_appointment DISABLE TRIGGER audit;
-INSERT INTO bench.nofk_appointment SELECT * FROM schedphi.appointment;
-ALTER TABLE bench.nofk_appointment ENABLE TRIGGER audit;
-INSERT INTO bench.nofk_appointment_actor SELECT * FROM schedphi.appointment_actor;
-INSERT INTO bench.noaudit_appointment SELECT * FROM schedphi.appointment;
-INSERT INTO bench.noaudit_appointment_actor SELECT * FROM schedphi.appointment_actor;
 
 VACUUM ANALYZE;
