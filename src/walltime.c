@@ -192,6 +192,9 @@ rules_cache_reset(uint64 version)
 {
 	HASHCTL		ctl;
 
+	/* forget the old table first: if what follows fails, nothing points into freed memory */
+	rules_cache = NULL;
+	rules_cache_version = 0;
 	if (rules_cxt == NULL)
 		rules_cxt = AllocSetContextCreate(CacheMemoryContext, "schedphi availability rules",
 										  ALLOCSET_DEFAULT_SIZES);
