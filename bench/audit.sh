@@ -38,13 +38,7 @@ bench_cluster
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== loading the synthetic clinic (bench/setup.sql, bench/audit_setup.sql)"
 t0=$(date +%s)
-psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null
-{ psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/setup.sql" &&
-	psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/audit_setup.sql"; } >"$out/setup.log" 2>&1 || {
-	cat "$out/setup.log" >&2
-	echo "bench: setup failed" >&2
-	exit 1
-}
+bench_load "$here/setup.sql" "$here/audit_setup.sql"
 TENANT=$(q -c "SELECT tenant FROM bench.clinic")
 q -c "SELECT schedphi._audit_sync('5 minutes')" >/dev/null
 echo "   loaded in $(($(date +%s) - t0)) s; $(q -c "SELECT count(*) FROM schedphi.audit_log") audit records so far"

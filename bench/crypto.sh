@@ -68,13 +68,7 @@ echo "== $(psql -X -At -c 'SELECT version()' | cut -d, -f1), $ossl, synchronous_
 # -------------------------------------------------------------------- setup
 echo "== loading synthetic data (bench/crypto_setup.sql): $CALLS sample values, $SEED patients in each registration table"
 t0=$(date +%s)
-psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null
-psql -X -q -v ON_ERROR_STOP=1 -v n_fast="$CALLS" -v n_pgp="$PGP_CALLS" -v n_seed="$SEED" -d "$DB" \
-	-f "$here/crypto_setup.sql" >"$out/setup.log" 2>&1 || {
-	cat "$out/setup.log" >&2
-	echo "bench: setup failed" >&2
-	exit 1
-}
+bench_load -v n_fast="$CALLS" -v n_pgp="$PGP_CALLS" -v n_seed="$SEED" "$here/crypto_setup.sql"
 TENANT=$(q -c "SELECT tenant FROM cbench.clinic")
 echo "   loaded in $(($(date +%s) - t0)) s"
 

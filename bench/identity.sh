@@ -116,12 +116,7 @@ echo "== $(psql -X -At -c 'SELECT version()' | cut -d, -f1), $ossl, synchronous_
 # -------------------------------------------------------------------- setup
 echo "== loading the synthetic clinic (bench/identity_setup.sql)"
 t0=$(date +%s)
-psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null
-psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/identity_setup.sql" >"$out/setup.log" 2>&1 || {
-	cat "$out/setup.log" >&2
-	echo "bench: setup failed" >&2
-	exit 1
-}
+bench_load "$here/identity_setup.sql"
 TENANT=$(q -c "SELECT tenant FROM ibench.clinic")
 PRAC=$(q -c "SELECT id FROM ibench.prac WHERE n = 1")
 echo "   $(q -c "SELECT count(*) FROM schedphi.appointment") appointments over 6 weeks," \

@@ -16,6 +16,26 @@ bench_cluster() {
 	chmod 755 "$out"
 }
 
+# bench_load [-v NAME=VALUE ...] FILE...: create $DB and load the files
+# into it in order, with the -v settings for each; on failure print the
+# log and stop the benchmark (the cluster is stopped on exit).
+bench_load() {
+	local vars=() files=()
+	while [ $# -gt 0 ]; do
+		if [ "$1" = -v ]; then vars+=(-v "$2"); shift 2; else files+=("$1"); shift; fi
+	done
+	psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null
+	local file
+	: >"$out/setup.log"
+	for file in "${files[@]}"; do
+		psql -X -q -v ON_ERROR_STOP=1 "${vars[@]}" -d "$DB" -f "$file" >>"$out/setup.log" 2>&1 || {
+			cat "$out/setup.log" >&2
+			echo "bench: setup failed ($(basename "$file"))" >&2
+			exit 1
+		}
+	done
+}
+
 # Is $1 a number?
 num() { [[ ${1:-} =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; }
 

@@ -51,13 +51,7 @@ echo "== $(psql -X -At -c 'SELECT version()' | cut -d, -f1), synchronous_commit 
 # -------------------------------------------------------------------- setup
 echo "== loading the synthetic clinic (bench/setup.sql)"
 t0=$(date +%s)
-psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null
-{ psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/setup.sql" &&
-	psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$here/references.sql"; } >"$out/setup.log" 2>&1 || {
-	cat "$out/setup.log" >&2
-	echo "bench: setup failed" >&2
-	exit 1
-}
+bench_load "$here/setup.sql" "$here/references.sql"
 TENANT=$(q -c "SELECT tenant FROM bench.clinic")
 BUSY=$(q -c "SELECT busy FROM bench.clinic")
 echo "   $(q -c "SELECT count(*) FROM schedphi.appointment_actor x, bench.clinic c WHERE x.actor = c.busy AND x.active") active bookings on the busy practitioner," \
