@@ -65,6 +65,13 @@ schedphi_current_actor(void)
 		forget_actor();
 		return NULL;
 	}
+	if (GetCurrentStatementStartTimestamp() >= actor.ends)
+	{
+		/* the token has expired: so has what it vouched for */
+		forget_actor();
+		purpose[0] = '\0';
+		return NULL;
+	}
 	return &actor;
 }
 
@@ -75,6 +82,9 @@ schedphi_set_actor(const SchedphiActor *a)
 	actor.active = true;
 	actor.login = GetSessionUserId();
 	actor_generation++;
+	/* a purpose was declared by whoever was asking before */
+	purpose[0] = '\0';
+	purpose_lxid = InvalidLocalTransactionId;
 }
 
 static void
@@ -211,8 +221,8 @@ schedphi_context(PG_FUNCTION_ARGS)
 	const SchedphiActor *a = schedphi_current_actor();
 	const char *p = schedphi_current_purpose();
 	TupleDesc	desc;
-	Datum		values[6];
-	bool		nulls[6] = {true, true, true, true, true, true};
+	Datum		values[7];
+	bool		nulls[7] = {true, true, true, true, true, true, true};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -235,6 +245,8 @@ schedphi_context(PG_FUNCTION_ARGS)
 		}
 		values[5] = CStringGetTextDatum("token");
 		nulls[5] = false;
+		values[6] = BoolGetDatum(a->mfa);
+		nulls[6] = false;
 	}
 	if (p != NULL)
 	{

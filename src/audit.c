@@ -414,7 +414,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 			elog(ERROR, "SPI_connect failed");
 		schedphi_keep_plan(&plan,
 						   "SELECT string_agg(m.role, ',' ORDER BY m.role) FROM schedphi.member m "
-						   "WHERE m.tenant = $1 AND m.login = session_user", 1, types);
+						   "WHERE m.tenant = $1 AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')", 1, types);
 		if (SPI_execute_plan(plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -1146,13 +1146,14 @@ text_or_null(FunctionCallInfo fcinfo, int i)
  * Record an explicit event and wait until it is durable.  detail is JSON
  * text (never PHI) or NULL.
  */
-void
-schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
-					  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail, bool wait)
+static void
+audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
+			 const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail,
+			 bool wait, bool in_transaction)
 {
 	Who			w;
 	AuditEvent	ev;
-	bool		queued = audit != NULL;
+	bool		queued = audit != NULL && !in_transaction;
 
 	/*
 	 * Not preloaded, there is no queue: an event that goes with a change
@@ -1160,10 +1161,10 @@ schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *o
 	 * it, and a denial only in the server log (by the error itself).
 	 * Reading PHI is refused outright (schedphi_audit_note_read).
 	 */
-	if (!queued && (strcmp(action, "denied") == 0 || strcmp(action, "rate_limited") == 0))
+	if (audit == NULL && (strcmp(action, "denied") == 0 || strcmp(action, "rate_limited") == 0))
 		return;
-	if (queued)
-		queue_for_database(true);
+	if (audit != NULL)
+		queue_for_database(true);	/* the worker also seals what is written here */
 	/* reads before this event are recorded before it */
 	if (npending > 0)
 		flush_reads(true);
@@ -1189,6 +1190,13 @@ schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *o
 		insert_event(&ev);
 		SPI_finish();
 	}
+}
+
+void
+schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
+					  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail, bool wait)
+{
+	audit_record(action, tenant, object, object_id, patient, detail, wait, false);
 }
 
 /* The message of the denial schedphi_audit_deny last recorded itself. */
@@ -1248,6 +1256,33 @@ schedphi_audit_event(PG_FUNCTION_ARGS)
 						  PG_ARGISNULL(3) ? NULL : PG_GETARG_UUID_P(3),
 						  PG_ARGISNULL(4) ? NULL : PG_GETARG_UUID_P(4),
 						  detail, true);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(schedphi_audit_change);
+
+/*
+ * _audit_change(action text, tenant uuid, object text, object_id uuid,
+ *				 patient uuid, detail jsonb) -> void
+ * The record of a change that is not a write to a PHI table (a key or
+ * membership event): written in the calling transaction, so that it
+ * commits or rolls back with the change.  Not strict: only action is
+ * required.
+ */
+Datum
+schedphi_audit_change(PG_FUNCTION_ARGS)
+{
+	char	   *detail = PG_ARGISNULL(5) ? NULL :
+		DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(5)));
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("action must not be null")));
+	audit_record(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+				 PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1),
+				 text_or_null(fcinfo, 2),
+				 PG_ARGISNULL(3) ? NULL : PG_GETARG_UUID_P(3),
+				 PG_ARGISNULL(4) ? NULL : PG_GETARG_UUID_P(4),
+				 detail, false, true);
 	PG_RETURN_VOID();
 }
 
@@ -1736,23 +1771,56 @@ seal(int qi)
 	return n;
 }
 
-/* Create this and the next months' partitions of the log. */
-static void
+/*
+ * Create this and the next months' partitions of the log; false if it must
+ * be tried again soon.  Creating a partition locks the whole log, which
+ * every transaction that wrote PHI holds a lock on until it ends; one of
+ * them may be waiting for this worker to record a read or a denial.  So
+ * the lock is asked for briefly, and never waited for: the records go to
+ * the default partition meanwhile, and a later call moves them.
+ */
+static bool
 maintain_partitions(void)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool done = true;
+
 	if (!worker_begin("making audit partitions"))
-		return;
+		return true;
 	guard_open = true;			/* moving records out of the default partition */
+	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
+		SPI_execute("SET LOCAL lock_timeout = '50ms'", false, 0);
 		SPI_execute("SELECT schedphi._audit_partitions()", false, 0);
+		ReleaseCurrentSubTransaction();
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		guard_open = false;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		/*
+		 * Busy, or a record of the new month arrived in the default
+		 * partition after we looked (it is moved on the next try).
+		 */
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
+			edata->sqlerrcode != ERRCODE_CHECK_VIOLATION)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		done = false;
 	}
 	PG_END_TRY();
+	guard_open = false;
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
 	worker_end();
+	return done;
 }
 
 /*
@@ -1836,8 +1904,8 @@ schedphi_audit_worker_main(Datum arg)
 		now = GetCurrentTimestamp();
 		if (now - last_partitions >= USECS_PER_SEC * 3600)
 		{
-			maintain_partitions();
-			last_partitions = now;
+			/* the log busy: try again in ten seconds */
+			last_partitions = maintain_partitions() ? now : now - USECS_PER_SEC * (3600 - 10);
 		}
 		moved = drain(qi, buf);
 		LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);

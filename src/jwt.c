@@ -449,6 +449,9 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 	strlcpy(a.issuer, jwt->iss, sizeof(a.issuer));
 	strlcpy(a.role, role, sizeof(a.role));
 	a.session_scope = strcmp(scope, "session") == 0;
+	a.mfa = shows_mfa(jwt);
+	/* the same allowance for clock skew as the check of exp above */
+	a.ends = time_t_to_timestamptz((pg_time_t) (jwt->exp + CLOCK_SKEW));
 	schedphi_set_actor(&a);
 	explicit_bzero(jwt, sizeof(sp_jwt));
 	{

@@ -57,6 +57,8 @@ typedef struct SchedphiActor
 	char		role[16];
 	bool		has_practitioner;
 	pg_uuid_t	practitioner;
+	bool		mfa;			/* the token showed a second factor (amr) */
+	TimestampTz ends;			/* the context ends with the token (exp) */
 } SchedphiActor;
 
 extern int	schedphi_max_token_lifetime;

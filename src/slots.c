@@ -23,8 +23,10 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "nodes/params.h"
 #include "tcop/dest.h"
 #include "utils/array.h"
@@ -97,6 +99,7 @@ typedef struct ActorPlan
 
 static SPIPlanPtr actors_plan = NULL;
 static SPIPlanPtr auth_plan = NULL;
+static SPIPlanPtr unknown_plan = NULL;
 static SPIPlanPtr blocks_plan = NULL;
 static SPIPlanPtr busy_plan = NULL;
 
@@ -241,25 +244,46 @@ check_actor_array(Datum arg, Datum **elems, int *nelems)
 /* Who may look for free time: any member who works with schedules. */
 static const char *const slot_roles[] = {"admin", "scheduler", "clinician", "integration", "support"};
 
+/* Raise "unknown actor" for plans[i], as schedphi._unknown would. */
+static void
+unknown_actor(ActorPlan *plan)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1] = {UUIDPGetDatum(&plan->id)};
+
+	schedphi_keep_plan(&unknown_plan, "SELECT schedphi._unknown('actor', $1)", 1, types);
+	(void) SPI_execute_plan(unknown_plan, values, NULL, true, 0);
+	elog(ERROR, "find_slots: schedphi._unknown returned");
+}
+
 /*
  * Load the actors, their tenant, capacity and buffers; check that they all
  * exist, share one tenant, and that the caller may look at that tenant.
  * Returns the tenant.
+ *
+ * The answer must not tell a caller what exists outside the tenants it may
+ * look at (docs/security.md): the tenant is the first, in the order given,
+ * where the caller holds one of slot_roles; failing that, the first actor
+ * that exists decides, through _authorize, and an array naming no actor at
+ * all gets _unknown's refusal (the same 42501, except for a superuser
+ * acting as no one).  Once the tenant is settled, an actor of another tenant
+ * is as unknown as one that does not exist.
  */
 static Datum
 load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 {
-	Oid			types[1] = {UUIDARRAYOID};
+	Oid			arrtypes[1] = {UUIDARRAYOID};
 	Datum		values[1] = {actors_arg};
 	Oid			authtypes[2] = {UUIDOID, TEXTARRAYOID};
 	Datum		authvalues[2];
 	Datum		roles[lengthof(slot_roles)];
-	Datum		tenant = (Datum) 0;
+	pg_uuid_t  *tenants = palloc0(sizeof(pg_uuid_t) * n);
+	int			chosen = -1;
 	SPITupleTable *tt;
 
 	schedphi_keep_plan(&actors_plan,
 			  "SELECT a.id, a.tenant, a.capacity, a.buffer_before, a.buffer_after "
-			  "FROM schedphi.actor a WHERE a.id = ANY ($1)", 1, types);
+			  "FROM schedphi.actor a WHERE a.id = ANY ($1)", 1, arrtypes);
 	if (SPI_execute_plan(actors_plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "find_slots: actor query failed");
 	/* SPI leaves its own context current: what we keep goes in the caller's */
@@ -270,47 +294,53 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 	{
 		HeapTuple	tup = tt->vals[r];
 		pg_uuid_t  *id = DatumGetUUIDP(get_attr(tup, tt->tupdesc, 1));
-		Datum		t = get_attr(tup, tt->tupdesc, 2);
-		ActorPlan  *a = NULL;
 
 		for (int i = 0; i < n; i++)
 			if (memcmp(plans[i].id.data, id->data, UUID_LEN) == 0)
-				a = &plans[i];
-		if (a == NULL)
+			{
+				memcpy(tenants[i].data, DatumGetUUIDP(get_attr(tup, tt->tupdesc, 2))->data, UUID_LEN);
+				plans[i].capacity = DatumGetInt32(get_attr(tup, tt->tupdesc, 3));
+				plans[i].before = interval_usecs(DatumGetIntervalP(get_attr(tup, tt->tupdesc, 4)), "buffer_before");
+				plans[i].after = interval_usecs(DatumGetIntervalP(get_attr(tup, tt->tupdesc, 5)), "buffer_after");
+			}
+	}
+
+	/* capacity is at least 1 (a check constraint): 0 means not found */
+	for (int i = 0; i < n && chosen < 0; i++)
+		if (plans[i].capacity > 0 && schedphi_has_role(&tenants[i], slot_roles, lengthof(slot_roles)))
+			chosen = i;
+	if (chosen < 0)
+	{
+		for (int i = 0; i < n && chosen < 0; i++)
+			if (plans[i].capacity > 0)
+				chosen = i;
+		if (chosen < 0)
+			unknown_actor(&plans[0]);
+		for (size_t i = 0; i < lengthof(slot_roles); i++)
+			roles[i] = CStringGetTextDatum(slot_roles[i]);
+		authvalues[0] = UUIDPGetDatum(&tenants[chosen]);
+		authvalues[1] = PointerGetDatum(construct_array(roles, lengthof(slot_roles), TEXTOID, -1, false, TYPALIGN_INT));
+		schedphi_keep_plan(&auth_plan, "SELECT schedphi._authorize($1, $2)", 2, authtypes);
+		if (SPI_execute_plan(auth_plan, authvalues, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "find_slots: authorization query failed");
+		MemoryContextSwitchTo(keep);
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		if (plans[i].capacity > 0 && memcmp(tenants[i].data, tenants[chosen].data, UUID_LEN) == 0)
 			continue;
-		if (r == 0)
-			tenant = t;
-		else if (!DatumGetBool(DirectFunctionCall2(uuid_eq, tenant, t)))
+		/* a superuser acting as no one sees every tenant anyway */
+		if (plans[i].capacity > 0 && schedphi_current_actor() == NULL && superuser_arg(GetSessionUserId()))
 			ereport(ERROR,
 					(errcode(SCHEDPHI_BAD_ARGUMENT),
 					 errmsg("actors must all belong to one tenant")));
-		a->capacity = DatumGetInt32(get_attr(tup, tt->tupdesc, 3));
-		a->before = interval_usecs(DatumGetIntervalP(get_attr(tup, tt->tupdesc, 4)), "buffer_before");
-		a->after = interval_usecs(DatumGetIntervalP(get_attr(tup, tt->tupdesc, 5)), "buffer_after");
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("unknown actor %s",
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&plans[i].id))))));
 	}
-	for (int i = 0; i < n; i++)
-		if (plans[i].capacity == 0)
-			ereport(ERROR,
-					(errcode(SCHEDPHI_BAD_ARGUMENT),
-					 errmsg("unknown actor %s",
-							DatumGetCString(DirectFunctionCall1(uuid_out,
-																UUIDPGetDatum(&plans[i].id))))));
-
-	/* Any member of the tenant who works with schedules may look. */
-	if (schedphi_has_role(DatumGetUUIDP(tenant), slot_roles, lengthof(slot_roles)))
-	{
-		MemoryContextSwitchTo(keep);
-		return tenant;
-	}
-	for (size_t i = 0; i < lengthof(slot_roles); i++)
-		roles[i] = CStringGetTextDatum(slot_roles[i]);
-	authvalues[0] = tenant;
-	authvalues[1] = PointerGetDatum(construct_array(roles, lengthof(slot_roles), TEXTOID, -1, false, TYPALIGN_INT));
-	schedphi_keep_plan(&auth_plan, "SELECT schedphi._authorize($1, $2)", 2, authtypes);
-	if (SPI_execute_plan(auth_plan, authvalues, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "find_slots: authorization query failed");
-	MemoryContextSwitchTo(keep);
-	return tenant;
+	return UUIDPGetDatum(&tenants[chosen]);
 }
 
 /* A window of an actor, from schedphi_expand_windows. */
@@ -563,6 +593,7 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 	bool		wempty;
 	TimestampTz from,
 				until;
+	int64		span_usecs;
 	int64		dur;
 	int			max_results = 100;
 	ActorPlan  *plans;
@@ -597,13 +628,17 @@ schedphi_find_slots(PG_FUNCTION_ARGS)
 	window = PG_GETARG_RANGE_P(1);
 	range_deserialize(lookup_type_cache(RangeTypeGetOid(window), TYPECACHE_RANGE_INFO),
 					  window, &wlo, &whi, &wempty);
-	if (wempty || wlo.infinite || whi.infinite)
+	if (wempty || wlo.infinite || whi.infinite ||
+		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(wlo.val)) ||
+		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(whi.val)))
 		ereport(ERROR,
 				(errcode(SCHEDPHI_BAD_ARGUMENT),
 				 errmsg("window must be a non-empty range bounded on both sides")));
 	from = DatumGetTimestampTz(wlo.val);
 	until = DatumGetTimestampTz(whi.val);
-	if (until - from > MAX_WINDOW_DAYS * USECS_PER_DAY)
+	/* finite timestamps can still be too far apart for an int64 difference */
+	if (pg_sub_s64_overflow(until, from, &span_usecs) ||
+		span_usecs > MAX_WINDOW_DAYS * USECS_PER_DAY)
 		ereport(ERROR,
 				(errcode(SCHEDPHI_BAD_ARGUMENT),
 				 errmsg("window must not be longer than %d days", MAX_WINDOW_DAYS)));

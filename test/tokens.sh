@@ -183,6 +183,27 @@ ok "a refused token is in the audit log (denied), with the rule" \
 	"$(q -c "SELECT count(*) > 0 FROM schedphi.audit_log WHERE action = 'denied' AND login = 'tok_pool'
 			 AND detail ->> 'rule' LIKE 'token rejected: %'")" t
 
+# --- what a token vouches for ends with it -----------------------------------
+P=$(q -c "SELECT schedphi.register_patient('$T', 'Glass', 'Synthetic', '1980-01-01')")
+admin1=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims admin | sed 's/"pwd","otp"/"pwd"/')")
+admin2=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims admin)")
+ok "break-glass through a token without a second factor is the MFA rule" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$admin1') IS NOT NULL" \
+		-c "SELECT schedphi.break_glass('$P', 'synthetic emergency, patient unconscious')" | grep -c 'ERROR:  permission denied: MFA rule')" 1
+ok "break-glass through a token with a second factor opens" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
+		-c "SELECT schedphi.break_glass('$P', 'synthetic emergency, patient unconscious') IS NOT NULL" -c "ROLLBACK" | tr '\n' ' ')" "t t "
+ok "a purpose declared before assume() does not carry over to the token's actor" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" -c "SELECT schedphi.assume('$rs') IS NOT NULL" \
+		-c "SELECT coalesce(schedphi.whoami()->>'purpose', 'none')" -c "COMMIT" | tail -1)" none
+n2=$(date +%s)
+# accepted within the 60 s allowance for clock skew, so it ends 5 s from now
+late=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims scheduler | sed "s/\"iat\":$now/\"iat\":$((n2 - 100))/; s/\"exp\":$((now + 600))/\"exp\":$((n2 - 55))/")")
+ok "a session-scope context ends when its token expires" \
+	"$(as_pool -c "SELECT schedphi.assume('$late', 'session')->>'via'" -c "SELECT pg_sleep(6)" \
+		-c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" \
+		-c "SELECT schedphi.register_patient('$T', 'Late', 'Synthetic', '1990-01-01')" 2>&1 | grep -v '^$' | tr '\n' ' ' | sed 's/ERROR: *permission denied: tenant rule.*/denied/')" "token none denied"
+
 psql -X -q -c "DROP DATABASE $db" >/dev/null
 echo "tokens: $count checks"
 exit $fail

@@ -9,7 +9,7 @@
 -- The actor context kept in C (actor.c): the actor of a verified token, or
 -- NULLs; and the purpose of use of this transaction.
 CREATE FUNCTION schedphi._context(OUT actor text, OUT tenant uuid, OUT role text, OUT practitioner uuid,
-								  OUT purpose text, OUT via text)
+								  OUT purpose text, OUT via text, OUT mfa boolean)
 AS 'MODULE_PATHNAME', 'schedphi_context' LANGUAGE C VOLATILE;
 
 -- Refusals that must not tell whether something exists.  Someone with no
@@ -50,6 +50,20 @@ $$;
 CREATE FUNCTION schedphi._session_superuser() RETURNS boolean
 AS 'MODULE_PATHNAME', 'schedphi_session_superuser' LANGUAGE C STABLE;
 
+-- A tenant passed as an argument: NULL is a bad argument, for everyone
+-- (an unknown tenant is left to _authorize, which does not tell).
+CREATE FUNCTION schedphi._tenant_arg(p_tenant uuid)
+RETURNS uuid
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF p_tenant IS NULL THEN
+		RAISE EXCEPTION 'tenant must not be null' USING ERRCODE = '22023';
+	END IF;
+	RETURN p_tenant;
+END
+$$;
+
 CREATE FUNCTION schedphi._authorize(p_tenant uuid, p_roles text[])
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -75,10 +89,10 @@ BEGIN
 		RETURN;
 	END IF;
 	IF EXISTS (SELECT 1 FROM schedphi.member m
-			   WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = ANY (p_roles)) THEN
+			   WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)) THEN
 		RETURN;
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user) THEN
+	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')) THEN
 		PERFORM schedphi._deny_tenant(p_tenant);
 	END IF;
 	-- recorded in the audit log (it survives this error), then 42501
@@ -101,7 +115,7 @@ AS $$
 		THEN c.tenant = p_tenant AND (c.role IN ('scheduler', 'integration', 'clinician', 'billing')
 									   OR (c.role = 'admin' AND c.purpose = 'EMERGENCY'))
 		ELSE EXISTS (SELECT 1 FROM schedphi.member m
-					 WHERE m.tenant = p_tenant AND m.login = session_user
+					 WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')
 					   AND (m.role IN ('scheduler', 'integration', 'clinician', 'billing')
 							OR (m.role = 'admin' AND c.purpose = 'EMERGENCY'))) END
 	FROM schedphi._context() c
@@ -121,8 +135,10 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-	IF p_timezone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z
-										 WHERE z.name = p_timezone) THEN
+	-- pg_timezone_names also lists files of the zone database that are not
+	-- zones: localtime (the server's own setting), posixrules, Factory
+	IF p_timezone IS NULL OR p_timezone IN ('localtime', 'posixrules', 'Factory')
+	   OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = p_timezone) THEN
 		RAISE EXCEPTION 'unknown time zone'
 			USING ERRCODE = '22023',
 				  DETAIL = 'The time zone must be an IANA name such as America/New_York or Europe/Berlin.';
@@ -155,7 +171,8 @@ BEGIN
 	IF p_range IS NULL THEN
 		RAISE EXCEPTION '% must not be null', p_what USING ERRCODE = '22023';
 	END IF;
-	IF lower_inf(p_range) OR upper_inf(p_range) THEN
+	IF lower_inf(p_range) OR upper_inf(p_range)
+	   OR NOT coalesce(isfinite(lower(p_range)) AND isfinite(upper(p_range)), true) THEN
 		RAISE EXCEPTION '% must be bounded on both sides', p_what USING ERRCODE = '22023';
 	END IF;
 	IF isempty(p_range) OR lower(p_range) >= upper(p_range) THEN
@@ -233,6 +250,9 @@ DECLARE
 BEGIN
 	IF p_actors IS NULL OR cardinality(p_actors) = 0 THEN
 		RAISE EXCEPTION 'actors must name at least one actor' USING ERRCODE = '22023';
+	END IF;
+	IF coalesce(array_ndims(p_actors), 0) <> 1 THEN
+		RAISE EXCEPTION 'actors must be a one-dimensional array' USING ERRCODE = '22023';
 	END IF;
 	IF array_position(p_actors, NULL) IS NOT NULL THEN
 		RAISE EXCEPTION 'actors must not contain NULL' USING ERRCODE = '22023';

@@ -36,9 +36,9 @@ BEGIN
 		RETURN jsonb_build_object('actor', c.actor, 'tenant', c.tenant, 'role', c.role,
 								  'practitioner', c.practitioner, 'purpose', c.purpose, 'via', 'token');
 	END IF;
-	SELECT count(*) INTO n FROM schedphi.member x WHERE x.login = session_user;
+	SELECT count(*) INTO n FROM schedphi.member x WHERE x.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || x.role, 'MEMBER');
 	IF n = 1 THEN
-		SELECT * INTO m FROM schedphi.member x WHERE x.login = session_user;
+		SELECT * INTO m FROM schedphi.member x WHERE x.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || x.role, 'MEMBER');
 		RETURN jsonb_build_object('actor', session_user::text, 'tenant', m.tenant, 'role', m.role,
 								  'practitioner', m.practitioner, 'purpose', c.purpose, 'via', 'membership');
 	END IF;
@@ -77,7 +77,7 @@ DECLARE
 	v_id uuid := gen_random_uuid();
 	v_kind text;
 BEGIN
-	PERFORM schedphi._authorize(tenant, ARRAY['admin']);
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
 	IF issuer IS NULL OR btrim(issuer) = '' OR length(issuer) > 255 THEN
 		RAISE EXCEPTION 'issuer must be 1 to 255 characters' USING ERRCODE = '22023';
 	END IF;

@@ -65,13 +65,20 @@ AS $$
 DECLARE
 	v_role text := schedphi._role_name(role);
 BEGIN
-	PERFORM schedphi._authorize(tenant, ARRAY['admin']);
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
 	IF login IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN
 		RAISE EXCEPTION 'unknown login' USING ERRCODE = '22023',
 			HINT = 'Create the login with CREATE ROLE ... LOGIN first.';
 	END IF;
 	IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN
 		RAISE EXCEPTION 'a superuser cannot be made a member' USING ERRCODE = '22023';
+	END IF;
+	-- Only a person's (or an application's) own login: granting the group
+	-- role to a group or to a built-in role would pass it to everyone in it.
+	IF NOT (SELECT r.rolcanlogin FROM pg_catalog.pg_roles r WHERE r.rolname = login)
+	   OR login ~ '^(pg_|schedphi_)' THEN
+		RAISE EXCEPTION 'only a login role can be made a member' USING ERRCODE = '22023',
+			HINT = 'Not a NOLOGIN group role, a built-in pg_ role or a schedphi_ role: create the login with CREATE ROLE ... LOGIN.';
 	END IF;
 	IF login = session_user THEN
 		PERFORM schedphi._deny(tenant, 'permission denied: separation of duties rule',
@@ -107,7 +114,7 @@ AS $$
 DECLARE
 	v_role text := schedphi._role_name(role);
 BEGIN
-	PERFORM schedphi._authorize(tenant, ARRAY['admin']);
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
 	DELETE FROM schedphi.member m WHERE m.tenant = tenant AND m.login = login AND m.role = v_role;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'no such member' USING ERRCODE = '22023';
@@ -131,7 +138,7 @@ AS $$
 DECLARE
 	v_id uuid;
 BEGIN
-	PERFORM schedphi._authorize(tenant, ARRAY['admin']);
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
 	INSERT INTO schedphi.location (tenant, name, timezone)
 	VALUES (tenant, schedphi._check_name('name', name), schedphi._check_timezone(timezone))
 	RETURNING id INTO v_id;
@@ -147,7 +154,7 @@ AS $$
 DECLARE
 	v_id uuid;
 BEGIN
-	PERFORM schedphi._authorize(p_tenant, ARRAY['admin']);
+	PERFORM schedphi._authorize(schedphi._tenant_arg(p_tenant), ARRAY['admin']);
 	IF p_npi IS NOT NULL AND p_npi !~ '^[0-9]{10}$' THEN
 		RAISE EXCEPTION 'npi must be 10 digits' USING ERRCODE = '22023';
 	END IF;
@@ -209,7 +216,7 @@ BEGIN
 		SELECT 1 FROM schedphi.location l WHERE l.tenant = v_tenant AND l.id = location) THEN
 		RAISE EXCEPTION 'unknown location %', coalesce(location::text, 'NULL') USING ERRCODE = '22023';
 	END IF;
-	IF days IS NULL OR cardinality(days) = 0 OR array_position(days, NULL) IS NOT NULL
+	IF days IS NULL OR coalesce(array_ndims(days), 0) <> 1 OR array_position(days, NULL) IS NOT NULL
 	   OR NOT days <@ ARRAY[1, 2, 3, 4, 5, 6, 7] THEN
 		RAISE EXCEPTION 'days must list ISO weekdays 1 (Monday) to 7 (Sunday)' USING ERRCODE = '22023';
 	END IF;
@@ -218,8 +225,10 @@ BEGIN
 		RAISE EXCEPTION 'ends must be later than starts on the same day'
 			USING ERRCODE = '22023', HINT = 'Use 24:00 for midnight at the end of the day.';
 	END IF;
-	IF valid IS NULL OR isempty(valid) OR lower_inf(valid) THEN
-		RAISE EXCEPTION 'valid must be a non-empty date range with a first day' USING ERRCODE = '22023';
+	IF valid IS NULL OR isempty(valid) OR lower_inf(valid) OR NOT isfinite(lower(valid))
+	   OR NOT coalesce(isfinite(upper(valid)), true) THEN
+		RAISE EXCEPTION 'valid must be a non-empty date range with a first day' USING ERRCODE = '22023',
+			HINT = 'Leave the upper bound empty (NULL) for no last day; infinity is not a date.';
 	END IF;
 	IF slot_minutes IS NULL OR slot_minutes < 1 OR slot_minutes > 1440 THEN
 		RAISE EXCEPTION 'slot_minutes must be between 1 and 1440' USING ERRCODE = '22023';

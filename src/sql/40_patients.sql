@@ -120,7 +120,7 @@ DECLARE
 	v_zip text := schedphi._norm_zip(zip);
 	v_mrn_idx bytea;
 BEGIN
-	PERFORM schedphi._authorize(tenant, ARRAY['scheduler', 'integration']);
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['scheduler', 'integration']);
 	v_mrn_idx := schedphi._blind(tenant, 'mrn', v_mrn);
 	IF v_mrn_idx IS NOT NULL AND EXISTS (SELECT 1 FROM schedphi.patient p
 										 WHERE p.tenant = tenant AND p.mrn_idx = v_mrn_idx) THEN
@@ -168,8 +168,20 @@ DECLARE
 	v_phone_idx bytea;
 	v_email_idx bytea;
 	v_fd_idx bytea;
+	v_role text;
+	v_detail jsonb;
+	v_id uuid;
+	v_found boolean := false;
 BEGIN
-	PERFORM schedphi._authorize(tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing']);
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['scheduler', 'integration', 'clinician', 'billing']);
+	-- A match tells who a phone number, an email or an MRN belongs to: the
+	-- minimum necessary of each role, as for patient_record.  (A superuser,
+	-- who may compute the blind indexes anyway, looks up as before.)
+	v_role := schedphi._member_role(tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing']);
+	IF v_role = 'billing' AND (mrn IS NOT NULL OR phone IS NOT NULL OR email IS NOT NULL) THEN
+		PERFORM schedphi._deny(tenant, 'permission denied: role rule',
+			'Billing sees name and birth date only, and looks patients up by family name and birth date.');
+	END IF;
 	PERFORM schedphi._note_lookup(tenant, schedphi._actor_name());
 	IF v_mrn IS NULL AND v_phone IS NULL AND v_email IS NULL AND v_family IS NULL THEN
 		RAISE EXCEPTION 'find_patient needs mrn, phone, email, or family with birth_date'
@@ -182,14 +194,32 @@ BEGIN
 	v_phone_idx := schedphi._blind(tenant, 'phone', v_phone);
 	v_email_idx := schedphi._blind(tenant, 'email', v_email);
 	v_fd_idx := schedphi._blind(tenant, 'family_dob', schedphi._family_dob(v_family, birth_date));
-	RETURN QUERY
+	-- Each match is recorded as a read of the patient (access_report lists
+	-- it), and a lookup that matched nobody once: probing leaves a trace.
+	v_detail := jsonb_build_object('lookup', to_jsonb(array_remove(ARRAY[
+		CASE WHEN v_mrn IS NOT NULL THEN 'mrn' END, CASE WHEN v_phone IS NOT NULL THEN 'phone' END,
+		CASE WHEN v_email IS NOT NULL THEN 'email' END,
+		CASE WHEN v_family IS NOT NULL THEN 'family_dob' END], NULL)));
+	FOR v_id IN
 		SELECT p.id FROM schedphi.patient p
 		WHERE p.tenant = tenant
 		  AND (v_mrn_idx IS NULL OR p.mrn_idx = v_mrn_idx)
 		  AND (v_phone_idx IS NULL OR p.phone_idx = v_phone_idx)
 		  AND (v_email_idx IS NULL OR p.email_idx = v_email_idx)
 		  AND (v_fd_idx IS NULL OR p.family_dob_idx = v_fd_idx)
-		ORDER BY p.created_at, p.id;
+		  -- a clinician finds its own patients (or one under break-glass)
+		  AND (v_role <> 'clinician' OR schedphi._own_patient(tenant, p.id)
+			   OR schedphi._break_glass_active(tenant, p.id))
+		ORDER BY p.created_at, p.id
+	LOOP
+		PERFORM schedphi._audit_event('read', tenant, 'patient', v_id, v_id, v_detail);
+		v_found := true;
+		RETURN NEXT v_id;
+	END LOOP;
+	IF NOT v_found THEN
+		PERFORM schedphi._audit_event('read', tenant, 'patient', NULL, NULL,
+									  v_detail || jsonb_build_object('matches', 0));
+	END IF;
 END
 $$;
 
@@ -205,7 +235,7 @@ AS $$
 		WHEN schedphi._session_superuser()
 		THEN 'superuser'
 		ELSE (SELECT m.role FROM schedphi.member m
-			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = ANY (p_roles)
+			  WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)
 			  ORDER BY array_position(p_roles, m.role) LIMIT 1) END
 	FROM schedphi._context() c
 $$;
@@ -221,7 +251,7 @@ AS $$
 	SELECT CASE WHEN c.via = 'token' THEN
 			CASE WHEN c.tenant = p_tenant AND c.role = 'clinician' THEN c.practitioner END
 		ELSE (SELECT m.practitioner FROM schedphi.member m
-			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.role = 'clinician') END
+			  WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = 'clinician') END
 	FROM schedphi._context() c
 $$;
 

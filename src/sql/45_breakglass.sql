@@ -24,6 +24,13 @@ BEGIN
 	IF minutes IS NULL OR minutes < 1 OR minutes > 480 THEN
 		RAISE EXCEPTION 'minutes must be between 1 and 480' USING ERRCODE = '22023';
 	END IF;
+	-- break-glass opens PHI: a token must show a second factor, as it must
+	-- for the roles that read PHI every day (SPEC: MFA rule)
+	IF (SELECT c.via = 'token' AND NOT c.mfa FROM schedphi._context() c)
+	   AND pg_catalog.current_setting('schedphi.require_mfa')::boolean THEN
+		PERFORM schedphi._deny(v_tenant, 'permission denied: MFA rule',
+			'Break-glass through an assumed token needs a token whose amr shows a second factor.');
+	END IF;
 	v_role := schedphi._member_role(v_tenant, ARRAY['clinician', 'admin']);
 	IF v_role = 'superuser' THEN
 		PERFORM schedphi._deny(v_tenant, 'permission denied: break-glass rule',

@@ -47,10 +47,16 @@ BEGIN
 		PERFORM schedphi._unknown('appointment', waitlist_offers.appointment);
 	END IF;
 	PERFORM schedphi._authorize(v.tenant, ARRAY['scheduler', 'integration']);
-	IF schedphi._occupies(v.status) THEN
+	-- a hold that has expired blocks nothing (find_slots already offers it)
+	IF schedphi._occupies(v.status)
+	   AND NOT (v.status = 'pending' AND v.hold_expires IS NOT NULL AND v.hold_expires <= statement_timestamp()) THEN
 		RAISE EXCEPTION 'appointment status is %: its time is not free', v.status
-			USING ERRCODE = '55000', DETAIL = 'Offers are made for cancelled appointments.';
+			USING ERRCODE = '55000', DETAIL = 'Offers are made for cancelled appointments and expired holds.';
 	END IF;
+	-- An entry is offered when find_slots finds it at least one slot of its
+	-- length, for its actors, inside both its window and the freed time: the
+	-- same answer as the search a scheduler makes next, so seats, blocks,
+	-- buffers, availability and live holds all count.
 	RETURN QUERY
 		SELECT w.id, w.patient
 		FROM schedphi.waitlist w
@@ -58,12 +64,9 @@ BEGIN
 		  AND w.patient <> v.patient
 		  AND w.actors <@ v.actors
 		  AND w.wanted && v.during
-		  AND upper(w.wanted * v.during) - lower(w.wanted * v.during) >= w.duration
-		  -- the time must still be free for every actor the entry needs
-		  AND NOT EXISTS (SELECT 1 FROM schedphi.appointment_actor x
-						  WHERE x.tenant = v.tenant AND x.actor = ANY (w.actors) AND x.active
-							AND (x.expires IS NULL OR x.expires > statement_timestamp())
-							AND x.span && (w.wanted * v.during))
+		  AND CASE WHEN upper(w.wanted * v.during) - lower(w.wanted * v.during) >= w.duration
+				   THEN EXISTS (SELECT 1 FROM schedphi.find_slots(w.actors, w.wanted * v.during, w.duration, 1))
+				   ELSE false END
 		ORDER BY w.created_at, w.id;
 END
 $$;

@@ -159,6 +159,13 @@ AS 'MODULE_PATHNAME', 'schedphi_audit_event' LANGUAGE C VOLATILE;
 -- membership changes (kept in member_event) are also recorded in the audit
 -- log through the queue, so that the attempt stays on record even if its
 -- transaction rolls back.
+CREATE FUNCTION schedphi._audit_change(action text, tenant uuid, object text, object_id uuid,
+									   patient uuid, detail jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'schedphi_audit_change' LANGUAGE C VOLATILE;
+
+-- Key and membership events are recorded in the transaction that makes
+-- them: a change that rolls back leaves no record of having happened.
 CREATE FUNCTION schedphi._audit_event_row()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -166,9 +173,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF TG_TABLE_NAME = 'key_event' THEN
-		PERFORM schedphi._audit_event(NEW.action, NEW.tenant, 'data_key', NULL, NULL, NEW.detail);
+		PERFORM schedphi._audit_change(NEW.action, NEW.tenant, 'data_key', NULL, NULL, NEW.detail);
 	ELSE
-		PERFORM schedphi._audit_event('member_' || NEW.action, NEW.tenant, 'member', NULL, NULL,
+		PERFORM schedphi._audit_change('member_' || NEW.action, NEW.tenant, 'member', NULL, NULL,
 			jsonb_build_object('login', NEW.login, 'role', NEW.role, 'practitioner', NEW.practitioner));
 	END IF;
 	RETURN NULL;
@@ -237,7 +244,7 @@ AS $$
 	SELECT CASE WHEN c.via = 'token' THEN c.role = 'auditor' AND (p_tenant IS NULL OR c.tenant = p_tenant)
 		ELSE schedphi._session_superuser()
 			 OR EXISTS (SELECT 1 FROM schedphi.member m
-						WHERE m.login = session_user AND m.role = 'auditor'
+						WHERE m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = 'auditor'
 						  AND (p_tenant IS NULL OR m.tenant = p_tenant)) END
 	FROM schedphi._context() c
 $$;

@@ -175,5 +175,49 @@ SELECT lives_ok($$UPDATE schedphi.location SET name = 'Rogue'$$, 'an UPDATE runs
 RESET SESSION AUTHORIZATION;
 SELECT is((SELECT count(*)::int FROM schedphi.location WHERE name = 'Rogue'), 0, 'but no policy lets it change a row');
 
+-- Names in the zone database that are not zones
+SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'X', %L)$$, :'tenant', z), '22023', 'unknown time zone',
+	z || ' is not an IANA zone') FROM unnest(ARRAY['localtime', 'posixrules', 'Factory']) z;
+-- Arrays of more than one dimension, infinite times
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{{1,2},{3,4}}', '09:00', '10:00')$$, :'dr', :'loc'),
+	'22023', 'days must list ISO weekdays 1 (Monday) to 7 (Sunday)', 'days as a two-dimensional array');
+SELECT throws_ok(format($$SELECT schedphi.add_availability(%L, %L, '{1}', '09:00', '10:00', %L)$$, :'dr', :'loc', v),
+	'22023', 'valid must be a non-empty date range with a first day', 'valid ' || v)
+FROM unnest(ARRAY['[-infinity,2027-01-01)', '[2026-01-01,infinity)']) v;
+SELECT throws_ok(format($$SELECT schedphi.add_block(%L, %L, 'x')$$, :'dr', r), '22023', 'during must be bounded on both sides',
+	'a block during ' || r) FROM unnest(ARRAY['[-infinity,2026-07-01)', '[2026-07-01,infinity)', '[-infinity,infinity)']) r;
+-- Memberships: only a login, and only while it holds the group role
+CREATE ROLE tst_group NOLOGIN;
+SELECT throws_ok(format($$SELECT schedphi.add_member(%L, %L, 'auditor')$$, :'tenant', r), '22023',
+	'only a login role can be made a member', r || ' cannot be made a member')
+FROM unnest(ARRAY['tst_group', 'pg_monitor', 'pg_read_all_data', 'schedphi_admin']) r;
+SELECT ok(NOT pg_has_role('pg_monitor', 'schedphi_auditor', 'MEMBER'), 'and no group role was granted');
+CREATE ROLE tst_leaver LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_leaver', 'scheduler');
+DROP ROLE tst_leaver;
+CREATE ROLE tst_leaver LOGIN;   -- someone else, later, under the same name
+SET SESSION AUTHORIZATION tst_leaver;
+SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'X', 'UTC')$$, :'tenant'), '42501', 'permission denied: tenant rule',
+	'a new login with a dropped member''s name inherits nothing');
+SELECT is(schedphi.whoami() ->> 'tenant', NULL, 'whoami names no tenant');
+RESET SESSION AUTHORIZATION;
+-- A membership change is recorded in its own transaction: rolled back, it
+-- leaves no record of having happened
+SAVEPOINT before_member;
+CREATE ROLE tst_brief LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_brief', 'support');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant = :'tenant' AND action = 'member_add'
+		   AND detail ->> 'login' = 'tst_brief'), 1, 'add_member is on record in its transaction');
+ROLLBACK TO SAVEPOINT before_member;
+SELECT schedphi._audit_wake();
+SELECT pg_sleep(0.3);
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant = :'tenant' AND action = 'member_add'
+		   AND detail ->> 'login' = 'tst_brief'), 0, 'an add_member rolled back leaves no record');
+SET SESSION AUTHORIZATION tst_leaver;
+-- A NULL tenant is a bad argument, for members too
+SELECT throws_ok($$SELECT schedphi.add_location(NULL, 'X', 'UTC')$$, '22023', 'tenant must not be null',
+	'a NULL tenant is 22023 for a non-superuser');
+RESET SESSION AUTHORIZATION;
+
 SELECT * FROM finish();
 ROLLBACK;

@@ -216,5 +216,20 @@ SELECT throws_ok(format($$SELECT schedphi.cancel(%L)$$, :'own'), '42501', NULL, 
 RESET SESSION AUTHORIZATION;
 SELECT is((SELECT status FROM schedphi.appointments WHERE id = :'other'), 'booked', 'refused changes changed nothing');
 
+-- Arrays of more than one dimension and infinite times are bad arguments
+SELECT throws_ok(format($$SELECT schedphi.%s(%L, ARRAY[ARRAY[%L]]::uuid[], '[2026-06-18 14:00Z, 2026-06-18 14:30Z)')$$, f, :'p1', :'dr'),
+	'22023', 'actors must be a one-dimensional array', f || ' with a two-dimensional actors array')
+FROM unnest(ARRAY['book', 'hold']) f;
+SELECT throws_ok(format($$SELECT schedphi.waitlist_add(%L, ARRAY[ARRAY[%L]]::uuid[], '[2026-06-18 14:00Z, 2026-06-18 16:30Z)', '30 minutes')$$, :'p1', :'dr'),
+	'22023', 'actors must be a one-dimensional array', 'waitlist_add with a two-dimensional actors array');
+SELECT throws_ok(format($$SELECT schedphi.book(%L, ARRAY[%L]::uuid[], %L)$$, :'p1', :'dr', r), '22023',
+	'during must be bounded on both sides', 'book during ' || r)
+FROM unnest(ARRAY['[-infinity, 2026-06-18 14:00Z)', '[2026-06-18 14:00Z, infinity)']) r;
+SELECT throws_ok(format($$SELECT * FROM schedphi.find_slots(ARRAY[%L]::uuid[], %L, '15 minutes')$$, :'dr', r), '22023',
+	'window must be a non-empty range bounded on both sides', 'find_slots in ' || r)
+FROM unnest(ARRAY['[-infinity, 2026-06-18 17:00Z)', '[2026-06-18 14:00Z, infinity)']) r;
+SELECT throws_ok(format($$SELECT * FROM schedphi.find_slots(ARRAY[%L]::uuid[], %L, '15 minutes')$$, :'dr', '[4713-01-01 BC, 294276-01-01)'),
+	'22023', 'window must not be longer than 370 days', 'find_slots in the widest finite window');
+
 SELECT * FROM finish();
 ROLLBACK;

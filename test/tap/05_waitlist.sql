@@ -46,5 +46,29 @@ SELECT throws_ok(format($$SELECT schedphi.waitlist_add(gen_random_uuid(), ARRAY[
 SELECT throws_ok($$SELECT * FROM schedphi.waitlist_offers(gen_random_uuid())$$, '22023', NULL, 'offers for an unknown appointment');
 SELECT is((SELECT count(*)::int FROM schedphi.waitlist WHERE tenant = :'tenant'), 6, 'refused calls changed nothing');
 
+-- Offers follow find_slots: a freed seat of a chair with two seats is
+-- offered although the other seat stays booked ...
+SELECT schedphi.book(:'p1', ARRAY[:'chair']::uuid[], '[2026-06-17 14:00Z, 2026-06-17 15:00Z)') AS c1 \gset
+SELECT schedphi.book(:'p2', ARRAY[:'chair']::uuid[], '[2026-06-17 14:00Z, 2026-06-17 15:00Z)') AS c2 \gset
+SELECT schedphi.waitlist_add(:'p3', ARRAY[:'chair']::uuid[], '[2026-06-17 13:00Z, 2026-06-17 17:00Z)', '1 hour') AS wc \gset
+SELECT schedphi.cancel(:'c2');
+SELECT ok(:'wc' IN (SELECT waitlist FROM schedphi.waitlist_offers(:'c2')),
+	'a freed seat is offered while the other seat of the chair stays booked');
+SELECT schedphi.book(:'p3', ARRAY[:'chair']::uuid[], '[2026-06-17 14:00Z, 2026-06-17 15:00Z)') IS NOT NULL AS rebooked;
+SELECT is((SELECT count(*)::int FROM schedphi.waitlist_offers(:'c2')), 0, 'once both seats are taken again, nothing is offered');
+-- ... time that a block has covered since is not ...
+SELECT schedphi.book(:'p1', ARRAY[:'dr2']::uuid[], '[2026-06-17 14:00Z, 2026-06-17 14:30Z)') AS d1 \gset
+SELECT schedphi.waitlist_add(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-17 13:00Z, 2026-06-17 17:00Z)', '30 minutes') AS wd \gset
+SELECT schedphi.cancel(:'d1');
+SELECT ok(:'wd' IN (SELECT waitlist FROM schedphi.waitlist_offers(:'d1')), 'the freed half hour is offered');
+SELECT schedphi.add_block(:'dr2', '[2026-06-17 13:00Z, 2026-06-17 16:00Z)', 'synthetic training') IS NOT NULL AS blocked;
+SELECT is((SELECT count(*)::int FROM schedphi.waitlist_offers(:'d1')), 0, 'freed time that a block has covered since is not offered');
+-- ... and an expired hold frees its time like a cancellation.
+SELECT schedphi.hold(:'p1', ARRAY[:'room']::uuid[], '[2026-06-17 14:00Z, 2026-06-17 14:30Z)', '1 second') AS h1 \gset
+SELECT schedphi.waitlist_add(:'p2', ARRAY[:'room']::uuid[], '[2026-06-17 13:00Z, 2026-06-17 17:00Z)', '30 minutes') AS wr \gset
+SELECT pg_sleep(1.2);
+SELECT is((SELECT array_agg(waitlist) FROM schedphi.waitlist_offers(:'h1')), ARRAY[:'wr']::uuid[],
+	'the time of an expired hold is offered');
+
 SELECT * FROM finish();
 ROLLBACK;

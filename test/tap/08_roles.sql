@@ -57,6 +57,41 @@ FROM unnest(ARRAY['support', 'analyst', 'auditor', 'admin']) r;
 SELECT is(pg_temp.seen('tst_billing', format($$SELECT schedphi.patient_record(%L)->>'phone'$$, :'p1')), NULL,
 	'billing gets no contact details');
 
+-- find_patient follows the same matrix: billing looks up by name and birth
+-- date only, a clinician finds only their own patients; every lookup is
+-- on record, a match as a read of that patient.
+SELECT is(pg_temp.seen('tst_billing', $$SELECT count(*)::text FROM schedphi.find_patient($$ || quote_literal(:'tenant') || $$, phone => '+1 555 0100 001')$$),
+	'42501', 'billing cannot find a patient by phone');
+SELECT is(pg_temp.seen('tst_billing', $$SELECT count(*)::text FROM schedphi.find_patient($$ || quote_literal(:'tenant') || $$, mrn => 'SYN-0002')$$),
+	'42501', 'nor by MRN');
+SELECT is(pg_temp.seen('tst_billing', $$SELECT count(*)::text FROM schedphi.find_patient($$ || quote_literal(:'tenant') || $$, family => 'Synthetica', birth_date => '1970-01-01')$$),
+	'1', 'billing finds a patient by family name and birth date');
+SELECT is(pg_temp.seen('tst_clinician', $$SELECT count(*)::text FROM schedphi.find_patient($$ || quote_literal(:'tenant') || $$, mrn => 'SYN-0001')$$),
+	'1', 'a clinician finds their own patient');
+SELECT is(pg_temp.seen('tst_clinician', $$SELECT count(*)::text FROM schedphi.find_patient($$ || quote_literal(:'tenant') || $$, mrn => 'SYN-0002')$$),
+	'0', 'but not another practitioner''s patient');
+SELECT is(pg_temp.seen('tst_scheduler', $$SELECT count(*)::text FROM schedphi.find_patient($$ || quote_literal(:'tenant') || $$, mrn => 'SYN-0002')$$),
+	'1', 'a scheduler finds any patient of the tenant');
+SELECT is(pg_temp.seen('tst_scheduler', $$SELECT count(*)::text FROM schedphi.find_patient($$ || quote_literal(:'tenant') || $$, mrn => 'SYN-0404')$$),
+	'0', 'and nobody by an MRN nobody has');
+SELECT schedphi._audit_wake();
+SELECT pg_sleep(0.3);
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant = :'tenant' AND action = 'read' AND actor = 'tst_scheduler'
+		   AND patient = :'p2' AND detail -> 'lookup' = '["mrn"]'), 1, 'a match is recorded as a read of that patient');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant = :'tenant' AND action = 'read' AND actor = 'tst_scheduler'
+		   AND patient IS NULL AND (detail ->> 'matches')::int = 0), 1, 'a lookup that matched nobody is recorded too');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant = :'tenant' AND action = 'read' AND actor = 'tst_clinician'
+		   AND patient = :'p2'), 0, 'a patient a clinician did not find is not in their record');
+
+-- The reason helper decides on the stored row, not on one a caller built:
+-- the clinician's practitioner put into another appointment's actors opens nothing.
+SELECT (SELECT a FROM schedphi.appointment a WHERE a.id = :'a2')::text AS a2_row \gset
+SELECT is(pg_temp.seen('tst_clinician', format($$SELECT schedphi._appointment_reason(%L::schedphi.appointment)$$,
+	replace(:'a2_row', :'dr2', :'dr'))), NULL, 'a forged row opens no reason');
+SELECT is(pg_temp.seen('tst_clinician', format($$SELECT schedphi._appointment_reason(%L::schedphi.appointment)$$,
+	replace(replace(:'a2_row', :'dr2', :'dr'), :'a2', :'a1'))), 'Synthetic cough',
+	'another appointment''s sealed reason under the id of one''s own opens that one''s own reason');
+
 -- The clinician's own patients widen with their appointments.
 SELECT schedphi.book(:'p2', ARRAY[:'dr']::uuid[], '[2026-06-16 14:00Z, 2026-06-16 14:30Z)') AS a3 \gset
 SELECT is(pg_temp.seen('tst_clinician', format($$SELECT schedphi.patient_record(%L)->>'given'$$, :'p2')), 'Probe',

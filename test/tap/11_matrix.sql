@@ -47,7 +47,7 @@ INSERT INTO calls VALUES
 	('shred_tenant', format($$schedphi.shred_tenant(%L)$$, :'tenant'), '{}'),
 	('master_keys', $$schedphi.master_keys()$$, '{}'),
 	('register_patient', format($$schedphi.register_patient(%L, 'M', 'Synthetic', '1990-01-01')$$, :'tenant'), '{scheduler,integration}'),
-	('find_patient', format($$schedphi.find_patient(%L, mrn => 'SYN-0001')$$, :'tenant'), '{scheduler,integration,clinician,billing}'),
+	('find_patient', format($$schedphi.find_patient(%L, family => 'Synthetic', birth_date => '1990-01-01')$$, :'tenant'), '{scheduler,integration,clinician,billing}'),
 	('patient_record', format($$schedphi.patient_record(%L)$$, :'p1'), '{scheduler,integration,clinician,billing}'),
 	('find_slots', format($$schedphi.find_slots(ARRAY[%L]::uuid[], '[2026-06-15, 2026-06-16)', '30 minutes')$$, :'dr'), '{admin,scheduler,clinician,integration,support}'),
 	('book', format($$schedphi.book(%L, ARRAY[%L]::uuid[], '[2026-06-16 14:00Z, 2026-06-16 14:30Z)')$$, :'p1', :'dr'), '{scheduler,integration}'),

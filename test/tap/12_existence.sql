@@ -57,7 +57,22 @@ INSERT INTO pairs VALUES
 	('find_patient in a tenant that does not exist', format('SELECT schedphi.find_patient(%L, mrn => %L)', :'t2', 'SYN-0001'),
 						   format('SELECT schedphi.find_patient(%L, mrn => %L)', gen_random_uuid(), 'SYN-0001')),
 	('register_patient', format('SELECT schedphi.register_patient(%L, %L, %L, %L)', :'t2', 'X', 'Y', '1990-01-01'),
-						 format('SELECT schedphi.register_patient(%L, %L, %L, %L)', gen_random_uuid(), 'X', 'Y', '1990-01-01'));
+						 format('SELECT schedphi.register_patient(%L, %L, %L, %L)', gen_random_uuid(), 'X', 'Y', '1990-01-01')),
+	('find_slots', format('SELECT * FROM schedphi.find_slots(ARRAY[%L]::uuid[], %L, %L)', :'t2dr', '[2026-06-16, 2026-06-17)', '30 minutes'),
+				   format('SELECT * FROM schedphi.find_slots(ARRAY[%L]::uuid[], %L, %L)', gen_random_uuid(), '[2026-06-16, 2026-06-17)', '30 minutes'));
+-- find_slots takes its tenant from the actors: wherever another tenant's
+-- actor stands among one's own, it is as unknown as one that does not exist
+CREATE TEMP TABLE mixed (what text, other text, missing text);
+INSERT INTO mixed
+SELECT what, format('SELECT * FROM schedphi.find_slots(%L::uuid[], %L, %L)', o, '[2026-06-16, 2026-06-17)', '30 minutes'),
+			 format('SELECT * FROM schedphi.find_slots(%L::uuid[], %L, %L)', m, '[2026-06-16, 2026-06-17)', '30 minutes')
+FROM (VALUES
+	('find_slots, another tenant''s actor after one''s own', ARRAY[:'dr', :'t2dr']::uuid[], ARRAY[:'dr', '00000000-0000-0000-0000-00000000000a']::uuid[]),
+	('find_slots, another tenant''s actor before one''s own', ARRAY[:'t2dr', :'dr']::uuid[], ARRAY['00000000-0000-0000-0000-00000000000a', :'dr']::uuid[]),
+	('find_slots, another tenant''s actor and an unknown one', ARRAY[:'t2dr', '00000000-0000-0000-0000-00000000000b']::uuid[],
+															  ARRAY['00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-00000000000b']::uuid[])
+	) v(what, o, m);
+GRANT SELECT ON mixed TO PUBLIC;
 GRANT SELECT ON pairs TO PUBLIC;
 
 SET SESSION AUTHORIZATION tst_x_sched;
@@ -65,7 +80,15 @@ SELECT is(pg_temp.refusal(other), pg_temp.refusal(missing), what || ': another t
 FROM pairs ORDER BY what;
 SELECT is((SELECT count(*)::int FROM pairs WHERE pg_temp.refusal(other) NOT LIKE '42501 | permission denied: tenant rule | %'), 0,
 	'and each is 42501, the tenant rule');
+SELECT is(replace(pg_temp.refusal(other), :'t2dr', '<id>'), replace(replace(pg_temp.refusal(missing), '00000000-0000-0000-0000-00000000000a', '<id>'), :'t2dr', '<id>'),
+		  what || ': looks like none')
+FROM mixed ORDER BY what;
+SELECT is(pg_temp.refusal(format('SELECT * FROM schedphi.find_slots(ARRAY[%L, %L]::uuid[], %L, %L)', :'t2dr', :'dr', '[2026-06-16, 2026-06-17)', '30 minutes')),
+		  format('22023 | unknown actor %s', :'t2dr'), 'find_slots: one''s own tenant is searched, the other''s actor is unknown there');
 RESET SESSION AUTHORIZATION;
+-- a superuser acting as no one still hears that the actors span tenants
+SELECT is(pg_temp.refusal(format('SELECT * FROM schedphi.find_slots(ARRAY[%L, %L]::uuid[], %L, %L)', :'t2dr', :'dr', '[2026-06-16, 2026-06-17)', '30 minutes')),
+		  '22023 | actors must all belong to one tenant', 'find_slots: a superuser hears that the actors span tenants');
 
 SET SESSION AUTHORIZATION tst_x_admin;
 SELECT is(pg_temp.refusal(format('SELECT schedphi.break_glass(%L, %L)', :'t2p1', 'too short')),
