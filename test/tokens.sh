@@ -196,6 +196,25 @@ ok "break-glass through a token with a second factor opens" \
 ok "a purpose declared before assume() does not carry over to the token's actor" \
 	"$(as_pool -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" -c "SELECT schedphi.assume('$rs') IS NOT NULL" \
 		-c "SELECT coalesce(schedphi.whoami()->>'purpose', 'none')" -c "COMMIT" | tail -1)" none
+aud=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims auditor)")
+G=$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
+	-c "SELECT schedphi.break_glass('$P', 'synthetic emergency, patient unconscious')" -c "COMMIT" | sed -n 2p)
+ok "the grant's own token cannot review it, though the pool login is shared" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
+		-c "SELECT schedphi.review_break_glass('$G', 'justified', 'checked')" | grep -c 'separation of duties rule')" 1
+ok "another person's token reviews it through the same pool login" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$aud') IS NOT NULL" \
+		-c "SELECT count(*) FROM (SELECT schedphi.review_break_glass('$G', 'justified', 'checked')) r" -c "COMMIT" | tr '\n' ' ')" "t 1 "
+ok "the review is recorded on the grant, opened through a token" \
+	"$(q -c "SELECT count(*) FROM schedphi.break_glass_grant WHERE id = '$G' AND outcome = 'justified' AND by_token")" 1
+q -c "SELECT schedphi.add_issuer('$T', 'https://gone.idp.example', 'schedphi', 'hs256:$hsb64') IS NOT NULL" >/dev/null
+gone=$(sign HS256 "$hskey" "$H_HS" "$(claims scheduler | sed 's|https://idp.example|https://gone.idp.example|')")
+ok "a token of a registered issuer is accepted" "$(as_pool -c "SELECT schedphi.assume('$gone')->>'via'")" token
+q -c "SELECT schedphi.remove_issuer('$T', 'https://gone.idp.example')" >/dev/null
+ok "remove_issuer withdraws it: its tokens are refused" "$(as_pool -c "SELECT schedphi.assume('$gone')" | grep -c 'token rejected: unknown issuer')" 1
+ok "removing it twice is 22023" "$(q -c "SELECT schedphi.remove_issuer('$T', 'https://gone.idp.example')" | grep -c 'unknown issuer')" 1
+ok "adding and removing an issuer are on record" \
+	"$(q -c "SELECT count(*) FROM schedphi.audit_log WHERE action IN ('issuer_add', 'issuer_remove') AND detail ->> 'issuer' = 'https://gone.idp.example'")" 2
 n2=$(date +%s)
 # accepted within the 60 s allowance for clock skew, so it ends 5 s from now
 late=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims scheduler | sed "s/\"iat\":$now/\"iat\":$((n2 - 100))/; s/\"exp\":$((now + 600))/\"exp\":$((n2 - 55))/")")

@@ -1,7 +1,9 @@
 -- schedphi install script, part 0.5: the sealed type and the C primitives
 -- for keys, sealing and blind indexes (src/sealed.c, src/keys.c).  None of
--- these is executable by PUBLIC; the type's input and output functions are
--- called by the type system, which checks no privilege.
+-- these is executable by PUBLIC but the type's input and output functions,
+-- which only parse and print ciphertext: a literal needs no privilege, but a
+-- cast at run time (text to sealed) asks for EXECUTE on them, and a
+-- malformed value must be 22P02 for everyone (90_privileges.sql).
 
 CREATE TYPE schedphi.sealed;
 

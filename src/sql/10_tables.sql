@@ -261,6 +261,7 @@ CREATE TABLE schedphi.break_glass_grant (
 	reviewer	text,
 	reviewed_at timestamptz,
 	review_note schedphi.sealed,
+	by_token	boolean NOT NULL DEFAULT false,	-- opened through an assumed token (login is then the pool's)
 	PRIMARY KEY (tenant, id),
 	FOREIGN KEY (tenant, patient) REFERENCES schedphi.patient (tenant, id),
 	CHECK (expires > starts)

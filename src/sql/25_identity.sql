@@ -95,6 +95,34 @@ BEGIN
 	VALUES (tenant, v_id, issuer, audience, v_kind,
 			CASE WHEN v_kind <> 'hs256' THEN key END,
 			CASE WHEN v_kind = 'hs256' THEN schedphi._seal(tenant, 'issuer', 'secret', v_id, substr(key, 7)) END);
+	PERFORM schedphi._audit_change('issuer_add', tenant, 'issuer', v_id, NULL,
+								   jsonb_build_object('issuer', issuer, 'audience', audience, 'key_kind', v_kind));
 	RETURN v_id;
+END
+$$;
+
+-- An addition to the SPEC: withdraw an identity provider (a compromised
+-- key, a retired IdP).  Tokens it signed are refused from the next
+-- assume(); a context already assumed ends with its token (at most
+-- schedphi.max_token_lifetime), or at once with DISCARD ALL.
+CREATE FUNCTION schedphi.remove_issuer(tenant uuid, issuer text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
+	IF issuer IS NULL THEN
+		RAISE EXCEPTION 'issuer must not be null' USING ERRCODE = '22023';
+	END IF;
+	DELETE FROM schedphi.issuer i WHERE i.tenant = tenant AND i.issuer = issuer RETURNING i.id INTO v_id;
+	IF v_id IS NULL THEN
+		RAISE EXCEPTION 'unknown issuer' USING ERRCODE = '22023';
+	END IF;
+	PERFORM schedphi._audit_change('issuer_remove', tenant, 'issuer', v_id, NULL, jsonb_build_object('issuer', issuer));
 END
 $$;

@@ -36,10 +36,11 @@ BEGIN
 		PERFORM schedphi._deny(v_tenant, 'permission denied: break-glass rule',
 			'Break-glass is for a clinician or an administrator of the tenant.');
 	END IF;
-	INSERT INTO schedphi.break_glass_grant (tenant, id, patient, login, actor, role, reason, starts, expires)
+	INSERT INTO schedphi.break_glass_grant (tenant, id, patient, login, actor, role, reason, starts, expires, by_token)
 	VALUES (v_tenant, v_id, patient, session_user, schedphi._actor_name(), v_role,
 			schedphi._seal(v_tenant, 'break_glass_grant', 'reason', v_id, reason),
-			now(), now() + minutes * interval '1 minute');
+			now(), now() + minutes * interval '1 minute',
+			coalesce((SELECT c.via = 'token' FROM schedphi._context() c), false));
 	PERFORM schedphi._audit_event('break_glass', v_tenant, 'break_glass_grant', v_id, patient,
 								  jsonb_build_object('minutes', minutes));
 	RETURN v_id;
@@ -74,7 +75,12 @@ BEGIN
 		PERFORM schedphi._unknown('break-glass grant', review_break_glass.id, false);
 	END IF;
 	PERFORM schedphi._authorize(g.tenant, ARRAY['admin', 'auditor']);
-	IF g.actor = schedphi._actor_name() OR g.login = session_user THEN
+	-- The same person: the same actor, or the same login unless both the
+	-- grant and the review came through tokens (an application's pool
+	-- login, shared by everyone who uses it, tells nobody apart).
+	IF g.actor = schedphi._actor_name()
+	   OR (g.login = session_user
+		   AND NOT (g.by_token AND coalesce((SELECT c.via = 'token' FROM schedphi._context() c), false))) THEN
 		PERFORM schedphi._deny(g.tenant, 'permission denied: separation of duties rule',
 			'A break-glass grant is reviewed by someone other than its requester.');
 	END IF;

@@ -26,7 +26,10 @@ BEGIN
 			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_patient_json',
 													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
 													   '_appointment_reason',
-													   '_may_review', '_is_auditor'))
+													   '_may_review', '_is_auditor',
+													   -- the sealed type's input and output: a cast
+													   -- at run time asks for EXECUTE on them
+													   '_sealed_in', '_sealed_out', '_sealed_recv', '_sealed_send'))
 	LOOP
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.sig);
 	END LOOP;

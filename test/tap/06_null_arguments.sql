@@ -53,6 +53,7 @@ INSERT INTO calls VALUES
 	('master_keys', '{}', '{}'),
 	('add_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example'), quote_literal('schedphi'),
 		quote_literal('hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')], '{}'),
+	('remove_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example')], '{}'),
 	('set_purpose', ARRAY[quote_literal('TREAT')], '{}'),
 	('whoami', '{}', '{}'),
 	('break_glass', ARRAY[quote_literal(:'p1'), quote_literal('synthetic emergency reason'), '30'], '{}'),

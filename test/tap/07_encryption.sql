@@ -32,6 +32,10 @@ SELECT throws_ok($$SELECT 'Testa Synthetica'::schedphi.sealed$$, '22P02',
 SELECT is(tst.error_of($$SELECT 'spv1:c2VjcmV0LWtleS1tYXRlcmlhbA=='::schedphi.sealed$$),
 	'22P02: invalid input syntax for type schedphi.sealed', 'the error never echoes the literal');
 SELECT throws_ok($$SELECT 'spv1:AQ'::schedphi.sealed$$, '22P02', NULL, 'bad base64 is 22P02');
+SET SESSION AUTHORIZATION tst_sched;
+SELECT throws_ok($$SELECT ('spv1:' || repeat('A', 3))::schedphi.sealed$$, '22P02',
+	'invalid input syntax for type schedphi.sealed', 'a malformed value cast at run time is 22P02 for anyone');
+RESET SESSION AUTHORIZATION;
 SELECT throws_ok($$SELECT 'spv1:AgAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'::schedphi.sealed$$, '22P02', NULL,
 	'an unknown version is 22P02');
 SELECT throws_ok($$SELECT given < family FROM schedphi.patient$$, '42883', NULL, 'sealed values cannot be compared');

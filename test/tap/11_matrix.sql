@@ -41,6 +41,7 @@ INSERT INTO calls VALUES
 	('add_member', format($$schedphi.add_member(%L, 'tst_m_none', 'support')$$, :'tenant'), '{admin}'),
 	('remove_member', format($$schedphi.remove_member(%L, 'tst_m_support', 'support')$$, :'tenant'), '{admin}'),
 	('add_issuer', format($$schedphi.add_issuer(%L, 'https://m.example', 'schedphi', 'hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')$$, :'tenant'), '{admin}'),
+	('remove_issuer', format($$schedphi.remove_issuer(%L, 'https://m.example')$$, :'tenant'), '{admin}'),
 	('rotate_key', format($$schedphi.rotate_key(%L)$$, :'tenant'), '{admin}'),
 	('reencrypt', $$schedphi.reencrypt(10)$$, '{}'),
 	('rewrap_keys', $$schedphi.rewrap_keys()$$, '{}'),
