@@ -1235,42 +1235,13 @@ schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, 
 			 hint ? errhint("%s", hint) : 0));
 }
 
-PG_FUNCTION_INFO_V1(schedphi_audit_event);
-
 /*
- * _audit_event(action text, tenant uuid, object text, object_id uuid,
- *				patient uuid, detail jsonb) -> void
+ * The SQL arguments of _audit_event and _audit_change: (action text,
+ * tenant uuid, object text, object_id uuid, patient uuid, detail jsonb).
  * Not strict: only action is required.
  */
-Datum
-schedphi_audit_event(PG_FUNCTION_ARGS)
-{
-	char	   *detail = PG_ARGISNULL(5) ? NULL :
-		DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(5)));
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("action must not be null")));
-	schedphi_audit_record(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-						  PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1),
-						  text_or_null(fcinfo, 2),
-						  PG_ARGISNULL(3) ? NULL : PG_GETARG_UUID_P(3),
-						  PG_ARGISNULL(4) ? NULL : PG_GETARG_UUID_P(4),
-						  detail, true);
-	PG_RETURN_VOID();
-}
-
-PG_FUNCTION_INFO_V1(schedphi_audit_change);
-
-/*
- * _audit_change(action text, tenant uuid, object text, object_id uuid,
- *				 patient uuid, detail jsonb) -> void
- * The record of a change that is not a write to a PHI table (a key or
- * membership event): written in the calling transaction, so that it
- * commits or rolls back with the change.  Not strict: only action is
- * required.
- */
-Datum
-schedphi_audit_change(PG_FUNCTION_ARGS)
+static void
+audit_record_args(FunctionCallInfo fcinfo, bool in_transaction)
 {
 	char	   *detail = PG_ARGISNULL(5) ? NULL :
 		DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(5)));
@@ -1282,7 +1253,30 @@ schedphi_audit_change(PG_FUNCTION_ARGS)
 				 text_or_null(fcinfo, 2),
 				 PG_ARGISNULL(3) ? NULL : PG_GETARG_UUID_P(3),
 				 PG_ARGISNULL(4) ? NULL : PG_GETARG_UUID_P(4),
-				 detail, false, true);
+				 detail, !in_transaction, in_transaction);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_audit_event);
+
+/* _audit_event(...): an explicit event, queued; waits until it is durable. */
+Datum
+schedphi_audit_event(PG_FUNCTION_ARGS)
+{
+	audit_record_args(fcinfo, false);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(schedphi_audit_change);
+
+/*
+ * _audit_change(...): the record of a change that is not a write to a PHI
+ * table (a key, membership or issuer event), written in the calling
+ * transaction so that it commits or rolls back with the change.
+ */
+Datum
+schedphi_audit_change(PG_FUNCTION_ARGS)
+{
+	audit_record_args(fcinfo, true);
 	PG_RETURN_VOID();
 }
 
