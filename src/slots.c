@@ -244,7 +244,7 @@ check_actor_array(Datum arg, Datum **elems, int *nelems)
 /* Who may look for free time: any member who works with schedules. */
 static const char *const slot_roles[] = {"admin", "scheduler", "clinician", "integration", "support"};
 
-/* Raise "unknown actor" for plans[i], as schedphi._unknown would. */
+/* Refuse an actor that does not exist, as schedphi._unknown does. */
 static void
 unknown_actor(ActorPlan *plan)
 {

@@ -92,11 +92,17 @@ END
 $$;
 
 -- The family name + birth date blind-index input.
+-- The input of the family-and-birth-date blind index.  Neither the
+-- session's DateStyle nor the way a keyboard composed an accent may change
+-- it: the date is written YYYY-MM-DD, the name in Unicode NFC (in a UTF8
+-- database, the only encoding where PostgreSQL normalises).
 CREATE FUNCTION schedphi._family_dob(p_family text, p_birth date)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
-	SELECT lower(btrim(p_family)) || '|' || p_birth::text
+	SELECT lower(btrim(CASE WHEN pg_catalog.getdatabaseencoding() = 'UTF8'
+							THEN pg_catalog.normalize(p_family, 'NFC') ELSE p_family END))
+		   || '|' || pg_catalog.to_char(p_birth, 'YYYY-MM-DD')
 $$;
 
 CREATE FUNCTION schedphi.register_patient(tenant uuid, given text, family text, birth_date date,
@@ -131,7 +137,7 @@ BEGIN
 	VALUES (tenant, v_id,
 			schedphi._seal(tenant, 'patient', 'given', v_id, v_given),
 			schedphi._seal(tenant, 'patient', 'family', v_id, v_family),
-			schedphi._seal(tenant, 'patient', 'birth_date', v_id, v_birth::text),
+			schedphi._seal(tenant, 'patient', 'birth_date', v_id, pg_catalog.to_char(v_birth, 'YYYY-MM-DD')),
 			schedphi._seal(tenant, 'patient', 'phone', v_id, v_phone),
 			schedphi._seal(tenant, 'patient', 'email', v_id, v_email),
 			schedphi._seal(tenant, 'patient', 'mrn', v_id, v_mrn),

@@ -88,5 +88,21 @@ SELECT throws_ok(format($$SELECT schedphi.find_patient(%L, mrn => 'SYN-0999')$$,
 SELECT throws_ok($$SELECT * FROM schedphi.patient$$, '42501', NULL, 'the patient table is not readable directly');
 RESET SESSION AUTHORIZATION;
 
+-- Neither the session's DateStyle nor how an accent was composed changes
+-- what is stored or found
+SET SESSION AUTHORIZATION tst_sched;
+SET LOCAL DateStyle = 'German, DMY';
+SELECT schedphi.register_patient(:'tenant', 'Rene', 'Mu' || U&'\0308' || 'ller-Synthetic', '1991-03-02') AS r \gset
+RESET DateStyle;
+SELECT is(schedphi.find_patient(:'tenant', family => U&'M\00FCller-Synthetic', birth_date => '1991-03-02'), :'r'::uuid,
+	'registered under another DateStyle, with a decomposed accent: found by the composed name and the date');
+SELECT schedphi.set_purpose('TREAT');
+SELECT is((SELECT birth_date FROM schedphi.patients WHERE id = :'r'), '1991-03-02'::date,
+	'the birth date reads back as the same day under any DateStyle');
+SET LOCAL DateStyle = 'SQL, MDY';
+SELECT is((SELECT birth_date FROM schedphi.patients WHERE id = :'r'), '1991-03-02'::date, 'also under SQL, MDY');
+RESET DateStyle;
+RESET SESSION AUTHORIZATION;
+
 SELECT * FROM finish();
 ROLLBACK;
