@@ -1298,6 +1298,23 @@ schedphi_deny(PG_FUNCTION_ARGS)
 
 /* ----------------------------------------------------------- the triggers */
 
+/*
+ * The transaction that is re-encrypting (schedphi.reencrypt): its updates
+ * of sealed columns change ciphertext, not values, and are recorded as
+ * "reencrypt" rather than as changes of the patient's data.
+ */
+static LocalTransactionId reencrypt_lxid = InvalidLocalTransactionId;
+
+PG_FUNCTION_INFO_V1(schedphi_audit_reencrypting);
+
+/* _audit_reencrypting(on boolean) -> void: reencrypt's start and end (superuser only). */
+Datum
+schedphi_audit_reencrypting(PG_FUNCTION_ARGS)
+{
+	reencrypt_lxid = PG_GETARG_BOOL(0) ? MyProc->lxid : InvalidLocalTransactionId;
+	PG_RETURN_VOID();
+}
+
 PG_FUNCTION_INFO_V1(schedphi_audit_write);
 
 /*
@@ -1329,7 +1346,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		action = "insert", row = td->tg_trigtuple;
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		action = "update", row = td->tg_newtuple;
+		action = reencrypt_lxid == MyProc->lxid ? "reencrypt" : "update", row = td->tg_newtuple;
 	else
 		action = "delete", row = td->tg_trigtuple;
 
@@ -1360,7 +1377,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 			else
 			{
 				d2 = heap_getattr(td->tg_trigtuple, i + 1, desc, &n2);
-				changed = n1 != n2 || (!n1 && !datumIsEqual(d1, d2, att->attbyval, att->attlen));
+				changed = n1 != n2 || (!n1 && !datum_image_eq(d1, d2, att->attbyval, att->attlen));
 			}
 			if (changed)
 				appendStringInfo(&cols, "%s%s", cols.len > 1 ? "," : "", quote_identifier(NameStr(att->attname)));

@@ -360,7 +360,8 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 	if (strcmp(kind, "hs256") == 0)
 	{
 		pg_uuid_t  *issuer_id = DatumGetUUIDP(SPI_getbinval(row, desc, 1, &isnull));
-		bytea	   *sealed = DatumGetByteaPP(SPI_getbinval(row, desc, 5, &isnull));
+		Datum		sealed_datum = SPI_getbinval(row, desc, 5, &isnull);
+		bytea	   *sealed;
 		text	   *b64;
 		uint8	   *secret;
 		int			n;
@@ -368,6 +369,7 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 
 		if (isnull)
 			elog(ERROR, "schedphi: HS256 issuer without a secret");
+		sealed = DatumGetByteaPP(sealed_datum);
 		b64 = schedphi_unseal(sealed, &a.tenant, "issuer", "secret", issuer_id);
 		b64len = VARSIZE(b64) - VARHDRSZ;
 		secret = palloc(b64len + 1);
@@ -383,8 +385,9 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		EVP_PKEY   *pkey = cached_public_key(DatumGetUUIDP(SPI_getbinval(row, desc, 1, &isnull)),
-											 SPI_getvalue(row, desc, 4));
+		char	   *pem = SPI_getvalue(row, desc, 4);
+		EVP_PKEY   *pkey = pem == NULL ? NULL :
+			cached_public_key(DatumGetUUIDP(SPI_getbinval(row, desc, 1, &isnull)), pem);
 
 		if (pkey == NULL)
 			elog(ERROR, "schedphi: a registered issuer key does not load");

@@ -662,19 +662,29 @@ schedphi_data_key(const pg_uuid_t *tenant, int32 id)
 		ereport(ERROR,
 				(errcode(SCHEDPHI_KEY_UNAVAILABLE),
 				 errmsg("data key %d is missing", id)));
-	strlcpy(purpose, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), sizeof(purpose));
-	strlcpy(kek_id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), sizeof(kek_id));
-	strlcpy(status, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4), sizeof(status));
-	if (strcmp(status, "destroyed") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("data key %d is destroyed", id),
-				 errdetail("The tenant's data was shredded; it can no longer be read.")));
-	MemoryContextSwitchTo(caller);
+	/* status first: shredding destroys a key by emptying its other columns */
 	{
+		char	   *st = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+		char	   *pu = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *kk = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 		bool		isnull;
+		Datum		w;
 
-		wrapped = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		if (st != NULL && strcmp(st, "destroyed") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("data key %d is destroyed", id),
+					 errdetail("The tenant's data was shredded; it can no longer be read.")));
+		w = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+		if (st == NULL || pu == NULL || kk == NULL || isnull)
+			ereport(ERROR,
+					(errcode(SCHEDPHI_KEY_UNAVAILABLE),
+					 errmsg("data key %d is missing", id)));
+		strlcpy(status, st, sizeof(status));
+		strlcpy(purpose, pu, sizeof(purpose));
+		strlcpy(kek_id, kk, sizeof(kek_id));
+		MemoryContextSwitchTo(caller);
+		wrapped = DatumGetByteaPCopy(w);
 	}
 	SPI_finish();
 

@@ -153,16 +153,67 @@ echoes_input(int sqlerrcode)
 		sqlerrcode == ERRCODE_SYNTAX_ERROR;
 }
 
+/*
+ * EXECUTE of a prepared statement: its arguments are literals, and its text
+ * does not say what the prepared statement calls, so it is always masked.
+ */
+static bool
+is_sql_execute(const char *s)
+{
+	if (s == NULL)
+		return false;
+	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+		s++;
+	return pg_strncasecmp(s, "execute", 7) == 0 &&
+		(s[7] == ' ' || s[7] == '\t' || s[7] == '\n' || s[7] == '\r');
+}
+
+/*
+ * The statements that error context quotes (PL/pgSQL's 'SQL statement
+ * "..."', also for a DO block or dynamic SQL) have their literals masked.
+ * A statement runs to the last double quote of its line.
+ */
+static void
+mask_context_statements(char *ctx)
+{
+	static const char marker[] = "SQL statement \"";
+	char	   *p = ctx;
+
+	while (p != NULL && (p = strstr(p, marker)) != NULL)
+	{
+		char	   *start = p + sizeof(marker) - 1;
+		char	   *eol = strchr(start, '\n');
+		char	   *end = eol != NULL ? eol : start + strlen(start);
+		char	   *q = end;
+		size_t		len,
+					masked;
+
+		while (q > start && q[-1] != '"')
+			q--;
+		if (q == start)
+			break;
+		len = (q - 1) - start;
+		masked = sp_mask_sql(start, len);
+		/* masked text is never longer: close the gap, terminator included */
+		memmove(start + masked, q - 1, strlen(q - 1) + 1);
+		p = start + masked + 1;
+	}
+}
+
 static void
 schedphi_emit_log(ErrorData *edata)
 {
-	if (edata->output_to_server && edata->message != NULL && statement_involves_phi())
+	if (edata->output_to_server && edata->message != NULL &&
+		(statement_involves_phi() ||
+		 (log_masking != LOG_MASKING_OFF && is_sql_execute(debug_query_string)) ||
+		 (log_masking != LOG_MASKING_OFF && mentions_schedphi(edata->context))))
 	{
 		if (!mask_logged_statement(edata->message) && echoes_input(edata->sqlerrcode))
 			sp_mask_quoted(edata->message, strlen(edata->message));
 		mask_parameters(edata->detail);
 		mask_parameters(edata->detail_log);
 		mask_parameters(edata->context);
+		mask_context_statements(edata->context);
 		edata->hide_stmt = true;
 	}
 	if (prev_emit_log_hook)

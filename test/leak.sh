@@ -11,7 +11,7 @@ leak_check() {
 	local fail=0 db=schedphi_leak t dr loc out hits
 	local canaries=(Zqxcanarygiven Zqxcanaryfamily 1911-11-11 15557773219 zqxcanary@example.org
 		ZQXCANARYMRN ZQX9X Zqxcanaryreason Zqxcanarycancel Zqxcanaryfailed Zqxcanaryext 1912-12-12
-		15557773218 ZQXCANARYEXTMRN 1913-13-13)
+		15557773218 ZQXCANARYEXTMRN 1913-13-13 Zqxcanaryexecute Zqxcanarydoblock)
 	lq() { psql -X -q -At -d "$db" "$@" 2>&1; }
 	lcheck() {
 		if [ "$2" = "$3" ]; then echo "leak: ok - $1"; else echo "leak: NOT OK - $1 (got '$2', want '$3')"; fail=1; fi
@@ -43,6 +43,13 @@ SQL
 	out=$(lq -c "SELECT schedphi.register_patient('$t', 'Synthetic', 'Synthetic', '1913-13-13')")
 	lcheck "a malformed birth date is refused" "$(echo "$out" | grep -c 'out of range\|invalid input')" "1"
 	lcheck "the refused date is not echoed back" "$(echo "$out" | grep -c '1913-13-13')" "0"
+	# failing calls whose text the server would quote: EXECUTE of a prepared
+	# statement with literal arguments, and a DO block (its CONTEXT line)
+	out=$(lq -c "PREPARE reg(uuid, text, text, date) AS SELECT schedphi.register_patient(\$1, \$2, \$3, \$4)" \
+		-c "EXECUTE reg('$t', 'Zqxcanaryexecute', 'Synthetic', '2999-01-01')")
+	lcheck "a failed EXECUTE reports the rule" "$(echo "$out" | grep -c 'invalid birth_date')" "1"
+	out=$(lq -c "DO \$\$ BEGIN PERFORM schedphi.register_patient('$t', 'Zqxcanarydoblock', 'Synthetic', '2999-01-01'); END \$\$")
+	lcheck "a failed DO block reports the rule" "$(echo "$out" | grep -c 'invalid birth_date')" "1"
 	lcheck "failed calls wrote nothing" "$(lq -c "SELECT count(*) FROM schedphi.patient")" "1"
 
 	# extended protocol: pgbench sends the values as bind parameters

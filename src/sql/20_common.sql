@@ -64,6 +64,20 @@ BEGIN
 END
 $$;
 
+-- A shredded tenant stays as a name only: whoever may act in it is told so
+-- (its members are gone; a superuser, or a token already assumed, remain).
+CREATE FUNCTION schedphi._not_shredded(p_tenant uuid)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+	IF (SELECT t.shredded_at FROM schedphi.tenant t WHERE t.tenant = p_tenant) IS NOT NULL THEN
+		RAISE EXCEPTION 'tenant was shredded' USING ERRCODE = '55000',
+			DETAIL = 'Its data and data keys were destroyed; nothing more can be done in it.';
+	END IF;
+END
+$$;
+
 CREATE FUNCTION schedphi._authorize(p_tenant uuid, p_roles text[])
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -74,6 +88,7 @@ BEGIN
 	-- an assumed token decides alone, whoever the login is
 	IF c.via = 'token' THEN
 		IF c.tenant = p_tenant AND c.role = ANY (p_roles) THEN
+			PERFORM schedphi._not_shredded(p_tenant);
 			RETURN;
 		END IF;
 		IF c.tenant IS DISTINCT FROM p_tenant THEN
@@ -86,10 +101,12 @@ BEGIN
 		IF NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = p_tenant) THEN
 			RAISE EXCEPTION 'unknown tenant' USING ERRCODE = '22023';
 		END IF;
+		PERFORM schedphi._not_shredded(p_tenant);
 		RETURN;
 	END IF;
 	IF EXISTS (SELECT 1 FROM schedphi.member m
 			   WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)) THEN
+		PERFORM schedphi._not_shredded(p_tenant);
 		RETURN;
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')) THEN

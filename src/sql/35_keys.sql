@@ -109,6 +109,8 @@ BEGIN
 		RAISE EXCEPTION 'batch must be between 1 and 1000000' USING ERRCODE = '22023';
 	END IF;
 	CREATE TEMP TABLE IF NOT EXISTS schedphi_reencrypted (tenant uuid) ON COMMIT DROP;
+	-- the rows' audit records say "reencrypt", not that their data changed
+	PERFORM schedphi._audit_reencrypting(true);
 
 	WITH todo AS (
 		SELECT p.tenant, p.id FROM schedphi.patient p
@@ -146,9 +148,39 @@ BEGIN
 	)
 	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
 
+	-- the other sealed columns: break-glass reasons and review notes, HS256 secrets
+	WITH todo AS (
+		SELECT g.tenant, g.id FROM schedphi.break_glass_grant g
+		JOIN schedphi.data_key k ON k.tenant = g.tenant AND k.purpose = 'phi' AND k.status = 'active'
+		WHERE schedphi._sealed_key_id(g.reason) <> k.id OR schedphi._sealed_key_id(g.review_note) <> k.id
+		LIMIT greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0)
+		FOR UPDATE OF g SKIP LOCKED
+	), done AS (
+		UPDATE schedphi.break_glass_grant g SET
+			reason = schedphi._reseal(g.reason, g.tenant, 'break_glass_grant', 'reason', g.id),
+			review_note = schedphi._reseal(g.review_note, g.tenant, 'break_glass_grant', 'review_note', g.id)
+		FROM todo WHERE g.tenant = todo.tenant AND g.id = todo.id
+		RETURNING g.tenant
+	)
+	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
+
+	WITH todo AS (
+		SELECT i.tenant, i.id FROM schedphi.issuer i
+		JOIN schedphi.data_key k ON k.tenant = i.tenant AND k.purpose = 'phi' AND k.status = 'active'
+		WHERE schedphi._sealed_key_id(i.secret) <> k.id
+		LIMIT greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0)
+		FOR UPDATE OF i SKIP LOCKED
+	), done AS (
+		UPDATE schedphi.issuer i SET secret = schedphi._reseal(i.secret, i.tenant, 'issuer', 'secret', i.id)
+		FROM todo WHERE i.tenant = todo.tenant AND i.id = todo.id
+		RETURNING i.tenant
+	)
+	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
+
 	INSERT INTO schedphi.key_event (tenant, action, detail)
 	SELECT r.tenant, 'reencrypt', jsonb_build_object('rows', count(*))
 	FROM schedphi_reencrypted r GROUP BY r.tenant;
+	PERFORM schedphi._audit_reencrypting(false);
 	SELECT count(*) INTO v_done FROM schedphi_reencrypted;
 	TRUNCATE schedphi_reencrypted;
 	RETURN v_done;
@@ -216,6 +248,11 @@ BEGIN
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
 	DELETE FROM schedphi.appointment x WHERE x.tenant = tenant;		-- cascades to appointment_actor
 	GET DIAGNOSTICS n_appt = ROW_COUNT;
+	DELETE FROM schedphi.break_glass_grant x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	-- its identity providers: a token for a tenant that is gone opens nothing
+	DELETE FROM schedphi.issuer x WHERE x.tenant = tenant;
+	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
 	DELETE FROM schedphi.patient x WHERE x.tenant = tenant;
 	GET DIAGNOSTICS n_pat = ROW_COUNT;
 	DELETE FROM schedphi.member x WHERE x.tenant = tenant;

@@ -159,6 +159,9 @@ AS 'MODULE_PATHNAME', 'schedphi_audit_event' LANGUAGE C VOLATILE;
 -- membership changes (kept in member_event) are also recorded in the audit
 -- log through the queue, so that the attempt stays on record even if its
 -- transaction rolls back.
+CREATE FUNCTION schedphi._audit_reencrypting(on_ boolean) RETURNS void
+AS 'MODULE_PATHNAME', 'schedphi_audit_reencrypting' LANGUAGE C VOLATILE STRICT;
+
 CREATE FUNCTION schedphi._audit_change(action text, tenant uuid, object text, object_id uuid,
 									   patient uuid, detail jsonb)
 RETURNS void
@@ -433,6 +436,8 @@ AS $$
 												 WHEN 'waitlist' THEN 'put the patient on a waitlist'
 												 ELSE 'added ' || coalesce(r.object, 'a record') END
 			   WHEN 'update' THEN 'changed ' || schedphi._plain_fields(r.object, r.columns)
+			   WHEN 'reencrypt' THEN 're-encrypted ' || schedphi._plain_fields(r.object, r.columns)
+									 || ' under a new key (the data did not change)'
 			   WHEN 'delete' THEN 'deleted ' || schedphi._plain_fields(r.object, NULL)
 			   WHEN 'denied' THEN 'was refused access (' || coalesce(r.detail ->> 'rule', 'denied') || ')'
 			   WHEN 'rate_limited' THEN 'was stopped by a rate limit'

@@ -216,6 +216,12 @@ SELECT throws_ok(format($$SELECT schedphi.cancel(%L)$$, :'own'), '42501', NULL, 
 RESET SESSION AUTHORIZATION;
 SELECT is((SELECT status FROM schedphi.appointments WHERE id = :'other'), 'booked', 'refused changes changed nothing');
 
+-- The audit record of an update names the columns that changed, and only those
+SELECT schedphi.book(:'p2', ARRAY[:'dr', :'room']::uuid[], '[2026-06-18 15:00Z, 2026-06-18 15:30Z)') AS aud \gset
+SELECT schedphi.set_status(:'aud', 'arrived');
+SELECT is((SELECT columns FROM schedphi.audit_log WHERE object = 'appointment' AND object_id = :'aud' AND action = 'update'
+		   ORDER BY id DESC LIMIT 1), '{status}'::text[], 'a status change is recorded as one, not as a change of actors');
+
 -- Arrays of more than one dimension and infinite times are bad arguments
 SELECT throws_ok(format($$SELECT schedphi.%s(%L, ARRAY[ARRAY[%L]]::uuid[], '[2026-06-18 14:00Z, 2026-06-18 14:30Z)')$$, f, :'p1', :'dr'),
 	'22023', 'actors must be a one-dimensional array', f || ' with a two-dimensional actors array')

@@ -108,7 +108,20 @@ SELECT throws_ok($$SELECT * FROM schedphi.master_keys()$$, '42501', NULL, 'only 
 SELECT throws_ok($$SELECT * FROM schedphi.data_key$$, '42501', NULL, 'nobody else reads the data key table');
 RESET SESSION AUTHORIZATION;
 
--- Rotation and re-encryption.
+-- Rotation and re-encryption.  Sealed values outside patients and
+-- appointments too: a break-glass reason and an HS256 issuer's secret.
+CREATE ROLE tst_glass_admin LOGIN;
+CREATE ROLE tst_glass_admin2 LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_glass_admin', 'admin');
+SELECT schedphi.add_member(:'t2', 'tst_glass_admin2', 'admin');
+SET SESSION AUTHORIZATION tst_glass_admin;
+SELECT schedphi.break_glass(:'p1', 'synthetic emergency before rotation') IS NOT NULL AS glass1;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_glass_admin2;
+SELECT schedphi.break_glass(:'t2p1', 'synthetic emergency before the shred') IS NOT NULL AS glass2;
+RESET SESSION AUTHORIZATION;
+SELECT schedphi.add_issuer(t, 'https://hs.example', 'schedphi', 'hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=') IS NOT NULL
+FROM unnest(ARRAY[:'tenant', :'t2']::uuid[]) t;
 SELECT (SELECT id FROM schedphi.data_key WHERE tenant = :'tenant' AND purpose = 'phi' AND status = 'active') AS old_key \gset
 SELECT schedphi.rotate_key(:'tenant') AS new_key \gset
 SELECT isnt(:new_key, :old_key, 'rotate_key returns a new active key');
@@ -119,9 +132,21 @@ SELECT is((SELECT schedphi._sealed_key_id(given) FROM schedphi.patient WHERE id 
 SET SESSION AUTHORIZATION tst_sched;
 SELECT is(schedphi.patient_record(:'p2')->>'family', 'Fictional', 'old values still open after rotation');
 RESET SESSION AUTHORIZATION;
+SELECT coalesce(max(id), 0) AS before_reencrypt FROM schedphi.audit_log \gset
 SELECT cmp_ok(schedphi.reencrypt(2), '=', 2::bigint, 'reencrypt works in batches');
 SELECT cmp_ok(schedphi.reencrypt(1000), '>', 0::bigint, 'the next batch carries on');
 SELECT is(schedphi.reencrypt(1000), 0::bigint, 'until nothing is left');
+SELECT is((SELECT array_agg(DISTINCT action ORDER BY action) FROM schedphi.audit_log
+		   WHERE id > :before_reencrypt AND object IN ('patient', 'appointment')), ARRAY['reencrypt'],
+	're-encrypted rows are on record as re-encrypted, not as changes of the patients'' data');
+SELECT schedphi.book(:'p2', ARRAY[:'dr']::uuid[], '[2026-06-16 14:00Z, 2026-06-16 14:30Z)') AS a5 \gset
+SELECT schedphi.set_status(:'a5', 'arrived');
+SELECT is((SELECT action FROM schedphi.audit_log WHERE object = 'appointment' AND object_id = :'a5' ORDER BY id DESC LIMIT 1),
+	'update', 'a change after it in the same transaction is an update again');
+SELECT is((SELECT count(*)::int FROM schedphi.break_glass_grant WHERE tenant = :'tenant' AND schedphi._sealed_key_id(reason) <> :new_key), 0,
+	'break-glass reasons are re-encrypted too');
+SELECT is((SELECT count(*)::int FROM schedphi.issuer WHERE tenant = :'tenant' AND schedphi._sealed_key_id(secret) <> :new_key), 0,
+	'and HS256 secrets');
 SELECT is((SELECT count(*)::int FROM schedphi.patient p, unnest(ARRAY[given, family, birth_date, phone, email, mrn, zip]) f
 		   WHERE p.tenant = :'tenant' AND schedphi._sealed_key_id(f) <> :new_key), 0,
 	'every field of the tenant is under the active key');
@@ -154,6 +179,15 @@ SELECT is((SELECT count(*)::int FROM schedphi.patient WHERE tenant = :'t2'), 0, 
 SELECT is((SELECT count(*)::int FROM schedphi.actor WHERE tenant = :'t2'), 0, 'and its actors');
 SELECT is((SELECT array_agg(DISTINCT status) FROM schedphi.data_key WHERE tenant = :'t2'), ARRAY['destroyed'],
 	'its data keys are destroyed');
+SELECT is((SELECT count(*)::int FROM schedphi.break_glass_grant WHERE tenant = :'t2'), 0,
+	'a tenant with a break-glass grant is shredded, the grant with it');
+SELECT is((SELECT count(*)::int FROM schedphi.issuer WHERE tenant = :'t2'), 0, 'and so are its identity providers');
+SELECT throws_ok(format($$SELECT schedphi._reseal(%L::schedphi.sealed, %L, 'patient', 'given', %L)$$, :'t2_given', :'t2', :'t2p1'),
+	'55000', NULL, 'a value sealed under a destroyed key is 55000 (once, a crash)');
+SELECT throws_ok(format($$SELECT schedphi.register_patient(%L, 'New', 'Synthetic', '1990-01-01')$$, :'t2'), '55000',
+	'tenant was shredded', 'nothing more is registered in a shredded tenant');
+SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'X', 'UTC')$$, :'t2'), '55000', 'tenant was shredded',
+	'nor set up');
 SELECT is((SELECT count(*)::int FROM schedphi.data_key WHERE tenant = :'t2' AND wrapped IS NOT NULL), 0,
 	'nothing of them is left');
 CREATE FUNCTION pg_temp.open_as(login name, stmt text) RETURNS text LANGUAGE plpgsql AS $$
