@@ -1199,6 +1199,49 @@ schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *o
 	audit_record(action, tenant, object, object_id, patient, detail, wait, false);
 }
 
+/*
+ * What a refusal in the current statement concerns, when the code about to
+ * check knows it (the patient whose record is asked for, the row about to
+ * be decrypted): the denial's record then names it, and access_report lists
+ * the refused attempt with the patient's other accesses.
+ */
+static struct
+{
+	TimestampTz stmt;
+	char		object[32];
+	bool		has_id;
+	pg_uuid_t	id;
+	bool		has_patient;
+	pg_uuid_t	patient;
+}			deny_target;
+
+void
+schedphi_audit_deny_target(const char *object, const pg_uuid_t *id, const pg_uuid_t *patient)
+{
+	deny_target.stmt = GetCurrentStatementStartTimestamp();
+	strlcpy(deny_target.object, object, sizeof(deny_target.object));
+	deny_target.has_id = id != NULL;
+	if (id != NULL)
+		deny_target.id = *id;
+	deny_target.has_patient = patient != NULL;
+	if (patient != NULL)
+		deny_target.patient = *patient;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_audit_target);
+
+/* _audit_target(object text, object_id uuid, patient uuid) -> void; not strict */
+Datum
+schedphi_audit_target(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("object must not be null")));
+	schedphi_audit_deny_target(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							   PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1),
+							   PG_ARGISNULL(2) ? NULL : PG_GETARG_UUID_P(2));
+	PG_RETURN_VOID();
+}
+
 /* The message of the denial schedphi_audit_deny last recorded itself. */
 static char recorded_denial[256];
 
@@ -1222,7 +1265,12 @@ schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, 
 	appendStringInfoString(&js, ", \"sqlstate\": ");
 	escape_json(&js, unpack_sql_state(sqlstate));
 	appendStringInfoChar(&js, '}');
-	schedphi_audit_record(action, tenant, NULL, NULL, NULL, js.data, true);
+	if (deny_target.stmt != 0 && deny_target.stmt == GetCurrentStatementStartTimestamp())
+		schedphi_audit_record(action, tenant, deny_target.object,
+							  deny_target.has_id ? &deny_target.id : NULL,
+							  deny_target.has_patient ? &deny_target.patient : NULL, js.data, true);
+	else
+		schedphi_audit_record(action, tenant, NULL, NULL, NULL, js.data, true);
 	/*
 	 * No CONTEXT lines: they would only show schedphi's own call of _deny.
 	 * Whoever catches the error restores the context stack (PG_TRY saves it).
@@ -2152,16 +2200,28 @@ schedphi_audit_purge_rows(PG_FUNCTION_ARGS)
 static int	schedphi_here = -1;		/* -1 unknown, 0 no, 1 yes */
 static bool in_emit_hook = false;
 
+/*
+ * While the catalog may be read (a statement is starting): learn whether
+ * schedphi is installed here and the login's name, so that a refusal by
+ * PostgreSQL itself, reported later from the error hook where nothing may
+ * be looked up, can be recorded and named.  Utility statements (COPY,
+ * TRUNCATE, SHOW) come here too, through schedphi's utility hook.
+ */
+static void
+prepare_for_refusals(void)
+{
+	if (in_worker || !IsTransactionState() || !OidIsValid(MyDatabaseId))
+		return;
+	if (schedphi_here < 0)
+		schedphi_here = OidIsValid(get_extension_oid("schedphi", true)) ? 1 : 0;
+	if (schedphi_here == 1)
+		(void) session_login(true);
+}
+
 static void
 audit_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	if (!in_worker && IsTransactionState() && OidIsValid(MyDatabaseId))
-	{
-		if (schedphi_here < 0)
-			schedphi_here = OidIsValid(get_extension_oid("schedphi", true)) ? 1 : 0;
-		if (schedphi_here == 1)
-			(void) session_login(true);		/* named, should a refusal follow */
-	}
+	prepare_for_refusals();
 	if (prev_executor_start_hook)
 		prev_executor_start_hook(queryDesc, eflags);
 	else
@@ -2254,10 +2314,16 @@ stop_worker_of(Oid dboid)
 	}
 }
 
-/* DROP DATABASE (schedphi.c's utility hook). */
+/*
+ * Utility statements (schedphi.c's utility hook): ready to record a refusal
+ * by PostgreSQL; DROP DATABASE first stops that database's audit worker.
+ */
 void
 schedphi_audit_utility(Node *node)
 {
+	/* not while the extension itself is being created: it is not there yet */
+	if (!IsA(node, CreateExtensionStmt))
+		prepare_for_refusals();
 	if (audit != NULL && IsA(node, DropdbStmt))
 	{
 		Oid			dboid = get_database_oid(((DropdbStmt *) node)->dbname, true);

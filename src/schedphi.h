@@ -80,6 +80,7 @@ extern void schedphi_audit_utility(struct Node *node);
 extern void schedphi_audit_note_read(const pg_uuid_t *tenant, const char *object, const char *col,
 									 const pg_uuid_t *row);
 extern void schedphi_audit_note_patient(const pg_uuid_t *tenant, const pg_uuid_t *patient);
+extern void schedphi_audit_deny_target(const char *object, const pg_uuid_t *id, const pg_uuid_t *patient);
 extern void schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
 								  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail,
 								  bool wait);

@@ -319,20 +319,24 @@ schedphi_reseal(PG_FUNCTION_ARGS)
 
 /*
  * Refuse to decrypt unless the actor reads PHI in this tenant and a purpose
- * of use is set.  A yes is remembered for the rest of the transaction, for
+ * of use is set (the refusal's record names tbl and row).  A yes is remembered for the rest of the transaction, for
  * the same tenant, session user and actor context only.
  */
 static void
-check_reveal(const pg_uuid_t *tenant)
+check_reveal(const pg_uuid_t *tenant, text *tbl, const pg_uuid_t *row)
 {
 	Oid			types[1] = {UUIDOID};
 	Datum		values[1];
 	bool		isnull;
 	bool		ok;
+	char	   *t;
 
 	if (reveal_lxid == MyProc->lxid && memcmp(reveal_tenant.data, tenant->data, UUID_LEN) == 0 &&
 		reveal_user == GetSessionUserId() && reveal_generation == schedphi_actor_generation())
 		return;
+	/* a refusal names the row it was about (and the patient, for a patient's row) */
+	t = text_to_cstring(tbl);
+	schedphi_audit_deny_target(t, row, strcmp(t, "patient") == 0 ? row : NULL);
 	values[0] = UUIDPGetDatum(tenant);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -372,7 +376,7 @@ schedphi_open(PG_FUNCTION_ARGS)
 	pg_uuid_t  *row = PG_GETARG_UUID_P(4);
 
 	schedphi_note_phi();
-	check_reveal(tenant);
+	check_reveal(tenant, tbl, row);
 	schedphi_audit_note_read(tenant, text_to_cstring(tbl), text_to_cstring(col), row);
 	PG_RETURN_TEXT_P(open_bytes(PG_GETARG_BYTEA_PP(0), tenant, tbl, col, row));
 }

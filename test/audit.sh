@@ -123,6 +123,16 @@ audit_check() {
 		sleep 0.1
 	done
 	aok "PostgreSQL's own refusal (reading a table directly) is recorded too" "$got" "permission denied for table patient"
+	# ... also when it is the session's first statement, and a utility one
+	as au_support -c "COPY schedphi.patient TO STDOUT" >/dev/null
+	as au_support -c "TRUNCATE schedphi.audit_log" >/dev/null
+	for i in $(seq 1 50); do
+		got=$(aq -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'denied' AND login = 'au_support'
+					 AND detail ->> 'by' = 'postgresql'")
+		[ "$got" = 2 ] && break
+		sleep 0.1
+	done
+	aok "a refused COPY or TRUNCATE as a session's first statement is recorded, with the login's name" "$got" 2
 	as au_admin -c "SELECT schedphi.rotate_key('$tenant')" >/dev/null
 	aok "membership changes are recorded" \
 		"$(aq -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'member_add' AND detail ->> 'login' LIKE 'au\_%'")" 4

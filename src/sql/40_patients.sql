@@ -361,11 +361,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-	v_tenant uuid := schedphi._patient_tenant(patient);
+	v_tenant uuid;
 	v_roles text[] := ARRAY['scheduler', 'integration', 'clinician', 'billing', 'admin'];
 	v_role text;
 	v_row schedphi.patient;
 BEGIN
+	-- a refusal names the patient asked for (access_report lists it)
+	PERFORM schedphi._audit_target('patient', patient, patient);
+	v_tenant := schedphi._patient_tenant(patient);
 	PERFORM schedphi._authorize(v_tenant, v_roles);
 	v_role := schedphi._member_role(v_tenant, v_roles);
 	IF v_role = 'superuser' THEN

@@ -12,10 +12,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-	v_tenant uuid := schedphi._patient_tenant(patient);
+	v_tenant uuid;
 	v_role text;
 	v_id uuid := gen_random_uuid();
 BEGIN
+	PERFORM schedphi._audit_target('patient', patient, patient);
+	v_tenant := schedphi._patient_tenant(patient);
 	-- who first: what follows must not tell another tenant's patient from none
 	PERFORM schedphi._authorize(v_tenant, ARRAY['clinician', 'admin']);
 	IF reason IS NULL OR length(btrim(reason)) < 10 OR length(reason) > 2000 THEN

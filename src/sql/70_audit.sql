@@ -159,6 +159,9 @@ AS 'MODULE_PATHNAME', 'schedphi_audit_event' LANGUAGE C VOLATILE;
 -- membership changes (kept in member_event) are also recorded in the audit
 -- log through the queue, so that the attempt stays on record even if its
 -- transaction rolls back.
+CREATE FUNCTION schedphi._audit_target(object text, object_id uuid, patient uuid) RETURNS void
+AS 'MODULE_PATHNAME', 'schedphi_audit_target' LANGUAGE C VOLATILE;
+
 CREATE FUNCTION schedphi._audit_reencrypting(on_ boolean) RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_audit_reencrypting' LANGUAGE C VOLATILE STRICT;
 

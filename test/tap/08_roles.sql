@@ -56,6 +56,9 @@ SELECT is(pg_temp.seen('tst_' || r, format($$SELECT schedphi.patient_record(%L)-
 FROM unnest(ARRAY['support', 'analyst', 'auditor', 'admin']) r;
 SELECT is(pg_temp.seen('tst_billing', format($$SELECT schedphi.patient_record(%L)->>'phone'$$, :'p1')), NULL,
 	'billing gets no contact details');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant = :'tenant' AND action = 'denied'
+		   AND actor = 'tst_support' AND object = 'patient' AND patient = :'p1'), 1,
+	'a refused read names the patient, so the accounting of disclosures lists it');
 
 -- find_patient follows the same matrix: billing looks up by name and birth
 -- date only, a clinician finds only their own patients; every lookup is
