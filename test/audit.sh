@@ -267,14 +267,19 @@ EOF
 	# ------------------------------------------------------------ purge
 	aok "purge refuses records younger than schedphi.audit_retention" \
 		"$(aq -c "SELECT schedphi.purge_audit(now() - interval '1 year')" | grep -c 'younger than')" 1
+	aok "a retention that is not a length of time is 22023, and purges nothing" \
+		"$(aq -c "SET schedphi.audit_retention = 'banana'" -c "SELECT schedphi.purge_audit(now() - interval '10 years')" | grep -c 'must be a length of time')" 1
 	seal_now
-	local upto
+	local upto old_digest
+	old_digest=$(aq -c "SELECT schedphi.audit_digest()")
 	upto=$(aq -c "SELECT max(seq) FROM schedphi.audit_log")
 	aok "with a short retention, purge removes old records and anchors the cut" \
 		"$(aq -c "SET schedphi.audit_retention = '0'" -c "SELECT schedphi.purge_audit(now()) >= $((upto - 1))")" t
 	seal_now
 	aok "the chain verifies from the anchor" \
 		"$(aq -F' ' -c "SELECT ok, checked < 5 FROM schedphi.verify_audit()")" "t t"
+	aok "a digest taken before the purge is reported as purged, not as tampering" \
+		"$(aq -c "SELECT * FROM schedphi.verify_audit('$old_digest'::jsonb)" | grep -c "the digest's record was purged")" 1
 
 	# ----------------------------------------------- crash during bookings
 	aq -c "CREATE FUNCTION public.book_one(c int, n int) RETURNS boolean LANGUAGE plpgsql AS \$f\$

@@ -333,6 +333,14 @@ BEGIN
 		RAISE EXCEPTION 'digest signature does not verify' USING ERRCODE = '22023',
 			DETAIL = 'The digest was altered, or was not made with this master key.';
 	END IF;
+	-- a digest taken before a purge names a record that is gone: say so,
+	-- rather than report it as tampering
+	IF v_seq > 0 AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.seq = v_seq)
+	   AND EXISTS (SELECT 1 FROM schedphi.audit_log l
+				   WHERE l.action = 'purge' AND (l.detail ->> 'through_seq')::bigint >= v_seq) THEN
+		RAISE EXCEPTION 'the digest''s record was purged' USING ERRCODE = '55000',
+			DETAIL = 'purge_audit removed the records up to it; check a digest taken after the purge, or verify_audit() from the purge''s anchor.';
+	END IF;
 	IF v_seq > 0 AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.seq = v_seq AND l.hash = v_hash) THEN
 		RETURN QUERY SELECT 0::bigint, (SELECT count(*) FROM schedphi.audit_log l WHERE l.hash IS NULL), v_seq, false;
 		RETURN;
@@ -481,7 +489,14 @@ BEGIN
 	IF before IS NULL THEN
 		RAISE EXCEPTION 'before must not be null' USING ERRCODE = '22023';
 	END IF;
-	v_retention := current_setting('schedphi.audit_retention')::interval;
+	BEGIN
+		v_retention := current_setting('schedphi.audit_retention')::interval;
+	EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+		v_retention := NULL;
+	END;
+	IF v_retention IS NULL OR v_retention < interval '0' THEN
+		RAISE EXCEPTION 'schedphi.audit_retention must be a length of time such as ''6 years''' USING ERRCODE = '22023';
+	END IF;
 	IF before > now() - v_retention THEN
 		RAISE EXCEPTION 'audit records younger than schedphi.audit_retention (%) are kept', v_retention
 			USING ERRCODE = '22023',
