@@ -125,11 +125,15 @@ DECLARE
 	v_mrn text := schedphi._norm_mrn(mrn);
 	v_zip text := schedphi._norm_zip(zip);
 	v_mrn_idx bytea;
+	v_dup uuid;
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['scheduler', 'integration']);
 	v_mrn_idx := schedphi._blind(tenant, 'mrn', v_mrn);
-	IF v_mrn_idx IS NOT NULL AND EXISTS (SELECT 1 FROM schedphi.patient p
-										 WHERE p.tenant = tenant AND p.mrn_idx = v_mrn_idx) THEN
+	SELECT p.id INTO v_dup FROM schedphi.patient p WHERE p.tenant = tenant AND p.mrn_idx = v_mrn_idx;
+	IF v_dup IS NOT NULL THEN
+		-- the refusal tells that the MRN is taken, as a look-up would: on record like one
+		PERFORM schedphi._audit_event('read', tenant, 'patient', v_dup, v_dup,
+									  '{"lookup": ["mrn"], "by": "register_patient"}');
 		RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
 	END IF;
 	INSERT INTO schedphi.patient AS x (tenant, id, given, family, birth_date, phone, email, mrn, zip,

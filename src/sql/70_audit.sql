@@ -398,8 +398,13 @@ BEGIN
 		SELECT l.tenant INTO v_tenant FROM schedphi.audit_log l WHERE l.patient = patient LIMIT 1;
 	END IF;
 	-- an auditor of another tenant learns nothing, not even whether the patient exists
-	IF v_tenant IS NULL OR NOT schedphi._is_auditor(v_tenant) THEN
-		PERFORM schedphi._authorize_auditor(coalesce(v_tenant, '00000000-0000-0000-0000-000000000000'));
+	IF v_tenant IS NULL THEN
+		-- no tenant to be an auditor of: only a superuser (acting as no one) goes on
+		IF NOT schedphi._is_auditor('00000000-0000-0000-0000-000000000000') THEN
+			PERFORM schedphi._deny(NULL, 'permission denied: audit rule', 'Only an auditor reads the audit log.', NULL);
+		END IF;
+	ELSIF NOT schedphi._is_auditor(v_tenant) THEN
+		PERFORM schedphi._authorize_auditor(v_tenant);
 	END IF;
 	PERFORM schedphi._audit_event('export', v_tenant, 'access_report', NULL, patient,
 								  jsonb_build_object('during', during::text));
@@ -540,4 +545,6 @@ $$;
 -- schedphi_auditor through add_member, for its tenants).
 ALTER TABLE schedphi.audit_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE schedphi.audit_log FORCE ROW LEVEL SECURITY;
-CREATE POLICY auditor_rows ON schedphi.audit_log FOR SELECT USING (schedphi._is_auditor(tenant));
+-- A record without a tenant (a rejected token, a refusal by PostgreSQL, an
+-- operation of the DBA) may name logins of any tenant: the DBA reads those.
+CREATE POLICY auditor_rows ON schedphi.audit_log FOR SELECT USING (tenant IS NOT NULL AND schedphi._is_auditor(tenant));

@@ -47,6 +47,9 @@ SELECT is(tst.error_of(format($$SELECT schedphi.register_patient(%L, 'A', 'B', '
 	'22023: invalid zip', 'a malformed ZIP');
 SELECT is(tst.error_of(format($$SELECT schedphi.register_patient(%L, 'A', 'B', '1990-01-01', mrn => 'SYN-0999')$$, :'tenant')),
 	'23505: a patient with this mrn is already registered', 'an MRN is unique in a tenant');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE action = 'read' AND patient = :'q'
+		   AND detail ->> 'by' = 'register_patient'), 1,
+	'the refusal tells that the MRN is taken, so it is on record like a look-up of that patient');
 SELECT is(tst.error_of($$SELECT schedphi.register_patient(gen_random_uuid(), 'A', 'B', '1990-01-01')$$),
 	'22023: unknown tenant', 'an unknown tenant');
 SELECT is((SELECT count(*)::int FROM schedphi.patient WHERE tenant = :'tenant'), 4, 'refused registrations changed nothing');

@@ -110,6 +110,17 @@ RESET SESSION AUTHORIZATION;
 SELECT is(pg_temp.refusal(format('SELECT schedphi.cancel(%L)', '00000000-0000-0000-0000-000000000009')),
 	'22023 | unknown appointment 00000000-0000-0000-0000-000000000009', 'a superuser hears "unknown appointment"');
 
+-- Records without a tenant (refusals of ids that exist nowhere, say) may
+-- name logins of any tenant: a tenant's auditor does not see them, the DBA does.
+CREATE ROLE tst_x_aud LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_x_aud', 'auditor');
+SELECT cmp_ok((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant IS NULL AND login = 'tst_x_sched'), '>', 0,
+	'refusals without a tenant are on record');
+SET SESSION AUTHORIZATION tst_x_aud;
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant IS NULL), 0, 'a tenant''s auditor does not see them');
+SELECT cmp_ok((SELECT count(*)::int FROM schedphi.audit_log WHERE tenant = :'tenant'), '>', 0, 'but sees the tenant''s records');
+RESET SESSION AUTHORIZATION;
+
 -- The refusals are on record.
 SELECT cmp_ok((SELECT count(*)::int FROM schedphi.audit_log
 			   WHERE action = 'denied' AND login = 'tst_x_sched' AND detail ->> 'rule' = 'permission denied: tenant rule'),
