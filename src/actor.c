@@ -75,9 +75,46 @@ schedphi_current_actor(void)
 	return &actor;
 }
 
+/*
+ * assume() in a subtransaction (a savepoint, an exception block) is undone
+ * when that subtransaction rolls back: each assume() pushes the context it
+ * replaces, with the subtransaction that context was set in.  The stack is
+ * short; should it overflow, the oldest entries are dropped, and rolling
+ * back to one of them leaves no context at all (never a wrong one).
+ */
+#define ACTOR_STACK 8
+typedef struct
+{
+	SchedphiActor actor;
+	SubTransactionId subid;
+	bool		lost;
+}			ActorUndo;
+static ActorUndo undo[ACTOR_STACK];
+static int	nundo = 0;
+static SubTransactionId actor_subid = InvalidSubTransactionId;
+
+static void
+forget_undo(void)
+{
+	explicit_bzero(undo, sizeof(undo));
+	nundo = 0;
+	actor_subid = InvalidSubTransactionId;
+}
+
 void
 schedphi_set_actor(const SchedphiActor *a)
 {
+	if (nundo == ACTOR_STACK)
+	{
+		memmove(&undo[0], &undo[1], sizeof(ActorUndo) * (ACTOR_STACK - 1));
+		undo[0].lost = true;
+		nundo--;
+	}
+	undo[nundo].actor = actor;
+	undo[nundo].subid = actor_subid;
+	undo[nundo].lost = false;
+	nundo++;
+	actor_subid = GetCurrentSubTransactionId();
 	actor = *a;
 	actor.active = true;
 	actor.login = GetSessionUserId();
@@ -92,18 +129,67 @@ actor_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
-		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			/* an assume() in a transaction that rolls back is undone, session scope too */
+			if (nundo > 0)
+			{
+				if (undo[0].lost)
+					explicit_bzero(&actor, sizeof(actor));
+				else
+					actor = undo[0].actor;
+				actor_generation++;
+			}
+			/* FALLTHROUGH */
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			if (actor.active && !actor.session_scope)
 				forget_actor();
 			purpose[0] = '\0';
 			purpose_lxid = InvalidLocalTransactionId;
+			forget_undo();
 			break;
 		default:
 			break;
+	}
+}
+
+static void
+actor_subxact_callback(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		/* what was set in the subtransaction now belongs to its parent */
+		if (actor_subid == mySubid)
+			actor_subid = parentSubid;
+		for (int i = 0; i < nundo; i++)
+			if (undo[i].subid == mySubid)
+				undo[i].subid = parentSubid;
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		bool		changed = false;
+
+		/* undo every assume() made in the subtransaction, newest first */
+		while (nundo > 0 && actor_subid == mySubid)
+		{
+			nundo--;
+			if (undo[nundo].lost)
+			{
+				explicit_bzero(&actor, sizeof(actor));
+				actor_subid = InvalidSubTransactionId;
+			}
+			else
+			{
+				actor = undo[nundo].actor;
+				actor_subid = undo[nundo].subid;
+			}
+			explicit_bzero(&undo[nundo], sizeof(ActorUndo));
+			changed = true;
+		}
+		if (changed)
+			actor_generation++;
 	}
 }
 
@@ -139,6 +225,7 @@ schedphi_actor_init(void)
 							 0,
 							 NULL, NULL, NULL);
 	RegisterXactCallback(actor_xact_callback, NULL);
+	RegisterSubXactCallback(actor_subxact_callback, NULL);
 }
 
 /* The purpose of use set for this transaction, or NULL. */

@@ -215,6 +215,18 @@ ok "remove_issuer withdraws it: its tokens are refused" "$(as_pool -c "SELECT sc
 ok "removing it twice is 22023" "$(q -c "SELECT schedphi.remove_issuer('$T', 'https://gone.idp.example')" | grep -c 'unknown issuer')" 1
 ok "adding and removing an issuer are on record" \
 	"$(q -c "SELECT count(*) FROM schedphi.audit_log WHERE action IN ('issuer_add', 'issuer_remove') AND detail ->> 'issuer' = 'https://gone.idp.example'")" 2
+ok "an assume() in a savepoint that rolls back is undone" \
+	"$(as_pool -c "BEGIN" -c "SAVEPOINT s" -c "SELECT schedphi.assume('$rs') IS NOT NULL" -c "ROLLBACK TO SAVEPOINT s" \
+		-c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" -c "COMMIT" | tail -1)" none
+ok "one in a savepoint that is released stays" \
+	"$(as_pool -c "BEGIN" -c "SAVEPOINT s" -c "SELECT schedphi.assume('$rs') IS NOT NULL" -c "RELEASE SAVEPOINT s" \
+		-c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" -c "COMMIT" | tail -1)" token
+ok "rolling back to a savepoint restores the context from before it" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$rs') IS NOT NULL" -c "SAVEPOINT s" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
+		-c "ROLLBACK TO SAVEPOINT s" -c "SELECT schedphi.whoami()->>'role'" -c "COMMIT" | tail -1)" scheduler
+ok "a session-scope assume() in a transaction that rolls back is undone" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "ROLLBACK" \
+		-c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
 n2=$(date +%s)
 # accepted within the 60 s allowance for clock skew, so it ends 5 s from now
 late=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims scheduler | sed "s/\"iat\":$now/\"iat\":$((n2 - 100))/; s/\"exp\":$((now + 600))/\"exp\":$((n2 - 55))/")")
