@@ -145,7 +145,20 @@ actor_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			if (actor.active && !actor.session_scope)
-				forget_actor();
+			{
+				/* a transaction-scope token overrode a session one: that one is back */
+				int			i = nundo - 1;
+
+				while (i >= 0 && !(undo[i].actor.active && undo[i].actor.session_scope && !undo[i].lost))
+					i--;
+				if (i >= 0)
+				{
+					actor = undo[i].actor;
+					actor_generation++;
+				}
+				else
+					forget_actor();
+			}
 			purpose[0] = '\0';
 			purpose_lxid = InvalidLocalTransactionId;
 			forget_undo();
@@ -189,7 +202,12 @@ actor_subxact_callback(SubXactEvent event, SubTransactionId mySubid, SubTransact
 			changed = true;
 		}
 		if (changed)
+		{
 			actor_generation++;
+			/* a purpose declared for the undone actor goes with it */
+			purpose[0] = '\0';
+			purpose_lxid = InvalidLocalTransactionId;
+		}
 	}
 }
 
@@ -281,9 +299,24 @@ schedphi_set_purpose(PG_FUNCTION_ARGS)
 		schedphi_audit_deny(NULL, ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied: break-glass rule",
 							"EMERGENCY is the purpose of an active break-glass grant.",
 							"Open one with schedphi.break_glass(patient, reason).");
+	/* a grant is used as it is opened: through a token, with a second factor */
+	if (strcmp(p, "EMERGENCY") == 0 && schedphi_require_mfa &&
+		schedphi_current_actor() != NULL && !schedphi_current_actor()->mfa)
+		schedphi_audit_deny(&schedphi_current_actor()->tenant, ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied: MFA rule",
+							"Using a break-glass grant through an assumed token needs a token whose amr shows a second factor.",
+							NULL);
 	strlcpy(purpose, p, sizeof(purpose));
 	purpose_lxid = MyProc->lxid;
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(schedphi_session_user_oid);
+
+/* _session_user_oid() -> oid */
+Datum
+schedphi_session_user_oid(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(GetSessionUserId());
 }
 
 PG_FUNCTION_INFO_V1(schedphi_session_superuser);

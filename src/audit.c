@@ -414,7 +414,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 			elog(ERROR, "SPI_connect failed");
 		schedphi_keep_plan(&plan,
 						   "SELECT string_agg(m.role, ',' ORDER BY m.role) FROM schedphi.member m "
-						   "WHERE m.tenant = $1 AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')", 1, types);
+						   "WHERE m.tenant = $1 AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')", 1, types);
 		if (SPI_execute_plan(plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

@@ -243,6 +243,8 @@ check_actor_array(Datum arg, Datum **elems, int *nelems)
 
 /* Who may look for free time: any member who works with schedules. */
 static const char *const slot_roles[] = {"admin", "scheduler", "clinician", "integration", "support"};
+static const char *const any_role[] = {"admin", "scheduler", "clinician", "billing", "support", "analyst",
+"integration", "auditor"};
 
 /* Refuse an actor that does not exist, as schedphi._unknown does. */
 static void
@@ -263,8 +265,9 @@ unknown_actor(ActorPlan *plan)
  *
  * The answer must not tell a caller what exists outside the tenants it may
  * look at (docs/security.md): the tenant is the first, in the order given,
- * where the caller holds one of slot_roles; failing that, the first actor
- * that exists decides, through _authorize, and an array naming no actor at
+ * where the caller holds one of slot_roles; failing that, the first where
+ * it holds any role, then the first actor that exists, decide through
+ * _authorize (the role or the tenant rule), and an array naming no actor at
  * all gets _unknown's refusal (the same 42501, except for a superuser
  * acting as no one).  Once the tenant is settled, an actor of another tenant
  * is as unknown as one that does not exist.
@@ -311,6 +314,14 @@ load_actors(ActorPlan *plans, int n, Datum actors_arg, MemoryContext keep)
 			chosen = i;
 	if (chosen < 0)
 	{
+		/*
+		 * Not a tenant where the caller may search: one where it has some
+		 * role (a refusal names the role rule there), else the first actor
+		 * that exists (the tenant rule, as for one that does not).
+		 */
+		for (int i = 0; i < n && chosen < 0; i++)
+			if (plans[i].capacity > 0 && schedphi_has_role(&tenants[i], any_role, lengthof(any_role)))
+				chosen = i;
 		for (int i = 0; i < n && chosen < 0; i++)
 			if (plans[i].capacity > 0)
 				chosen = i;

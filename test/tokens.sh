@@ -227,6 +227,13 @@ ok "rolling back to a savepoint restores the context from before it" \
 ok "a session-scope assume() in a transaction that rolls back is undone" \
 	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "ROLLBACK" \
 		-c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
+ok "a grant opened with a second factor is not used through a token without one (same sub)" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
+		-c "SELECT schedphi.break_glass('$P', 'synthetic emergency, patient unconscious') IS NOT NULL" \
+		-c "SELECT schedphi.assume('$admin1') IS NOT NULL" -c "SELECT schedphi.set_purpose('EMERGENCY')" | grep -c 'ERROR:  permission denied: MFA rule')" 1
+ok "a transaction-scope token gives way, at commit, to the session-scope one it overrode" \
+	"$(as_pool -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "BEGIN" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
+		-c "COMMIT" -c "SELECT schedphi.whoami()->>'role'" | tail -1)" scheduler
 n2=$(date +%s)
 # accepted within the 60 s allowance for clock skew, so it ends 5 s from now
 late=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims scheduler | sed "s/\"iat\":$now/\"iat\":$((n2 - 100))/; s/\"exp\":$((now + 600))/\"exp\":$((n2 - 55))/")")

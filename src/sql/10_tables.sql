@@ -82,6 +82,7 @@ CREATE INDEX actor_id ON schedphi.actor (id);
 CREATE TABLE schedphi.member (
 	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
 	login		name NOT NULL,
+	login_oid	oid NOT NULL,	-- the login itself: a later login with the same name is someone else
 	role		text NOT NULL CHECK (role IN ('admin', 'scheduler', 'clinician', 'billing',
 											  'support', 'analyst', 'integration', 'auditor')),
 	practitioner uuid,

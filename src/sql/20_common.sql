@@ -50,6 +50,10 @@ $$;
 CREATE FUNCTION schedphi._session_superuser() RETURNS boolean
 AS 'MODULE_PATHNAME', 'schedphi_session_superuser' LANGUAGE C STABLE;
 
+-- The session user's oid: memberships are bound to the login itself.
+CREATE FUNCTION schedphi._session_user_oid() RETURNS oid
+AS 'MODULE_PATHNAME', 'schedphi_session_user_oid' LANGUAGE C STABLE;
+
 -- A tenant passed as an argument: NULL is a bad argument, for everyone
 -- (an unknown tenant is left to _authorize, which does not tell).
 CREATE FUNCTION schedphi._tenant_arg(p_tenant uuid)
@@ -105,11 +109,11 @@ BEGIN
 		RETURN;
 	END IF;
 	IF EXISTS (SELECT 1 FROM schedphi.member m
-			   WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)) THEN
+			   WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)) THEN
 		PERFORM schedphi._not_shredded(p_tenant);
 		RETURN;
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')) THEN
+	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')) THEN
 		PERFORM schedphi._deny_tenant(p_tenant);
 	END IF;
 	-- recorded in the audit log (it survives this error), then 42501
@@ -132,7 +136,7 @@ AS $$
 		THEN c.tenant = p_tenant AND (c.role IN ('scheduler', 'integration', 'clinician', 'billing')
 									   OR (c.role = 'admin' AND c.purpose = 'EMERGENCY'))
 		ELSE EXISTS (SELECT 1 FROM schedphi.member m
-					 WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')
+					 WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')
 					   AND (m.role IN ('scheduler', 'integration', 'clinician', 'billing')
 							OR (m.role = 'admin' AND c.purpose = 'EMERGENCY'))) END
 	FROM schedphi._context() c

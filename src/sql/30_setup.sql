@@ -95,8 +95,13 @@ BEGIN
 		WHERE a.tenant = tenant AND a.id = practitioner AND a.kind = 'practitioner') THEN
 		RAISE EXCEPTION 'unknown practitioner %', practitioner USING ERRCODE = '22023';
 	END IF;
-	INSERT INTO schedphi.member AS m (tenant, login, role, practitioner)
-	VALUES (tenant, login, v_role, practitioner)
+	-- Memberships name the login and are bound to it (its oid): a login that
+	-- was dropped leaves rows that bind nobody, and a new login of the same
+	-- name starts with none of them.
+	DELETE FROM schedphi.member m
+	WHERE m.login = login AND m.login_oid <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = login);
+	INSERT INTO schedphi.member AS m (tenant, login, login_oid, role, practitioner)
+	VALUES (tenant, login, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = login), v_role, practitioner)
 	ON CONFLICT ON CONSTRAINT member_pkey DO UPDATE SET practitioner = excluded.practitioner;
 	INSERT INTO schedphi.member_event (tenant, action, login, role, practitioner)
 	VALUES (tenant, 'add', login, v_role, practitioner);

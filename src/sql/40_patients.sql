@@ -245,7 +245,7 @@ AS $$
 		WHEN schedphi._session_superuser()
 		THEN 'superuser'
 		ELSE (SELECT m.role FROM schedphi.member m
-			  WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)
+			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)
 			  ORDER BY array_position(p_roles, m.role) LIMIT 1) END
 	FROM schedphi._context() c
 $$;
@@ -261,7 +261,7 @@ AS $$
 	SELECT CASE WHEN c.via = 'token' THEN
 			CASE WHEN c.tenant = p_tenant AND c.role = 'clinician' THEN c.practitioner END
 		ELSE (SELECT m.practitioner FROM schedphi.member m
-			  WHERE m.tenant = p_tenant AND m.login = session_user AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = 'clinician') END
+			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = 'clinician') END
 	FROM schedphi._context() c
 $$;
 

@@ -202,6 +202,22 @@ SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'X', 'UTC')$$, :'tena
 	'a new login with a dropped member''s name inherits nothing');
 SELECT is(schedphi.whoami() ->> 'tenant', NULL, 'whoami names no tenant');
 RESET SESSION AUTHORIZATION;
+-- ... not even when it is later given the same role elsewhere, or the group role by hand
+SELECT schedphi.create_tenant('Leaver Two', 'UTC') AS t_two \gset
+SELECT schedphi.add_member(:'t_two', 'tst_leaver', 'scheduler');
+CREATE ROLE tst_leaver3 LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_leaver3', 'admin');
+DROP ROLE tst_leaver3;
+CREATE ROLE tst_leaver3 LOGIN;
+GRANT schedphi_admin TO tst_leaver3;
+SET SESSION AUTHORIZATION tst_leaver;
+SELECT throws_ok(format($$SELECT schedphi.add_block(%L, '[2026-07-01 10:00Z, 2026-07-01 11:00Z)', 'x')$$, :'dr'), '42501',
+	'permission denied: tenant rule', 'nor when it is given the same role in another tenant');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_leaver3;
+SELECT throws_ok(format($$SELECT schedphi.add_location(%L, 'X', 'UTC')$$, :'tenant'), '42501', 'permission denied: tenant rule',
+	'nor when a DBA grants it the group role by hand');
+RESET SESSION AUTHORIZATION;
 -- A membership change is recorded in its own transaction: rolled back, it
 -- leaves no record of having happened
 SAVEPOINT before_member;

@@ -86,6 +86,14 @@ FROM mixed ORDER BY what;
 SELECT is(pg_temp.refusal(format('SELECT * FROM schedphi.find_slots(ARRAY[%L, %L]::uuid[], %L, %L)', :'t2dr', :'dr', '[2026-06-16, 2026-06-17)', '30 minutes')),
 		  format('22023 | unknown actor %s', :'t2dr'), 'find_slots: one''s own tenant is searched, the other''s actor is unknown there');
 RESET SESSION AUTHORIZATION;
+-- a member whose role may not search hears the role rule, whatever the other actor is
+CREATE ROLE tst_x_bill LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_x_bill', 'billing');
+SET SESSION AUTHORIZATION tst_x_bill;
+SELECT is(replace(pg_temp.refusal(other), :'t2dr', '<id>'), replace(replace(pg_temp.refusal(missing), '00000000-0000-0000-0000-00000000000a', '<id>'), :'t2dr', '<id>'),
+		  what || ', for a member who may not search: looks like none')
+FROM mixed WHERE what NOT LIKE '%unknown one' ORDER BY what;
+RESET SESSION AUTHORIZATION;
 -- a superuser acting as no one still hears that the actors span tenants
 SELECT is(pg_temp.refusal(format('SELECT * FROM schedphi.find_slots(ARRAY[%L, %L]::uuid[], %L, %L)', :'t2dr', :'dr', '[2026-06-16, 2026-06-17)', '30 minutes')),
 		  '22023 | actors must all belong to one tenant', 'find_slots: a superuser hears that the actors span tenants');
