@@ -103,6 +103,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_done bigint := 0;
+	t record;
 BEGIN
 	PERFORM schedphi._require_superuser('re-encrypt');
 	IF batch IS NULL OR batch < 1 OR batch > 1000000 THEN
@@ -112,70 +113,34 @@ BEGIN
 	-- the rows' audit records say "reencrypt", not that their data changed
 	PERFORM schedphi._audit_reencrypting(true);
 
-	WITH todo AS (
-		SELECT p.tenant, p.id FROM schedphi.patient p
-		JOIN schedphi.data_key k ON k.tenant = p.tenant AND k.purpose = 'phi' AND k.status = 'active'
-		WHERE EXISTS (SELECT 1 FROM unnest(ARRAY[p.given, p.family, p.birth_date, p.phone, p.email, p.mrn, p.zip]) f
-					  WHERE schedphi._sealed_key_id(f) <> k.id)
-		LIMIT batch
-		FOR UPDATE OF p SKIP LOCKED
-	), done AS (
-		UPDATE schedphi.patient p SET
-			given = schedphi._reseal(p.given, p.tenant, 'patient', 'given', p.id),
-			family = schedphi._reseal(p.family, p.tenant, 'patient', 'family', p.id),
-			birth_date = schedphi._reseal(p.birth_date, p.tenant, 'patient', 'birth_date', p.id),
-			phone = schedphi._reseal(p.phone, p.tenant, 'patient', 'phone', p.id),
-			email = schedphi._reseal(p.email, p.tenant, 'patient', 'email', p.id),
-			mrn = schedphi._reseal(p.mrn, p.tenant, 'patient', 'mrn', p.id),
-			zip = schedphi._reseal(p.zip, p.tenant, 'patient', 'zip', p.id)
-		FROM todo WHERE p.tenant = todo.tenant AND p.id = todo.id
-		RETURNING p.tenant
-	)
-	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
-
-	WITH todo AS (
-		SELECT a.tenant, a.id FROM schedphi.appointment a
-		JOIN schedphi.data_key k ON k.tenant = a.tenant AND k.purpose = 'phi' AND k.status = 'active'
-		WHERE schedphi._sealed_key_id(a.reason) <> k.id OR schedphi._sealed_key_id(a.cancel_reason) <> k.id
-		LIMIT greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0)
-		FOR UPDATE OF a SKIP LOCKED
-	), done AS (
-		UPDATE schedphi.appointment a SET
-			reason = schedphi._reseal(a.reason, a.tenant, 'appointment', 'reason', a.id),
-			cancel_reason = schedphi._reseal(a.cancel_reason, a.tenant, 'appointment', 'cancel_reason', a.id)
-		FROM todo WHERE a.tenant = todo.tenant AND a.id = todo.id
-		RETURNING a.tenant
-	)
-	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
-
-	-- the other sealed columns: break-glass reasons and review notes, HS256 secrets
-	WITH todo AS (
-		SELECT g.tenant, g.id FROM schedphi.break_glass_grant g
-		JOIN schedphi.data_key k ON k.tenant = g.tenant AND k.purpose = 'phi' AND k.status = 'active'
-		WHERE schedphi._sealed_key_id(g.reason) <> k.id OR schedphi._sealed_key_id(g.review_note) <> k.id
-		LIMIT greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0)
-		FOR UPDATE OF g SKIP LOCKED
-	), done AS (
-		UPDATE schedphi.break_glass_grant g SET
-			reason = schedphi._reseal(g.reason, g.tenant, 'break_glass_grant', 'reason', g.id),
-			review_note = schedphi._reseal(g.review_note, g.tenant, 'break_glass_grant', 'review_note', g.id)
-		FROM todo WHERE g.tenant = todo.tenant AND g.id = todo.id
-		RETURNING g.tenant
-	)
-	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
-
-	WITH todo AS (
-		SELECT i.tenant, i.id FROM schedphi.issuer i
-		JOIN schedphi.data_key k ON k.tenant = i.tenant AND k.purpose = 'phi' AND k.status = 'active'
-		WHERE schedphi._sealed_key_id(i.secret) <> k.id
-		LIMIT greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0)
-		FOR UPDATE OF i SKIP LOCKED
-	), done AS (
-		UPDATE schedphi.issuer i SET secret = schedphi._reseal(i.secret, i.tenant, 'issuer', 'secret', i.id)
-		FROM todo WHERE i.tenant = todo.tenant AND i.id = todo.id
-		RETURNING i.tenant
-	)
-	INSERT INTO schedphi_reencrypted SELECT tenant FROM done;
+	-- Every sealed column, table by table: the rows with a value under an
+	-- older key, up to what is left of the batch.
+	FOR t IN SELECT * FROM (VALUES
+			('patient', ARRAY['given', 'family', 'birth_date', 'phone', 'email', 'mrn', 'zip']),
+			('appointment', ARRAY['reason', 'cancel_reason']),
+			('break_glass_grant', ARRAY['reason', 'review_note']),
+			('issuer', ARRAY['secret'])) v(tbl, cols)
+	LOOP
+		EXECUTE pg_catalog.format($q$
+			WITH todo AS (
+				SELECT x.tenant, x.id FROM schedphi.%1$I x
+				JOIN schedphi.data_key k ON k.tenant = x.tenant AND k.purpose = 'phi' AND k.status = 'active'
+				WHERE %2$s
+				LIMIT $1
+				FOR UPDATE OF x SKIP LOCKED
+			), done AS (
+				UPDATE schedphi.%1$I x SET %3$s
+				FROM todo WHERE x.tenant = todo.tenant AND x.id = todo.id
+				RETURNING x.tenant
+			)
+			INSERT INTO schedphi_reencrypted SELECT tenant FROM done$q$,
+			t.tbl,
+			(SELECT pg_catalog.string_agg(pg_catalog.format('schedphi._sealed_key_id(x.%I) <> k.id', c), ' OR ')
+			 FROM unnest(t.cols) c),
+			(SELECT pg_catalog.string_agg(pg_catalog.format('%1$I = schedphi._reseal(x.%1$I, x.tenant, %2$L, %1$L, x.id)', c, t.tbl), ', ')
+			 FROM unnest(t.cols) c))
+		USING greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0);
+	END LOOP;
 
 	INSERT INTO schedphi.key_event (tenant, action, detail)
 	SELECT r.tenant, 'reencrypt', jsonb_build_object('rows', count(*))
