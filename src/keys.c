@@ -636,7 +636,6 @@ schedphi_data_key(const pg_uuid_t *tenant, int32 id)
 	Datum		values[2];
 	char		purpose[16];
 	char		kek_id[KEK_ID_MAX + 1];
-	char		status[16];
 	bytea	   *wrapped;
 	uint8		dek[SP_KEY_LEN];
 	MemoryContext caller = CurrentMemoryContext;
@@ -680,7 +679,6 @@ schedphi_data_key(const pg_uuid_t *tenant, int32 id)
 			ereport(ERROR,
 					(errcode(SCHEDPHI_KEY_UNAVAILABLE),
 					 errmsg("data key %d is missing", id)));
-		strlcpy(status, st, sizeof(status));
 		strlcpy(purpose, pu, sizeof(purpose));
 		strlcpy(kek_id, kk, sizeof(kek_id));
 		MemoryContextSwitchTo(caller);
