@@ -414,7 +414,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 			elog(ERROR, "SPI_connect failed");
 		schedphi_keep_plan(&plan,
 						   "SELECT string_agg(m.role, ',' ORDER BY m.role) FROM schedphi.member m "
-						   "WHERE m.tenant = $1 AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')", 1, types);
+						   "WHERE m.tenant = $1 AND schedphi._is_mine(m.login, m.login_oid, m.role)", 1, types);
 		if (SPI_execute_plan(plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -1218,6 +1218,12 @@ static struct
 void
 schedphi_audit_deny_target(const char *object, const pg_uuid_t *id, const pg_uuid_t *patient)
 {
+	/* no object: the checks are passed, what follows is about nothing in particular */
+	if (object == NULL)
+	{
+		deny_target.stmt = 0;
+		return;
+	}
 	deny_target.stmt = GetCurrentStatementStartTimestamp();
 	strlcpy(deny_target.object, object, sizeof(deny_target.object));
 	deny_target.has_id = id != NULL;
@@ -1230,13 +1236,14 @@ schedphi_audit_deny_target(const char *object, const pg_uuid_t *id, const pg_uui
 
 PG_FUNCTION_INFO_V1(schedphi_audit_target);
 
-/* _audit_target(object text, object_id uuid, patient uuid) -> void; not strict */
+/*
+ * _audit_target(object text, object_id uuid, patient uuid) -> void; not
+ * strict: a NULL object forgets the target once the checks are passed.
+ */
 Datum
 schedphi_audit_target(PG_FUNCTION_ARGS)
 {
-	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("object must not be null")));
-	schedphi_audit_deny_target(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+	schedphi_audit_deny_target(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)),
 							   PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1),
 							   PG_ARGISNULL(2) ? NULL : PG_GETARG_UUID_P(2));
 	PG_RETURN_VOID();

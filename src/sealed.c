@@ -353,6 +353,7 @@ check_reveal(const pg_uuid_t *tenant, text *tbl, const pg_uuid_t *row)
 		schedphi_audit_deny(tenant, ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied: purpose of use rule",
 							"Reading patient data needs a purpose of use for the transaction.",
 							"Call schedphi.set_purpose('TREAT'), 'PAYMENT' or 'OPERATIONS' first, in the same transaction.");
+	schedphi_audit_deny_target(NULL, NULL, NULL);
 	reveal_lxid = MyProc->lxid;
 	reveal_tenant = *tenant;
 	reveal_user = GetSessionUserId();

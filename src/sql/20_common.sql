@@ -54,6 +54,18 @@ AS 'MODULE_PATHNAME', 'schedphi_session_superuser' LANGUAGE C STABLE;
 CREATE FUNCTION schedphi._session_user_oid() RETURNS oid
 AS 'MODULE_PATHNAME', 'schedphi_session_user_oid' LANGUAGE C STABLE;
 
+-- Is a membership row (its login, login_oid and role) the session user's?
+-- Bound to the login itself, not only its name (a login dropped and made
+-- again is someone else), and only while it holds the group role.  Inlined
+-- where it is used, so m.login = session_user still finds member_login.
+CREATE FUNCTION schedphi._is_mine(p_login name, p_login_oid oid, p_role text)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+	SELECT p_login = session_user AND p_login_oid = schedphi._session_user_oid()
+		   AND pg_catalog.pg_has_role(session_user, 'schedphi_' || p_role, 'MEMBER')
+$$;
+
 -- A tenant passed as an argument: NULL is a bad argument, for everyone
 -- (an unknown tenant is left to _authorize, which does not tell).
 CREATE FUNCTION schedphi._tenant_arg(p_tenant uuid)
@@ -109,11 +121,11 @@ BEGIN
 		RETURN;
 	END IF;
 	IF EXISTS (SELECT 1 FROM schedphi.member m
-			   WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)) THEN
+			   WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role) AND m.role = ANY (p_roles)) THEN
 		PERFORM schedphi._not_shredded(p_tenant);
 		RETURN;
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')) THEN
+	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role)) THEN
 		PERFORM schedphi._deny_tenant(p_tenant);
 	END IF;
 	-- recorded in the audit log (it survives this error), then 42501
@@ -136,7 +148,7 @@ AS $$
 		THEN c.tenant = p_tenant AND (c.role IN ('scheduler', 'integration', 'clinician', 'billing')
 									   OR (c.role = 'admin' AND c.purpose = 'EMERGENCY'))
 		ELSE EXISTS (SELECT 1 FROM schedphi.member m
-					 WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')
+					 WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role)
 					   AND (m.role IN ('scheduler', 'integration', 'clinician', 'billing')
 							OR (m.role = 'admin' AND c.purpose = 'EMERGENCY'))) END
 	FROM schedphi._context() c

@@ -36,9 +36,9 @@ BEGIN
 		RETURN jsonb_build_object('actor', c.actor, 'tenant', c.tenant, 'role', c.role,
 								  'practitioner', c.practitioner, 'purpose', c.purpose, 'via', 'token');
 	END IF;
-	SELECT count(*) INTO n FROM schedphi.member x WHERE x.login = session_user AND x.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || x.role, 'MEMBER');
+	SELECT count(*) INTO n FROM schedphi.member x WHERE schedphi._is_mine(x.login, x.login_oid, x.role);
 	IF n = 1 THEN
-		SELECT * INTO m FROM schedphi.member x WHERE x.login = session_user AND x.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || x.role, 'MEMBER');
+		SELECT * INTO m FROM schedphi.member x WHERE schedphi._is_mine(x.login, x.login_oid, x.role);
 		RETURN jsonb_build_object('actor', session_user::text, 'tenant', m.tenant, 'role', m.role,
 								  'practitioner', m.practitioner, 'purpose', c.purpose, 'via', 'membership');
 	END IF;

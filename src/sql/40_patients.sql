@@ -245,7 +245,7 @@ AS $$
 		WHEN schedphi._session_superuser()
 		THEN 'superuser'
 		ELSE (SELECT m.role FROM schedphi.member m
-			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = ANY (p_roles)
+			  WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role) AND m.role = ANY (p_roles)
 			  ORDER BY array_position(p_roles, m.role) LIMIT 1) END
 	FROM schedphi._context() c
 $$;
@@ -261,7 +261,7 @@ AS $$
 	SELECT CASE WHEN c.via = 'token' THEN
 			CASE WHEN c.tenant = p_tenant AND c.role = 'clinician' THEN c.practitioner END
 		ELSE (SELECT m.practitioner FROM schedphi.member m
-			  WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = 'clinician') END
+			  WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role) AND m.role = 'clinician') END
 	FROM schedphi._context() c
 $$;
 
@@ -369,6 +369,7 @@ DECLARE
 	v_roles text[] := ARRAY['scheduler', 'integration', 'clinician', 'billing', 'admin'];
 	v_role text;
 	v_row schedphi.patient;
+	v_json jsonb;
 BEGIN
 	-- a refusal names the patient asked for (access_report lists it)
 	PERFORM schedphi._audit_target('patient', patient, patient);
@@ -390,7 +391,9 @@ BEGIN
 			'An administrator reads patient data only under an active break-glass grant, with purpose EMERGENCY.');
 	END IF;
 	SELECT * INTO v_row FROM schedphi.patient p WHERE p.tenant = v_tenant AND p.id = patient;
-	RETURN schedphi._patient_json(v_row);
+	v_json := schedphi._patient_json(v_row);
+	PERFORM schedphi._audit_target(NULL, NULL, NULL);	-- no later refusal is about this patient
+	RETURN v_json;
 END
 $$;
 

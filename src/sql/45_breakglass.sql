@@ -38,6 +38,7 @@ BEGIN
 		PERFORM schedphi._deny(v_tenant, 'permission denied: break-glass rule',
 			'Break-glass is for a clinician or an administrator of the tenant.');
 	END IF;
+	PERFORM schedphi._audit_target(NULL, NULL, NULL);	-- the checks are passed
 	INSERT INTO schedphi.break_glass_grant (tenant, id, patient, login, actor, role, reason, starts, expires, by_token)
 	VALUES (v_tenant, v_id, patient, session_user, schedphi._actor_name(), v_role,
 			schedphi._seal(v_tenant, 'break_glass_grant', 'reason', v_id, reason),

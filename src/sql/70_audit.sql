@@ -250,7 +250,7 @@ AS $$
 	SELECT CASE WHEN c.via = 'token' THEN c.role = 'auditor' AND (p_tenant IS NULL OR c.tenant = p_tenant)
 		ELSE schedphi._session_superuser()
 			 OR EXISTS (SELECT 1 FROM schedphi.member m
-						WHERE m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER') AND m.role = 'auditor'
+						WHERE schedphi._is_mine(m.login, m.login_oid, m.role) AND m.role = 'auditor'
 						  AND (p_tenant IS NULL OR m.tenant = p_tenant)) END
 	FROM schedphi._context() c
 $$;

@@ -49,7 +49,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE WHEN c.via = 'token' THEN c.tenant = p_tenant
-		ELSE EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = session_user AND m.login_oid = schedphi._session_user_oid() AND pg_catalog.pg_has_role(session_user, 'schedphi_' || m.role, 'MEMBER')) END
+		ELSE EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role)) END
 	FROM schedphi._context() c
 $$;
 GRANT EXECUTE ON FUNCTION schedphi._tenant_readable(uuid) TO PUBLIC;
