@@ -8,9 +8,10 @@
  * writes it: no setting, SET or set_config can forge it (the "schedphi."
  * setting prefix is reserved).  assume() sets it from a token that jwt.c
  * has verified.  A transaction-scoped context ends at commit or abort; a
- * session-scoped one ends with DISCARD ALL or RESET ALL (what a connection
- * pool runs between clients) or when the session user changes.  The purpose
- * of use always lasts one transaction.
+ * session-scoped one (only where schedphi.allow_session_scope is on) ends
+ * with DISCARD ALL or RESET ALL (what a session pool runs between
+ * clients), when the session user changes, or when its token expires.
+ * The purpose of use always lasts one transaction.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +39,7 @@ static LocalTransactionId purpose_lxid = InvalidLocalTransactionId;
 
 int			schedphi_max_token_lifetime = 900;
 bool		schedphi_require_mfa = true;
+bool		schedphi_allow_session_scope = false;
 
 static void
 forget_actor(void)
@@ -239,6 +241,21 @@ schedphi_actor_init(void)
 							 NULL,
 							 &schedphi_require_mfa,
 							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	/*
+	 * Off by default: behind a transaction pool a server connection passes
+	 * from client to client between transactions, and a session-scope
+	 * context would go with it.  Nothing in the session tells a pooled
+	 * connection from a direct one, so the DBA says which logins never go
+	 * through a transaction pool (ALTER ROLE ... SET, superuser only).
+	 */
+	DefineCustomBoolVariable("schedphi.allow_session_scope",
+							 "Whether assume(token, 'session') is allowed (never for a login behind a transaction pool).",
+							 NULL,
+							 &schedphi_allow_session_scope,
+							 false,
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);

@@ -34,6 +34,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -417,9 +418,16 @@ book_appointment(BookRequest *r)
 	if (empty || lower.infinite || upper.infinite ||
 		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(lower.val)) ||
 		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(upper.val)) ||
-		DatumGetTimestampTz(lower.val) >= DatumGetTimestampTz(upper.val) ||
-		DatumGetTimestampTz(upper.val) - DatumGetTimestampTz(lower.val) > USECS_PER_DAY)
+		DatumGetTimestampTz(lower.val) >= DatumGetTimestampTz(upper.val))
 		return book_reference(r);
+	/* finite bounds can still be too far apart for an int64 difference */
+	{
+		int64		span;
+
+		if (pg_sub_s64_overflow(DatumGetTimestampTz(upper.val), DatumGetTimestampTz(lower.val), &span) ||
+			span > USECS_PER_DAY)
+			return book_reference(r);
+	}
 
 	kind = known_kind(DatumGetTextPP(r->kind));
 	status = TextDatumGetCString(r->status);

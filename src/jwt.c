@@ -39,6 +39,12 @@
 #include "schedphi.h"
 
 #define CLOCK_SKEW	60
+/*
+ * An HS256 secret with fewer distinct bytes than this is not random (all
+ * zeros, a repeated pattern, a short word): the chance that 32 random
+ * bytes show fewer than 12 distinct values is below 1e-20.
+ */
+#define HS256_MIN_DISTINCT	12
 
 static SPIPlanPtr issuer_plan = NULL;
 static SPIPlanPtr practitioner_plan = NULL;
@@ -83,14 +89,15 @@ PG_FUNCTION_INFO_V1(schedphi_key_kind);
 
 /*
  * _key_kind(key text) -> text: 'rsa' or 'ec' for a PEM public key, 'hs256'
- * for "hs256:" + base64 of a secret of at least 32 bytes; 22023 otherwise
- * (the message never repeats the key).
+ * for "hs256:" + base64 of a secret of at least 32 bytes that looks random;
+ * 22023 otherwise (the message never repeats the key).
  */
 Datum
 schedphi_key_kind(PG_FUNCTION_ARGS)
 {
 	char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	const char *kind = NULL;
+	bool		weak = false;
 
 	if (strncmp(key, "hs256:", 6) == 0)
 	{
@@ -104,7 +111,20 @@ schedphi_key_kind(PG_FUNCTION_ARGS)
 		if (len > 0 && n >= 2 && key[6 + n - 2] == '=')
 			len--;
 		if (len >= 32 && n % 4 == 0)
+		{
+			bool		seen[256] = {false};
+			int			distinct = 0;
+
+			for (int i = 0; i < len; i++)
+				if (!seen[buf[i]])
+				{
+					seen[buf[i]] = true;
+					distinct++;
+				}
+			explicit_bzero(seen, sizeof(seen));
+			weak = distinct < HS256_MIN_DISTINCT;
 			kind = "hs256";
+		}
 		explicit_bzero(buf, n + 1);
 	}
 	else
@@ -120,6 +140,13 @@ schedphi_key_kind(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(SCHEDPHI_BAD_ARGUMENT),
 				 errmsg("key must be a PEM public key (RSA of 2048 bits or more, or EC P-256) or hs256: and a base64 secret of 32 bytes or more")));
+	if (weak)
+		ereport(ERROR,
+				(errcode(SCHEDPHI_BAD_ARGUMENT),
+				 errmsg("the hs256 secret is not random"),
+				 errdetail("It has fewer than %d distinct byte values; a random secret of 32 bytes has about 30.",
+						   HS256_MIN_DISTINCT),
+				 errhint("Use the secret your identity provider generated, or 32 bytes from a random source (openssl rand -base64 32).")));
 	PG_RETURN_TEXT_P(cstring_to_text(kind));
 }
 
@@ -319,6 +346,10 @@ schedphi_assume_token(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(SCHEDPHI_BAD_ARGUMENT),
 				 errmsg("scope must be transaction or session")));
+	if (strcmp(scope, "session") == 0 && !schedphi_allow_session_scope)
+		schedphi_audit_deny(NULL, ERRCODE_INSUFFICIENT_PRIVILEGE, "token rejected: session scope rule",
+							"A session-scope context outlives the transaction; behind a transaction pool the next client would run as this actor.",
+							"Call assume(token) in every transaction, or have a superuser set schedphi.allow_session_scope = on for a login that never goes through a transaction pool.");
 	if (!sp_jwt_parse(token, toklen, jwt, err, sizeof(err)))
 	{
 		snprintf(rule, sizeof(rule), "malformed (%s)", err);

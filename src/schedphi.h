@@ -63,6 +63,7 @@ typedef struct SchedphiActor
 
 extern int	schedphi_max_token_lifetime;
 extern bool schedphi_require_mfa;
+extern bool schedphi_allow_session_scope;
 extern void schedphi_actor_init(void);
 extern void schedphi_actor_utility(struct Node *node);
 extern const SchedphiActor *schedphi_current_actor(void);

@@ -14,6 +14,8 @@ count=0
 
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@" 2>&1; }
 as_pool() { psql -X -q -At -U tok_pool -d "$db" "$@" 2>&1; }
+# a login the DBA has declared never goes through a transaction pool
+as_direct() { psql -X -q -At -U tok_direct -d "$db" "$@" 2>&1; }
 b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
 ok() {
 	count=$((count + 1))
@@ -66,6 +68,8 @@ H_HS='{"alg":"HS256","typ":"JWT"}'
 # --- the clinic and its issuers --------------------------------------------
 psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
 psql -X -q -c "DROP ROLE IF EXISTS tok_pool" -c "CREATE ROLE tok_pool LOGIN" >/dev/null 2>&1
+psql -X -q -c "DROP ROLE IF EXISTS tok_direct" -c "CREATE ROLE tok_direct LOGIN" \
+	-c "ALTER ROLE tok_direct SET schedphi.allow_session_scope = on" >/dev/null 2>&1
 q -c "SET client_min_messages = warning" -c "CREATE EXTENSION schedphi CASCADE" >/dev/null
 T=$(q -c "SELECT schedphi.create_tenant('Token Clinic', 'America/New_York')")
 T2=$(q -c "SELECT schedphi.create_tenant('Other Clinic', 'UTC')")
@@ -106,12 +110,19 @@ ok "transaction scope ends at commit" \
 	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$rs') IS NOT NULL" -c "COMMIT" -c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
 ok "transaction scope ends at rollback" \
 	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$rs') IS NOT NULL" -c "ROLLBACK" -c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
-ok "session scope lasts across transactions" \
-	"$(as_pool -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "SELECT schedphi.whoami()->>'via'" | tail -1)" token
+ok "session scope is refused for a login the DBA has not cleared (it could be pooled)" \
+	"$(as_pool -c "SELECT schedphi.assume('$rs', 'session')" -c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tr '\n' ' ')" \
+	"ERROR:  token rejected: session scope rule DETAIL:  A session-scope context outlives the transaction; behind a transaction pool the next client would run as this actor. HINT:  Call assume(token) in every transaction, or have a superuser set schedphi.allow_session_scope = on for a login that never goes through a transaction pool. none "
+ok "a login cannot clear itself for session scope" \
+	"$(as_pool -c "SET schedphi.allow_session_scope = on" | grep -c 'permission denied to set parameter')" 1
+ok "nor at connection time" \
+	"$(PGOPTIONS='-c schedphi.allow_session_scope=on' as_pool -c "SELECT 1" | grep -c 'permission denied to set parameter')" 1
+ok "session scope lasts across transactions (a cleared login)" \
+	"$(as_direct -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "SELECT schedphi.whoami()->>'via'" | tail -1)" token
 ok "DISCARD ALL ends a session scope (a pooler between clients)" \
-	"$(as_pool -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "DISCARD ALL" -c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
+	"$(as_direct -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "DISCARD ALL" -c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
 ok "RESET ALL ends a session scope" \
-	"$(as_pool -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "RESET ALL" -c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
+	"$(as_direct -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "RESET ALL" -c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
 ok "a bad scope is 22023" "$(as_pool -c "SELECT schedphi.assume('$rs', 'forever')" | grep -c 'scope must be transaction or session')" 1
 ok "a NULL token is 22023" "$(as_pool -c "SELECT schedphi.assume(NULL)" | grep -c 'token must not be null')" 1
 
@@ -162,6 +173,26 @@ refused "no second factor for a PHI role" "$(sign RS256 "$work/rsa.pem" "$H_RS" 
 refused "clinician without a practitioner" "$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims clinician)")" "claim schedphi_practitioner"
 refused "ES256 signature in DER instead of raw R||S" \
 	"$(sign ES256DER "$work/ec.pem" "$H_ES" "${c0/https:\/\/idp.example/https:\/\/ec.idp.example}")" "signature does not verify"
+# every string claim is UTF-8 without control characters (a byte 0xE9 in
+# sub once reached audit_log.actor and broke a logical copy of the ledger)
+utf8() {	# utf8 PERL-SUBSTITUTION -> a token signed with claims edited by it
+	sign RS256 "$work/rsa.pem" "$H_RS" "$(printf '%s' "$c0" | perl -pe "$1")"
+}
+refused "a sub with a byte that is not UTF-8 (0xE9)" "$(utf8 's/user-scheduler/user-\xe9/')" "malformed (a string that is not valid UTF-8)"
+refused "an overlong UTF-8 form in iss" "$(utf8 's|https://idp.example|https://idp\xc0\xae.example|')" "malformed (a string that is not valid UTF-8)"
+refused "a UTF-8 surrogate in sub" "$(utf8 's/user-scheduler/user-\xed\xa0\x80/')" "malformed (a string that is not valid UTF-8)"
+refused "a sequence cut short at the end of sub" "$(utf8 's/user-scheduler/user-\xc3/')" "malformed (a string that is not valid UTF-8)"
+refused "a not-UTF-8 byte in a claim schedphi does not read" "$(utf8 's/"amr"/"nickname":"\xff","amr"/')" "malformed (a string that is not valid UTF-8)"
+refused "an escaped control character in sub" "$(utf8 's/user-scheduler/user-\\u0007/')" "malformed (a control character in a claim)"
+refused "a raw DEL in sub" "$(utf8 's/user-scheduler/user-\x7f/')" "malformed (a control character in a claim)"
+refused "an escaped C1 control character in sub" "$(utf8 's/user-scheduler/user-\\u0085/')" "malformed (a control character in a claim)"
+refused "a newline in a role" "$(utf8 's/"schedphi_role":"scheduler"/"schedphi_role":"scheduler\\n"/')" "malformed (a control character in a claim)"
+ok "a sub in UTF-8 (José, as bytes and as \\u escapes) is accepted as written" \
+	"$(as_pool -c "SELECT schedphi.assume('$(utf8 's/user-scheduler/Jos\xc3\xa9/')')->>'actor'" \
+		-c "SELECT schedphi.assume('$(utf8 's/user-scheduler/Jos\\u00e9/')')->>'actor'" | tr '\n' ' ')" "José José "
+# convert_from verifies the bytes: one actor that is not UTF-8 makes it an error
+ok "every actor on the ledger is valid UTF-8" \
+	"$(q -c "SELECT count(convert_from(convert_to(actor, 'UTF8'), 'UTF8')) > 0 FROM schedphi.audit_log")" t
 big=$(head -c 9000 /dev/zero | tr '\0' 'a')
 refused "oversized" "$big.$big.$big" "malformed (the token is too long)"
 refused "empty" "" "malformed"
@@ -225,20 +256,20 @@ ok "rolling back to a savepoint restores the context from before it" \
 	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$rs') IS NOT NULL" -c "SAVEPOINT s" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
 		-c "ROLLBACK TO SAVEPOINT s" -c "SELECT schedphi.whoami()->>'role'" -c "COMMIT" | tail -1)" scheduler
 ok "a session-scope assume() in a transaction that rolls back is undone" \
-	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "ROLLBACK" \
+	"$(as_direct -c "BEGIN" -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "ROLLBACK" \
 		-c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" | tail -1)" none
 ok "a grant opened with a second factor is not used through a token without one (same sub)" \
 	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
 		-c "SELECT schedphi.break_glass('$P', 'synthetic emergency, patient unconscious') IS NOT NULL" \
 		-c "SELECT schedphi.assume('$admin1') IS NOT NULL" -c "SELECT schedphi.set_purpose('EMERGENCY')" | grep -c 'ERROR:  permission denied: MFA rule')" 1
 ok "a transaction-scope token gives way, at commit, to the session-scope one it overrode" \
-	"$(as_pool -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "BEGIN" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
+	"$(as_direct -c "SELECT schedphi.assume('$rs', 'session') IS NOT NULL" -c "BEGIN" -c "SELECT schedphi.assume('$admin2') IS NOT NULL" \
 		-c "COMMIT" -c "SELECT schedphi.whoami()->>'role'" | tail -1)" scheduler
 n2=$(date +%s)
 # accepted within the 60 s allowance for clock skew, so it ends 5 s from now
 late=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims scheduler | sed "s/\"iat\":$now/\"iat\":$((n2 - 100))/; s/\"exp\":$((now + 600))/\"exp\":$((n2 - 55))/")")
 ok "a session-scope context ends when its token expires" \
-	"$(as_pool -c "SELECT schedphi.assume('$late', 'session')->>'via'" -c "SELECT pg_sleep(6)" \
+	"$(as_direct -c "SELECT schedphi.assume('$late', 'session')->>'via'" -c "SELECT pg_sleep(6)" \
 		-c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" \
 		-c "SELECT schedphi.register_patient('$T', 'Late', 'Synthetic', '1990-01-01')" 2>&1 | grep -v '^$' | tr '\n' ' ' | sed 's/ERROR: *permission denied: tenant rule.*/denied/')" "token none denied"
 

@@ -110,9 +110,67 @@ put_utf8(char *out, size_t cap, size_t *o, unsigned cp)
 }
 
 /*
+ * The rest of a UTF-8 sequence whose first byte c (>= 0x80) was just read:
+ * the code point in *cp, or false for anything RFC 3629 does not allow
+ * (a stray continuation byte, an overlong form, a surrogate, beyond
+ * U+10FFFF, a sequence cut short).  JSON text is UTF-8 (RFC 8259).
+ */
+static bool
+read_utf8_tail(Reader *r, unsigned char c, unsigned *cp)
+{
+	int			n;
+	unsigned	v;
+	unsigned	least;
+
+	if (c >= 0xC2 && c <= 0xDF)
+	{
+		n = 1;
+		v = c & 0x1F;
+		least = 0x80;
+	}
+	else if (c >= 0xE0 && c <= 0xEF)
+	{
+		n = 2;
+		v = c & 0x0F;
+		least = 0x800;
+	}
+	else if (c >= 0xF0 && c <= 0xF4)
+	{
+		n = 3;
+		v = c & 0x07;
+		least = 0x10000;
+	}
+	else
+		return false;
+	if (r->len - r->pos < (size_t) n)
+		return false;
+	for (int i = 0; i < n; i++)
+	{
+		unsigned char b = (unsigned char) r->s[r->pos + i];
+
+		if ((b & 0xC0) != 0x80)
+			return false;
+		v = (v << 6) | (b & 0x3F);
+	}
+	if (v < least || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+		return false;
+	r->pos += n;
+	*cp = v;
+	return true;
+}
+
+/* C0 and C1 control characters and DEL: never in a claim schedphi keeps. */
+static bool
+is_control(unsigned cp)
+{
+	return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
+}
+
+/*
  * Read a JSON string at r->pos (on the opening quote).  With out != NULL
  * the decoded value goes there (NUL-terminated, cap bytes at most); a value
- * that does not fit, or that holds a NUL, is refused.
+ * that does not fit, or that holds a control character (escaped or not),
+ * is refused.  Any string that is not valid UTF-8 is refused.
  */
 static bool
 read_string(Reader *r, char *out, size_t cap)
@@ -189,14 +247,21 @@ read_string(Reader *r, char *out, size_t cap)
 				default:
 					return fail(r, "a bad escape in a string");
 			}
+			if (out != NULL && is_control(cp))
+				return fail(r, "a control character in a claim");
 			if (out != NULL && !put_utf8(out, cap, &o, cp))
 				return fail(r, "a claim is too long");
 		}
-		else if (out != NULL)
+		else
 		{
-			if (o + 1 >= cap)
+			unsigned	cp = c;
+
+			if (c >= 0x80 && !read_utf8_tail(r, c, &cp))
+				return fail(r, "a string that is not valid UTF-8");
+			if (out != NULL && is_control(cp))
+				return fail(r, "a control character in a claim");
+			if (out != NULL && !put_utf8(out, cap, &o, cp))
 				return fail(r, "a claim is too long");
-			out[o++] = (char) c;
 		}
 	}
 	if (out != NULL)

@@ -195,8 +195,12 @@ BEGIN
 END
 $$;
 
--- A time range argument: non-empty, bounded on both sides, normalised to [).
-CREATE FUNCTION schedphi._check_range(p_what text, p_range tstzrange)
+-- A time range argument: non-empty, bounded on both sides, normalised to
+-- [), and, given p_longest, no longer than that.  The length is compared
+-- in seconds as numeric: on PostgreSQL 15 the interval between two distant
+-- finite timestamps wraps around to a negative value, which a test of
+-- upper - lower would let through.
+CREATE FUNCTION schedphi._check_range(p_what text, p_range tstzrange, p_longest interval DEFAULT NULL)
 RETURNS tstzrange
 LANGUAGE plpgsql IMMUTABLE
 AS $$
@@ -210,6 +214,12 @@ BEGIN
 	END IF;
 	IF isempty(p_range) OR lower(p_range) >= upper(p_range) THEN
 		RAISE EXCEPTION '% must not be empty (zero duration)', p_what USING ERRCODE = '22023';
+	END IF;
+	IF p_longest IS NOT NULL AND
+	   extract(epoch FROM upper(p_range)) - extract(epoch FROM lower(p_range)) > extract(epoch FROM p_longest) THEN
+		RAISE EXCEPTION '% must not be longer than %', p_what,
+			CASE WHEN p_longest = interval '1 day' THEN 'one day' ELSE extract(day FROM p_longest) || ' days' END
+			USING ERRCODE = '22023';
 	END IF;
 	RETURN tstzrange(lower(p_range), upper(p_range), '[)');
 END

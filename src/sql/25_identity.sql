@@ -49,7 +49,8 @@ END
 $$;
 
 -- Verify a token from a registered identity provider and act as its actor
--- for this transaction (or, with scope => 'session', until DISCARD ALL).
+-- for this transaction (or, with scope => 'session' where the superuser has
+-- allowed it with schedphi.allow_session_scope, until DISCARD ALL).
 -- Callable by any login: what follows is what the verified claims allow.
 CREATE FUNCTION schedphi.assume(token text, scope text DEFAULT 'transaction')
 RETURNS jsonb
@@ -61,7 +62,10 @@ BEGIN
 	IF token IS NULL THEN
 		RAISE EXCEPTION 'token must not be null' USING ERRCODE = '22023';
 	END IF;
-	PERFORM schedphi._assume_token(token, coalesce(scope, 'transaction'));
+	IF scope IS NULL THEN
+		RAISE EXCEPTION 'scope must be transaction or session' USING ERRCODE = '22023';
+	END IF;
+	PERFORM schedphi._assume_token(token, scope);
 	RETURN schedphi.whoami();
 END
 $$;

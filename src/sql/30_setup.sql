@@ -109,6 +109,21 @@ BEGIN
 END
 $$;
 
+-- A login whose last membership with a role is gone loses the role's group
+-- role (it keeps it while it holds the role in another tenant).
+CREATE FUNCTION schedphi._release_group_role(p_login name, p_role text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.login = p_login AND m.role = p_role)
+	   AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = p_login) THEN
+		EXECUTE pg_catalog.format('REVOKE %I FROM %I', 'schedphi_' || p_role, p_login);
+	END IF;
+END
+$$;
+
 CREATE FUNCTION schedphi.remove_member(tenant uuid, login name, role text)
 RETURNS void
 LANGUAGE plpgsql
@@ -125,11 +140,7 @@ BEGIN
 		RAISE EXCEPTION 'no such member' USING ERRCODE = '22023';
 	END IF;
 	INSERT INTO schedphi.member_event (tenant, action, login, role) VALUES (tenant, 'remove', login, v_role);
-	-- Keep the group role while the login holds it in another tenant.
-	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.login = login AND m.role = v_role)
-	   AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN
-		EXECUTE pg_catalog.format('REVOKE %I FROM %I', 'schedphi_' || v_role, login);
-	END IF;
+	PERFORM schedphi._release_group_role(login, v_role);
 END
 $$;
 

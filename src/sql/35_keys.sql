@@ -70,7 +70,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM schedphi._authorize(rotate_key.tenant, ARRAY['admin']);
+	PERFORM schedphi._authorize(schedphi._tenant_arg(rotate_key.tenant), ARRAY['admin']);
 	IF (SELECT t.shredded_at FROM schedphi.tenant t WHERE t.tenant = rotate_key.tenant) IS NOT NULL THEN
 		RAISE EXCEPTION 'tenant was shredded: its keys are destroyed' USING ERRCODE = '55000';
 	END IF;
@@ -203,9 +203,10 @@ DECLARE
 	n_pat bigint;
 	n_other bigint := 0;
 	n bigint;
+	m record;
 BEGIN
 	PERFORM schedphi._require_superuser('shred a tenant');
-	IF tenant IS NULL OR NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = tenant) THEN
+	IF NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = schedphi._tenant_arg(tenant)) THEN
 		RAISE EXCEPTION 'unknown tenant' USING ERRCODE = '22023';
 	END IF;
 	PERFORM 1 FROM schedphi.tenant t WHERE t.tenant = tenant FOR UPDATE;
@@ -220,9 +221,13 @@ BEGIN
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
 	DELETE FROM schedphi.patient x WHERE x.tenant = tenant;
 	GET DIAGNOSTICS n_pat = ROW_COUNT;
-	DELETE FROM schedphi.member x WHERE x.tenant = tenant;
+	-- the members go as remove_member would take them, group roles included;
 	-- the membership history stays, like the key events: it names logins, not patients
-	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	FOR m IN DELETE FROM schedphi.member x WHERE x.tenant = tenant RETURNING x.login, x.role LOOP
+		INSERT INTO schedphi.member_event (tenant, action, login, role) VALUES (tenant, 'remove', m.login, m.role);
+		PERFORM schedphi._release_group_role(m.login, m.role);
+		n_other := n_other + 1;
+	END LOOP;
 	DELETE FROM schedphi.block x WHERE x.tenant = tenant;
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
 	DELETE FROM schedphi.availability x WHERE x.tenant = tenant;

@@ -200,6 +200,10 @@ BEGIN
 	IF (v_family IS NULL) <> (birth_date IS NULL) THEN
 		RAISE EXCEPTION 'family and birth_date must be given together' USING ERRCODE = '22023';
 	END IF;
+	-- a date no registration accepts is a bad argument, whatever its size
+	IF birth_date IS NOT NULL THEN
+		PERFORM schedphi._check_birth_date(birth_date);
+	END IF;
 	v_mrn_idx := schedphi._blind(tenant, 'mrn', v_mrn);
 	v_phone_idx := schedphi._blind(tenant, 'phone', v_phone);
 	v_email_idx := schedphi._blind(tenant, 'email', v_email);

@@ -337,11 +337,8 @@ DECLARE
 BEGIN
 	PERFORM schedphi._authorize(v_tenant, ARRAY['scheduler', 'integration']);
 	v_actors := schedphi._check_actors(v_tenant, p_actors);
-	v_during := schedphi._check_range('during', p_during);
+	v_during := schedphi._check_range('during', p_during, interval '1 day');
 	v_kind := schedphi._check_kind(p_kind);
-	IF upper(v_during) - lower(v_during) > interval '1 day' THEN
-		RAISE EXCEPTION 'during must not be longer than one day' USING ERRCODE = '22023';
-	END IF;
 	IF p_reason IS NOT NULL AND length(p_reason) > 2000 THEN
 		RAISE EXCEPTION 'reason is longer than 2000 characters' USING ERRCODE = '22023';
 	END IF;
@@ -528,16 +525,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v schedphi.appointment := schedphi._lock_appointment(appointment, ARRAY['scheduler', 'integration']);
-	v_during tstzrange := schedphi._check_range('during', during);
+	v_during tstzrange := schedphi._check_range('during', during, interval '1 day');
 BEGIN
 	IF v.status NOT IN ('booked', 'pending') THEN
 		RAISE EXCEPTION 'cannot reschedule an appointment whose status is %', v.status
 			USING ERRCODE = '55000', DETAIL = 'Only booked appointments and live holds can be moved.';
 	END IF;
 	PERFORM schedphi._check_hold_live(v, 'reschedule it');
-	IF upper(v_during) - lower(v_during) > interval '1 day' THEN
-		RAISE EXCEPTION 'during must not be longer than one day' USING ERRCODE = '22023';
-	END IF;
 	DELETE FROM schedphi.appointment_actor x WHERE x.tenant = v.tenant AND x.appointment = v.id;
 	PERFORM schedphi._reserve(v.tenant, v.id, v.actors, v_during, v.hold_expires);
 	UPDATE schedphi.appointment a SET during = v_during, updated_at = now()

@@ -18,7 +18,8 @@ DECLARE
 BEGIN
 	PERFORM schedphi._authorize(v_tenant, ARRAY['scheduler', 'integration']);
 	v_actors := schedphi._check_actors(v_tenant, actors);
-	v_window := schedphi._check_range('window', "window");
+	-- as long as find_slots would search
+	v_window := schedphi._check_range('window', "window", interval '370 days');
 	v_duration := schedphi._check_interval('duration', duration, false);
 	IF v_duration > interval '1 day' THEN
 		RAISE EXCEPTION 'duration must not be longer than one day' USING ERRCODE = '22023';
