@@ -6,7 +6,8 @@
 # directory, and preloads schedphi.  cluster_start installs traps so that
 # the cluster is stopped and the directory removed on every exit path.
 
-SP_PGBIN=/usr/lib/postgresql/15/bin
+# SP_PG_CONFIG picks another PostgreSQL 15 installation (a developer's copy); the default is Debian's.
+SP_PGBIN=$(dirname "${SP_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}")
 
 sp_as_server() {
 	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

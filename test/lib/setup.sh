@@ -30,7 +30,7 @@ sp_install_packages() {
 }
 
 sp_build_install() {
-	export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+	export PG_CONFIG=${SP_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 	echo "== building schedphi"
 	make -s -C "$SP_ROOT" PG_CONFIG="$PG_CONFIG" all >/dev/null
 	sp_sudo make -s -C "$SP_ROOT" PG_CONFIG="$PG_CONFIG" install >/dev/null
