@@ -629,6 +629,17 @@ schedphi_data_key_relid(bool missing_ok)
 const uint8 *
 schedphi_data_key(const pg_uuid_t *tenant, int32 id)
 {
+	return schedphi_data_key_ext(tenant, id, NULL);
+}
+
+/*
+ * The same; with why != NULL, a data key that is missing or destroyed is
+ * not an error: NULL is returned and *why says which (re-encryption skips
+ * such values).  A missing master key is an error either way.
+ */
+const uint8 *
+schedphi_data_key_ext(const pg_uuid_t *tenant, int32 id, const char **why)
+{
 	DekCacheKey key;
 	DekCacheEntry *e;
 	bool		found;
@@ -658,9 +669,17 @@ schedphi_data_key(const pg_uuid_t *tenant, int32 id)
 	if (SPI_execute_plan(dek_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "schedphi: data key query failed");
 	if (SPI_processed == 0)
+	{
+		if (why != NULL)
+		{
+			SPI_finish();
+			*why = "data key missing";
+			return NULL;
+		}
 		ereport(ERROR,
 				(errcode(SCHEDPHI_KEY_UNAVAILABLE),
 				 errmsg("data key %d is missing", id)));
+	}
 	/* status first: shredding destroys a key by emptying its other columns */
 	{
 		char	   *st = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
@@ -670,15 +689,31 @@ schedphi_data_key(const pg_uuid_t *tenant, int32 id)
 		Datum		w;
 
 		if (st != NULL && strcmp(st, "destroyed") == 0)
+		{
+			if (why != NULL)
+			{
+				SPI_finish();
+				*why = "data key destroyed";
+				return NULL;
+			}
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("data key %d is destroyed", id),
 					 errdetail("The tenant's data was shredded; it can no longer be read.")));
+		}
 		w = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 		if (st == NULL || pu == NULL || kk == NULL || isnull)
+		{
+			if (why != NULL)
+			{
+				SPI_finish();
+				*why = "data key missing";
+				return NULL;
+			}
 			ereport(ERROR,
 					(errcode(SCHEDPHI_KEY_UNAVAILABLE),
 					 errmsg("data key %d is missing", id)));
+		}
 		strlcpy(purpose, pu, sizeof(purpose));
 		strlcpy(kek_id, kk, sizeof(kek_id));
 		MemoryContextSwitchTo(caller);

@@ -39,6 +39,7 @@ extern bool sp_gcm_decrypt(const uint8 *key, const uint8 *nonce, const uint8 *aa
 extern void sp_random(uint8 *buf, int len);
 extern Oid	schedphi_data_key_relid(bool missing_ok);
 extern const uint8 *schedphi_data_key(const pg_uuid_t *tenant, int32 id);
+extern const uint8 *schedphi_data_key_ext(const pg_uuid_t *tenant, int32 id, const char **why);
 extern int32 schedphi_active_key(const pg_uuid_t *tenant, const char *purpose);
 extern int32 schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose);
 extern const uint8 *schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen);

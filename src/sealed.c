@@ -35,6 +35,7 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/uuid.h"
 
 #include "codec/sealed_codec.h"
@@ -294,27 +295,179 @@ schedphi_seal(PG_FUNCTION_ARGS)
 								 VARSIZE_ANY_EXHDR(plain)));
 }
 
+/*
+ * Values re-encryption could not open, gathered for _reseal_skipped() in a
+ * context that goes away with the transaction.
+ */
+typedef struct SkippedValue
+{
+	pg_uuid_t	tenant;
+	char	   *tbl;
+	char	   *col;
+	pg_uuid_t	row;
+	int32		key_id;
+	const char *reason;
+	uint8		digest[32];
+} SkippedValue;
+
+static MemoryContext skipped_cxt = NULL;
+static List *skipped = NIL;
+
+static void
+forget_skipped(void *arg)
+{
+	skipped_cxt = NULL;
+	skipped = NIL;
+}
+
+/* SHA-256 of a sealed value's bytes (ciphertext: no PHI). */
+static void
+sealed_digest(const bytea *v, uint8 *out)
+{
+	unsigned int len = 0;
+
+	if (EVP_Digest(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), out, &len, EVP_sha256(), NULL) != 1 || len != 32)
+		elog(ERROR, "schedphi: SHA-256 failed");
+}
+
+static void
+note_skipped(const bytea *v, const pg_uuid_t *tenant, const text *tbl, const text *col,
+			 const pg_uuid_t *row, int32 key_id, const char *reason)
+{
+	MemoryContext old;
+	SkippedValue *sv;
+
+	if (skipped_cxt == NULL)
+	{
+		MemoryContextCallback *cb;
+
+		skipped_cxt = AllocSetContextCreate(TopTransactionContext, "schedphi reseal skips",
+											ALLOCSET_SMALL_SIZES);
+		cb = MemoryContextAlloc(skipped_cxt, sizeof(MemoryContextCallback));
+		cb->func = forget_skipped;
+		cb->arg = NULL;
+		MemoryContextRegisterResetCallback(skipped_cxt, cb);
+	}
+	old = MemoryContextSwitchTo(skipped_cxt);
+	sv = palloc0(sizeof(SkippedValue));
+	sv->tenant = *tenant;
+	sv->tbl = text_to_cstring(tbl);
+	sv->col = text_to_cstring(col);
+	sv->row = *row;
+	sv->key_id = key_id;
+	sv->reason = reason;
+	sealed_digest(v, sv->digest);
+	skipped = lappend(skipped, sv);
+	MemoryContextSwitchTo(old);
+}
+
 PG_FUNCTION_INFO_V1(schedphi_reseal);
 
 /*
  * _reseal(value sealed, tenant uuid, tbl text, col text, row uuid) -> sealed
  * The same plaintext sealed afresh under the tenant's active data key; the
  * plaintext never leaves this function and is zeroed before it returns.
+ * A value that does not open here (copied from another row, altered, under
+ * a data key that is missing or destroyed) is returned as it is and noted
+ * for _reseal_skipped(): one damaged value must not stop a rotation.  A
+ * missing master key still stops it (nothing would open).
  */
 Datum
 schedphi_reseal(PG_FUNCTION_ARGS)
 {
+	bytea	   *v = PG_GETARG_BYTEA_PP(0);
 	pg_uuid_t  *tenant = PG_GETARG_UUID_P(1);
 	text	   *tbl = PG_GETARG_TEXT_PP(2);
 	text	   *col = PG_GETARG_TEXT_PP(3);
 	pg_uuid_t  *row = PG_GETARG_UUID_P(4);
-	text	   *plain = open_bytes(PG_GETARG_BYTEA_PP(0), tenant, tbl, col, row);
-	bytea	   *out = seal_bytes(tenant, tbl, col, row, (const uint8 *) VARDATA(plain),
-								 VARSIZE(plain) - VARHDRSZ);
+	sp_sealed_view view;
+	uint8		aad[MAX_AAD];
+	int			aadlen;
+	const uint8 *dek;
+	const char *why = NULL;
+	uint8	   *plain;
+	bytea	   *out;
 
-	explicit_bzero(VARDATA(plain), VARSIZE(plain) - VARHDRSZ);
+	if (sp_sealed_parse((const uint8 *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), &view) != SP_OK)
+	{
+		note_skipped(v, tenant, tbl, col, row, -1, "malformed");
+		PG_RETURN_BYTEA_P(v);
+	}
+	aadlen = field_aad(aad, tenant, tbl, col, row);
+	dek = schedphi_data_key_ext(tenant, (int32) view.dek_id, &why);
+	if (dek == NULL)
+	{
+		note_skipped(v, tenant, tbl, col, row, (int32) view.dek_id, why);
+		PG_RETURN_BYTEA_P(v);
+	}
+	plain = palloc(view.ct_len + 1);
+	if (!sp_gcm_decrypt(dek, view.nonce, aad, aadlen, view.ct, (int) view.ct_len, view.tag, plain))
+	{
+		explicit_bzero(plain, view.ct_len);
+		pfree(plain);
+		note_skipped(v, tenant, tbl, col, row, (int32) view.dek_id, "does not open here");
+		PG_RETURN_BYTEA_P(v);
+	}
+	out = seal_bytes(tenant, tbl, col, row, plain, (int) view.ct_len);
+	explicit_bzero(plain, view.ct_len);
 	pfree(plain);
 	PG_RETURN_BYTEA_P(out);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_reseal_skipped);
+
+/*
+ * _reseal_skipped() -> setof (tenant uuid, tbl text, col text, row_id uuid,
+ *							  key_id int, reason text, digest bytea)
+ * The values _reseal could not open in this transaction, since the last
+ * call; the list is emptied.
+ */
+Datum
+schedphi_reseal_skipped(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, skipped)
+	{
+		SkippedValue *sv = lfirst(lc);
+		Datum		values[7];
+		bool		nulls[7] = {false};
+		pg_uuid_t  *t = palloc(sizeof(pg_uuid_t));
+		pg_uuid_t  *r = palloc(sizeof(pg_uuid_t));
+		bytea	   *d = palloc(VARHDRSZ + 32);
+
+		*t = sv->tenant;
+		*r = sv->row;
+		SET_VARSIZE(d, VARHDRSZ + 32);
+		memcpy(VARDATA(d), sv->digest, 32);
+		values[0] = UUIDPGetDatum(t);
+		values[1] = CStringGetTextDatum(sv->tbl);
+		values[2] = CStringGetTextDatum(sv->col);
+		values[3] = UUIDPGetDatum(r);
+		values[4] = Int32GetDatum(sv->key_id);
+		nulls[4] = sv->key_id < 0;
+		values[5] = CStringGetTextDatum(sv->reason);
+		values[6] = PointerGetDatum(d);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	if (skipped_cxt != NULL)
+		MemoryContextDelete(skipped_cxt);
+	PG_RETURN_NULL();
+}
+
+PG_FUNCTION_INFO_V1(schedphi_sealed_digest);
+
+/* _sealed_digest(sealed) -> bytea: SHA-256 of the ciphertext. */
+Datum
+schedphi_sealed_digest(PG_FUNCTION_ARGS)
+{
+	bytea	   *d = palloc(VARHDRSZ + 32);
+
+	SET_VARSIZE(d, VARHDRSZ + 32);
+	sealed_digest(PG_GETARG_BYTEA_PP(0), (uint8 *) VARDATA(d));
+	PG_RETURN_BYTEA_P(d);
 }
 
 /*

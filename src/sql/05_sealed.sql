@@ -42,10 +42,16 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'schedphi_open' LANGUAGE C STABLE STRICT;
 
 -- Re-seal a value under the tenant's active key, without ever returning
--- the plaintext (key rotation: no PHI role needed).
+-- the plaintext (key rotation: no PHI role needed).  A value that does not
+-- open is returned unchanged and listed by _reseal_skipped().
 CREATE FUNCTION schedphi._reseal(value schedphi.sealed, tenant uuid, tbl text, col text, row_id uuid)
 RETURNS schedphi.sealed
 AS 'MODULE_PATHNAME', 'schedphi_reseal' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION schedphi._reseal_skipped()
+RETURNS TABLE (tenant uuid, tbl text, col text, row_id uuid, key_id int, reason text, digest bytea)
+AS 'MODULE_PATHNAME', 'schedphi_reseal_skipped' LANGUAGE C VOLATILE;
+CREATE FUNCTION schedphi._sealed_digest(schedphi.sealed) RETURNS bytea
+AS 'MODULE_PATHNAME', 'schedphi_sealed_digest' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 CREATE FUNCTION schedphi._sealed_key_id(schedphi.sealed) RETURNS int
 AS 'MODULE_PATHNAME', 'schedphi_sealed_key_id' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;

@@ -51,6 +51,24 @@ CREATE TABLE schedphi.key_event (
 	PRIMARY KEY (tenant, id)
 );
 
+-- Sealed values that re-encryption could not open (copied from another row,
+-- altered, or under a data key that is missing or destroyed): where they
+-- are, never what.  digest is SHA-256 of the ciphertext as found, so that a
+-- value the DBA has since repaired is tried again.  reencrypt() keeps this
+-- table current; the data key such a value names stays.
+CREATE TABLE schedphi.reencrypt_skipped (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	tbl			text NOT NULL,
+	row_id		uuid NOT NULL,
+	col			text NOT NULL,
+	key_id		int,
+	reason		text NOT NULL,
+	digest		bytea NOT NULL,
+	first_seen	timestamptz NOT NULL DEFAULT now(),
+	last_seen	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, tbl, row_id, col)
+);
+
 CREATE TABLE schedphi.location (
 	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
 	id			uuid NOT NULL DEFAULT gen_random_uuid(),

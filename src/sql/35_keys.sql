@@ -94,7 +94,11 @@ $$;
 -- Move up to p_batch sealed rows to their tenant's active key.  Rows that
 -- a concurrent transaction holds are skipped (SKIP LOCKED) and picked up by
 -- a later call, so this runs beside live traffic; call it until it
--- returns 0.
+-- returns 0.  A value that does not open (the damage the binding to its
+-- row exists to catch) is left as it is, listed in
+-- schedphi.reencrypt_skipped, recorded on the audit ledger, counted in a
+-- WARNING, and not tried again until its ciphertext changes: one damaged
+-- value never stops a rotation.
 CREATE FUNCTION schedphi.reencrypt(batch int DEFAULT 1000)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -103,7 +107,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_done bigint := 0;
+	v_skipped bigint := 0;
 	t record;
+	s record;
 BEGIN
 	PERFORM schedphi._require_superuser('re-encrypt');
 	IF batch IS NULL OR batch < 1 OR batch > 1000000 THEN
@@ -112,6 +118,7 @@ BEGIN
 	CREATE TEMP TABLE IF NOT EXISTS schedphi_reencrypted (tenant uuid) ON COMMIT DROP;
 	-- the rows' audit records say "reencrypt", not that their data changed
 	PERFORM schedphi._audit_reencrypting(true);
+	PERFORM schedphi._reseal_skipped();		-- start from an empty list
 
 	-- Every sealed column, table by table: the rows with a value under an
 	-- older key, up to what is left of the batch.
@@ -121,6 +128,15 @@ BEGIN
 			('break_glass_grant', ARRAY['reason', 'review_note']),
 			('issuer', ARRAY['secret'])) v(tbl, cols)
 	LOOP
+		-- a skipped value that was since repaired, replaced or deleted is forgotten
+		EXECUTE pg_catalog.format($q$
+			DELETE FROM schedphi.reencrypt_skipped s
+			WHERE s.tbl = %1$L AND NOT EXISTS (
+				SELECT 1 FROM schedphi.%1$I x
+				WHERE x.tenant = s.tenant AND x.id = s.row_id
+				  AND schedphi._sealed_digest(CASE s.col %2$s END) = s.digest)$q$,
+			t.tbl,
+			(SELECT pg_catalog.string_agg(pg_catalog.format('WHEN %1$L THEN x.%1$I', c), ' ') FROM unnest(t.cols) c));
 		EXECUTE pg_catalog.format($q$
 			WITH todo AS (
 				SELECT x.tenant, x.id FROM schedphi.%1$I x
@@ -135,11 +151,26 @@ BEGIN
 			)
 			INSERT INTO schedphi_reencrypted SELECT tenant FROM done$q$,
 			t.tbl,
-			(SELECT pg_catalog.string_agg(pg_catalog.format('schedphi._sealed_key_id(x.%I) <> k.id', c), ' OR ')
+			(SELECT pg_catalog.string_agg(pg_catalog.format(
+				'(schedphi._sealed_key_id(x.%1$I) <> k.id AND NOT EXISTS (SELECT 1 FROM schedphi.reencrypt_skipped s '
+				'WHERE s.tenant = x.tenant AND s.tbl = %2$L AND s.row_id = x.id AND s.col = %1$L '
+				'AND s.digest = schedphi._sealed_digest(x.%1$I)))', c, t.tbl), ' OR ')
 			 FROM unnest(t.cols) c),
 			(SELECT pg_catalog.string_agg(pg_catalog.format('%1$I = schedphi._reseal(x.%1$I, x.tenant, %2$L, %1$L, x.id)', c, t.tbl), ', ')
 			 FROM unnest(t.cols) c))
 		USING greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0);
+	END LOOP;
+
+	-- what did not open: where, on record (never what), and left for the DBA
+	FOR s IN SELECT * FROM schedphi._reseal_skipped() LOOP
+		INSERT INTO schedphi.reencrypt_skipped AS r (tenant, tbl, row_id, col, key_id, reason, digest)
+		VALUES (s.tenant, s.tbl, s.row_id, s.col, s.key_id, s.reason, s.digest)
+		ON CONFLICT (tenant, tbl, row_id, col) DO UPDATE
+			SET key_id = excluded.key_id, reason = excluded.reason, digest = excluded.digest, last_seen = now();
+		PERFORM schedphi._audit_change('reencrypt', s.tenant, s.tbl, s.row_id,
+			schedphi._row_patient(s.tenant, s.tbl, s.row_id),
+			jsonb_build_object('skipped', s.col, 'reason', s.reason, 'key_id', s.key_id));
+		v_skipped := v_skipped + 1;
 	END LOOP;
 
 	INSERT INTO schedphi.key_event (tenant, action, detail)
@@ -148,8 +179,27 @@ BEGIN
 	PERFORM schedphi._audit_reencrypting(false);
 	SELECT count(*) INTO v_done FROM schedphi_reencrypted;
 	TRUNCATE schedphi_reencrypted;
+	IF v_skipped > 0 THEN
+		RAISE WARNING 'reencrypt skipped % sealed value(s) that do not open', v_skipped
+			USING DETAIL = 'They stay under their old data key, which stays too; each is on the audit ledger.',
+				  HINT = 'SELECT * FROM schedphi.reencrypt_skipped lists where they are (never what).';
+	END IF;
 	RETURN v_done;
 END
+$$;
+
+-- The patient a sealed value belongs to, for the ledger (no PHI).
+CREATE FUNCTION schedphi._row_patient(p_tenant uuid, p_tbl text, p_id uuid)
+RETURNS uuid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE p_tbl
+		WHEN 'patient' THEN p_id
+		WHEN 'appointment' THEN (SELECT a.patient FROM schedphi.appointment a WHERE a.tenant = p_tenant AND a.id = p_id)
+		WHEN 'break_glass_grant' THEN (SELECT g.patient FROM schedphi.break_glass_grant g
+									   WHERE g.tenant = p_tenant AND g.id = p_id)
+	END
 $$;
 
 -- Wrap every live data key under the active master key; returns how many
