@@ -3,28 +3,45 @@
  * ratelimit.c
  *	  Per-actor rate limits in shared memory.
  *
- * schedphi.lookup_rate_limit: find_patient calls per actor per minute.
- * schedphi.reveal_rate_limit: distinct patients whose PHI an actor decrypts
- * per hour.  Both superuser-only: nobody raises their own.  Beyond a limit
- * the call fails with SP429 naming the limit.
+ * Two limits: find_patient calls per actor per minute, and distinct
+ * patients whose PHI an actor decrypts per hour.  The defaults are the
+ * settings schedphi.lookup_rate_limit and schedphi.reveal_rate_limit; a
+ * superuser may set other limits for a role or a login
+ * (schedphi.set_rate_limit, schedphi._rate_limits decides which applies).
+ * Nobody raises their own.  Beyond a limit the call fails with SP429
+ * naming the limit.  An actor is the tenant and the token subject or login.
  *
- * The table has a fixed number of actor slots (an actor is the tenant and
- * the token subject or login); each holds a fixed-window lookup counter and
- * an exact set of the patients revealed this hour (hashes, open
- * addressing).  When every slot is taken, the one idle longest is reused.
- * One LWLock guards the table: every operation is a few memory accesses.
- * The table needs shared_preload_libraries; without it the limits cannot be
+ * Counting lives in three tables in shared memory, each open addressing
+ * with linear probing, keyed by a 64-bit hash and stamped with the window
+ * (minute or hour number) it counts in: lookups per (actor, minute),
+ * reveals per (actor, hour), and the set of (actor, patient) pairs revealed
+ * this hour.  Every entry of a table turns stale at the same moment, when
+ * the window moves on, and a stale entry is free.  A lookup stops at the
+ * first entry that is not of the current window: an entry of this window
+ * went into the first such slot on its probe path, and no slot before it
+ * can turn stale until the whole window does.  Nothing is ever deleted and
+ * no sweep is needed.  A table whose current window fills it to 3/4 refuses
+ * further counting (fail closed, SP429 naming the size setting).
+ *
+ * The pairs table holds schedphi.reveal_tracking_size entries (16 bytes
+ * each, set at server start): the distinct patients revealed in one hour by
+ * all actors together, which is the sum of every actor's reveals.  One
+ * LWLock guards the tables: every operation is a few memory accesses.  The
+ * tables need shared_preload_libraries; without them the limits cannot be
  * kept, and the operations they guard refuse to run (fail closed).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -33,40 +50,68 @@
 
 #include "schedphi.h"
 
-#define RL_SLOTS		256
-#define RL_SET_SIZE		8192	/* power of two, > 2 x the largest reveal limit */
-#define RL_MAX_REVEAL	4000
+#define RL_ACTORS		16384	/* actors counted in one window, per table */
+#define RL_MAX_LIMIT	1000000
 
-typedef struct RateSlot
+/* One counted key in one window; key 0 never occurs (0 is made 1). */
+typedef struct RateEntry
 {
-	uint64		actor;			/* hash of tenant and actor; 0 = free */
-	int64		last_used;		/* seconds */
-	int64		lookup_window;	/* minute number */
-	int32		lookups;
-	int64		reveal_window;	/* hour number */
-	int32		reveals;
-	uint32		revealed[RL_SET_SIZE];	/* patient hashes, 0 = empty */
-} RateSlot;
+	uint64		key;
+	uint32		window;
+	int32		count;
+} RateEntry;
 
+/* A table of nslots entries and how many of them hold the current window. */
 typedef struct RateTable
 {
-	LWLock	   *lock;
-	RateSlot	slots[RL_SLOTS];
+	uint32		nslots;			/* a power of two */
+	uint32		window;			/* the window `used` counts */
+	uint32		used;
+	RateEntry  *slots;
 } RateTable;
+
+typedef struct RateShared
+{
+	LWLock	   *lock;
+	RateTable	lookups;		/* (actor, minute) -> find_patient calls */
+	RateTable	reveals;		/* (actor, hour) -> distinct patients */
+	RateTable	revealed;		/* (actor, patient, hour) -> present */
+} RateShared;
 
 int			schedphi_lookup_rate_limit = 120;
 int			schedphi_reveal_rate_limit = 2000;
+static int	reveal_tracking_size = 1048576;
 
-static RateTable *table = NULL;
+static RateShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* The power of two at or above n. */
+static uint32
+pow2_at_least(uint32 n)
+{
+	uint32		p = 1024;
+
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+static Size
+ratelimit_shmem_size(void)
+{
+	Size		s = MAXALIGN(sizeof(RateShared));
+
+	s = add_size(s, mul_size(sizeof(RateEntry), 2 * pow2_at_least(RL_ACTORS * 4 / 3)));
+	return add_size(s, mul_size(sizeof(RateEntry), pow2_at_least((uint32) reveal_tracking_size)));
+}
 
 static void
 ratelimit_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(RateTable)));
+	RequestAddinShmemSpace(ratelimit_shmem_size());
 	RequestNamedLWLockTranche("schedphi_ratelimit", 1);
 }
 
@@ -78,11 +123,21 @@ ratelimit_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	table = ShmemInitStruct("schedphi rate limits", sizeof(RateTable), &found);
+	shared = ShmemInitStruct("schedphi rate limits", ratelimit_shmem_size(), &found);
 	if (!found)
 	{
-		memset(table, 0, sizeof(RateTable));
-		table->lock = &(GetNamedLWLockTranche("schedphi_ratelimit"))->lock;
+		char	   *p = (char *) shared + MAXALIGN(sizeof(RateShared));
+		RateTable  *tables[3] = {&shared->lookups, &shared->reveals, &shared->revealed};
+
+		memset(shared, 0, ratelimit_shmem_size());
+		shared->lock = &(GetNamedLWLockTranche("schedphi_ratelimit"))->lock;
+		for (int i = 0; i < 3; i++)
+		{
+			tables[i]->nslots = i < 2 ? pow2_at_least(RL_ACTORS * 4 / 3) :
+				pow2_at_least((uint32) reveal_tracking_size);
+			tables[i]->slots = (RateEntry *) p;
+			p += sizeof(RateEntry) * tables[i]->nslots;
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -91,13 +146,17 @@ void
 schedphi_ratelimit_init(void)
 {
 	DefineCustomIntVariable("schedphi.lookup_rate_limit",
-							"find_patient calls an actor may make per minute.",
-							NULL, &schedphi_lookup_rate_limit, 120, 1, 100000,
+							"find_patient calls an actor may make per minute, unless a limit is set for its role or login.",
+							NULL, &schedphi_lookup_rate_limit, 120, 1, RL_MAX_LIMIT,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("schedphi.reveal_rate_limit",
-							"Distinct patients whose data an actor may decrypt per hour.",
-							NULL, &schedphi_reveal_rate_limit, 2000, 1, RL_MAX_REVEAL,
+							"Distinct patients whose data an actor may decrypt per hour, unless a limit is set for its role or login.",
+							NULL, &schedphi_reveal_rate_limit, 2000, 1, RL_MAX_LIMIT,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("schedphi.reveal_tracking_size",
+							"Distinct (actor, patient) pairs the reveal limits can count in one hour, all actors together (16 bytes each).",
+							NULL, &reveal_tracking_size, 1048576, 65536, 1 << 28,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;
@@ -106,52 +165,142 @@ schedphi_ratelimit_init(void)
 	shmem_startup_hook = ratelimit_shmem_startup;
 }
 
-static RateTable *
-rate_table(void)
+static RateShared *
+rate_shared(void)
 {
-	if (table == NULL)
+	if (shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("schedphi rate limits are not available"),
 				 errdetail("Looking patients up and reading their data are rate-limited in shared memory."),
 				 errhint("Add schedphi to shared_preload_libraries and restart the server.")));
-	return table;
+	return shared;
 }
 
-/* The slot of an actor (tenant + name), taking over the idlest if new. */
-static RateSlot *
-find_slot(RateTable *t, const pg_uuid_t *tenant, const char *actor, int64 now)
+/*
+ * The entry of key in the current window, or NULL when absent; with
+ * create, a new entry (count 0), or NULL when the window fills 3/4 of the
+ * table.  Lock held exclusively.
+ */
+static RateEntry *
+rate_entry(RateTable *t, uint64 key, uint32 window, bool create)
 {
-	uint64		key = hash_bytes_extended(tenant->data, UUID_LEN, 0) ^
-		hash_bytes_extended((const unsigned char *) actor, (int) strlen(actor), 1);
-	RateSlot   *idlest = NULL;
+	uint32		mask = t->nslots - 1;
+	uint32		pos = (uint32) (key ^ (key >> 32)) & mask;
 
 	if (key == 0)
 		key = 1;
-	for (int i = 0; i < RL_SLOTS; i++)
+	if (t->window != window)
 	{
-		RateSlot   *s = &t->slots[i];
-
-		if (s->actor == key)
-		{
-			s->last_used = now;
-			return s;
-		}
-		if (idlest == NULL || s->last_used < idlest->last_used)
-			idlest = s;
+		t->window = window;
+		t->used = 0;
 	}
-	memset(idlest, 0, sizeof(RateSlot));
-	idlest->actor = key;
-	idlest->last_used = now;
-	return idlest;
+	for (;;)
+	{
+		RateEntry  *e = &t->slots[pos];
+
+		if (e->window != window || e->key == 0)
+		{
+			if (!create || t->used >= t->nslots / 4 * 3)
+				return NULL;
+			e->key = key;
+			e->window = window;
+			e->count = 0;
+			t->used++;
+			return e;
+		}
+		if (e->key == key)
+			return e;
+		pos = (pos + 1) & mask;
+	}
+}
+
+/* The hash of an actor: its tenant and name. */
+static uint64
+actor_key(const pg_uuid_t *tenant, text *actor)
+{
+	return hash_bytes_extended(tenant->data, UUID_LEN, 0) ^
+		hash_bytes_extended((const unsigned char *) VARDATA_ANY(actor), (int) VARSIZE_ANY_EXHDR(actor), 1);
+}
+
+/*
+ * The limits that apply to the caller in a tenant (schedphi._rate_limits:
+ * a limit set for the login, else for its role, else the settings),
+ * worked out once per statement, tenant, session user and actor context.
+ */
+typedef struct Limits
+{
+	int32		lookups;
+	int32		reveals;
+	char		source[128];	/* "login x", "role y" or "" (the settings) */
+} Limits;
+
+static const Limits *
+limits_for(const pg_uuid_t *tenant)
+{
+	static struct
+	{
+		bool		valid;
+		LocalTransactionId lxid;
+		TimestampTz stmt;
+		Oid			user;
+		uint64		generation;
+		pg_uuid_t	tenant;
+		Limits		limits;
+	}			cache;
+	static SPIPlanPtr plan = NULL;
+
+	if (!(cache.valid && cache.lxid == MyProc->lxid && cache.stmt == GetCurrentStatementStartTimestamp() &&
+		  cache.user == GetSessionUserId() && cache.generation == schedphi_actor_generation() &&
+		  memcmp(cache.tenant.data, tenant->data, UUID_LEN) == 0))
+	{
+		Oid			types[1] = {UUIDOID};
+		Datum		args[1];
+		bool		isnull;
+		char	   *src;
+
+		cache.valid = false;
+		args[0] = UUIDPGetDatum(tenant);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		schedphi_keep_plan(&plan, "SELECT lookups, reveals, source FROM schedphi._rate_limits($1)", 1, types);
+		if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "schedphi: rate limit query failed");
+		cache.limits.lookups = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (isnull)
+			cache.limits.lookups = schedphi_lookup_rate_limit;
+		cache.limits.reveals = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (isnull)
+			cache.limits.reveals = schedphi_reveal_rate_limit;
+		src = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		strlcpy(cache.limits.source, src ? src : "", sizeof(cache.limits.source));
+		SPI_finish();
+		cache.lxid = MyProc->lxid;
+		cache.stmt = GetCurrentStatementStartTimestamp();
+		cache.user = GetSessionUserId();
+		cache.generation = schedphi_actor_generation();
+		cache.tenant = *tenant;
+		cache.valid = true;
+	}
+	return &cache.limits;
 }
 
 /* Refuse: recorded in the audit log, then SP429 naming the limit. */
 static void
-over_limit(const pg_uuid_t *tenant, const char *setting, int limit)
+over_limit(const pg_uuid_t *tenant, const char *setting, int limit, const char *source)
 {
 	schedphi_audit_deny(tenant, SCHEDPHI_RATE_LIMITED, psprintf("rate limit exceeded: %s", setting),
+						source[0] ? psprintf("The limit is %d, set for %s by a superuser.", limit, source) :
 						psprintf("The limit is %d; it is set by a superuser.", limit), NULL);
+}
+
+/* Refuse: the table that counts is full (fail closed). */
+static void
+tracking_full(const pg_uuid_t *tenant, const char *setting)
+{
+	schedphi_audit_deny(tenant, SCHEDPHI_RATE_LIMITED, psprintf("rate limit exceeded: %s", setting),
+						"The server counts no more actors or patients in this window.",
+						"The DBA raises it (server start) or lowers the limits.");
 }
 
 PG_FUNCTION_INFO_V1(schedphi_note_lookup);
@@ -160,24 +309,23 @@ PG_FUNCTION_INFO_V1(schedphi_note_lookup);
 Datum
 schedphi_note_lookup(PG_FUNCTION_ARGS)
 {
-	RateTable  *t = rate_table();
-	int64		now = (int64) timestamptz_to_time_t(GetCurrentTimestamp());
-	RateSlot   *s;
+	RateShared *rs = rate_shared();
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	const Limits *lim = limits_for(tenant);
+	uint32		minute = (uint32) (timestamptz_to_time_t(GetCurrentTimestamp()) / 60);
+	RateEntry  *e;
 	bool		over;
 
-	LWLockAcquire(t->lock, LW_EXCLUSIVE);
-	s = find_slot(t, PG_GETARG_UUID_P(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), now);
-	if (s->lookup_window != now / 60)
-	{
-		s->lookup_window = now / 60;
-		s->lookups = 0;
-	}
-	over = s->lookups >= schedphi_lookup_rate_limit;
-	if (!over)
-		s->lookups++;
-	LWLockRelease(t->lock);
+	LWLockAcquire(rs->lock, LW_EXCLUSIVE);
+	e = rate_entry(&rs->lookups, actor_key(tenant, PG_GETARG_TEXT_PP(1)), minute, true);
+	over = e != NULL && e->count >= lim->lookups;
+	if (e != NULL && !over)
+		e->count++;
+	LWLockRelease(rs->lock);
+	if (e == NULL)
+		tracking_full(tenant, "too many actors looking patients up at once");
 	if (over)
-		over_limit(PG_GETARG_UUID_P(0), "schedphi.lookup_rate_limit", schedphi_lookup_rate_limit);
+		over_limit(tenant, "schedphi.lookup_rate_limit", lim->lookups, lim->source);
 	PG_RETURN_VOID();
 }
 
@@ -191,40 +339,35 @@ PG_FUNCTION_INFO_V1(schedphi_note_reveal);
 Datum
 schedphi_note_reveal(PG_FUNCTION_ARGS)
 {
-	RateTable  *t = rate_table();
-	int64		now = (int64) timestamptz_to_time_t(GetCurrentTimestamp());
+	RateShared *rs = rate_shared();
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
 	pg_uuid_t  *patient = PG_GETARG_UUID_P(2);
-	uint32		h = hash_bytes(patient->data, UUID_LEN);
-	RateSlot   *s;
+	const Limits *lim = limits_for(tenant);
+	uint32		hour = (uint32) (timestamptz_to_time_t(GetCurrentTimestamp()) / 3600);
+	uint64		actor = actor_key(tenant, PG_GETARG_TEXT_PP(1));
+	uint64		pair = actor ^ hash_bytes_extended(patient->data, UUID_LEN, 2);
+	const char *full = NULL;
 	bool		over = false;
-	uint32		pos;
 
-	if (h == 0)
-		h = 1;
-	LWLockAcquire(t->lock, LW_EXCLUSIVE);
-	s = find_slot(t, PG_GETARG_UUID_P(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), now);
-	if (s->reveal_window != now / 3600)
+	LWLockAcquire(rs->lock, LW_EXCLUSIVE);
+	if (rate_entry(&rs->revealed, pair, hour, false) == NULL)
 	{
-		s->reveal_window = now / 3600;
-		s->reveals = 0;
-		memset(s->revealed, 0, sizeof(s->revealed));
-	}
-	for (pos = h & (RL_SET_SIZE - 1); s->revealed[pos] != 0 && s->revealed[pos] != h;
-		 pos = (pos + 1) & (RL_SET_SIZE - 1))
-		;
-	if (s->revealed[pos] == 0)
-	{
-		if (s->reveals >= schedphi_reveal_rate_limit)
+		RateEntry  *count = rate_entry(&rs->reveals, actor, hour, true);
+
+		if (count == NULL)
+			full = "too many actors reading patient data at once";
+		else if (count->count >= lim->reveals)
 			over = true;
+		else if (rate_entry(&rs->revealed, pair, hour, true) == NULL)
+			full = "schedphi.reveal_tracking_size";
 		else
-		{
-			s->revealed[pos] = h;
-			s->reveals++;
-		}
+			count->count++;
 	}
-	LWLockRelease(t->lock);
+	LWLockRelease(rs->lock);
+	if (full != NULL)
+		tracking_full(tenant, full);
 	if (over)
-		over_limit(PG_GETARG_UUID_P(0), "schedphi.reveal_rate_limit", schedphi_reveal_rate_limit);
-	schedphi_audit_note_patient(PG_GETARG_UUID_P(0), patient);
+		over_limit(tenant, "schedphi.reveal_rate_limit", lim->reveals, lim->source);
+	schedphi_audit_note_patient(tenant, patient);
 	PG_RETURN_BOOL(true);
 }

@@ -111,6 +111,20 @@ CREATE TABLE schedphi.member (
 );
 CREATE INDEX member_login ON schedphi.member (login);
 
+-- Rate limits a superuser set for a role or a login in a tenant, above or
+-- below the settings schedphi.lookup_rate_limit and reveal_rate_limit
+-- (schedphi.set_rate_limit; NULL: the setting applies).
+CREATE TABLE schedphi.rate_limit (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	scope		text NOT NULL CHECK (scope IN ('role', 'login')),
+	name		text NOT NULL,
+	lookups_per_minute int CHECK (lookups_per_minute BETWEEN 1 AND 1000000),
+	reveals_per_hour int CHECK (reveals_per_hour BETWEEN 1 AND 1000000),
+	set_at		timestamptz NOT NULL DEFAULT now(),
+	set_by		name NOT NULL DEFAULT session_user,
+	PRIMARY KEY (tenant, scope, name)
+);
+
 -- Weekly availability in wall-clock time at a location: 09:00-17:00 stays
 -- 09:00-17:00 local across DST.  ends = 24:00 means midnight at the end of
 -- the day.

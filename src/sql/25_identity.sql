@@ -15,6 +15,90 @@ AS 'MODULE_PATHNAME', 'schedphi_note_lookup' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION schedphi._note_reveal(tenant uuid, actor text, patient uuid) RETURNS boolean
 AS 'MODULE_PATHNAME', 'schedphi_note_reveal' LANGUAGE C VOLATILE STRICT;
 
+-- The limits that apply to the caller in a tenant: one set for the session
+-- login, else the highest set for a role the caller acts with there (the
+-- token's role, or the login's memberships), else the settings.  source
+-- names where they come from ('login x', 'role y'; NULL: the settings).
+-- Called once per statement by src/ratelimit.c.
+CREATE FUNCTION schedphi._rate_limits(p_tenant uuid, OUT lookups int, OUT reveals int, OUT source text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH c AS (SELECT * FROM schedphi._context()),
+	roles AS (
+		SELECT c.role FROM c WHERE c.via = 'token' AND c.tenant = p_tenant
+		UNION
+		SELECT m.role FROM schedphi.member m, c
+		WHERE c.via IS DISTINCT FROM 'token' AND m.tenant = p_tenant
+		  AND schedphi._is_mine(m.login, m.login_oid, m.role)),
+	by_login AS (
+		SELECT r.lookups_per_minute, r.reveals_per_hour FROM schedphi.rate_limit r
+		WHERE r.tenant = p_tenant AND r.scope = 'login' AND r.name = session_user),
+	by_role AS (
+		SELECT max(r.lookups_per_minute) AS lookups_per_minute, max(r.reveals_per_hour) AS reveals_per_hour,
+			   string_agg(r.name, ',' ORDER BY r.name) AS names
+		FROM schedphi.rate_limit r
+		WHERE r.tenant = p_tenant AND r.scope = 'role' AND r.name IN (SELECT role FROM roles))
+	SELECT coalesce((SELECT l.lookups_per_minute FROM by_login l), (SELECT r.lookups_per_minute FROM by_role r),
+					current_setting('schedphi.lookup_rate_limit')::int),
+		   coalesce((SELECT l.reveals_per_hour FROM by_login l), (SELECT r.reveals_per_hour FROM by_role r),
+					current_setting('schedphi.reveal_rate_limit')::int),
+		   CASE WHEN EXISTS (SELECT 1 FROM by_login) THEN 'login ' || session_user
+				WHEN (SELECT r.names FROM by_role r) IS NOT NULL THEN 'role ' || (SELECT r.names FROM by_role r) END
+$$;
+
+-- An addition to the SPEC: limits for a role or a login in a tenant (an
+-- integration login that syncs an EHR's patient list touches tens of
+-- thousands an hour).  Superuser only, like the settings; NULL for a limit
+-- means the setting applies, both NULL removes the entry.  On the ledger.
+CREATE FUNCTION schedphi.set_rate_limit(tenant uuid, role text DEFAULT NULL, login name DEFAULT NULL,
+										lookups_per_minute int DEFAULT NULL, reveals_per_hour int DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_scope text;
+	v_name text;
+BEGIN
+	PERFORM schedphi._require_superuser('set rate limits');
+	IF NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = schedphi._tenant_arg(tenant)) THEN
+		RAISE EXCEPTION 'unknown tenant' USING ERRCODE = '22023';
+	END IF;
+	IF (role IS NULL) = (login IS NULL) THEN
+		RAISE EXCEPTION 'give either a role or a login' USING ERRCODE = '22023';
+	END IF;
+	IF lookups_per_minute IS NOT NULL AND lookups_per_minute NOT BETWEEN 1 AND 1000000 THEN
+		RAISE EXCEPTION 'lookups_per_minute must be between 1 and 1000000' USING ERRCODE = '22023';
+	END IF;
+	IF reveals_per_hour IS NOT NULL AND reveals_per_hour NOT BETWEEN 1 AND 1000000 THEN
+		RAISE EXCEPTION 'reveals_per_hour must be between 1 and 1000000' USING ERRCODE = '22023';
+	END IF;
+	IF role IS NOT NULL THEN
+		v_scope := 'role';
+		v_name := schedphi._role_name(role);
+	ELSE
+		v_scope := 'login';
+		v_name := login;
+	END IF;
+	IF lookups_per_minute IS NULL AND reveals_per_hour IS NULL THEN
+		DELETE FROM schedphi.rate_limit r WHERE r.tenant = tenant AND r.scope = v_scope AND r.name = v_name;
+	ELSE
+		INSERT INTO schedphi.rate_limit AS r (tenant, scope, name, lookups_per_minute, reveals_per_hour)
+		VALUES (tenant, v_scope, v_name, lookups_per_minute, reveals_per_hour)
+		ON CONFLICT ON CONSTRAINT rate_limit_pkey DO UPDATE
+			SET lookups_per_minute = excluded.lookups_per_minute, reveals_per_hour = excluded.reveals_per_hour,
+				set_at = now(), set_by = session_user;
+	END IF;
+	PERFORM schedphi._audit_change('rate_limit', tenant, 'rate_limit', NULL, NULL,
+		jsonb_build_object(v_scope, v_name, 'lookups_per_minute', lookups_per_minute,
+						   'reveals_per_hour', reveals_per_hour));
+END
+$$;
+
 CREATE FUNCTION schedphi.set_purpose(purpose text) RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_set_purpose' LANGUAGE C VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

@@ -55,6 +55,7 @@ INSERT INTO calls VALUES
 		quote_literal('hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')], '{}'),
 	('remove_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example')], '{}'),
 	('set_purpose', ARRAY[quote_literal('TREAT')], '{}'),
+	('set_rate_limit', ARRAY[quote_literal(:'tenant'), quote_literal('integration'), 'NULL', '600', '50000'], '{3,4,5}'),
 	('whoami', '{}', '{}'),
 	('break_glass', ARRAY[quote_literal(:'p1'), quote_literal('synthetic emergency reason'), '30'], '{}'),
 	('review_break_glass', ARRAY[quote_literal(:'grant_id'), quote_literal('justified'), quote_literal('checked')], '{}'),
