@@ -45,6 +45,7 @@ INSERT INTO calls VALUES
 	('rotate_key', format($$schedphi.rotate_key(%L)$$, :'tenant'), '{admin}'),
 	('reencrypt', $$schedphi.reencrypt(10)$$, '{}'),
 	('rewrap_keys', $$schedphi.rewrap_keys()$$, '{}'),
+	('set_rate_limit', format($$schedphi.set_rate_limit(%L, role => 'integration', reveals_per_hour => 50000)$$, :'tenant'), '{}'),
 	('shred_tenant', format($$schedphi.shred_tenant(%L)$$, :'tenant'), '{}'),
 	('master_keys', $$schedphi.master_keys()$$, '{}'),
 	('register_patient', format($$schedphi.register_patient(%L, 'M', 'Synthetic', '1990-01-01')$$, :'tenant'), '{scheduler,integration}'),
