@@ -392,6 +392,20 @@ ok "e: the client's next transaction, on the other server connection, has no ide
 ok "e: nor its next transaction on the same connection, after COMMIT or after an autocommit assume" \
 	"$(q -c "SELECT string_agg(via, ' ' ORDER BY iter) FROM public.pool_seen WHERE phase = 'e' AND client = 1 AND iter IN (3, 4, 5)")" \
 	"token none none"
+# a client that assumes and then disconnects in the middle of its transaction,
+# one whose transaction fails after assume: pgbouncer drops or rolls back
+# the server connection; the next clients have no identity
+printf '%s\n' "BEGIN;" "SELECT schedphi.assume(:'tok') IS NOT NULL;" >"$work/e3.sql"
+printf '%s\n' "BEGIN;" "SELECT schedphi.assume(:'tok') IS NOT NULL;" "SELECT 1 / 0;" "ROLLBACK;" >"$work/e4.sql"
+for k in $(seq 1 20); do seen e 5 "$k" none; done >"$work/e5.sql"
+run_client pool-e3 "$login" "$work/tok_e" "$work/e3.sql" -v ON_ERROR_STOP=1
+wait_all
+run_client pool-e4 "$login" "$work/tok_e" "$work/e4.sql"
+wait_all
+run_client pool-e5 "$login" "$work/tok1" "$work/e5.sql" -v ON_ERROR_STOP=1
+wait_all
+ok "e: after a client left in the middle of its transaction, and one whose transaction failed, 20 statements of the next have no identity" \
+	"$(q -c "SELECT count(*) FILTER (WHERE via = 'none' AND actor = '$login' AND tenant IS NULL) FROM public.pool_seen WHERE phase = 'e' AND client = 5")" 20
 
 # --- f. the documented form: the token as a bind parameter ----------------------
 # pgbench -M extended sends :tok as $1 (extended query protocol, unnamed

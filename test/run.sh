@@ -62,6 +62,10 @@ for t in "$here"/concurrency/*.sh; do
 	if bash "$t"; then note ok; else note fail "concurrency $(basename "$t")"; fi
 done
 
+# ------------------------------------------------------------- flat cost
+echo "== flat cost (a new database's first session: rows read per call do not grow)"
+if bash "$here/flatcost.sh"; then note ok; else note fail "flat cost"; fi
+
 # ------------------------------------------------------------- documentation
 echo "== documentation"
 for d in "$SP_ROOT/README.md" "$SP_ROOT"/docs/*.md; do
@@ -72,6 +76,10 @@ done
 # ------------------------------------------------------------------ tokens
 echo "== tokens (RS256, ES256, HS256 made with openssl; scopes; forgery; refusals)"
 if bash "$here/tokens.sh"; then note ok; else note fail "tokens"; fi
+
+# ----------------------------------------------------------------- pooling
+echo "== pooling (a real pgbouncer in transaction mode, pool of 2: session scope refused, no identity crosses clients)"
+if bash "$here/pooling.sh"; then note ok; else note fail "pooling"; fi
 
 # -------------------------------------------------------------- audit ledger
 echo "== audit ledger (rollbacks, denials, tampering, file edits, digests, fail-closed, purge, crash)"

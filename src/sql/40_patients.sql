@@ -129,13 +129,10 @@ DECLARE
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['scheduler', 'integration']);
 	v_mrn_idx := schedphi._blind(tenant, 'mrn', v_mrn);
-	SELECT p.id INTO v_dup FROM schedphi.patient p WHERE p.tenant = tenant AND p.mrn_idx = v_mrn_idx;
-	IF v_dup IS NOT NULL THEN
-		-- the refusal tells that the MRN is taken, as a look-up would: on record like one
-		PERFORM schedphi._audit_event('read', tenant, 'patient', v_dup, v_dup,
-									  '{"lookup": ["mrn"], "by": "register_patient"}');
-		RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
-	END IF;
+	-- No look-up first: the unique index decides.  (A look-up planned once
+	-- per session, generic, while the table was empty, chose an index on the
+	-- tenant alone and so read every patient of the tenant on each call: the
+	-- cost grew with each registration of a long session.)
 	INSERT INTO schedphi.patient AS x (tenant, id, given, family, birth_date, phone, email, mrn, zip,
 									   mrn_idx, phone_idx, email_idx, family_dob_idx)
 	VALUES (tenant, v_id,
@@ -153,7 +150,15 @@ BEGIN
 	ON CONFLICT ON CONSTRAINT patient_mrn_unique DO NOTHING
 	RETURNING x.id INTO v_id;
 	IF v_id IS NULL THEN
-		-- a concurrent registration of the same MRN committed first
+		-- The MRN is taken.  The refusal tells so, as a look-up would: on
+		-- record like one, naming the patient (planned now, for the table as
+		-- it is).
+		EXECUTE 'SELECT p.id FROM schedphi.patient p WHERE p.tenant = $1 AND p.mrn_idx = $2'
+			INTO v_dup USING tenant, v_mrn_idx;
+		IF v_dup IS NOT NULL THEN
+			PERFORM schedphi._audit_event('read', tenant, 'patient', v_dup, v_dup,
+										  '{"lookup": ["mrn"], "by": "register_patient"}');
+		END IF;
 		RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
 	END IF;
 	RETURN v_id;
@@ -214,17 +219,21 @@ BEGIN
 		CASE WHEN v_mrn IS NOT NULL THEN 'mrn' END, CASE WHEN v_phone IS NOT NULL THEN 'phone' END,
 		CASE WHEN v_email IS NOT NULL THEN 'email' END,
 		CASE WHEN v_family IS NOT NULL THEN 'family_dob' END], NULL)));
-	FOR v_id IN
-		SELECT p.id FROM schedphi.patient p
-		WHERE p.tenant = tenant
-		  AND (v_mrn_idx IS NULL OR p.mrn_idx = v_mrn_idx)
-		  AND (v_phone_idx IS NULL OR p.phone_idx = v_phone_idx)
-		  AND (v_email_idx IS NULL OR p.email_idx = v_email_idx)
-		  AND (v_fd_idx IS NULL OR p.family_dob_idx = v_fd_idx)
-		  -- a clinician finds its own patients (or one under break-glass)
-		  AND (v_role <> 'clinician' OR schedphi._own_patient(tenant, p.id)
-			   OR schedphi._break_glass_active(tenant, p.id))
-		ORDER BY p.created_at, p.id
+	-- Planned at each call for the criteria given, each by its own index:
+	-- a plan made once for every combination (OR ... IS NULL) can use only
+	-- the tenant, and reads every patient of the tenant.  Look-ups are rate
+	-- limited, so planning each one costs nothing that matters.
+	FOR v_id IN EXECUTE
+		'SELECT p.id FROM schedphi.patient p WHERE p.tenant = $1'
+		|| CASE WHEN v_mrn_idx IS NOT NULL THEN ' AND p.mrn_idx = $2' ELSE '' END
+		|| CASE WHEN v_phone_idx IS NOT NULL THEN ' AND p.phone_idx = $3' ELSE '' END
+		|| CASE WHEN v_email_idx IS NOT NULL THEN ' AND p.email_idx = $4' ELSE '' END
+		|| CASE WHEN v_fd_idx IS NOT NULL THEN ' AND p.family_dob_idx = $5' ELSE '' END
+		-- a clinician finds its own patients (or one under break-glass)
+		|| CASE WHEN v_role = 'clinician' THEN ' AND (schedphi._own_patient($1, p.id)'
+											   ' OR schedphi._break_glass_active($1, p.id))' ELSE '' END
+		|| ' ORDER BY p.created_at, p.id'
+		USING tenant, v_mrn_idx, v_phone_idx, v_email_idx, v_fd_idx
 	LOOP
 		PERFORM schedphi._audit_event('read', tenant, 'patient', v_id, v_id, v_detail);
 		v_found := true;
