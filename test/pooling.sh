@@ -49,17 +49,19 @@ chmod 700 "$bdir"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$bdir"
 bgpids=()
 
+stop_bouncer() {	# the pgbouncer we started, by the pid it wrote
+	local p i
+	[ -f "$bdir/pgbouncer.pid" ] || return 0
+	p=$(cat "$bdir/pgbouncer.pid" 2>/dev/null)
+	[ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
+	kill -TERM "$p" 2>/dev/null
+	for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+	kill -KILL "$p" 2>/dev/null
+}
 cleanup() {
 	local p
 	for p in "${bgpids[@]}"; do kill "$p" 2>/dev/null; done
-	if [ -f "$bdir/pgbouncer.pid" ]; then
-		p=$(cat "$bdir/pgbouncer.pid" 2>/dev/null)
-		if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
-			kill -TERM "$p" 2>/dev/null
-			for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-			kill -KILL "$p" 2>/dev/null
-		fi
-	fi
+	stop_bouncer
 	rm -rf "$work" "$bdir"
 }
 trap cleanup EXIT
@@ -133,19 +135,21 @@ CREATE TABLE public.pool_seen (
 	via		text,
 	npat	bigint,				-- patients visible
 	tenants text,				-- the tenants of those patients
+	names	text,				-- their given names, decrypted
 	pid		int NOT NULL,
 	at		timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 GRANT INSERT ON public.pool_seen TO $login;
 -- who each client is (the superuser's, not the pooled login's)
-CREATE TABLE public.pool_ident (client int PRIMARY KEY, sub text, tenant uuid, role text, npat int);
+CREATE TABLE public.pool_ident (client int PRIMARY KEY, sub text, tenant uuid, role text, npat int, names text);
 SQL
 subs=(x pool-a-scheduler pool-a-billing pool-a-integration pool-b-scheduler pool-b-billing pool-b-integration)
 roles=(x scheduler billing integration scheduler billing integration)
 for c in $(seq 1 $nclients); do
 	if [ "$c" -le 3 ]; then t=$TA iss=https://idp-a.example key=$work/a.pem n=3; else t=$TB iss=https://idp-b.example key=$work/b.pem n=5; fi
 	sign "$key" "$(claims "$iss" "${subs[$c]}" "$t" "${roles[$c]}")" >"$work/tok$c"
-	q -c "INSERT INTO public.pool_ident VALUES ($c, '${subs[$c]}', '$t', '${roles[$c]}', $n)" >/dev/null
+	if [ "$c" -le 3 ]; then names=Alpha1,Alpha2,Alpha3; else names=Bravo1,Bravo2,Bravo3,Bravo4,Bravo5; fi
+	q -c "INSERT INTO public.pool_ident VALUES ($c, '${subs[$c]}', '$t', '${roles[$c]}', $n, '$names')" >/dev/null
 done
 # the attacker of check a (tenant A, a scheduler), the client of check e, the control
 sign "$work/a.pem" "$(claims https://idp-a.example pool-attacker "$TA" scheduler)" >"$work/tok_attacker"
@@ -158,7 +162,7 @@ ok "setup: two tenants with 3 and 5 synthetic patients" \
 admin=${PGUSER:-postgres}
 printf '"%s" ""\n' "$login" "$cleared" "$admin" | as_server tee "$bdir/userlist.txt" >/dev/null
 bport=
-for attempt in 1 2 3 4 5; do
+for _attempt in 1 2 3 4 5; do
 	port=$((40000 + RANDOM % 10000))
 	[ -e "$bdir/.s.PGSQL.$port" ] && continue
 	as_server tee "$bdir/pgbouncer.ini" >/dev/null <<EOF
@@ -186,16 +190,17 @@ log_connections = 0
 log_disconnections = 0
 EOF
 	as_server "$pgbouncer_bin" -d -q "$bdir/pgbouncer.ini" >>"$work/pgbouncer.start" 2>&1
-	for _ in $(seq 50); do
+	for i in $(seq 50); do
 		if psql -X -q -At -h "$bdir" -p "$port" -U "$login" -d "$db" -c "SELECT 1" >/dev/null 2>&1; then
 			bport=$port
 			break 2
 		fi
-		[ -f "$bdir/pgbouncer.pid" ] || [ "$_" -lt 20 ] || break
+		# no pid file after 2 s: it did not start (the port is taken?)
+		if [ "$i" -ge 20 ] && [ ! -f "$bdir/pgbouncer.pid" ]; then break; fi
 		sleep 0.1
 	done
-	# did not answer (port taken?): stop what started and try another port
-	[ -f "$bdir/pgbouncer.pid" ] && kill -TERM "$(cat "$bdir/pgbouncer.pid")" 2>/dev/null && sleep 0.3
+	# did not answer: stop what started and try another port
+	stop_bouncer
 done
 if [ -z "$bport" ]; then
 	echo "pooling: NOT OK - pgbouncer did not start"
@@ -210,9 +215,10 @@ ok "pgbouncer $("$pgbouncer_bin" --version 2>/dev/null | head -1 | awk '{print $
 # the one statement every client uses to say what it saw
 seen() {	# seen PHASE CLIENT ITER KIND [READS-PATIENTS]
 	if [ -n "${5:-}" ]; then
-		echo "INSERT INTO public.pool_seen (phase, client, iter, kind, actor, tenant, role, via, npat, tenants, pid)
- SELECT '$1', $2, $3, '$4', w->>'actor', w->>'tenant', w->>'role', coalesce(w->>'via', 'none'), v.n, v.t, pg_backend_pid()
- FROM schedphi.whoami() w, LATERAL (SELECT count(*) n, string_agg(DISTINCT p.tenant::text, ',') t FROM schedphi.patients p) v;"
+		echo "INSERT INTO public.pool_seen (phase, client, iter, kind, actor, tenant, role, via, npat, tenants, names, pid)
+ SELECT '$1', $2, $3, '$4', w->>'actor', w->>'tenant', w->>'role', coalesce(w->>'via', 'none'), v.n, v.t, v.g, pg_backend_pid()
+ FROM schedphi.whoami() w, LATERAL (SELECT count(*) n, string_agg(DISTINCT p.tenant::text, ',') t,
+                                           string_agg(p.given, ',' ORDER BY p.given) g FROM schedphi.patients p) v;"
 	else
 		echo "INSERT INTO public.pool_seen (phase, client, iter, kind, actor, tenant, role, via, pid)
  SELECT '$1', $2, $3, '$4', w->>'actor', w->>'tenant', w->>'role', coalesce(w->>'via', 'none'), pg_backend_pid()
@@ -282,11 +288,10 @@ ok "a: the attacker's token never became anyone's identity (no 't' from any sess
 	"$(grep -cx 't' "$work/pool-attacker.out")" 0
 ok "a: the tokenless clients ran without error" "$bad" 0
 ok "a: $((4 * iters + 50)) tokenless statements from other clients, during and after: none ran as anyone or saw a patient" \
-	"$(q -c "SELECT count(*) || ' ' || count(*) FILTER (WHERE via <> 'none' OR actor IS DISTINCT FROM '$login' OR tenant IS NOT NULL OR role IS NOT NULL OR npat <> 0)
+	"$(q -c "SELECT count(*) || ' ' || count(*) FILTER (WHERE via <> 'none' OR actor IS DISTINCT FROM '$login' OR tenant IS NOT NULL OR role IS NOT NULL OR npat <> 0 OR names IS NOT NULL)
 			  FROM public.pool_seen WHERE phase = 'a'")" "$((4 * iters + 50)) 0"
 
 # --- b. six clients, six identities, one pool of 2 -----------------------------
-expected_tx=0
 for c in $(seq 1 $nclients); do
 	{
 		for k in $(seq 1 "$iters"); do
@@ -321,20 +326,22 @@ ok "b: every client recorded what it saw ($per_tx transactions with a token, $it
 			   SELECT client, count(*) FILTER (WHERE kind = 'token') || '/' || count(*) FILTER (WHERE kind = 'none') n
 			   FROM public.pool_seen WHERE phase = 'b' GROUP BY client) s")" \
 	"$(for c in $(seq 1 $nclients); do printf '%s/%s ' "$per_tx" "$iters"; done | sed 's/ $//')"
-ok "b: with its token, every client saw exactly its own actor, tenant, role, and its tenant's patients only" \
+ok "b: with its token, every client saw exactly its own actor, tenant, role, and its tenant's patients only (names decrypted)" \
 	"$(q -c "SELECT count(*) FROM public.pool_seen s JOIN public.pool_ident i USING (client)
 			  WHERE s.phase = 'b' AND s.kind = 'token'
 				AND (s.actor IS DISTINCT FROM i.sub OR s.tenant IS DISTINCT FROM i.tenant::text OR s.role IS DISTINCT FROM i.role
-					 OR s.via IS DISTINCT FROM 'token' OR s.npat IS DISTINCT FROM i.npat::bigint OR s.tenants IS DISTINCT FROM i.tenant::text)")" 0
+					 OR s.via IS DISTINCT FROM 'token' OR s.npat IS DISTINCT FROM i.npat::bigint OR s.tenants IS DISTINCT FROM i.tenant::text
+					 OR s.names IS DISTINCT FROM i.names)")" 0
 ok "b: no client ever saw another client's actor or tenant (with or without a token)" \
 	"$(q -c "SELECT count(*) FROM public.pool_seen s JOIN public.pool_ident i USING (client)
 			  WHERE s.phase = 'b' AND ((s.actor IS DISTINCT FROM i.sub AND s.actor IS DISTINCT FROM '$login')
 									OR (s.tenant IS NOT NULL AND s.tenant <> i.tenant::text)
-									OR (s.tenants IS NOT NULL AND s.tenants <> i.tenant::text))")" 0
+									OR (s.tenants IS NOT NULL AND s.tenants <> i.tenant::text)
+									OR (s.names IS NOT NULL AND s.names <> i.names))")" 0
 ok "b: no transaction started with an identity, no tokenless statement ran with one or saw a patient" \
 	"$(q -c "SELECT count(*) FROM public.pool_seen
 			  WHERE phase = 'b' AND kind IN ('before', 'none')
-				AND (via <> 'none' OR actor IS DISTINCT FROM '$login' OR tenant IS NOT NULL OR role IS NOT NULL OR coalesce(npat, 0) <> 0)")" 0
+				AND (via <> 'none' OR actor IS DISTINCT FROM '$login' OR tenant IS NOT NULL OR role IS NOT NULL OR coalesce(npat, 0) <> 0 OR names IS NOT NULL)")" 0
 ok "b: a transaction stayed on one server connection from BEGIN to COMMIT" \
 	"$(q -c "SELECT count(*) FROM public.pool_seen a JOIN public.pool_seen b USING (phase, client, iter)
 			  WHERE phase = 'b' AND a.kind = 'before' AND b.kind = 'token' AND a.pid <> b.pid")" 0
@@ -432,7 +439,7 @@ ok "f: 2 x 3 pgbench clients (extended protocol) ran $((6 * fx)) transactions wi
 ok "f: with the token as a bind parameter each client saw its own actor and tenant, and nothing without it" \
 	"$(q -c "SELECT count(*) FILTER (WHERE kind = 'token') || ' ' ||
 				   count(*) FILTER (WHERE kind = 'token' AND s.actor = i.sub AND s.tenant = i.tenant::text AND s.via = 'token'
-									AND s.npat = i.npat AND s.tenants = i.tenant::text) || ' ' ||
+									AND s.npat = i.npat AND s.tenants = i.tenant::text AND s.names = i.names) || ' ' ||
 				   count(*) FILTER (WHERE kind = 'none' AND s.via = 'none' AND s.actor = '$login' AND s.tenant IS NULL AND s.npat = 0)
 			  FROM public.pool_seen s JOIN public.pool_ident i ON i.client = s.client / 10 WHERE s.phase = 'f'")" \
 	"$((6 * fx)) $((6 * fx)) $((6 * fx))"
@@ -452,7 +459,7 @@ ok "control: a login a superuser cleared for session scope does leak through the
 # --- d. the audit ledger ------------------------------------------------------
 # assume records are queued without waiting: wait for the worker to have them all
 want_assume=$((nclients * iters + 6 * fx))
-for _ in $(seq 100); do
+for i in $(seq 100); do
 	got=$(q -c "SELECT count(*) FROM schedphi.audit_log WHERE login = '$login' AND action = 'assume' AND actor LIKE 'pool-_-%'")
 	[ "${got:-0}" -ge "$want_assume" ] 2>/dev/null && break
 	sleep 0.2
@@ -465,7 +472,7 @@ ok "d: one assume record per assume of check b (by application_name), each with 
 				    AND l.detail->>'issuer' = CASE WHEN i.client <= 3 THEN 'https://idp-a.example' ELSE 'https://idp-b.example' END
 			   GROUP BY i.client) s")" \
 	"$(for c in $(seq 1 $nclients); do printf '%s ' "$iters"; done | sed 's/ $//')"
-ok "d: one read record per patient and statement, by its actor, with purpose TREAT, of that actor's tenant's patients only" \
+ok "d: one read record per patient decrypted and statement, by its actor, with purpose TREAT, of that actor's tenant's patients only" \
 	"$(q -c "SELECT string_agg(n::text, ' ' ORDER BY client) FROM (
 			   SELECT i.client, count(l.*) n FROM public.pool_ident i
 			   LEFT JOIN schedphi.audit_log l ON l.login = '$login' AND l.action = 'read' AND l.application = 'pool-b' || i.client AND l.actor = i.sub AND l.tenant = i.tenant
@@ -499,6 +506,7 @@ for f in "$PGHOST/server.log" "$bdir/pgbouncer.log"; do
 done
 ok "no token reaches the server's or pgbouncer's log" "$in_logs" 0
 
+stop_bouncer
 psql -X -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "DROP ROLE IF EXISTS $login" -c "DROP ROLE IF EXISTS $cleared" >/dev/null 2>&1
 echo "pooling: $count checks, $nfailed failed, $((nclients * iters)) transactions of check b in $((b_ms / 1000)).$(printf '%03d' $((b_ms % 1000)))s, $(($(date +%s) - started))s in all"
 exit $fail

@@ -410,13 +410,52 @@ BEGIN
 END
 $$;
 
--- One row per patient the caller may list (_patient_visible); the
--- decrypted fields are the ones the caller's role may see (NULL otherwise,
--- and for a superuser).
-CREATE VIEW schedphi.patients WITH (security_barrier) AS
-	SELECT p.id, p.tenant, j->>'given' AS given, j->>'family' AS family,
-		   (j->>'birth_date')::date AS birth_date, j->>'phone' AS phone, j->>'email' AS email,
-		   j->>'mrn' AS mrn, j->>'zip' AS zip
+-- One decrypted field of a patient, if the caller's role may see it (the
+-- rules of _patient_json); counted against the reveal limit and recorded
+-- as read.  Costed high, so that the planner evaluates it after the
+-- query's WHERE, ORDER BY and LIMIT: only the rows a query returns are
+-- decrypted and recorded.  Anyone may call it; a value opens only for the
+-- (tenant, row, column) it was sealed for, and the checks are on those.
+CREATE FUNCTION schedphi._patient_field(p_tenant uuid, p_id uuid, p_col text, p_value schedphi.sealed)
+RETURNS text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+COST 1000
+AS $$
+	SELECT CASE
+		WHEN p_value IS NULL
+			 OR r.p_role IS NULL OR r.p_role = 'superuser'
+			 OR (r.p_role = 'billing' AND p_col NOT IN ('given', 'family', 'birth_date'))
+			 OR (r.p_role = 'clinician' AND NOT schedphi._own_patient(p_tenant, p_id)
+				 AND NOT schedphi._break_glass_active(p_tenant, p_id))
+			 OR (r.p_role = 'admin' AND NOT schedphi._break_glass_active(p_tenant, p_id)) THEN NULL
+		-- counted against schedphi.reveal_rate_limit before anything is decrypted
+		WHEN NOT schedphi._note_reveal(p_tenant, schedphi._actor_name(), p_id) THEN NULL
+		ELSE schedphi._open(p_value, p_tenant, 'patient', p_col, p_id)
+	END
+	FROM (SELECT schedphi._member_role(p_tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing',
+														 'admin']) AS p_role) r
+$$;
+
+-- The rows: one per patient the caller may list (_patient_visible), as
+-- ciphertext.  A barrier, so that the caller's own conditions see no row
+-- before that check.
+CREATE VIEW schedphi._patients_visible WITH (security_barrier) AS
+	SELECT p.id, p.tenant, p.given, p.family, p.birth_date, p.phone, p.email, p.mrn, p.zip, p.created_at
 	FROM schedphi.patient p
-	CROSS JOIN LATERAL schedphi._patient_json(p) j
 	WHERE schedphi._patient_visible(p.tenant, p.id);
+
+-- What callers read: the decrypted fields the caller's role may see (NULL
+-- otherwise, and for a superuser), decrypted only for the rows the query
+-- returns (SELECT ... ORDER BY id LIMIT 50 decrypts and records 50).
+CREATE VIEW schedphi.patients AS
+	SELECT v.id, v.tenant,
+		   schedphi._patient_field(v.tenant, v.id, 'given', v.given) AS given,
+		   schedphi._patient_field(v.tenant, v.id, 'family', v.family) AS family,
+		   schedphi._patient_field(v.tenant, v.id, 'birth_date', v.birth_date)::date AS birth_date,
+		   schedphi._patient_field(v.tenant, v.id, 'phone', v.phone) AS phone,
+		   schedphi._patient_field(v.tenant, v.id, 'email', v.email) AS email,
+		   schedphi._patient_field(v.tenant, v.id, 'mrn', v.mrn) AS mrn,
+		   schedphi._patient_field(v.tenant, v.id, 'zip', v.zip) AS zip
+	FROM schedphi._patients_visible v;

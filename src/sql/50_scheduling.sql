@@ -600,10 +600,22 @@ BEGIN
 END
 $$;
 
-CREATE VIEW schedphi.appointments WITH (security_barrier) AS
+ALTER FUNCTION schedphi._appointment_reason(schedphi.appointment) COST 1000;
+
+-- The rows the caller may see, reasons still sealed; a barrier, so that
+-- the caller's own conditions see no row before the access check.
+CREATE VIEW schedphi._appointments_visible WITH (security_barrier) AS
 	SELECT a.id, a.tenant, CASE WHEN r.show_patient THEN a.patient END AS patient, a.actors, a.during,
 		   a.status, a.kind, a.hold_expires, a.created_at, a.updated_at,
-		   CASE WHEN r.show_reason AND a.reason IS NOT NULL THEN schedphi._appointment_reason(a) END AS reason
+		   r.show_reason AND a.reason IS NOT NULL AS reason_shown, a AS appointment
 	FROM schedphi.appointment a
 	CROSS JOIN LATERAL schedphi._appointment_access(a.tenant) r
 	WHERE r.visible AND (r.only_practitioner IS NULL OR r.only_practitioner = ANY (a.actors));
+
+-- What callers read.  The reason is decrypted (costed high) after the
+-- query's WHERE, ORDER BY and LIMIT: only for the rows it returns.
+CREATE VIEW schedphi.appointments AS
+	SELECT v.id, v.tenant, v.patient, v.actors, v.during, v.status, v.kind, v.hold_expires,
+		   v.created_at, v.updated_at,
+		   CASE WHEN v.reason_shown THEN schedphi._appointment_reason(v.appointment) END AS reason
+	FROM schedphi._appointments_visible v;

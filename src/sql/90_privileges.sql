@@ -23,7 +23,7 @@ BEGIN
 	-- public functions, and the helpers the views call as the invoker
 	FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_catalog.pg_proc p
 			 WHERE p.pronamespace = 'schedphi'::regnamespace
-			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_patient_json',
+			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_patient_json', '_patient_field',
 													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
 													   '_appointment_reason',
 													   '_may_review', '_is_auditor',
