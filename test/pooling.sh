@@ -7,8 +7,9 @@
 #      of them runs as anyone, during or after;
 #   b. six clients, each with its own token (two tenants, three roles),
 #      interleave transactions that assume their token and read their
-#      tenant's patients with tokenless statements: nobody ever sees another
-#      client's actor or tenant, no tokenless statement has an identity;
+#      tenant's patients (given names decrypted) with tokenless statements:
+#      nobody ever sees another client's actor, tenant or patients, no
+#      tokenless statement has an identity;
 #   c. the pool really was shared (at most 2 backends, each used by several
 #      clients, server connections handed from one client to another);
 #   d. the audit ledger names, for every assume and read of the pooled
@@ -16,7 +17,11 @@
 #      client's application_name, and only that tenant's patients;
 #   e. a transaction-scope assume ends at COMMIT: the server connection the
 #      client used, taken over by another client, and the client's next
-#      transaction (on the other connection) have no identity;
+#      transaction (on the other connection) have no identity; nor does
+#      anyone after a client that left mid-transaction or whose transaction
+#      failed;
+#   f. the documented form, the token as a bind parameter (pgbench -M
+#      extended), keeps each client to its own identity too;
 #   and, as a control, a login wrongly cleared for session scope does leak
 #   through the pool: the harness sees a leak when there is one.
 #
@@ -287,6 +292,12 @@ ok "a: and the login cannot clear itself for session scope (SET refused)" \
 ok "a: the attacker's token never became anyone's identity (no 't' from any session assume)" \
 	"$(grep -cx 't' "$work/pool-attacker.out")" 0
 ok "a: the tokenless clients ran without error" "$bad" 0
+during=$(q -c "SELECT count(*) FROM public.pool_seen s,
+					(SELECT min(at) t0, max(at) t1 FROM schedphi.audit_log
+					 WHERE login = '$login' AND action = 'denied' AND detail->>'rule' LIKE 'token rejected: session scope rule%') d
+				WHERE s.phase = 'a' AND s.at BETWEEN d.t0 AND d.t1")
+ok "a: the attempts and the tokenless statements ran at the same time ($during tokenless statements during the attack)" \
+	"$([ "${during:-0}" -gt 0 ] 2>/dev/null && echo yes || echo "no overlap (${during:-?})")" yes
 ok "a: $((4 * iters + 50)) tokenless statements from other clients, during and after: none ran as anyone or saw a patient" \
 	"$(q -c "SELECT count(*) || ' ' || count(*) FILTER (WHERE via <> 'none' OR actor IS DISTINCT FROM '$login' OR tenant IS NOT NULL OR role IS NOT NULL OR npat <> 0 OR names IS NOT NULL)
 			  FROM public.pool_seen WHERE phase = 'a'")" "$((4 * iters + 50)) 0"
