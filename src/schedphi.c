@@ -31,10 +31,22 @@ void		_PG_init(void);
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
+static void
+next_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+			 ProcessUtilityContext context, ParamListInfo params,
+			 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+}
+
 /*
  * Utility statements some parts must see before they run: DISCARD ALL and
  * RESET ALL end a session-scoped actor context (actor.c), DROP DATABASE
- * first stops that database's audit worker (audit.c).
+ * first stops that database's audit worker (audit.c); a COPY into the bulk
+ * import has the rows it would quote cut from its errors (import.c).
  */
 static void
 schedphi_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -43,10 +55,36 @@ schedphi_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnly
 {
 	schedphi_actor_utility(pstmt->utilityStmt);
 	schedphi_audit_utility(pstmt->utilityStmt);
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	if (!schedphi_is_import_copy(pstmt->utilityStmt))
+	{
+		next_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		return;
+	}
+
+	/*
+	 * COPY into the bulk import: the error of a bad row must not quote the
+	 * row (COPY's context would), only where it is.
+	 */
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			next_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			if (edata->context != NULL)
+				schedphi_import_scrub_context(edata->context);
+			ReThrowError(edata);
+		}
+		PG_END_TRY();
+	}
 }
 
 /*

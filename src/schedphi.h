@@ -73,6 +73,10 @@ extern void schedphi_set_actor(const SchedphiActor *a);
 extern const char *schedphi_current_purpose(void);
 
 /* sealed.c */
+extern bytea *schedphi_seal_value(const pg_uuid_t *tenant, const char *tbl, const char *col,
+								  const pg_uuid_t *row, const char *plain, int n);
+extern bytea *schedphi_blind_value(const pg_uuid_t *tenant, const char *field, int fieldlen,
+								   const char *value, int n);
 extern text *schedphi_unseal(const bytea *v, const pg_uuid_t *tenant, const char *tbl,
 							 const char *col, const pg_uuid_t *row);
 
@@ -98,6 +102,21 @@ extern void schedphi_audit_sign(const char *kek_id, const uint8 *msg, int len, u
 
 /* ratelimit.c */
 extern void schedphi_ratelimit_init(void);
+
+/* patient_fields.c */
+extern char *schedphi_check_name(const char *what, const char *value);
+extern int32 schedphi_check_birth_date(int32 d);
+extern int32 schedphi_parse_birth_date(const char *value);
+extern char *schedphi_norm_phone(const char *value);
+extern char *schedphi_norm_email(const char *value);
+extern char *schedphi_norm_mrn(const char *value);
+extern char *schedphi_norm_zip(const char *value);
+extern char *schedphi_family_dob(const char *family, int32 birth);
+extern char *schedphi_date_iso(int32 d);
+
+/* import.c */
+extern bool schedphi_is_import_copy(struct Node *node);
+extern void schedphi_import_scrub_context(char *context);
 
 /* logmask.c */
 extern void schedphi_logmask_init(void);

@@ -537,27 +537,31 @@ schedphi_open(PG_FUNCTION_ARGS)
 
 /* ------------------------------------------------------------ blind index */
 
-PG_FUNCTION_INFO_V1(schedphi_blind);
+/*
+ * Seal a value for C callers (the bulk import): as _seal, with the table
+ * and column as C strings.
+ */
+bytea *
+schedphi_seal_value(const pg_uuid_t *tenant, const char *tbl, const char *col, const pg_uuid_t *row,
+					const char *plain, int n)
+{
+	return seal_bytes(tenant, cstring_to_text(tbl), cstring_to_text(col), row, (const uint8 *) plain, n);
+}
 
 /*
- * _blind(tenant uuid, field text, value text) -> bytea
  * HMAC-SHA-256 of the (already normalised) value under the tenant's key for
  * that field (schedphi_field_key).
  */
-Datum
-schedphi_blind(PG_FUNCTION_ARGS)
+bytea *
+schedphi_blind_value(const pg_uuid_t *tenant, const char *field, int fieldlen, const char *value, int n)
 {
-	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
-	text	   *field = PG_GETARG_TEXT_PP(1);
-	text	   *value = PG_GETARG_TEXT_PP(2);
 	const uint8 *fieldkey;
 	bytea	   *out = palloc(VARHDRSZ + 32);
 	size_t		outlen = 32;
 	OSSL_PARAM	params[2];
 	bool		ok;
 
-	schedphi_note_phi();
-	fieldkey = schedphi_field_key(tenant, VARDATA_ANY(field), VARSIZE_ANY_EXHDR(field));
+	fieldkey = schedphi_field_key(tenant, field, fieldlen);
 	if (hmac == NULL)
 		hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
 	if (hmac_ctx == NULL && hmac != NULL)
@@ -566,12 +570,26 @@ schedphi_blind(PG_FUNCTION_ARGS)
 	params[1] = OSSL_PARAM_construct_end();
 	ok = hmac_ctx != NULL &&
 		EVP_MAC_init(hmac_ctx, fieldkey, SP_KEY_LEN, params) == 1 &&
-		EVP_MAC_update(hmac_ctx, (const unsigned char *) VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)) == 1 &&
+		EVP_MAC_update(hmac_ctx, (const unsigned char *) value, n) == 1 &&
 		EVP_MAC_final(hmac_ctx, (unsigned char *) VARDATA(out), &outlen, 32) == 1;
 	if (!ok || outlen != 32)
 		elog(ERROR, "schedphi: blind index computation failed");
 	SET_VARSIZE(out, VARHDRSZ + 32);
-	PG_RETURN_BYTEA_P(out);
+	return out;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_blind);
+
+/* _blind(tenant uuid, field text, value text) -> bytea: schedphi_blind_value. */
+Datum
+schedphi_blind(PG_FUNCTION_ARGS)
+{
+	text	   *field = PG_GETARG_TEXT_PP(1);
+	text	   *value = PG_GETARG_TEXT_PP(2);
+
+	schedphi_note_phi();
+	PG_RETURN_BYTEA_P(schedphi_blind_value(PG_GETARG_UUID_P(0), VARDATA_ANY(field), VARSIZE_ANY_EXHDR(field),
+										   VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)));
 }
 
 /* ------------------------------------------------------------- benchmark */

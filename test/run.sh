@@ -62,6 +62,10 @@ for t in "$here"/concurrency/*.sh; do
 	if bash "$t"; then note ok; else note fail "concurrency $(basename "$t")"; fi
 done
 
+# ------------------------------------------------------------- bulk import
+echo "== bulk import (COPY into patient_import: all or nothing, line numbers, no values in errors)"
+if bash "$here/import.sh"; then note ok; else note fail "import"; fi
+
 # ------------------------------------------------------------- flat cost
 echo "== flat cost (a new database's first session: rows read per call do not grow)"
 if bash "$here/flatcost.sh"; then note ok; else note fail "flat cost"; fi

@@ -180,20 +180,11 @@ BEGIN
 END
 $$;
 
+-- A name: trimmed of spaces, 1 to 200 characters (src/patient_fields.c).
 CREATE FUNCTION schedphi._check_name(p_what text, p_value text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-AS $$
-BEGIN
-	IF p_value IS NULL OR btrim(p_value) = '' THEN
-		RAISE EXCEPTION '% must not be empty', p_what USING ERRCODE = '22023';
-	END IF;
-	IF length(p_value) > 200 THEN
-		RAISE EXCEPTION '% is longer than 200 characters', p_what USING ERRCODE = '22023';
-	END IF;
-	RETURN btrim(p_value);
-END
-$$;
+AS 'MODULE_PATHNAME', 'schedphi_check_name_sql'
+LANGUAGE C IMMUTABLE;
 
 -- A time range argument: non-empty, bounded on both sides, normalised to
 -- [), and, given p_longest, no longer than that.  The length is compared

@@ -5,104 +5,48 @@
 -- names, digits-only phone, lower-cased e-mail, upper-cased MRN.
 -- No error raised here ever includes the value that was refused.
 
-CREATE FUNCTION schedphi._norm_phone(p_phone text)
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-AS $$
-DECLARE
-	v text;
-BEGIN
-	IF p_phone IS NULL THEN
-		RETURN NULL;
-	END IF;
-	IF p_phone !~ '^\s*\+?[0-9 ().-]+\s*$' THEN
-		RAISE EXCEPTION 'invalid phone number' USING ERRCODE = '22023',
-			DETAIL = 'A phone number holds 7 to 15 digits, optionally with +, spaces, dots, dashes and parentheses.';
-	END IF;
-	v := regexp_replace(p_phone, '[^0-9]', '', 'g');
-	IF length(v) NOT BETWEEN 7 AND 15 THEN
-		RAISE EXCEPTION 'invalid phone number' USING ERRCODE = '22023',
-			DETAIL = 'A phone number holds 7 to 15 digits, optionally with +, spaces, dots, dashes and parentheses.';
-	END IF;
-	RETURN v;
-END
-$$;
+-- The checks and normal forms of a patient's fields, one implementation
+-- in C (src/patient_fields.c) for register_patient, find_patient and the
+-- bulk import: trimmed, case-folded names, digits-only phone, lower-cased
+-- e-mail, upper-cased MRN and ZIP; the family-and-birth-date blind-index
+-- input ignores the session's DateStyle and how an accent was composed
+-- (YYYY-MM-DD, Unicode NFC).  Every refusal is 22023 naming the field.
+CREATE FUNCTION schedphi._norm_phone(p_phone text) RETURNS text
+AS 'MODULE_PATHNAME', 'schedphi_norm_phone_sql' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION schedphi._norm_email(p_email text) RETURNS text
+AS 'MODULE_PATHNAME', 'schedphi_norm_email_sql' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION schedphi._norm_mrn(p_mrn text) RETURNS text
+AS 'MODULE_PATHNAME', 'schedphi_norm_mrn_sql' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION schedphi._norm_zip(p_zip text) RETURNS text
+AS 'MODULE_PATHNAME', 'schedphi_norm_zip_sql' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION schedphi._check_birth_date(p_birth date) RETURNS date
+AS 'MODULE_PATHNAME', 'schedphi_check_birth_date_sql' LANGUAGE C STABLE;
+CREATE FUNCTION schedphi._family_dob(p_family text, p_birth date) RETURNS text
+AS 'MODULE_PATHNAME', 'schedphi_family_dob_sql' LANGUAGE C IMMUTABLE STRICT;
 
-CREATE FUNCTION schedphi._norm_email(p_email text)
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-AS $$
-DECLARE
-	v text := lower(btrim(p_email));
-BEGIN
-	IF p_email IS NULL THEN
-		RETURN NULL;
-	END IF;
-	IF length(v) > 254 OR v !~ '^[a-z0-9.!#$%&''*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$' THEN
-		RAISE EXCEPTION 'invalid email address' USING ERRCODE = '22023',
-			DETAIL = 'An email address looks like name@example.org.';
-	END IF;
-	RETURN v;
-END
-$$;
-
-CREATE FUNCTION schedphi._norm_mrn(p_mrn text)
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-AS $$
-BEGIN
-	IF p_mrn IS NULL THEN
-		RETURN NULL;
-	END IF;
-	IF btrim(p_mrn) !~ '^[A-Za-z0-9._/-]{1,64}$' THEN
-		RAISE EXCEPTION 'invalid mrn' USING ERRCODE = '22023',
-			DETAIL = 'An MRN holds 1 to 64 letters, digits, dots, dashes, slashes or underscores.';
-	END IF;
-	RETURN upper(btrim(p_mrn));
-END
-$$;
-
-CREATE FUNCTION schedphi._norm_zip(p_zip text)
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-AS $$
-BEGIN
-	IF p_zip IS NULL THEN
-		RETURN NULL;
-	END IF;
-	IF btrim(p_zip) !~ '^[A-Za-z0-9][A-Za-z0-9 -]{1,8}[A-Za-z0-9]$' THEN
-		RAISE EXCEPTION 'invalid zip' USING ERRCODE = '22023',
-			DETAIL = 'A postal code holds 3 to 10 letters, digits, spaces or dashes.';
-	END IF;
-	RETURN upper(btrim(p_zip));
-END
-$$;
-
-CREATE FUNCTION schedphi._check_birth_date(p_birth date)
-RETURNS date
+-- A registration's fields checked and normalised, as register_patient and
+-- the bulk import (patient_import) store them: names trimmed, the birth
+-- date as YYYY-MM-DD, phone digits, lower-case e-mail, upper-case MRN and
+-- ZIP, and the family-and-birth-date blind-index input.  Every refusal is
+-- 22023 naming the field, never its value.
+CREATE FUNCTION schedphi._patient_fields(p_given text, p_family text, p_birth date, p_phone text, p_email text,
+	p_mrn text, p_zip text,
+	OUT given text, OUT family text, OUT birth_date text, OUT phone text, OUT email text, OUT mrn text,
+	OUT zip text, OUT family_dob text)
 LANGUAGE plpgsql STABLE
 AS $$
+DECLARE
+	v_birth date := schedphi._check_birth_date(p_birth);
 BEGIN
-	IF p_birth IS NULL OR p_birth > current_date OR p_birth < date '1880-01-01' THEN
-		RAISE EXCEPTION 'invalid birth_date' USING ERRCODE = '22023',
-			DETAIL = 'A birth date lies between 1880-01-01 and today.';
-	END IF;
-	RETURN p_birth;
+	given := schedphi._check_name('given', p_given);
+	family := schedphi._check_name('family', p_family);
+	birth_date := pg_catalog.to_char(v_birth, 'YYYY-MM-DD');
+	phone := schedphi._norm_phone(p_phone);
+	email := schedphi._norm_email(p_email);
+	mrn := schedphi._norm_mrn(p_mrn);
+	zip := schedphi._norm_zip(p_zip);
+	family_dob := schedphi._family_dob(family, v_birth);
 END
-$$;
-
--- The family name + birth date blind-index input.
--- The input of the family-and-birth-date blind index.  Neither the
--- session's DateStyle nor the way a keyboard composed an accent may change
--- it: the date is written YYYY-MM-DD, the name in Unicode NFC (in a UTF8
--- database, the only encoding where PostgreSQL normalises).
-CREATE FUNCTION schedphi._family_dob(p_family text, p_birth date)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-AS $$
-	SELECT lower(btrim(CASE WHEN pg_catalog.getdatabaseencoding() = 'UTF8'
-							THEN pg_catalog.normalize(p_family, 'NFC') ELSE p_family END))
-		   || '|' || pg_catalog.to_char(p_birth, 'YYYY-MM-DD')
 $$;
 
 CREATE FUNCTION schedphi.register_patient(tenant uuid, given text, family text, birth_date date,
@@ -117,18 +61,11 @@ AS $$
 #variable_conflict use_variable
 DECLARE
 	v_id uuid := gen_random_uuid();
-	v_given text := schedphi._check_name('given', given);
-	v_family text := schedphi._check_name('family', family);
-	v_birth date := schedphi._check_birth_date(birth_date);
-	v_phone text := schedphi._norm_phone(phone);
-	v_email text := schedphi._norm_email(email);
-	v_mrn text := schedphi._norm_mrn(mrn);
-	v_zip text := schedphi._norm_zip(zip);
+	f record := schedphi._patient_fields(given, family, birth_date, phone, email, mrn, zip);
 	v_mrn_idx bytea;
-	v_dup uuid;
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['scheduler', 'integration']);
-	v_mrn_idx := schedphi._blind(tenant, 'mrn', v_mrn);
+	v_mrn_idx := schedphi._blind(tenant, 'mrn', f.mrn);
 	-- No look-up first: the unique index decides.  (A look-up planned once
 	-- per session, generic, while the table was empty, chose an index on the
 	-- tenant alone and so read every patient of the tenant on each call: the
@@ -136,34 +73,106 @@ BEGIN
 	INSERT INTO schedphi.patient AS x (tenant, id, given, family, birth_date, phone, email, mrn, zip,
 									   mrn_idx, phone_idx, email_idx, family_dob_idx)
 	VALUES (tenant, v_id,
-			schedphi._seal(tenant, 'patient', 'given', v_id, v_given),
-			schedphi._seal(tenant, 'patient', 'family', v_id, v_family),
-			schedphi._seal(tenant, 'patient', 'birth_date', v_id, pg_catalog.to_char(v_birth, 'YYYY-MM-DD')),
-			schedphi._seal(tenant, 'patient', 'phone', v_id, v_phone),
-			schedphi._seal(tenant, 'patient', 'email', v_id, v_email),
-			schedphi._seal(tenant, 'patient', 'mrn', v_id, v_mrn),
-			schedphi._seal(tenant, 'patient', 'zip', v_id, v_zip),
+			schedphi._seal(tenant, 'patient', 'given', v_id, f.given),
+			schedphi._seal(tenant, 'patient', 'family', v_id, f.family),
+			schedphi._seal(tenant, 'patient', 'birth_date', v_id, f.birth_date),
+			schedphi._seal(tenant, 'patient', 'phone', v_id, f.phone),
+			schedphi._seal(tenant, 'patient', 'email', v_id, f.email),
+			schedphi._seal(tenant, 'patient', 'mrn', v_id, f.mrn),
+			schedphi._seal(tenant, 'patient', 'zip', v_id, f.zip),
 			v_mrn_idx,
-			schedphi._blind(tenant, 'phone', v_phone),
-			schedphi._blind(tenant, 'email', v_email),
-			schedphi._blind(tenant, 'family_dob', schedphi._family_dob(v_family, v_birth)))
+			schedphi._blind(tenant, 'phone', f.phone),
+			schedphi._blind(tenant, 'email', f.email),
+			schedphi._blind(tenant, 'family_dob', f.family_dob))
 	ON CONFLICT ON CONSTRAINT patient_mrn_unique DO NOTHING
 	RETURNING x.id INTO v_id;
 	IF v_id IS NULL THEN
-		-- The MRN is taken.  The refusal tells so, as a look-up would: on
-		-- record like one, naming the patient (planned now, for the table as
-		-- it is).
-		EXECUTE 'SELECT p.id FROM schedphi.patient p WHERE p.tenant = $1 AND p.mrn_idx = $2'
-			INTO v_dup USING tenant, v_mrn_idx;
-		IF v_dup IS NOT NULL THEN
-			PERFORM schedphi._audit_event('read', tenant, 'patient', v_dup, v_dup,
-										  '{"lookup": ["mrn"], "by": "register_patient"}');
-		END IF;
+		PERFORM schedphi._mrn_taken_record(tenant, v_mrn_idx, 'register_patient');
 		RAISE EXCEPTION 'a patient with this mrn is already registered' USING ERRCODE = '23505';
 	END IF;
 	RETURN v_id;
 END
 $$;
+
+-- A registration refused because the MRN is taken tells that it is, as a
+-- look-up would: on record like one, naming the patient (looked up only
+-- now, planned for the table as it is).  The caller then raises 23505.
+CREATE FUNCTION schedphi._mrn_taken_record(p_tenant uuid, p_mrn_idx bytea, p_by text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_dup uuid;
+BEGIN
+	EXECUTE 'SELECT p.id FROM schedphi.patient p WHERE p.tenant = $1 AND p.mrn_idx = $2'
+		INTO v_dup USING p_tenant, p_mrn_idx;
+	IF v_dup IS NOT NULL THEN
+		PERFORM schedphi._audit_event('read', p_tenant, 'patient', v_dup, v_dup,
+									  jsonb_build_object('lookup', jsonb_build_array('mrn'), 'by', p_by));
+	END IF;
+END
+$$;
+
+-- Bulk registration (an addition to the SPEC, beside register_patient):
+--   COPY schedphi.patient_import (given, family, birth_date, phone, email, mrn, zip) FROM ...
+-- with the same checks, sealing, blind indexes and audit records as
+-- register_patient, all or nothing per COPY (it is one statement).  Every
+-- column is text, so that no value is ever quoted by a conversion error;
+-- birth_date is YYYY-MM-DD.  tenant may be given as a column; otherwise it
+-- is the caller's (the token's, or the one tenant where the login
+-- registers patients).  A bad row fails the COPY with its line number and
+-- the field at fault, never a value (schedphi.c trims the line COPY would
+-- quote from the error's context).  The work is src/import.c.
+CREATE VIEW schedphi.patient_import AS
+	SELECT NULL::text AS tenant, NULL::text AS given, NULL::text AS family, NULL::text AS birth_date,
+		   NULL::text AS phone, NULL::text AS email, NULL::text AS mrn, NULL::text AS zip
+	WHERE false;
+
+-- The tenant of a COPY into patient_import, authorised: given (a uuid,
+-- as text) or else the caller's one tenant for registering patients.
+CREATE FUNCTION schedphi._import_tenant(p_tenant text)
+RETURNS uuid
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	c record := schedphi._context();
+	v uuid;
+	n int;
+BEGIN
+	IF p_tenant IS NOT NULL THEN
+		IF p_tenant !~* '^\s*[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\s*$' THEN
+			RAISE EXCEPTION 'tenant is not a uuid' USING ERRCODE = '22023';
+		END IF;
+		v := btrim(p_tenant)::uuid;
+	ELSIF c.via = 'token' THEN
+		v := c.tenant;
+	ELSE
+		SELECT min(m.tenant::text)::uuid, count(DISTINCT m.tenant) INTO v, n FROM schedphi.member m
+		WHERE m.role IN ('scheduler', 'integration') AND schedphi._is_mine(m.login, m.login_oid, m.role);
+		IF n <> 1 THEN
+			RAISE EXCEPTION 'tenant must be given' USING ERRCODE = '22023',
+				DETAIL = 'The login registers patients in no tenant or in several: COPY the tenant column too.';
+		END IF;
+	END IF;
+	PERFORM schedphi._authorize(v, ARRAY['scheduler', 'integration']);
+	RETURN v;
+END
+$$;
+
+CREATE FUNCTION schedphi._patient_import_row() RETURNS trigger
+AS 'MODULE_PATHNAME', 'schedphi_patient_import_row'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION schedphi._patient_import_flush() RETURNS trigger
+AS 'MODULE_PATHNAME', 'schedphi_patient_import_flush'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+CREATE TRIGGER import INSTEAD OF INSERT ON schedphi.patient_import
+	FOR EACH ROW EXECUTE FUNCTION schedphi._patient_import_row();
+CREATE TRIGGER import_flush AFTER INSERT ON schedphi.patient_import
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._patient_import_flush();
 
 CREATE FUNCTION schedphi.find_patient(tenant uuid, mrn text DEFAULT NULL, phone text DEFAULT NULL,
 									  email text DEFAULT NULL, family text DEFAULT NULL,

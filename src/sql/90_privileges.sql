@@ -12,6 +12,8 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA schedphi FROM PUBLIC;
 -- A pooled application login needs no schedphi role at all.
 GRANT USAGE ON SCHEMA schedphi TO PUBLIC;
 GRANT SELECT ON schedphi.appointments, schedphi.patients, schedphi.break_glass_pending TO PUBLIC;
+-- COPY ... FROM into the bulk import; its trigger checks who is asking
+GRANT INSERT ON schedphi.patient_import TO PUBLIC;
 -- The audit log: auditors only, and row-level security keeps each to the
 -- tenants where they are auditors (src/sql/70_audit.sql).
 GRANT SELECT ON schedphi.audit_log TO schedphi_auditor;
