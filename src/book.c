@@ -47,12 +47,17 @@
 #include "utils/typcache.h"
 #include "utils/uuid.h"
 
-#include "schedphi.h"
+#include "actor.h"
+#include "common.h"
+#include "membership.h"
+#include "walltime.h"
 
 #define MAX_ACTORS		50
 #define MAX_REASON		2000
 #define MAX_KEY			200
 #define UNIX_EPOCH_USECS	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+static void appointment_uuid(pg_uuid_t *id);
 
 typedef struct BookActor
 {
@@ -548,7 +553,7 @@ book_appointment(BookRequest *r)
 	spans = PointerGetDatum(construct_array(tmp, n, TSTZRANGEOID, -1, false, TYPALIGN_DOUBLE));
 
 	id = palloc(sizeof(pg_uuid_t));
-	schedphi_appointment_uuid(id);
+	appointment_uuid(id);
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = tenant;
 	values[1] = UUIDPGetDatum(id);
@@ -670,8 +675,8 @@ book_in_spi(BookRequest *r)
  * appointments that is the difference between cached and read from disk.
  * The id tells when it was made, which appointment.created_at says anyway.
  */
-void
-schedphi_appointment_uuid(pg_uuid_t *id)
+static void
+appointment_uuid(pg_uuid_t *id)
 {
 	int64		us = GetCurrentTimestamp() + UNIX_EPOCH_USECS;
 	uint64		ms = (uint64) (us / 1000);
@@ -696,7 +701,7 @@ schedphi_appointment_id(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 
-	schedphi_appointment_uuid(id);
+	appointment_uuid(id);
 	PG_RETURN_UUID_P(id);
 }
 

@@ -38,7 +38,12 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "schedphi.h"
+#include "actor.h"
+#include "common.h"
+#include "import.h"
+#include "logmask.h"
+#include "patient_fields.h"
+#include "sealed.h"
 
 #define NFIELDS 7
 
@@ -298,7 +303,7 @@ schedphi_patient_import_row(PG_FUNCTION_ARGS)
 	char	   *norm[NFIELDS + 1];
 	pg_uuid_t	tenant;
 	pg_uuid_t  *id;
-	int32		birth;
+	DateADT		birth;
 	ImportBatch *b;
 	int			k;
 	MemoryContext old;

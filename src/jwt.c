@@ -36,7 +36,10 @@
 #include "utils/json.h"
 
 #include "codec/jose.h"
-#include "schedphi.h"
+#include "actor.h"
+#include "audit.h"
+#include "common.h"
+#include "sealed.h"
 
 #define CLOCK_SKEW	60
 /*

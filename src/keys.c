@@ -47,7 +47,8 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
-#include "schedphi.h"
+#include "common.h"
+#include "keys.h"
 
 #define MAX_KEKS			16
 #define KEK_ID_MAX			64

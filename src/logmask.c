@@ -30,7 +30,7 @@
 #include "access/xact.h"
 
 #include "codec/sqlmask.h"
-#include "schedphi.h"
+#include "logmask.h"
 
 typedef enum
 {

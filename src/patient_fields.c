@@ -27,7 +27,8 @@
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
 
-#include "schedphi.h"
+#include "common.h"
+#include "patient_fields.h"
 
 #define NAME_MAX_CHARS	200
 #define EARLIEST_BIRTH	"1880-01-01"

@@ -48,7 +48,10 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "schedphi.h"
+#include "actor.h"
+#include "audit.h"
+#include "common.h"
+#include "ratelimit.h"
 
 #define RL_ACTORS		16384	/* actors counted in one window, per table */
 #define RL_MAX_LIMIT	1000000

@@ -1,31 +1,43 @@
 /*-------------------------------------------------------------------------
  *
  * schedphi.c
- *	  Module entry point: _PG_init, settings, hooks and workers.
+ *	  Module entry point: _PG_init, which has each part define its settings
+ *	  and install its hooks, and the utility hook they share.
  *
  * The library works whether or not it is preloaded.  Preloaded, the
  * postmaster runs schedphi.key_command once at start and every backend
  * inherits the master keys, and the log-masking hook covers every
  * statement from the first; otherwise each backend loads the keys when it
  * first needs them and masks the log from the moment the library is
- * loaded.  Features that need shared memory or a background worker (added
- * by later parts) check schedphi_preloaded and say so with an errhint.
+ * loaded.  Features that need shared memory or a background worker (the
+ * audit queue, rate limits, the shared generations of the role and rules
+ * caches) check that their shared memory exists and say so with an errhint.
+ *
+ * Nothing else includes what is defined here: every other file depends
+ * only on the parts whose headers it includes.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
 #include "utils/guc.h"
 
-#include "schedphi.h"
+#include "actor.h"
+#include "audit.h"
+#include "common.h"
+#include "import.h"
+#include "keys.h"
+#include "ledger.h"
+#include "logmask.h"
+#include "membership.h"
+#include "queue.h"
+#include "ratelimit.h"
+#include "walltime.h"
 
 PG_MODULE_MAGIC;
-
-bool		schedphi_preloaded = false;
 
 void		_PG_init(void);
 
@@ -44,9 +56,11 @@ next_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 
 /*
  * Utility statements some parts must see before they run: DISCARD ALL and
- * RESET ALL end a session-scoped actor context (actor.c), DROP DATABASE
- * first stops that database's audit worker (audit.c); a COPY into the bulk
- * import has the rows it would quote cut from its errors (import.c).
+ * RESET ALL end a session-scoped actor context (actor.c), any statement
+ * readies the recording of PostgreSQL's own refusals (audit.c), DROP
+ * DATABASE first stops that database's audit worker (queue.c), and a COPY
+ * into the bulk import has the rows it would quote cut from its errors
+ * (import.c).
  */
 static void
 schedphi_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -55,6 +69,7 @@ schedphi_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnly
 {
 	schedphi_actor_utility(pstmt->utilityStmt);
 	schedphi_audit_utility(pstmt->utilityStmt);
+	schedphi_queue_utility(pstmt->utilityStmt);
 	if (!schedphi_is_import_copy(pstmt->utilityStmt))
 	{
 		next_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
@@ -88,10 +103,16 @@ schedphi_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnly
 }
 
 /*
- * Define the settings, install the log hook, and reserve the "schedphi."
+ * Define the settings, install the hooks, and reserve the "schedphi."
  * setting prefix, so that nobody can invent a schedphi.* placeholder
  * setting and have code (ours or an application's) mistake it for one of
  * ours.  When preloaded, load the master keys in the postmaster.
+ *
+ * The order matters where hooks meet: transaction callbacks run newest
+ * first, so membership and rules (registered after audit) refuse a PREPARE
+ * before audit.c records the reads gathered in the transaction, as they
+ * did when one callback did all three; audit's emit_log hook runs before
+ * logmask's.
  */
 void
 _PG_init(void)
@@ -102,34 +123,15 @@ _PG_init(void)
 	schedphi_actor_init();
 	schedphi_ratelimit_init();
 	schedphi_logmask_init();
+	schedphi_queue_init();
+	schedphi_ledger_init();
 	schedphi_audit_init();
+	schedphi_rules_init();
+	schedphi_membership_init();
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = schedphi_utility_hook;
 	MarkGUCPrefixReserved("schedphi");
 
 	if (schedphi_preloaded)
 		schedphi_keys_preload();
-}
-
-/*
- * Prepare a query once per backend and keep the plan (the caller is
- * connected to SPI).  The plans are generic: every query schedphi keeps
- * has the same shape whatever its parameters, and re-planning it on every
- * call would cost more than running it.
- */
-SPIPlanPtr
-schedphi_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
-
-		if (plan == NULL)
-			elog(ERROR, "schedphi: could not prepare \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "schedphi: could not keep the plan of \"%s\"", sql);
-		*slot = plan;
-	}
-	return *slot;
 }

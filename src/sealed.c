@@ -39,7 +39,12 @@
 #include "utils/uuid.h"
 
 #include "codec/sealed_codec.h"
-#include "schedphi.h"
+#include "actor.h"
+#include "audit.h"
+#include "common.h"
+#include "keys.h"
+#include "logmask.h"
+#include "sealed.h"
 
 #define MAX_AAD		(UUID_LEN * 2 + 2 * 64 + 4)
 

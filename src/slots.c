@@ -36,7 +36,10 @@
 #include "utils/typcache.h"
 #include "utils/uuid.h"
 
-#include "schedphi.h"
+#include "actor.h"
+#include "common.h"
+#include "membership.h"
+#include "walltime.h"
 
 /*
  * Sorts with the comparison inlined (lib/sort_template.h): a booked actor

@@ -18,15 +18,26 @@
  *	   November) is its first occurrence when it starts a window and its
  *	   second when it ends one, so 00:00-04:00 on that night is five hours.
  *
+ * The weekly rules are expanded into windows here too (for slots.c and
+ * book.c), from a per-backend cache of the rules that a generation counter
+ * in shared memory invalidates whenever a change of availability or of a
+ * location commits.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "pgtime.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -37,7 +48,8 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "schedphi.h"
+#include "common.h"
+#include "walltime.h"
 
 static TimestampTz wall_to_instant_slow(Timestamp local, const pg_tz *tz, bool early);
 
@@ -160,6 +172,112 @@ typedef struct Rule
 	int32		slot_minutes;
 	char	   *zone;
 } Rule;
+
+/*
+ * The generation of the rules, in shared memory (preloaded only): every
+ * backend's cache is valid while it stays the same.
+ */
+typedef struct RulesShared
+{
+	pg_atomic_uint64 rules_generation;	/* bumped when availability or a zone changes */
+} RulesShared;
+
+static RulesShared *rules_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Ask for the shared generation counter (preloaded only). */
+static void
+rules_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(RulesShared)));
+}
+
+/* Find or make the shared generation counter; it starts at 1. */
+static void
+rules_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	rules_shared = ShmemInitStruct("schedphi rules", sizeof(RulesShared), &found);
+	if (!found)
+		pg_atomic_init_u64(&rules_shared->rules_generation, 1);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Availability rules and the zones of their locations are cached per
+ * backend (below) under the generation that follows, bumped at the commit
+ * of any change.  A transaction that changes them reads them from the catalog
+ * until it ends, and stores nothing in the cache meanwhile, so a rollback
+ * leaves the cache as it was: committed rules only.
+ */
+static bool rules_changed = false;
+
+/*
+ * The version under which availability rules may be served from the cache
+ * now, or 0 when they must be read: not preloaded (no shared counter), in a
+ * transaction that changed them, or above READ COMMITTED (a snapshot older
+ * than the cache, and serializable transactions must read the rows).
+ */
+uint64
+schedphi_rules_version(void)
+{
+	if (rules_shared == NULL || rules_changed || XactIsoLevel != XACT_READ_COMMITTED)
+		return 0;
+	return pg_atomic_read_u64(&rules_shared->rules_generation);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_rules_changed);
+
+/*
+ * Statement trigger on schedphi.availability and schedphi.location, before
+ * the change: stop using the cache in this transaction and, at its commit,
+ * tell every backend that the rules they cached are stale.
+ */
+Datum
+schedphi_rules_changed(PG_FUNCTION_ARGS)
+{
+	rules_changed = true;
+	return PointerGetDatum(NULL);
+}
+/*
+ * The end of a transaction that changed availability or locations: at
+ * commit, every backend's cached rules become stale.
+ */
+static void
+rules_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			/* nothing runs here when a prepared transaction commits */
+			if (rules_changed)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that changed schedphi availability or locations"),
+						 errhint("Change availability and locations in a transaction that commits directly.")));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			rules_changed = false;
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			if (rules_changed && rules_shared != NULL)
+				pg_atomic_fetch_add_u64(&rules_shared->rules_generation, 1);
+			rules_changed = false;
+			break;
+		default:
+			break;
+	}
+}
 
 /*
  * The rules of each (tenant, actor) this backend has read, while
@@ -478,4 +596,17 @@ schedphi_windows(PG_FUNCTION_ARGS)
 	schedphi_expand_windows(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), DatumGetTimestampTz(lo.val),
 							DatumGetTimestampTz(hi.val), window_row, rsinfo);
 	return (Datum) 0;
+}
+
+/* The end-of-transaction callback and, when preloaded, the shared generation. */
+void
+schedphi_rules_init(void)
+{
+	RegisterXactCallback(rules_xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = rules_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = rules_shmem_startup;
 }

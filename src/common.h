@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * common.h
+ *	  What every schedphi C file shares: its SQLSTATEs, whether the library
+ *	  was preloaded, and kept query plans (common.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SCHEDPHI_COMMON_H
+#define SCHEDPHI_COMMON_H
+
+/* The SQLSTATE schedphi uses for a bad argument (22023). */
+#define SCHEDPHI_BAD_ARGUMENT ERRCODE_INVALID_PARAMETER_VALUE
+/* Rate limit exceeded (SP429). */
+#define SCHEDPHI_RATE_LIMITED MAKE_SQLSTATE('S','P','4','2','9')
+/* Key unavailable: master key not loaded, data key missing (SPK01). */
+#define SCHEDPHI_KEY_UNAVAILABLE MAKE_SQLSTATE('S','P','K','0','1')
+
+/* True when the library was loaded through shared_preload_libraries. */
+extern bool schedphi_preloaded;
+
+struct _SPI_plan;
+
+extern struct _SPI_plan *schedphi_keep_plan(struct _SPI_plan **slot, const char *sql, int nargs,
+											Oid *argtypes);
+
+#endif							/* SCHEDPHI_COMMON_H */

@@ -1,0 +1,339 @@
+/*-------------------------------------------------------------------------
+ *
+ * membership.c
+ *	  Who is asking, beside the actor context (actor.c): the session user's
+ *	  login and client address, and the roles it holds in a tenant.
+ *
+ * Roles come from schedphi.member and are checked on every audited write
+ * and most calls, so each backend caches the session user's roles in the
+ * tenant it last asked about.  A statement trigger on schedphi.member
+ * marks the transaction; at its commit a generation counter in shared
+ * memory tells every backend that what it cached is stale.  Without
+ * shared_preload_libraries there is no counter and the cache lasts one
+ * transaction.  A transaction that changed memberships cannot be
+ * prepared: nothing runs here when a prepared transaction commits.
+ *
+ * schedphi_who_is_asking() puts the token (actor.c) or the login and its
+ * roles together into what an audit record names (audit.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/uuid.h"
+
+#include "actor.h"
+#include "common.h"
+#include "membership.h"
+
+/* ------------------------------------------------------------ shared state */
+
+typedef struct MembersShared
+{
+	pg_atomic_uint64 member_generation; /* bumped when any membership changes */
+} MembersShared;
+
+static MembersShared *members_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Ask for the shared generation counter (preloaded only). */
+static void
+members_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(MembersShared)));
+}
+
+/* Find or make the shared generation counter; it starts at 1. */
+static void
+members_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	members_shared = ShmemInitStruct("schedphi members", sizeof(MembersShared), &found);
+	if (!found)
+		pg_atomic_init_u64(&members_shared->member_generation, 1);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* ---------------------------------------------------------- the role cache */
+
+/*
+ * Memberships change rarely and are read on every audited write: the role
+ * of the session user in a tenant is cached until any membership changes
+ * (a generation counter in shared memory, bumped at the commit of a
+ * change), or, not preloaded, for one transaction.
+ */
+static bool members_changed = false;
+
+/*
+ * Bumped when a transaction that changed memberships aborts: what this
+ * backend cached during it may hold roles that were never committed.
+ */
+static uint64 members_rolled_back = 0;
+
+/* The shared generation of memberships, or 0 when not preloaded. */
+static uint64
+member_generation(void)
+{
+	return members_shared ? pg_atomic_read_u64(&members_shared->member_generation) : 0;
+}
+
+/* The session user's roles in `tenant`, comma-separated (cached, see above). */
+static void
+member_role(const pg_uuid_t *tenant, char *role, int rolelen)
+{
+	static SPIPlanPtr plan = NULL;
+	static uint64 cached_generation = 0;
+	static uint64 cached_rollbacks = 0;
+	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+	static pg_uuid_t cached_tenant;
+	static Oid	cached_user = InvalidOid;
+	static char cached_role[96];
+	Oid			types[1] = {UUIDOID};
+	Datum		v[1];
+	uint64		gen = member_generation();
+
+	if (cached_user == GetSessionUserId() && memcmp(cached_tenant.data, tenant->data, UUID_LEN) == 0 &&
+		!members_changed && cached_rollbacks == members_rolled_back &&
+		(gen != 0 ? cached_generation == gen : cached_lxid == MyProc->lxid))
+	{
+		strlcpy(role, cached_role, rolelen);
+		return;
+	}
+	cached_role[0] = '\0';
+	if (superuser_arg(GetSessionUserId()))
+		strlcpy(cached_role, "superuser", sizeof(cached_role));
+	else
+	{
+		v[0] = UUIDPGetDatum(tenant);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		schedphi_keep_plan(&plan,
+						   "SELECT string_agg(m.role, ',' ORDER BY m.role) FROM schedphi.member m "
+						   "WHERE m.tenant = $1 AND schedphi._is_mine(m.login, m.login_oid, m.role)", 1, types);
+		if (SPI_execute_plan(plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+			if (r != NULL)
+				strlcpy(cached_role, r, sizeof(cached_role));
+		}
+		SPI_finish();
+	}
+	cached_generation = gen;
+	cached_rollbacks = members_rolled_back;
+	cached_lxid = MyProc->lxid;
+	cached_tenant = *tenant;
+	cached_user = GetSessionUserId();
+	strlcpy(role, cached_role, rolelen);
+}
+
+/*
+ * Does the caller hold one of `roles` in `tenant`: an assumed token for
+ * that tenant with one of them, or (no token) the session user's
+ * membership, from the cache above?  false means "not cleared here": the
+ * caller then asks schedphi._authorize, which decides (superusers
+ * included) and raises the documented refusal.
+ */
+bool
+schedphi_has_role(const pg_uuid_t *tenant, const char *const *roles, int nroles)
+{
+	const SchedphiActor *a = schedphi_current_actor();
+	char		held[96];
+	char	   *tok;
+	char	   *save = NULL;
+
+	if (a != NULL)
+	{
+		if (memcmp(a->tenant.data, tenant->data, UUID_LEN) != 0)
+			return false;
+		for (int i = 0; i < nroles; i++)
+			if (strcmp(a->role, roles[i]) == 0)
+				return true;
+		return false;
+	}
+	member_role(tenant, held, sizeof(held));
+	for (tok = strtok_r(held, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save))
+		for (int i = 0; i < nroles; i++)
+			if (strcmp(tok, roles[i]) == 0)
+				return true;
+	return false;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_members_changed);
+
+/*
+ * Statement trigger on schedphi.member: at commit, tell every backend that
+ * the roles it cached are stale.
+ */
+Datum
+schedphi_members_changed(PG_FUNCTION_ARGS)
+{
+	members_changed = true;
+	return PointerGetDatum(NULL);
+}
+
+/* --------------------------------------------------------- who is asking */
+
+static char *client_addr = NULL;
+static bool client_addr_known = false;
+
+/* The client's IP address as text, or NULL (Unix socket, background). */
+static const char *
+client_address(void)
+{
+	if (!client_addr_known)
+	{
+		LOCAL_FCINFO(fc, 0);
+		Datum		d;
+
+		client_addr_known = true;
+		InitFunctionCallInfoData(*fc, NULL, 0, InvalidOid, NULL, NULL);
+		d = inet_client_addr(fc);
+		if (!fc->isnull)
+			client_addr = MemoryContextStrdup(TopMemoryContext, DatumGetCString(DirectFunctionCall1(inet_out, d)));
+	}
+	return client_addr;
+}
+
+/*
+ * The session user's name, cached per user; looked up in the catalog only
+ * when may_lookup (not while an error is being reported).
+ */
+const char *
+schedphi_session_login(bool may_lookup)
+{
+	static Oid	cached_oid = InvalidOid;
+	static char cached_name[NAMEDATALEN];
+	Oid			user = GetSessionUserId();
+
+	if (user != cached_oid)
+	{
+		char	   *name = may_lookup ? GetUserNameFromId(user, true) : NULL;
+
+		if (name != NULL)
+			strlcpy(cached_name, name, sizeof(cached_name));
+		else
+			snprintf(cached_name, sizeof(cached_name), "oid %u", user);
+		cached_oid = name != NULL ? user : InvalidOid;
+	}
+	return cached_name;
+}
+
+/*
+ * Fill in who is asking.  tenant: the tenant the event concerns, if known
+ * (an assumed token's tenant wins).  may_query: whether the catalog and SPI
+ * may be used (the login's name and membership role); not while an error
+ * is being reported.
+ */
+void
+schedphi_who_is_asking(Who *w, const pg_uuid_t *tenant, bool may_query)
+{
+	const SchedphiActor *a = schedphi_current_actor();
+	const char *p = schedphi_current_purpose();
+
+	memset(w, 0, sizeof(Who));
+	strlcpy(w->login, schedphi_session_login(may_query), sizeof(w->login));
+	if (a != NULL)
+	{
+		strlcpy(w->actor, a->sub, sizeof(w->actor));
+		strlcpy(w->role, a->role, sizeof(w->role));
+		w->has_tenant = true;
+		w->tenant = a->tenant;
+	}
+	else
+	{
+		strlcpy(w->actor, w->login, sizeof(w->actor));
+		if (tenant != NULL)
+		{
+			w->has_tenant = true;
+			w->tenant = *tenant;
+			if (may_query)
+				member_role(tenant, w->role, sizeof(w->role));
+		}
+		else if (may_query && superuser_arg(GetSessionUserId()))
+			strlcpy(w->role, "superuser", sizeof(w->role));
+	}
+	if (p != NULL)
+		strlcpy(w->purpose, p, sizeof(w->purpose));
+	w->client = (char *) client_address();
+	if (application_name != NULL)
+		strlcpy(w->application, application_name, sizeof(w->application));
+}
+
+/* ---------------------------------------------------- end of a transaction */
+
+/*
+ * The end of a transaction that changed memberships: at commit, every
+ * backend's cached roles become stale; after a rollback, what this backend
+ * cached meanwhile is dropped.
+ */
+static void
+members_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+
+			/*
+			 * Cached roles are dropped when a membership change commits, and
+			 * nothing runs here when a prepared transaction commits: a
+			 * revoked role could outlive it in other sessions' caches.
+			 */
+			if (members_changed)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that changed schedphi memberships"),
+						 errhint("Change memberships in a transaction that commits directly.")));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			if (members_changed)
+				members_rolled_back++;
+			members_changed = false;
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			if (members_changed && members_shared != NULL)
+				pg_atomic_fetch_add_u64(&members_shared->member_generation, 1);
+			members_changed = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* ------------------------------------------------------------------- init */
+
+/* The end-of-transaction callback and, when preloaded, the shared counter. */
+void
+schedphi_membership_init(void)
+{
+	RegisterXactCallback(members_xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = members_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = members_shmem_startup;
+}
