@@ -43,6 +43,7 @@ int			schedphi_max_token_lifetime = 900;
 bool		schedphi_require_mfa = true;
 bool		schedphi_allow_session_scope = false;
 
+/* End the actor context; its memory is zeroed. */
 static void
 forget_actor(void)
 {
@@ -97,6 +98,7 @@ static ActorUndo undo[ACTOR_STACK];
 static int	nundo = 0;
 static SubTransactionId actor_subid = InvalidSubTransactionId;
 
+/* Empty the undo stack. */
 static void
 forget_undo(void)
 {
@@ -105,6 +107,7 @@ forget_undo(void)
 	actor_subid = InvalidSubTransactionId;
 }
 
+/* Make `a` the actor context, pushing the one it replaces (see above). */
 void
 schedphi_set_actor(const SchedphiActor *a)
 {
@@ -128,6 +131,11 @@ schedphi_set_actor(const SchedphiActor *a)
 	purpose_lxid = InvalidLocalTransactionId;
 }
 
+/*
+ * At the end of a transaction: undo an assume() that rolled back, end a
+ * transaction-scoped context (a session one it overrode comes back), and
+ * forget the purpose.
+ */
 static void
 actor_xact_callback(XactEvent event, void *arg)
 {
@@ -172,6 +180,7 @@ actor_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* At the end of a subtransaction: keep, or undo, the assume() made in it. */
 static void
 actor_subxact_callback(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
 {
@@ -227,6 +236,7 @@ schedphi_actor_utility(Node *node)
 	}
 }
 
+/* The actor context's settings and its (sub)transaction callbacks. */
 void
 schedphi_actor_init(void)
 {

@@ -115,6 +115,7 @@ schedphi_audit_note_patient(const pg_uuid_t *tenant, const pg_uuid_t *patient)
 	reveal_known = true;
 }
 
+/* The bit of a column name among those gathered (the last once full). */
 static int
 colname_bit(const char *col)
 {
@@ -237,6 +238,7 @@ schedphi_audit_note_read(const pg_uuid_t *tenant, const char *object, const char
  */
 static int	exec_nesting = 0;
 
+/* Queue the reads gathered so far and wait until they are committed. */
 static void
 make_reads_durable(void)
 {
@@ -247,6 +249,7 @@ make_reads_durable(void)
 	schedphi_queue_wait_durable();
 }
 
+/* ExecutorRun hook: the outermost executor's reads, as it finishes. */
 static void
 audit_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count, bool execute_once)
 {
@@ -267,6 +270,7 @@ audit_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count, 
 		make_reads_durable();
 }
 
+/* ExecutorEnd hook: and as it ends, if it never finished running. */
 static void
 audit_executor_end(QueryDesc *queryDesc)
 {
@@ -316,6 +320,7 @@ audit_xact_callback(XactEvent event, void *arg)
 
 /* ---------------------------------------------------- explicit events */
 
+/* Argument i as a C string, or NULL for SQL NULL. */
 static char *
 text_or_null(FunctionCallInfo fcinfo, int i)
 {
@@ -373,6 +378,7 @@ audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
 	}
 }
 
+/* Record an explicit event through the queue (wait: until durable). */
 void
 schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
 					  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail, bool wait)
@@ -396,6 +402,7 @@ static struct
 	pg_uuid_t	patient;
 }			deny_target;
 
+/* Name what a refusal in this statement concerns; NULL forgets it. */
 void
 schedphi_audit_deny_target(const char *object, const pg_uuid_t *id, const pg_uuid_t *patient)
 {
@@ -681,6 +688,7 @@ prepare_for_refusals(void)
 		(void) schedphi_session_login(true);
 }
 
+/* ExecutorStart hook: get ready to record PostgreSQL's own refusals. */
 static void
 audit_executor_start(QueryDesc *queryDesc, int eflags)
 {
@@ -691,6 +699,7 @@ audit_executor_start(QueryDesc *queryDesc, int eflags)
 		standard_ExecutorStart(queryDesc, eflags);
 }
 
+/* Queue a refusal by PostgreSQL without waiting and without raising. */
 static void
 record_pg_refusal(ErrorData *edata)
 {
@@ -711,6 +720,10 @@ record_pg_refusal(ErrorData *edata)
 	schedphi_queue_enqueue(buf.data, buf.len, false, false);
 }
 
+/*
+ * emit_log hook: record a permission error that PostgreSQL raised, unless
+ * schedphi_audit_deny recorded it already; always chain to the next hook.
+ */
 static void
 audit_emit_log(ErrorData *edata)
 {

@@ -129,6 +129,7 @@ schedphi_audit_guard(PG_FUNCTION_ARGS)
 	"client_addr::text, application, detail::text, xid"
 #define CANON_NCOLS 16
 
+/* A present field: 0x01, its length as 4 bytes big-endian, its bytes. */
 static void
 canon_field(StringInfo buf, const void *p, uint32 len)
 {
@@ -143,6 +144,7 @@ canon_field(StringInfo buf, const void *p, uint32 len)
 	appendBinaryStringInfo(buf, (const char *) p, len);
 }
 
+/* An integer or timestamp field: 8 bytes, big-endian. */
 static void
 canon_int64(StringInfo buf, int64 v)
 {
@@ -214,6 +216,7 @@ canonical_record(StringInfo buf, HeapTuple tup, TupleDesc desc, int64 seq)
 	}
 }
 
+/* out = SHA-256(prev || canonical record): the next link of the chain. */
 static void
 chain_hash(const uint8 *prev, const StringInfo canon, uint8 *out)
 {
@@ -234,6 +237,7 @@ chain_hash(const uint8 *prev, const StringInfo canon, uint8 *out)
 
 static volatile sig_atomic_t got_sighup = false;
 
+/* At the worker's exit: none runs now; wake whoever waits on the queue. */
 static void
 worker_detach(int code, Datum arg)
 {
@@ -272,6 +276,7 @@ worker_end(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* Start one of the worker's transactions, as said above. */
 static bool
 worker_begin(const char *activity)
 {
@@ -535,6 +540,10 @@ worker_give_up(int qi, bool only_if_idle)
 
 PGDLLEXPORT void schedphi_audit_worker_main(Datum arg);
 
+/*
+ * The audit worker of one database (arg: the index of its queue): record
+ * what is queued, seal, keep the partitions, and leave when idle.
+ */
 void
 schedphi_audit_worker_main(Datum arg)
 {

@@ -97,7 +97,7 @@ member_generation(void)
 	return members_shared ? pg_atomic_read_u64(&members_shared->member_generation) : 0;
 }
 
-/* The session user's roles in `tenant`, comma-separated (cached, see above). */
+/* The session user's roles in `tenant`, comma-separated (cached). */
 static void
 member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 {

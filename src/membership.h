@@ -11,7 +11,7 @@
 
 #include "utils/uuid.h"
 
-/* Who is asking, as an audit record names them (see schedphi_who_is_asking). */
+/* Who is asking, as an audit record names them (schedphi_who_is_asking). */
 typedef struct Who
 {
 	char		login[NAMEDATALEN];

@@ -55,18 +55,21 @@ AuditShared *schedphi_auditq = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
+/* Bytes of each database's ring (schedphi.audit_queue_size). */
 static Size
 ring_size(void)
 {
 	return (Size) audit_queue_kb * 1024;
 }
 
+/* The shared struct, then one ring per database. */
 static Size
 audit_shmem_size(void)
 {
 	return add_size(MAXALIGN(sizeof(AuditShared)), mul_size(ring_size(), AQ_DBS));
 }
 
+/* Ask for the queues' memory and their locks (preloaded only). */
 static void
 audit_shmem_request(void)
 {
@@ -76,6 +79,7 @@ audit_shmem_request(void)
 	RequestNamedLWLockTranche("schedphi_audit", AQ_DBS + 1);
 }
 
+/* Find or make the queues: all free, each ring after the struct. */
 static void
 audit_shmem_startup(void)
 {
@@ -103,6 +107,7 @@ audit_shmem_startup(void)
 
 /* ------------------------------------------------------------------ events */
 
+/* Append len raw bytes to buf. */
 static void
 put_bytes(StringInfo buf, const void *p, int len)
 {
@@ -227,6 +232,7 @@ static int	my_queue = -1;			/* index of this database's queue */
 static uint64 wait_target = 0;		/* queue position to wait for */
 static uint64 wait_generation = 0;	/* ... in this generation of the queue */
 
+/* Refuse: without shared memory there is no queue to record through. */
 static void
 require_queue(void)
 {
@@ -344,6 +350,7 @@ schedphi_queue_for_database(bool may_error)
 	return qi;
 }
 
+/* Copy len bytes into the ring at position pos, wrapping at its end. */
 static void
 ring_write(AuditQueue *q, uint64 pos, const char *src, Size len)
 {
@@ -356,6 +363,7 @@ ring_write(AuditQueue *q, uint64 pos, const char *src, Size len)
 		memcpy(RING(q), src + first, len - first);
 }
 
+/* Copy len bytes out of the ring from position pos (the worker's drain). */
 void
 schedphi_ring_read(AuditQueue *q, uint64 pos, char *dst, Size len)
 {
@@ -368,6 +376,7 @@ schedphi_ring_read(AuditQueue *q, uint64 pos, char *dst, Size len)
 		memcpy(dst + first, RING(q), len - first);
 }
 
+/* Refuse what could not be recorded: the access fails closed. */
 static void
 audit_unavailable(const char *why)
 {

@@ -598,7 +598,7 @@ schedphi_windows(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* The end-of-transaction callback and, when preloaded, the shared generation. */
+/* The transaction callback and, when preloaded, the shared generation. */
 void
 schedphi_rules_init(void)
 {
