@@ -156,12 +156,13 @@ schedphi_ratelimit_init(void)
 							"Distinct patients whose data an actor may decrypt per hour, unless a limit is set for its role or login.",
 							NULL, &schedphi_reveal_rate_limit, 2000, 1, RL_MAX_LIMIT,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	/* sizes shared memory: defined only when preloaded, as server settings must be */
 	DefineCustomIntVariable("schedphi.reveal_tracking_size",
 							"Distinct (actor, patient) pairs the reveal limits can count in one hour, all actors together (16 bytes each).",
 							NULL, &reveal_tracking_size, 1048576, 65536, 1 << 28,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	if (!process_shared_preload_libraries_in_progress)
-		return;
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = ratelimit_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
