@@ -12,16 +12,22 @@
  * its database, or when the database is.
  *
  * The same worker seals: every schedphi.audit_seal_interval it takes the
- * committed records that have no hash yet, in id order, gives each the next
- * seq and hash = SHA-256(prev_hash || canonical record), and updates them
- * in one statement.  Users' transactions never wait for the sealer.
- * verify_audit() recomputes the chain and names the first record changed,
- * removed or reordered.
+ * committed records that have no hash yet, in id order, and links each
+ * into its chain (one per tenant, see 70_audit.sql): the next seq (unique
+ * across chains, the order of sealing), prev_seq and prev_hash naming the
+ * chain's previous record, and hash = SHA-256(prev_hash || canonical
+ * record); schedphi.audit_chain keeps each chain's head.  Its queries are
+ * planned for each batch (a plan kept from an empty log would scan it
+ * whole).  Users' transactions never wait for the sealer.  verify_audit()
+ * recomputes the chains and names the first record changed, removed or
+ * reordered.
  *
  * The log is append-only: a trigger that fires always (even with
  * session_replication_role = replica) refuses UPDATE, DELETE and TRUNCATE,
- * except the sealer's own update of unsealed rows and the retention purge,
- * which this process's C code alone can allow.
+ * except the one update the sealer makes (an unsealed record given its seq
+ * and hashes, nothing else changed: checked on the row, so on any node)
+ * and the retention purge, which this process's C code alone can allow.
+ * A chain's head only moves forward (its own guard).
  *
  *-------------------------------------------------------------------------
  */
@@ -50,6 +56,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -71,26 +78,67 @@
 static int	audit_seal_interval_ms = 1000;
 static char *audit_retention = NULL;
 
-/* This process is the audit worker; it alone may seal and purge. */
-static bool in_worker = false;
+/* The retention purge is deleting (this process only). */
 static bool guard_open = false;
 
 /* Is this process the audit worker?  audit.c captures nothing in it. */
 bool
 schedphi_in_audit_worker(void)
 {
-	return in_worker;
+	return schedphi_is_audit_worker;
 }
 
 /* -------------------------------------------------- the append-only guard */
+
+/* The columns the sealer fills in; every other column is the record. */
+static bool
+is_seal_column(const char *name)
+{
+	return strcmp(name, "seq") == 0 || strcmp(name, "prev_seq") == 0 ||
+		strcmp(name, "prev_hash") == 0 || strcmp(name, "hash") == 0;
+}
+
+/*
+ * Is this update the sealer's: an unsealed record (no hash) given its
+ * seq, prev_seq and hashes, and nothing else of it changed?
+ */
+static bool
+is_sealing(TriggerData *td)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	bool		isnull;
+
+	(void) heap_getattr(td->tg_trigtuple, SPI_fnumber(desc, "hash"), desc, &isnull);
+	if (!isnull)
+		return false;
+	(void) heap_getattr(td->tg_newtuple, SPI_fnumber(desc, "hash"), desc, &isnull);
+	if (isnull)
+		return false;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		onull,
+					nnull;
+		Datum		o,
+					n;
+
+		if (att->attisdropped || is_seal_column(NameStr(att->attname)))
+			continue;
+		o = heap_getattr(td->tg_trigtuple, i + 1, desc, &onull);
+		n = heap_getattr(td->tg_newtuple, i + 1, desc, &nnull);
+		if (onull != nnull || (!onull && !datum_image_eq(o, n, att->attbyval, att->attlen)))
+			return false;
+	}
+	return true;
+}
 
 PG_FUNCTION_INFO_V1(schedphi_audit_guard);
 
 /*
  * BEFORE UPDATE OR DELETE (row) and BEFORE TRUNCATE (statement) on the
- * audit log, enabled ALWAYS: the log is append-only.  Only the sealer (an
- * update giving an unsealed record its seq and hash) and the retention
- * purge in this process's C code pass.
+ * audit log, enabled ALWAYS: the log is append-only.  Only the sealing of
+ * an unsealed record, and the retention purge in this process's C code,
+ * pass.
  */
 Datum
 schedphi_audit_guard(PG_FUNCTION_ARGS)
@@ -99,20 +147,10 @@ schedphi_audit_guard(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		elog(ERROR, "schedphi_audit_guard: not called as a trigger");
-	if (guard_open)
-	{
-		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		{
-			bool		isnull;
-
-			(void) heap_getattr(td->tg_trigtuple, SPI_fnumber(RelationGetDescr(td->tg_relation), "hash"),
-								RelationGetDescr(td->tg_relation), &isnull);
-			if (isnull)
-				return PointerGetDatum(td->tg_newtuple);
-		}
-		else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
-			return PointerGetDatum(td->tg_trigtuple);
-	}
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && TRIGGER_FIRED_FOR_ROW(td->tg_event) && is_sealing(td))
+		return PointerGetDatum(td->tg_newtuple);
+	if (guard_open && TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		return PointerGetDatum(td->tg_trigtuple);
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("schedphi.audit_log is append-only"),
@@ -121,13 +159,60 @@ schedphi_audit_guard(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* An int8 column of a trigger's tuple (0 when null). */
+static int64
+tuple_int8(TriggerData *td, HeapTuple tup, const char *col)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	bool		isnull;
+	Datum		d = heap_getattr(tup, SPI_fnumber(desc, col), desc, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_audit_chain_guard);
+
+/*
+ * BEFORE UPDATE OR DELETE (row) and BEFORE TRUNCATE on audit_chain,
+ * enabled ALWAYS: a chain's head and its purge anchor only move forward,
+ * and a chain is never removed.
+ */
+Datum
+schedphi_audit_chain_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "schedphi_audit_chain_guard: not called as a trigger");
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && TRIGGER_FIRED_FOR_ROW(td->tg_event))
+	{
+		TupleDesc	desc = RelationGetDescr(td->tg_relation);
+		bool		n1,
+					n2;
+		Datum		oc = heap_getattr(td->tg_trigtuple, SPI_fnumber(desc, "chain"), desc, &n1);
+		Datum		nc = heap_getattr(td->tg_newtuple, SPI_fnumber(desc, "chain"), desc, &n2);
+
+		if (!n1 && !n2 && memcmp(DatumGetUUIDP(oc)->data, DatumGetUUIDP(nc)->data, UUID_LEN) == 0 &&
+			tuple_int8(td, td->tg_newtuple, "head_seq") >= tuple_int8(td, td->tg_trigtuple, "head_seq") &&
+			tuple_int8(td, td->tg_newtuple, "records") >= tuple_int8(td, td->tg_trigtuple, "records") &&
+			tuple_int8(td, td->tg_newtuple, "start_after") >= tuple_int8(td, td->tg_trigtuple, "start_after"))
+			return PointerGetDatum(td->tg_newtuple);
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("schedphi.audit_chain only moves forward"),
+			 errdetail("A chain's head and its purge anchor advance; a chain is never removed.")));
+	return PointerGetDatum(NULL);
+}
+
 /* ------------------------------------------------------------- the chain */
 
 /* Columns of the canonical record, in this order, as the queries select them. */
 #define CANON_SELECT \
 	"seq, at, login::text, actor, tenant, role, purpose, action, object, object_id, patient, columns, " \
-	"client_addr::text, application, detail::text, xid"
-#define CANON_NCOLS 16
+	"client_addr::text, application, detail::text, xid, chain, prev_seq"
+#define CANON_NCOLS 18
+#define CANON_PREV_SEQ 18		/* prev_seq's place: the sealer gives it */
 
 /* A present field: 0x01, its length as 4 bytes big-endian, its bytes. */
 static void
@@ -160,10 +245,10 @@ canon_int64(StringInfo buf, int64 v)
  * 0x00 (null) or 0x01, a 4-byte big-endian length and the bytes: integers
  * and timestamps as 8-byte big-endian, uuids as their 16 bytes, text as
  * UTF-8, columns as its element count followed by each element the same
- * way.  seq is given (the sealer assigns it).
+ * way.  seq and prev_seq are given (the sealer assigns them).
  */
 static void
-canonical_record(StringInfo buf, HeapTuple tup, TupleDesc desc, int64 seq)
+canonical_record(StringInfo buf, HeapTuple tup, TupleDesc desc, int64 seq, int64 prev_seq)
 {
 	resetStringInfo(buf);
 	canon_int64(buf, seq);
@@ -173,6 +258,11 @@ canonical_record(StringInfo buf, HeapTuple tup, TupleDesc desc, int64 seq)
 		Datum		d = SPI_getbinval(tup, desc, c, &isnull);
 		Oid			typ = SPI_gettypeid(desc, c);
 
+		if (c == CANON_PREV_SEQ)
+		{
+			canon_int64(buf, prev_seq);
+			continue;
+		}
 		if (isnull)
 		{
 			appendStringInfoChar(buf, 0);
@@ -234,8 +324,6 @@ chain_hash(const uint8 *prev, const StringInfo canon, uint8 *out)
 }
 
 /* ------------------------------------------------------------- the worker */
-
-static volatile sig_atomic_t got_sighup = false;
 
 /* At the worker's exit: none runs now; wake whoever waits on the queue. */
 static void
@@ -338,62 +426,66 @@ drain(int qi, char *buf)
 	return true;
 }
 
-/* Seal up to SEAL_BATCH records; the number sealed. */
-static int
-seal(int qi)
+/* A chain's head while a batch is sealed. */
+typedef struct ChainHead
 {
-	static SPIPlanPtr head_plan = NULL,
-				todo_plan = NULL,
-				update_plan = NULL;
-	AuditQueue *q = &schedphi_auditq->q[qi];
+	pg_uuid_t	chain;
 	int64		seq;
 	uint8		hash[HASH_LEN];
-	int			n;
+	int64		added;			/* records this batch sealed into it */
+} ChainHead;
+
+static int
+chain_head_cmp(const void *a, const void *b)
+{
+	return memcmp(((const ChainHead *) a)->chain.data, ((const ChainHead *) b)->chain.data, UUID_LEN);
+}
+
+static bytea *
+hash_bytea(const uint8 *h)
+{
+	bytea	   *b = palloc(VARHDRSZ + HASH_LEN);
+
+	SET_VARSIZE(b, VARHDRSZ + HASH_LEN);
+	memcpy(VARDATA(b), h, HASH_LEN);
+	return b;
+}
+
+static Datum
+int8_array(Datum *d, int n)
+{
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * Seal up to SEAL_BATCH records into their chains; the number sealed, or
+ * -1 when schedphi is gone from this database.  Every query is planned for
+ * the batch (plans kept from an empty log would scan it whole).
+ */
+static int
+seal(void)
+{
+	int			n,
+				nheads = 0;
+	int64		next_seq;
+	ChainHead  *heads;
+	SPITupleTable *todo;
 	Datum	   *ids,
 			   *ats,
 			   *seqs,
+			   *prev_seqs,
 			   *prevs,
 			   *hashes;
 	StringInfoData canon;
-	Oid			types[5] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, BYTEAARRAYOID};
-	Datum		args[5];
+	Oid			utypes[6] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	BYTEAARRAYOID, BYTEAARRAYOID};
+	Datum		uargs[6];
+	bool		isnull;
 
 	if (!worker_begin("sealing audit records"))
 		return -1;
-
-	schedphi_keep_plan(&head_plan,
-					   "SELECT seq, hash FROM schedphi.audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
-					   0, NULL);
-	if (SPI_execute_plan(head_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "schedphi audit worker: could not read the chain head");
-	memset(hash, 0, HASH_LEN);
-	seq = 0;
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		bytea	   *h;
-
-		seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		h = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		if (!isnull && VARSIZE_ANY_EXHDR(h) == HASH_LEN)
-			memcpy(hash, VARDATA_ANY(h), HASH_LEN);
-	}
-	/*
-	 * Never go back: if records at the end were removed behind our back
-	 * (verify_audit will say so), continue after the last one sealed.
-	 */
-	LWLockAcquire(QLOCK(qi), LW_SHARED);
-	if (q->head_known && q->head_seq > seq)
-	{
-		seq = q->head_seq;
-		memcpy(hash, q->head_hash, HASH_LEN);
-	}
-	LWLockRelease(QLOCK(qi));
-
-	schedphi_keep_plan(&todo_plan,
-					   "SELECT " CANON_SELECT ", id, at FROM schedphi.audit_log WHERE hash IS NULL "
-					   "ORDER BY id LIMIT " CppAsString2(SEAL_BATCH), 0, NULL);
-	if (SPI_execute_plan(todo_plan, NULL, NULL, true, SEAL_BATCH) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT " CANON_SELECT ", id, at FROM schedphi.audit_log WHERE hash IS NULL "
+					"ORDER BY id LIMIT " CppAsString2(SEAL_BATCH), true, SEAL_BATCH) != SPI_OK_SELECT)
 		elog(ERROR, "schedphi audit worker: could not read unsealed records");
 	n = (int) SPI_processed;
 	if (n == 0)
@@ -401,60 +493,126 @@ seal(int qi)
 		worker_end();
 		return 0;
 	}
+	todo = SPI_tuptable;
+
+	/* the heads of the chains in the batch, and where seq goes on */
+	heads = palloc0(sizeof(ChainHead) * n);
+	for (int i = 0; i < n; i++)
+	{
+		pg_uuid_t  *c = DatumGetUUIDP(SPI_getbinval(todo->vals[i], todo->tupdesc, CANON_PREV_SEQ - 1, &isnull));
+		bool		seen = false;
+
+		for (int j = 0; j < nheads && !seen; j++)
+			seen = memcmp(heads[j].chain.data, c->data, UUID_LEN) == 0;
+		if (!seen)
+			heads[nheads++].chain = *c;
+	}
+	qsort(heads, nheads, sizeof(ChainHead), chain_head_cmp);
+	{
+		Datum	   *chains = palloc(sizeof(Datum) * nheads);
+		Oid			types[1] = {UUIDARRAYOID};
+		Datum		args[1];
+
+		for (int j = 0; j < nheads; j++)
+		{
+			chains[j] = UUIDPGetDatum(&heads[j].chain);
+			memset(heads[j].hash, 0, HASH_LEN);
+		}
+		args[0] = PointerGetDatum(construct_array(chains, nheads, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		if (SPI_execute_with_args("SELECT chain, head_seq, head_hash FROM schedphi.audit_chain WHERE chain = ANY ($1)",
+								  1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "schedphi audit worker: could not read the chains' heads");
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[r];
+			ChainHead	key;
+			ChainHead  *h;
+			bytea	   *hb;
+
+			key.chain = *DatumGetUUIDP(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
+			h = bsearch(&key, heads, nheads, sizeof(ChainHead), chain_head_cmp);
+			if (h == NULL)
+				continue;
+			h->seq = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
+			hb = DatumGetByteaPP(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
+			if (VARSIZE_ANY_EXHDR(hb) == HASH_LEN)
+				memcpy(h->hash, VARDATA_ANY(hb), HASH_LEN);
+		}
+	}
+	if (SPI_execute("SELECT coalesce(max(head_seq), 0) FROM schedphi.audit_chain", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "schedphi audit worker: could not read the last seq");
+	next_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) + 1;
+
 	ids = palloc(n * sizeof(Datum));
 	ats = palloc(n * sizeof(Datum));
 	seqs = palloc(n * sizeof(Datum));
+	prev_seqs = palloc(n * sizeof(Datum));
 	prevs = palloc(n * sizeof(Datum));
 	hashes = palloc(n * sizeof(Datum));
 	initStringInfo(&canon);
 	for (int i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		bytea	   *p = palloc(VARHDRSZ + HASH_LEN);
-		bytea	   *h = palloc(VARHDRSZ + HASH_LEN);
+		HeapTuple	tup = todo->vals[i];
+		TupleDesc	desc = todo->tupdesc;
+		ChainHead	key;
+		ChainHead  *h;
+		int64		seq = next_seq++;
 
-		seq++;
-		canonical_record(&canon, tup, desc, seq);
-		SET_VARSIZE(p, VARHDRSZ + HASH_LEN);
-		memcpy(VARDATA(p), hash, HASH_LEN);
-		chain_hash(hash, &canon, hash);
-		SET_VARSIZE(h, VARHDRSZ + HASH_LEN);
-		memcpy(VARDATA(h), hash, HASH_LEN);
+		key.chain = *DatumGetUUIDP(SPI_getbinval(tup, desc, CANON_PREV_SEQ - 1, &isnull));
+		h = bsearch(&key, heads, nheads, sizeof(ChainHead), chain_head_cmp);
+		canonical_record(&canon, tup, desc, seq, h->seq);
+		prevs[i] = PointerGetDatum(hash_bytea(h->hash));
+		prev_seqs[i] = Int64GetDatum(h->seq);
+		chain_hash(h->hash, &canon, h->hash);
+		hashes[i] = PointerGetDatum(hash_bytea(h->hash));
+		seqs[i] = Int64GetDatum(seq);
+		h->seq = seq;
+		h->added++;
 		ids[i] = SPI_getbinval(tup, desc, CANON_NCOLS + 1, &isnull);
 		ats[i] = SPI_getbinval(tup, desc, CANON_NCOLS + 2, &isnull);
-		seqs[i] = Int64GetDatum(seq);
-		prevs[i] = PointerGetDatum(p);
-		hashes[i] = PointerGetDatum(h);
 	}
-	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[1] = PointerGetDatum(construct_array(ats, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[2] = PointerGetDatum(construct_array(seqs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[3] = PointerGetDatum(construct_array(prevs, n, BYTEAOID, -1, false, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(hashes, n, BYTEAOID, -1, false, TYPALIGN_INT));
-	schedphi_keep_plan(&update_plan,
-					   "UPDATE schedphi.audit_log l SET seq = u.seq, prev_hash = u.prev, hash = u.hash "
-					   "FROM unnest($1, $2, $3, $4, $5) AS u(id, at, seq, prev, hash) "
-					   "WHERE l.at = u.at AND l.id = u.id AND l.hash IS NULL", 5, types);
-	guard_open = true;
-	PG_TRY();
-	{
-		if (SPI_execute_plan(update_plan, args, NULL, false, 0) != SPI_OK_UPDATE || (int) SPI_processed != n)
-			elog(ERROR, "schedphi audit worker: sealed %d of %d records", (int) SPI_processed, n);
-	}
-	PG_FINALLY();
-	{
-		guard_open = false;
-	}
-	PG_END_TRY();
-	worker_end();
+	uargs[0] = int8_array(ids, n);
+	uargs[1] = PointerGetDatum(construct_array(ats, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	uargs[2] = int8_array(seqs, n);
+	uargs[3] = int8_array(prev_seqs, n);
+	uargs[4] = PointerGetDatum(construct_array(prevs, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	uargs[5] = PointerGetDatum(construct_array(hashes, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_with_args("UPDATE schedphi.audit_log l "
+							  "SET seq = u.seq, prev_seq = u.prev_seq, prev_hash = u.prev, hash = u.hash "
+							  "FROM unnest($1, $2, $3, $4, $5, $6) AS u(id, at, seq, prev_seq, prev, hash) "
+							  "WHERE l.at = u.at AND l.id = u.id AND l.hash IS NULL",
+							  6, utypes, uargs, NULL, false, 0) != SPI_OK_UPDATE || (int) SPI_processed != n)
+		elog(ERROR, "schedphi audit worker: sealed %d of %d records", (int) SPI_processed, n);
 
-	LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
-	q->head_known = true;
-	q->head_seq = seq;
-	memcpy(q->head_hash, hash, HASH_LEN);
-	LWLockRelease(QLOCK(qi));
+	/* the chains' new heads */
+	{
+		Datum	   *chains = palloc(sizeof(Datum) * nheads);
+		Datum	   *hseqs = palloc(sizeof(Datum) * nheads);
+		Datum	   *hhashes = palloc(sizeof(Datum) * nheads);
+		Datum	   *added = palloc(sizeof(Datum) * nheads);
+		Oid			types[4] = {UUIDARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, INT8ARRAYOID};
+		Datum		args[4];
+
+		for (int j = 0; j < nheads; j++)
+		{
+			chains[j] = UUIDPGetDatum(&heads[j].chain);
+			hseqs[j] = Int64GetDatum(heads[j].seq);
+			hhashes[j] = PointerGetDatum(hash_bytea(heads[j].hash));
+			added[j] = Int64GetDatum(heads[j].added);
+		}
+		args[0] = PointerGetDatum(construct_array(chains, nheads, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		args[1] = int8_array(hseqs, nheads);
+		args[2] = PointerGetDatum(construct_array(hhashes, nheads, BYTEAOID, -1, false, TYPALIGN_INT));
+		args[3] = int8_array(added, nheads);
+		if (SPI_execute_with_args("INSERT INTO schedphi.audit_chain AS c (chain, head_seq, head_hash, records) "
+								  "SELECT * FROM unnest($1, $2, $3, $4) "
+								  "ON CONFLICT (chain) DO UPDATE SET head_seq = excluded.head_seq, "
+								  "head_hash = excluded.head_hash, records = c.records + excluded.records, "
+								  "sealed_at = now()",
+								  4, types, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "schedphi audit worker: could not move the chains' heads");
+	}
+	worker_end();
 	return n;
 }
 
@@ -463,8 +621,7 @@ seal(int qi)
  * be tried again soon.  Creating a partition locks the whole log, which
  * every transaction that wrote PHI holds a lock on until it ends; one of
  * them may be waiting for this worker to record a read or a denial.  So
- * the lock is asked for briefly, and never waited for: the records go to
- * the default partition meanwhile, and a later call moves them.
+ * the lock is asked for briefly, and never waited for.
  */
 static bool
 maintain_partitions(void)
@@ -475,7 +632,6 @@ maintain_partitions(void)
 
 	if (!worker_begin("making audit partitions"))
 		return true;
-	guard_open = true;			/* moving records out of the default partition */
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
@@ -487,23 +643,17 @@ maintain_partitions(void)
 	{
 		ErrorData  *edata;
 
-		guard_open = false;
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		/*
-		 * Busy, or a record of the new month arrived in the default
-		 * partition after we looked (it is moved on the next try).
-		 */
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
-			edata->sqlerrcode != ERRCODE_CHECK_VIOLATION)
+		/* busy: tried again soon */
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
 			ReThrowError(edata);
 		FreeErrorData(edata);
 		done = false;
 	}
 	PG_END_TRY();
-	guard_open = false;
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 	worker_end();
@@ -559,7 +709,7 @@ schedphi_audit_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	in_worker = true;
+	schedphi_is_audit_worker = true;
 	q = &schedphi_auditq->q[qi];
 	if (q->dboid != dboid)
 		proc_exit(0);
@@ -593,10 +743,16 @@ schedphi_audit_worker_main(Datum arg)
 		if (q->stop_requested)
 			worker_give_up(qi, false);
 		now = GetCurrentTimestamp();
-		if (now - last_partitions >= USECS_PER_SEC * 3600)
+		LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
+		requested = q->partitions_requested;
+		q->partitions_requested = false;
+		LWLockRelease(QLOCK(qi));
+		if (requested || now - last_partitions >= USECS_PER_SEC * 3600)
 		{
-			/* the log busy: try again in ten seconds */
+			/* the log busy: try again in ten seconds (or when asked again) */
 			last_partitions = maintain_partitions() ? now : now - USECS_PER_SEC * (3600 - 10);
+			if (requested)
+				ConditionVariableBroadcast(&q->cv);
 		}
 		moved = drain(qi, buf);
 		LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
@@ -609,7 +765,7 @@ schedphi_audit_worker_main(Datum arg)
 
 			do
 			{
-				n = seal(qi);
+				n = seal();
 				if (n < 0)
 					worker_give_up(qi, false);
 				if (n > 0)
@@ -642,171 +798,210 @@ PG_FUNCTION_INFO_V1(schedphi_audit_wake);
 Datum
 schedphi_audit_wake(PG_FUNCTION_ARGS)
 {
-	int			qi = schedphi_queue_for_database(true);
-	AuditQueue *q = &schedphi_auditq->q[qi];
-	Latch	   *latch;
-
-	LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
-	q->seal_requested = true;
-	latch = q->worker_latch;
-	LWLockRelease(QLOCK(qi));
-	if (latch)
-		SetLatch(latch);
+	schedphi_queue_wake_worker(true, false);
 	PG_RETURN_VOID();
 }
 
-/* The chain head the worker last sealed in this server's life, if any. */
-static bool
-shared_head(int64 *seq, uint8 *hash)
+/* Where the walk of one chain stands. */
+typedef struct ChainWalk
 {
-	bool		known = false;
-	int			my_queue = schedphi_queue_index();
+	pg_uuid_t	chain;
+	int64		prev_seq;		/* the last record verified (or the start) */
+	uint8		prev[HASH_LEN];
+	int64		head_seq;		/* what audit_chain says the end is */
+	uint8		head_hash[HASH_LEN];
+	bool		bad;
+} ChainWalk;
 
-	if (schedphi_auditq == NULL || my_queue < 0)
-		return false;
-	LWLockAcquire(QLOCK(my_queue), LW_SHARED);
-	if (schedphi_auditq->q[my_queue].dboid == MyDatabaseId && schedphi_auditq->q[my_queue].head_known)
-	{
-		known = true;
-		*seq = schedphi_auditq->q[my_queue].head_seq;
-		memcpy(hash, schedphi_auditq->q[my_queue].head_hash, HASH_LEN);
-	}
-	LWLockRelease(QLOCK(my_queue));
-	return known;
+static void
+copy_hash(uint8 *to, HeapTuple t, TupleDesc d, int col)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(t, d, col, &isnull);
+
+	memset(to, 0, HASH_LEN);
+	if (!isnull && VARSIZE_ANY_EXHDR(DatumGetByteaPP(v)) == HASH_LEN)
+		memcpy(to, VARDATA_ANY(DatumGetByteaPP(v)), HASH_LEN);
 }
 
-PG_FUNCTION_INFO_V1(schedphi_verify_chain);
+/* At the end of a chain's records: did they reach its head? */
+static int64
+chain_end(ChainWalk *w)
+{
+	if (w->bad)
+		return 0;
+	if (w->prev_seq != w->head_seq || memcmp(w->prev, w->head_hash, HASH_LEN) != 0)
+		return w->head_seq;		/* records at the end were removed (or the head was moved) */
+	return 0;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_verify_chains);
 
 /*
- * _verify_chain(from_seq bigint, from_prev bytea)
- *	 -> (checked bigint, pending bigint, first_bad bigint, last_seq bigint,
- *		 last_hash bytea)
- * Recompute the chain from record from_seq, whose prev_hash must be
- * from_prev, to the end.  first_bad: the first record changed, reordered
- * or missing (the seq where the chain breaks), or null.
+ * _verify_chains(p_chain uuid, p_after bigint)
+ *	 -> (checked bigint, pending bigint, first_bad bigint)
+ * Recompute the chains (p_chain's, or every one) from each one's record
+ * last sealed at or before global seq p_after, trusted as it stands (0:
+ * from the chain's start: after its purge anchor, or from nothing), to
+ * its head in audit_chain.  first_bad: the smallest seq of a record
+ * changed, reordered or removed (a removed record is named by the seq its
+ * successor says came before it), or null.  Both walks are in chain
+ * order: the chains from audit_chain, the records by (chain, seq).
  */
 Datum
-schedphi_verify_chain(PG_FUNCTION_ARGS)
+schedphi_verify_chains(PG_FUNCTION_ARGS)
 {
-	int64		from = PG_GETARG_INT64(0);
-	bytea	   *from_prev = PG_GETARG_BYTEA_PP(1);
-	uint8		prev[HASH_LEN];
-	int64		expect = from;
+	bool		one = !PG_ARGISNULL(0);
+	int64		after = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
 	int64		checked = 0,
 				pending = 0,
 				first_bad = 0;
 	Portal		cur;
 	StringInfoData canon;
 	TupleDesc	rdesc;
-	Datum		values[5];
-	bool		nulls[5] = {false, false, true, false, false};
-	bytea	   *last;
-	int64		head_seq;
-	uint8		head_hash[HASH_LEN];
-	Oid			types[1] = {INT8OID};
-	Datum		args[1];
+	Datum		values[3];
+	bool		nulls[3] = {false, false, true};
+	Oid			types[2] = {INT8OID, UUIDOID};
+	Datum		args[2];
+	ChainWalk  *walks;
+	int			nwalks;
+	int			w = 0;
 	MemoryContext callcxt = CurrentMemoryContext;
+	bool		isnull;
 
-	if (VARSIZE_ANY_EXHDR(from_prev) != HASH_LEN)
-		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("from_prev must be 32 bytes")));
-	memcpy(prev, VARDATA_ANY(from_prev), HASH_LEN);
+#define BAD(seq) do { int64 b_ = (seq); if (b_ > 0 && (first_bad == 0 || b_ < first_bad)) first_bad = b_; } while (0)
+
 	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-
+	args[0] = Int64GetDatum(after);
+	args[1] = one ? PG_GETARG_DATUM(0) : (Datum) 0;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	args[0] = Int64GetDatum(from);
-	cur = SPI_cursor_open_with_args(NULL,
-									"SELECT " CANON_SELECT ", prev_hash, hash FROM schedphi.audit_log "
-									"WHERE seq >= $1 ORDER BY seq, id", 1, types, args, NULL, true, 0);
+
+	/* where each chain starts, and where it ends */
+	if (SPI_execute_with_args(psprintf(
+							  "SELECT c.chain, coalesce(b.seq, c.start_after), coalesce(b.hash, c.start_prev), "
+							  "c.head_seq, c.head_hash FROM schedphi.audit_chain c "
+							  "LEFT JOIN LATERAL (SELECT l.seq, l.hash FROM schedphi.audit_log l "
+							  "WHERE l.chain = c.chain AND l.seq IS NOT NULL AND l.seq <= $1 AND l.seq > c.start_after "
+							  "ORDER BY l.seq DESC LIMIT 1) b ON true %s ORDER BY c.chain",
+							  one ? "WHERE c.chain = $2" : ""),
+							  2, types, args, one ? NULL : " n", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "schedphi: could not read the chains");
+	nwalks = (int) SPI_processed;
+	walks = MemoryContextAllocZero(callcxt, sizeof(ChainWalk) * (nwalks + 1));
+	for (int i = 0; i < nwalks; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+
+		walks[i].chain = *DatumGetUUIDP(SPI_getbinval(t, d, 1, &isnull));
+		walks[i].prev_seq = DatumGetInt64(SPI_getbinval(t, d, 2, &isnull));
+		copy_hash(walks[i].prev, t, d, 3);
+		walks[i].head_seq = DatumGetInt64(SPI_getbinval(t, d, 4, &isnull));
+		copy_hash(walks[i].head_hash, t, d, 5);
+	}
+
+	/* every record sealed after each chain's start */
+	cur = SPI_cursor_open_with_args(NULL, psprintf(
+									"SELECT " CANON_SELECT ", prev_hash, hash FROM schedphi.audit_log l "
+									"WHERE l.seq IS NOT NULL AND l.seq > $1 %s ORDER BY l.chain, l.seq",
+									one ? "AND l.chain = $2" : ""),
+									2, types, args, one ? NULL : " n", true, 0);
 	initStringInfo(&canon);
 	for (;;)
 	{
 		SPI_cursor_fetch(cur, true, 10000);
 		if (SPI_processed == 0)
 			break;
-		for (uint64 i = 0; i < SPI_processed && first_bad == 0; i++)
+		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull,
-						hnull,
-						pnull;
+			pg_uuid_t  *chain = DatumGetUUIDP(SPI_getbinval(tup, desc, CANON_PREV_SEQ - 1, &isnull));
 			int64		seq = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			bytea	   *p = DatumGetByteaPP(SPI_getbinval(tup, desc, CANON_NCOLS + 1, &pnull));
-			bytea	   *h = DatumGetByteaPP(SPI_getbinval(tup, desc, CANON_NCOLS + 2, &hnull));
-			uint8		want[HASH_LEN];
+			bool		pnull;
+			Datum		pd = SPI_getbinval(tup, desc, CANON_PREV_SEQ, &pnull);
+			int64		prev_seq = pnull ? -1 : DatumGetInt64(pd);
+			uint8		stored_prev[HASH_LEN],
+						stored[HASH_LEN],
+						want[HASH_LEN];
+			int			cmp;
 
-			if (seq != expect)
+			/* the chain this record belongs to (chains without one were all removed) */
+			while (w < nwalks && (cmp = memcmp(walks[w].chain.data, chain->data, UUID_LEN)) < 0)
+				BAD(chain_end(&walks[w++]));
+			if (w >= nwalks || memcmp(walks[w].chain.data, chain->data, UUID_LEN) != 0)
 			{
-				/* a gap: the record expected here was removed (or renumbered) */
-				first_bad = seq < expect ? seq : expect;
-				break;
+				/* sealed into a chain audit_chain does not know */
+				BAD(seq);
+				continue;
 			}
-			canonical_record(&canon, tup, desc, seq);
-			chain_hash(prev, &canon, want);
-			if (pnull || hnull || VARSIZE_ANY_EXHDR(p) != HASH_LEN || VARSIZE_ANY_EXHDR(h) != HASH_LEN ||
-				memcmp(VARDATA_ANY(p), prev, HASH_LEN) != 0 || memcmp(VARDATA_ANY(h), want, HASH_LEN) != 0)
+			/* after a break, or at or before the start (a purge not yet done): not walked */
+			if (walks[w].bad || seq <= walks[w].prev_seq)
+				continue;
+			copy_hash(stored_prev, tup, desc, CANON_NCOLS + 1);
+			copy_hash(stored, tup, desc, CANON_NCOLS + 2);
+			if (prev_seq != walks[w].prev_seq)
 			{
-				first_bad = seq;
-				break;
+				/* the record it says came before is not the one before it */
+				BAD(prev_seq > walks[w].prev_seq ? prev_seq : seq);
+				walks[w].bad = true;
+				continue;
 			}
-			memcpy(prev, want, HASH_LEN);
+			canonical_record(&canon, tup, desc, seq, prev_seq);
+			chain_hash(walks[w].prev, &canon, want);
+			if (memcmp(stored_prev, walks[w].prev, HASH_LEN) != 0 || memcmp(stored, want, HASH_LEN) != 0)
+			{
+				BAD(seq);
+				walks[w].bad = true;
+				continue;
+			}
+			memcpy(walks[w].prev, want, HASH_LEN);
+			walks[w].prev_seq = seq;
 			checked++;
-			expect++;
 		}
 		SPI_freetuptable(SPI_tuptable);
-		if (first_bad != 0)
-			break;
 	}
 	SPI_cursor_close(cur);
-	/* records removed from the end while this server ran */
-	if (first_bad == 0 && shared_head(&head_seq, head_hash) && head_seq >= expect)
-		first_bad = expect;
-	if (SPI_execute("SELECT count(*) FROM schedphi.audit_log WHERE hash IS NULL", true, 0) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-	{
-		bool		isnull;
+	while (w < nwalks)
+		BAD(chain_end(&walks[w++]));
 
+	if (SPI_execute_with_args(psprintf("SELECT count(*) FROM schedphi.audit_log l WHERE l.hash IS NULL %s",
+									   one ? "AND l.chain = $2" : ""),
+							  2, types, args, one ? NULL : " n", true, 0) == SPI_OK_SELECT && SPI_processed == 1)
 		pending = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
 	SPI_finish();
 	MemoryContextSwitchTo(callcxt);
+#undef BAD
 
-	last = palloc(VARHDRSZ + HASH_LEN);
-	SET_VARSIZE(last, VARHDRSZ + HASH_LEN);
-	memcpy(VARDATA(last), prev, HASH_LEN);
 	values[0] = Int64GetDatum(checked);
 	values[1] = Int64GetDatum(pending);
 	values[2] = Int64GetDatum(first_bad);
 	nulls[2] = first_bad == 0;
-	values[3] = Int64GetDatum(expect - 1);
-	values[4] = PointerGetDatum(last);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(rdesc), values, nulls)));
 }
 
 PG_FUNCTION_INFO_V1(schedphi_audit_purge_rows);
 
 /*
- * _audit_purge_rows(through bigint) -> bigint: delete the records up to seq
- * through, with the append-only guard open for this statement only.  Called
- * by purge_audit, which has checked the retention and anchored the cut.
+ * _audit_purge_rows() -> bigint: delete the records at or before their
+ * chain's purge anchor, with the append-only guard open for this statement
+ * only.  Called by purge_audit, which has checked the retention and moved
+ * the anchors.
  */
 Datum
 schedphi_audit_purge_rows(PG_FUNCTION_ARGS)
 {
-	Oid			types[1] = {INT8OID};
-	Datum		args[1];
 	int64		n = 0;
 
-	args[0] = PG_GETARG_DATUM(0);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	guard_open = true;
 	PG_TRY();
 	{
-		if (SPI_execute_with_args("DELETE FROM schedphi.audit_log WHERE seq <= $1", 1, types, args, NULL,
-								  false, 0) != SPI_OK_DELETE)
+		if (SPI_execute("DELETE FROM schedphi.audit_log l USING schedphi.audit_chain c "
+						"WHERE l.chain = c.chain AND l.seq <= c.start_after", false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "schedphi: purge failed");
 		n = (int64) SPI_processed;
 	}
@@ -822,13 +1017,17 @@ schedphi_audit_purge_rows(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(schedphi_audit_sign_head);
 
 /*
- * _audit_sign(seq bigint, hash bytea, kek text) -> (key text, signature bytea)
- * HMAC-SHA-256 of "schedphi audit digest v1|<seq>|<hash in hex>" under the
- * audit key derived from master key kek (null: the active one).
+ * _audit_sign(scope text, seq bigint, hash bytea, kek text)
+ *	 -> (key text, signature bytea)
+ * HMAC-SHA-256 of "schedphi audit digest v2|<scope>|<seq>|<hash in hex>"
+ * under the audit key derived from master key kek (null: the active one).
+ * scope: a tenant's uuid (its chain's head), or * (the root of every
+ * chain).
  */
 Datum
 schedphi_audit_sign_head(PG_FUNCTION_ARGS)
 {
+	char	   *scope;
 	int64		seq;
 	bytea	   *hash;
 	char	   *kek = NULL;
@@ -841,18 +1040,19 @@ schedphi_audit_sign_head(PG_FUNCTION_ARGS)
 	bool		nulls[2] = {false, false};
 	bytea	   *sig;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("seq and hash must not be null")));
-	seq = PG_GETARG_INT64(0);
-	hash = PG_GETARG_BYTEA_PP(1);
-	if (!PG_ARGISNULL(2))
-		kek = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("scope, seq and hash must not be null")));
+	scope = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	seq = PG_GETARG_INT64(1);
+	hash = PG_GETARG_BYTEA_PP(2);
+	if (!PG_ARGISNULL(3))
+		kek = text_to_cstring(PG_GETARG_TEXT_PP(3));
 	if (VARSIZE_ANY_EXHDR(hash) != HASH_LEN)
 		ereport(ERROR, (errcode(SCHEDPHI_BAD_ARGUMENT), errmsg("hash must be 32 bytes")));
 	hex_encode(VARDATA_ANY(hash), HASH_LEN, hex);
 	hex[2 * HASH_LEN] = '\0';
 	initStringInfo(&msg);
-	appendStringInfo(&msg, "schedphi audit digest v1|" INT64_FORMAT "|%s", seq, hex);
+	appendStringInfo(&msg, "schedphi audit digest v2|%s|" INT64_FORMAT "|%s", scope, seq, hex);
 	schedphi_audit_sign(kek, (const uint8 *) msg.data, msg.len, mac, used, sizeof(used));
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");

@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -36,6 +37,8 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -183,12 +186,81 @@ schedphi_event_parse(const char *p, AuditEvent *ev)
 #define INSERT_NARGS 15
 static const char *insert_sql =
 "INSERT INTO schedphi.audit_log (at, login, actor, tenant, role, purpose, action, object, object_id, "
-"patient, columns, client_addr, application, detail, xid) "
-"VALUES ($1, $2::name, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[], $12::inet, $13, $14::jsonb, $15)";
+"patient, columns, client_addr, application, detail, xid, chain) "
+"VALUES ($1, $2::name, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[], $12::inet, $13, $14::jsonb, $15, "
+"coalesce($4, '00000000-0000-0000-0000-000000000000'::uuid))";
 static Oid	insert_types[INSERT_NARGS] = {
 	TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID,
 	UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID
 };
+
+/* This process is the audit worker (set by ledger.c when it starts). */
+bool		schedphi_is_audit_worker = false;
+
+static void audit_unavailable(const char *why) pg_attribute_noreturn();
+
+/*
+ * The month (UTC) a record falls in, as year * 12 + month - 1, and whether
+ * this backend has seen the partition for it.
+ */
+static int	partition_month_known = -1;
+
+/*
+ * Make sure the log has a partition for a record written at `at`.  The
+ * audit worker makes them ahead of time; in a new database, or after the
+ * worker was away for a month, a record may come first.  The worker is
+ * then asked to make it (the writing transaction never makes one: it
+ * would hold the whole log locked until it ends), and waited for as long
+ * as for a queued event to be durable.  The worker itself, and a server
+ * without it (not preloaded), make it at once.
+ */
+static void
+ensure_partition(TimestampTz at)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			month;
+	char		name[NAMEDATALEN];
+	Oid			nsp;
+	TimestampTz deadline;
+
+	if (timestamp2tm(at, NULL, &tm, &fsec, NULL, NULL) != 0)
+		elog(ERROR, "schedphi: audit record time out of range");
+	month = tm.tm_year * 12 + tm.tm_mon - 1;
+	if (month == partition_month_known)
+		return;
+	snprintf(name, sizeof(name), "audit_log_%04d%02d", tm.tm_year, tm.tm_mon);
+	nsp = get_namespace_oid("schedphi", false);
+	if (OidIsValid(get_relname_relid(name, nsp)))
+	{
+		partition_month_known = month;
+		return;
+	}
+	if (schedphi_auditq == NULL || schedphi_is_audit_worker)
+	{
+		if (SPI_execute("SELECT schedphi._audit_partitions()", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "schedphi: could not make the audit log's partitions");
+		return;
+	}
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), audit_timeout_ms);
+	for (;;)
+	{
+		int			qi = schedphi_queue_for_database(true);
+
+		schedphi_queue_wake_worker(false, true);
+		ConditionVariableTimedSleep(&schedphi_auditq->q[qi].cv, 100, PG_WAIT_EXTENSION);
+		AcceptInvalidationMessages();
+		if (OidIsValid(get_relname_relid(name, nsp)))
+			break;
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			ConditionVariableCancelSleep();
+			audit_unavailable("its worker did not make the log's partition for this month in time");
+		}
+	}
+	ConditionVariableCancelSleep();
+	partition_month_known = month;
+}
 
 /* Insert one event (connected to SPI, with a snapshot). */
 void
@@ -221,6 +293,7 @@ schedphi_event_insert(const AuditEvent *ev)
 	n[9] = ev->has_patient ? ' ' : 'n';
 	v[14] = Int64GetDatum(ev->xid);
 	n[14] = ev->xid != 0 ? ' ' : 'n';
+	ensure_partition(ev->at);
 	schedphi_keep_plan(&plan, insert_sql, INSERT_NARGS, insert_types);
 	if (SPI_execute_plan(plan, v, n, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "schedphi: could not insert an audit record");
@@ -311,8 +384,8 @@ schedphi_queue_for_database(bool may_error)
 			q->insert_pos = q->read_pos = q->durable_pos = 0;
 			q->registered = false;
 			q->worker_pid = 0;
-			q->head_known = false;
 			q->seal_requested = false;
+			q->partitions_requested = false;
 			q->stop_requested = false;
 			LWLockRelease(QLOCK(free_slot));
 			qi = free_slot;
@@ -494,6 +567,28 @@ schedphi_queue_wait_durable(void)
 	}
 	ConditionVariableCancelSleep();
 	wait_target = 0;
+}
+
+/*
+ * Ask this database's worker to seal now, or to make the log's partitions,
+ * and wake it (starting it if none runs).
+ */
+void
+schedphi_queue_wake_worker(bool seal, bool partitions)
+{
+	int			qi = schedphi_queue_for_database(true);
+	AuditQueue *q = &schedphi_auditq->q[qi];
+	Latch	   *latch;
+
+	LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
+	if (seal)
+		q->seal_requested = true;
+	if (partitions)
+		q->partitions_requested = true;
+	latch = q->worker_latch;
+	LWLockRelease(QLOCK(qi));
+	if (latch)
+		SetLatch(latch);
 }
 
 /* Record one event through the queue; with wait, until it is durable. */

@@ -34,10 +34,8 @@ typedef struct AuditQueue
 	uint64		insert_pos;		/* bytes ever queued */
 	uint64		read_pos;		/* bytes the worker has taken */
 	uint64		durable_pos;	/* bytes committed to audit_log */
-	bool		head_known;		/* chain head below is valid */
-	int64		head_seq;
-	uint8		head_hash[HASH_LEN];
 	bool		seal_requested; /* a backend asked to seal now */
+	bool		partitions_requested;	/* a record found no partition */
 	bool		stop_requested; /* the database is being dropped */
 	ConditionVariable cv;		/* durable_pos moved, or the worker changed */
 	Size		ring_off;		/* offset of the ring in AuditShared */
@@ -49,6 +47,9 @@ typedef struct AuditShared
 	Size		ring_size;
 	AuditQueue	q[AQ_DBS];
 } AuditShared;
+
+/* This process is the audit worker (ledger.c sets it). */
+extern bool schedphi_is_audit_worker;
 
 /* NULL when not preloaded: there is no queue (and no worker) */
 extern AuditShared *schedphi_auditq;
@@ -90,5 +91,6 @@ extern void schedphi_queue_enqueue(const char *data, Size len, bool may_error, b
 extern void schedphi_queue_wait_durable(void);
 extern void schedphi_queue_forget_wait(void);
 extern void schedphi_queue_record(const AuditEvent *ev, bool wait);
+extern void schedphi_queue_wake_worker(bool seal, bool partitions);
 
 #endif							/* SCHEDPHI_QUEUE_H */

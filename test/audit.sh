@@ -184,28 +184,36 @@ EOF
 		"$(aq -c "UPDATE schedphi.audit_log SET actor = 'someone else' WHERE seq = $first" | grep -c 'append-only')" 1
 	aok "DELETE is refused to the superuser" \
 		"$(aq -c "DELETE FROM schedphi.audit_log WHERE seq = $first" | grep -c 'append-only')" 1
+	local apart
+	apart=$(aq -c "SELECT tableoid::regclass FROM schedphi.audit_log WHERE seq = $first")
 	aok "TRUNCATE is refused to the superuser, on the log and on a partition" \
-		"$(aq -c "TRUNCATE schedphi.audit_log" 2>&1 | grep -c 'append-only')$(aq -c "TRUNCATE schedphi.audit_log_default" | grep -c 'append-only')" 11
+		"$(aq -c "TRUNCATE schedphi.audit_log" 2>&1 | grep -c 'append-only')$(aq -c "TRUNCATE $apart" | grep -c 'append-only')" 11
+	aok "sealing a record again is refused (only an unsealed record is sealed)" \
+		"$(aq -c "UPDATE schedphi.audit_log SET hash = prev_hash WHERE seq = $first" | grep -c 'append-only')" 1
+	aok "a chain's head never moves back, and no chain is removed" \
+		"$(aq -c "UPDATE schedphi.audit_chain SET head_seq = head_seq - 1" | grep -c 'only moves forward')$(aq -c "DELETE FROM schedphi.audit_chain" | grep -c 'only moves forward')" 11
 	aok "and so is UPDATE under session_replication_role = replica" \
 		"$(aq -c "SET session_replication_role = replica" -c "UPDATE schedphi.audit_log SET actor = 'x'" | grep -c 'append-only')" 1
 	aok "the chain verifies" "$(verify)" "t -"
 
 	# ---------------------------------------- tampering that skips triggers
-	local k part
+	# k and k2: a read record and the next record of the same chain (the tenant's)
+	local k k2 part
 	k=$(aq -c "SELECT seq FROM schedphi.audit_log WHERE action = 'read' ORDER BY seq LIMIT 1")
+	k2=$(aq -c "SELECT min(seq) FROM schedphi.audit_log WHERE seq > $k AND chain = (SELECT chain FROM schedphi.audit_log WHERE seq = $k)")
 	part=$(aq -c "SELECT tableoid::regclass FROM schedphi.audit_log WHERE seq = $k")
 	aq -c "ALTER TABLE $part DISABLE TRIGGER ALL" >/dev/null
 	aq -c "UPDATE $part SET purpose = 'OPERATIONS' WHERE seq = $k" >/dev/null
 	aok "a record changed with the triggers disabled is found and located" "$(verify)" "f $k"
 	aq -c "UPDATE $part SET purpose = 'TREAT' WHERE seq = $k" >/dev/null
 	aok "putting it back makes the chain verify again" "$(verify)" "t -"
-	aq -c "CREATE TABLE saved AS SELECT * FROM schedphi.audit_log WHERE seq = $((k + 1))" \
-		-c "DELETE FROM $part WHERE seq = $((k + 1))" >/dev/null
-	aok "a removed record is found and located" "$(verify)" "f $((k + 1))"
+	aq -c "CREATE TABLE saved AS SELECT * FROM schedphi.audit_log WHERE seq = $k2" \
+		-c "DELETE FROM $part WHERE seq = $k2" >/dev/null
+	aok "a removed record is found and located" "$(verify)" "f $k2"
 	aq -c "INSERT INTO schedphi.audit_log SELECT * FROM saved" -c "DROP TABLE saved" >/dev/null
-	aq -c "UPDATE $part SET seq = CASE seq WHEN $k THEN $((k + 1)) ELSE $k END WHERE seq IN ($k, $((k + 1)))" >/dev/null
+	aq -c "UPDATE $part SET seq = CASE seq WHEN $k THEN $k2 ELSE $k END WHERE seq IN ($k, $k2)" >/dev/null
 	aok "two reordered records are found and located" "$(verify)" "f $k"
-	aq -c "UPDATE $part SET seq = CASE seq WHEN $k THEN $((k + 1)) ELSE $k END WHERE seq IN ($k, $((k + 1)))" \
+	aq -c "UPDATE $part SET seq = CASE seq WHEN $k THEN $k2 ELSE $k END WHERE seq IN ($k, $k2)" \
 		-c "ALTER TABLE $part ENABLE ALWAYS TRIGGER append_only" -c "ALTER TABLE $part ENABLE ALWAYS TRIGGER append_only_truncate" >/dev/null
 	aok "and the chain verifies once they are put back" "$(verify)" "t -"
 
@@ -237,6 +245,24 @@ EOF
 	forged=$(echo "$digest" | sed -E 's/"seq": ([0-9]+)/"seq": 1\1/')
 	aok "a forged digest does not verify" \
 		"$(as au_auditor -c "SELECT * FROM schedphi.verify_audit('$forged')" | grep -c 'signature does not verify')" 1
+	local tdigest
+	tdigest=$(as au_auditor -c "SELECT schedphi.audit_digest('$tenant')")
+	as au_sched -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" -c "SELECT schedphi.patient_record('$canary') IS NULL" -c "COMMIT" >/dev/null
+	seal_now
+	aok "a tenant's auditor takes a digest of the tenant's chain, and verifies what came after it" \
+		"$(as au_auditor -F' ' -c "SELECT ok, checked FROM schedphi.verify_audit('$tdigest')")" "t 1"
+	aok "a digest of another tenant's chain is refused to them" \
+		"$(as au_auditor -c "SELECT schedphi.audit_digest('00000000-0000-0000-0000-000000000000')" | grep -c '^ERROR:  permission denied')" 1
+	local last
+	last=$(aq -c "SELECT max(seq) FROM schedphi.audit_log WHERE chain = '$tenant'")
+	aq -c "ALTER TABLE $part DISABLE TRIGGER ALL" -c "CREATE TABLE saved AS SELECT * FROM schedphi.audit_log WHERE seq = $last" \
+		-c "DELETE FROM schedphi.audit_log WHERE seq = $last" >/dev/null
+	aok "the last record of a chain, removed, is found (the chain's head names it)" "$(verify)" "f $last"
+	aok "and so does a digest taken before it" \
+		"$(as au_auditor -F' ' -c "SELECT ok, first_bad FROM schedphi.verify_audit('$tdigest')")" "f $last"
+	aq -c "INSERT INTO schedphi.audit_log SELECT * FROM saved" -c "DROP TABLE saved" \
+		-c "ALTER TABLE $part ENABLE ALWAYS TRIGGER append_only" -c "ALTER TABLE $part ENABLE ALWAYS TRIGGER append_only_truncate" >/dev/null
+	aok "put back, it verifies" "$(verify)" "t -"
 	aok "only an auditor makes a digest" "$(as au_sched -c "SELECT schedphi.audit_digest()" | grep -c '^ERROR:  permission denied: audit rule')" 1
 
 	# -------------------------------------------------- accounting of disclosures

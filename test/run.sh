@@ -95,6 +95,9 @@ failed=$((failed + AUDIT_FAILED))
 [ "$AUDIT_PASSED" -eq 0 ] && [ "$AUDIT_FAILED" -eq 0 ] && note fail "audit (did not run)"
 
 # ------------------------------------------------------ keys, leaks, fuzzing
+echo "== dump and restore of the ledger (full, by table, by schema)"
+if bash "$here/dump.sh"; then note ok; else note fail "dump"; fi
+
 echo "== keys (restarts with changed, missing and malformed master keys)"
 . "$here/keys.sh"
 if keys_check; then note ok; else note fail "keys"; fi

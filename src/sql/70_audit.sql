@@ -1,15 +1,19 @@
 -- schedphi install script, part 7: the audit ledger (src/audit.c,
--- docs/audit.md).
+-- src/queue.c, src/ledger.c, docs/audit.md).
 --
 -- One table, partitioned by month, append-only, hash-chained.  Writes to
 -- PHI tables are recorded by a C trigger in the writing transaction; reads,
 -- denials and the other events come through a queue in shared memory that a
 -- background worker writes in its own transactions.  The same worker seals
--- records into the chain: seq, prev_hash and hash are null until then.
+-- records into the chains: seq, prev_seq, prev_hash and hash are null until
+-- then.
 --
--- The log is the one table without a tenant-leading key: it holds one
--- chain for the whole database (records of failed logins have no tenant).
--- On a distributed deployment it stays on the coordinator.
+-- One chain per tenant: a record's chain is its tenant (the nil uuid for a
+-- record that concerns no tenant: a rejected token, a refusal by
+-- PostgreSQL, an operation of the DBA), so that a tenant's ledger is
+-- verified, exported, shredded and distributed (Citus) on its own.  seq is
+-- the order of sealing, unique across chains; within a chain each record
+-- names the one before it (prev_seq) and is bound to it (prev_hash).
 
 CREATE SEQUENCE schedphi.audit_log_id;
 
@@ -32,31 +36,61 @@ CREATE TABLE schedphi.audit_log (
 	prev_hash	bytea,
 	hash		bytea,
 	xid			bigint,			-- the writing transaction (full id), if it had one
-	id			bigint NOT NULL DEFAULT nextval('schedphi.audit_log_id')	-- order of arrival
+	id			bigint NOT NULL DEFAULT nextval('schedphi.audit_log_id'),	-- order of arrival
+	chain		uuid NOT NULL,	-- the tenant, or the nil uuid
+	prev_seq	bigint			-- the record before this one in its chain (0: the first)
 ) PARTITION BY RANGE (at);
 
--- Indexes are made per partition (_audit_protect), not on the parent: a
--- partitioned index of an extension's table would clash, on restore, with
--- the indexes pg_dump writes for the partitions the worker created.
-CREATE TABLE schedphi.audit_log_default PARTITION OF schedphi.audit_log DEFAULT;
-
--- pg_dump writes the records; monthly partitions are ordinary tables that
--- the worker creates, and pg_dump writes them whole.
-SELECT pg_catalog.pg_extension_config_dump('schedphi.audit_log_default', '');
+-- No partition belongs to the extension: the monthly partitions are
+-- ordinary tables that the audit worker makes ahead of time (and at once
+-- when a record finds none, src/queue.c), and pg_dump writes each whole
+-- (table, ATTACH, rows, indexes, triggers), in a full dump or by itself
+-- with -t.  (A partition made by this script would be an extension member,
+-- whose rows pg_dump 15 cannot write by table, and which the CREATE
+-- EXTENSION of a restore would make again.)  Indexes are made per
+-- partition (_audit_protect), not on the parent, for the same reason.
 SELECT pg_catalog.pg_extension_config_dump('schedphi.audit_log_id', '');
+
+-- The head of each chain, kept by the sealer, and where its verification
+-- starts (after a purge: the last record removed, and its hash).  A head
+-- only moves forward; a row is never removed (the guard below).
+CREATE TABLE schedphi.audit_chain (
+	chain		uuid NOT NULL,
+	head_seq	bigint NOT NULL,
+	head_hash	bytea NOT NULL,
+	records		bigint NOT NULL,	-- sealed into it, ever
+	start_after bigint NOT NULL DEFAULT 0,
+	start_prev	bytea NOT NULL DEFAULT decode(repeat('00', 32), 'hex'),
+	sealed_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (chain)
+);
+CREATE INDEX audit_chain_head ON schedphi.audit_chain (head_seq);
+SELECT pg_catalog.pg_extension_config_dump('schedphi.audit_chain', '');
 
 CREATE FUNCTION schedphi._audit_guard() RETURNS trigger
 AS 'MODULE_PATHNAME', 'schedphi_audit_guard' LANGUAGE C;
+CREATE FUNCTION schedphi._audit_chain_guard() RETURNS trigger
+AS 'MODULE_PATHNAME', 'schedphi_audit_chain_guard' LANGUAGE C;
 CREATE FUNCTION schedphi._audit_write() RETURNS trigger
 AS 'MODULE_PATHNAME', 'schedphi_audit_write' LANGUAGE C;
 
--- Append-only, for everyone, whatever session_replication_role says.
+-- Append-only, for everyone, whatever session_replication_role says.  The
+-- guard lets through exactly one kind of update, on any node: an unsealed
+-- record given its seq and hashes, nothing else changed.
 CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON schedphi.audit_log
 	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_guard();
 CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON schedphi.audit_log
 	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_guard();
 ALTER TABLE schedphi.audit_log ENABLE ALWAYS TRIGGER append_only;
 ALTER TABLE schedphi.audit_log ENABLE ALWAYS TRIGGER append_only_truncate;
+CREATE TRIGGER forward_only BEFORE UPDATE OR DELETE ON schedphi.audit_chain
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_chain_guard();
+CREATE TRIGGER forward_only_truncate BEFORE TRUNCATE ON schedphi.audit_chain
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_chain_guard();
+ALTER TABLE schedphi.audit_chain ENABLE ALWAYS TRIGGER forward_only;
+ALTER TABLE schedphi.audit_chain ENABLE ALWAYS TRIGGER forward_only_truncate;
+ALTER TABLE schedphi.audit_chain ENABLE ROW LEVEL SECURITY;
+ALTER TABLE schedphi.audit_chain FORCE ROW LEVEL SECURITY;
 
 -- What a partition needs besides the row trigger it inherits: its indexes,
 -- the TRUNCATE guard, and no access of its own.
@@ -72,8 +106,8 @@ BEGIN
 							  p_partition || '_unsealed', p_partition);
 	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (patient, at) WHERE patient IS NOT NULL',
 							  p_partition || '_patient', p_partition);
-	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (seq) WHERE action = ''purge''',
-							  p_partition || '_purge', p_partition);
+	EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON schedphi.%I (chain, seq) WHERE seq IS NOT NULL',
+							  p_partition || '_chain', p_partition);
 	EXECUTE pg_catalog.format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON schedphi.%I '
 							  'FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_guard()', p_partition);
 	EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I ENABLE ALWAYS TRIGGER append_only_truncate', p_partition);
@@ -83,13 +117,10 @@ BEGIN
 	EXECUTE pg_catalog.format('REVOKE ALL ON schedphi.%I FROM PUBLIC', p_partition);
 END
 $$;
-SELECT schedphi._audit_protect('audit_log_default');
 
--- This month's partition and the next p_months' (UTC months).  Records of
--- a month that arrived before its partition existed wait in the default
--- partition; they are moved, whole, into the new partition (only the audit
--- worker may: the move deletes from the default partition).  The worker
--- calls this when it starts and every hour.
+-- This month's partition and the next p_months' (UTC months), made by the
+-- audit worker when it starts, every hour, and at once when a record finds
+-- no partition for its month (src/queue.c); the number made.
 CREATE FUNCTION schedphi._audit_partitions(p_months int DEFAULT 2)
 RETURNS int
 LANGUAGE plpgsql
@@ -97,29 +128,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_month timestamp;
-	v_lo timestamptz;
-	v_hi timestamptz;
 	v_name name;
 	v_made int := 0;
 BEGIN
 	FOR i IN 0..p_months LOOP
 		v_month := date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => i);
-		v_lo := v_month AT TIME ZONE 'UTC';
-		v_hi := (v_month + interval '1 month') AT TIME ZONE 'UTC';
 		v_name := 'audit_log_' || to_char(v_month, 'YYYYMM');
 		CONTINUE WHEN to_regclass('schedphi.' || quote_ident(v_name)) IS NOT NULL;
-		IF NOT EXISTS (SELECT 1 FROM schedphi.audit_log_default d WHERE d.at >= v_lo AND d.at < v_hi) THEN
-			EXECUTE pg_catalog.format('CREATE TABLE schedphi.%I PARTITION OF schedphi.audit_log '
-									  'FOR VALUES FROM (%L) TO (%L)', v_name, v_lo, v_hi);
-		ELSE
-			LOCK TABLE schedphi.audit_log_default IN EXCLUSIVE MODE;
-			EXECUTE pg_catalog.format('CREATE TABLE schedphi.%I (LIKE schedphi.audit_log INCLUDING DEFAULTS)', v_name);
-			EXECUTE pg_catalog.format('WITH moved AS (DELETE FROM schedphi.audit_log_default d '
-									  'WHERE d.at >= %L AND d.at < %L RETURNING d.*) '
-									  'INSERT INTO schedphi.%I SELECT * FROM moved', v_lo, v_hi, v_name);
-			EXECUTE pg_catalog.format('ALTER TABLE schedphi.audit_log ATTACH PARTITION schedphi.%I '
-									  'FOR VALUES FROM (%L) TO (%L)', v_name, v_lo, v_hi);
-		END IF;
+		EXECUTE pg_catalog.format('CREATE TABLE schedphi.%I PARTITION OF schedphi.audit_log '
+								  'FOR VALUES FROM (%L) TO (%L)', v_name,
+								  v_month AT TIME ZONE 'UTC', (v_month + interval '1 month') AT TIME ZONE 'UTC');
 		PERFORM schedphi._audit_protect(v_name);
 		v_made := v_made + 1;
 	END LOOP;
@@ -202,15 +220,16 @@ AS 'MODULE_PATHNAME', 'schedphi_deny' LANGUAGE C VOLATILE;
 CREATE FUNCTION schedphi._audit_wake() RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_audit_wake' LANGUAGE C VOLATILE;
 
-CREATE FUNCTION schedphi._verify_chain(from_seq bigint, from_prev bytea,
-									   OUT checked bigint, OUT pending bigint, OUT first_bad bigint,
-									   OUT last_seq bigint, OUT last_hash bytea)
-AS 'MODULE_PATHNAME', 'schedphi_verify_chain' LANGUAGE C VOLATILE STRICT;
+-- Recompute the chains (p_chain, or all) after global seq p_after (0:
+-- from each chain's start); see src/ledger.c.
+CREATE FUNCTION schedphi._verify_chains(p_chain uuid, p_after bigint,
+										OUT checked bigint, OUT pending bigint, OUT first_bad bigint)
+AS 'MODULE_PATHNAME', 'schedphi_verify_chains' LANGUAGE C VOLATILE;
 
-CREATE FUNCTION schedphi._audit_sign(seq bigint, hash bytea, kek text, OUT key text, OUT signature bytea)
+CREATE FUNCTION schedphi._audit_sign(scope text, seq bigint, hash bytea, kek text, OUT key text, OUT signature bytea)
 AS 'MODULE_PATHNAME', 'schedphi_audit_sign_head' LANGUAGE C VOLATILE;
 
-CREATE FUNCTION schedphi._audit_purge_rows(through bigint) RETURNS bigint
+CREATE FUNCTION schedphi._audit_purge_rows() RETURNS bigint
 AS 'MODULE_PATHNAME', 'schedphi_audit_purge_rows' LANGUAGE C VOLATILE STRICT;
 
 -- Wait until every record committed before the call is sealed (tests,
@@ -268,23 +287,29 @@ BEGIN
 END
 $$;
 
--- The prev_hash of the first record of the chain: 32 zero bytes.
+-- The prev_hash of the first record of a chain: 32 zero bytes.
 CREATE FUNCTION schedphi._audit_genesis() RETURNS bytea
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT decode(repeat('00', 32), 'hex') $$;
 
--- Where verification starts: after the last purge anchor, or at seq 1.
-CREATE FUNCTION schedphi._audit_start(OUT from_seq bigint, OUT from_prev bytea)
+-- The head of every chain as of global seq p_seq (its last record sealed
+-- by then, after its purge anchor), and the root that binds them all:
+-- SHA-256 over (chain, seq, hash) in chain order.  One index probe per
+-- chain, whatever the size of the log.
+CREATE FUNCTION schedphi._audit_root(p_seq bigint, OUT chains bigint, OUT root bytea)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT coalesce((SELECT (l.detail ->> 'through_seq')::bigint + 1 FROM schedphi.audit_log l
-					 WHERE l.action = 'purge' AND l.seq IS NOT NULL ORDER BY l.seq DESC LIMIT 1), 1),
-		   coalesce((SELECT decode(l.detail ->> 'hash', 'hex') FROM schedphi.audit_log l
-					 WHERE l.action = 'purge' AND l.seq IS NOT NULL ORDER BY l.seq DESC LIMIT 1),
-					schedphi._audit_genesis())
+	SELECT count(*), sha256(coalesce(string_agg(uuid_send(h.chain) || int8send(h.seq) || h.hash, ''::bytea
+												ORDER BY h.chain), ''::bytea))
+	FROM (SELECT c.chain, b.seq, b.hash FROM schedphi.audit_chain c
+		  CROSS JOIN LATERAL (SELECT l.seq, l.hash FROM schedphi.audit_log l
+							  WHERE l.chain = c.chain AND l.seq IS NOT NULL AND l.seq <= p_seq
+								AND l.seq > c.start_after
+							  ORDER BY l.seq DESC LIMIT 1) b) h
 $$;
 
+-- Verify every chain, from its start (after its purge anchor).
 CREATE FUNCTION schedphi.verify_audit()
 RETURNS TABLE (checked bigint, pending bigint, first_bad bigint, ok boolean)
 LANGUAGE plpgsql
@@ -292,20 +317,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	s record;
 	v record;
 BEGIN
 	PERFORM schedphi._authorize_auditor(NULL);
-	s := schedphi._audit_start();
-	v := schedphi._verify_chain(s.from_seq, s.from_prev);
-	-- a record numbered before the start means the chain was restarted
-	v.first_bad := least(v.first_bad, (SELECT min(l.seq) FROM schedphi.audit_log l WHERE l.seq < s.from_seq));
+	v := schedphi._verify_chains(NULL, 0);
 	RETURN QUERY SELECT v.checked, v.pending, v.first_bad, v.first_bad IS NULL;
 END
 $$;
 
--- Verify from a digest kept outside the database: its signature, that the
--- chain still holds its record with its hash, and the chain after it.
+-- Verify from a digest kept outside the database (audit_digest(), or
+-- audit_digest(tenant) for one tenant's chain): its signature, that the
+-- ledger still holds what it names, and everything sealed after it.  The
+-- cost is the records sealed since, plus one index probe per chain.
 CREATE FUNCTION schedphi.verify_audit(digest jsonb)
 RETURNS TABLE (checked bigint, pending bigint, first_bad bigint, ok boolean)
 LANGUAGE plpgsql
@@ -313,46 +336,72 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+	v_tenant uuid;
 	v_seq bigint;
 	v_hash bytea;
 	v_sig bytea;
+	v_at timestamptz;
+	v_root record;
 	v record;
 BEGIN
 	PERFORM schedphi._authorize_auditor(NULL);
 	BEGIN
+		v_tenant := (digest ->> 'tenant')::uuid;
 		v_seq := (digest ->> 'seq')::bigint;
-		v_hash := decode(digest ->> 'hash', 'hex');
+		v_hash := decode(coalesce(digest ->> 'hash', digest ->> 'root'), 'hex');
 		v_sig := decode(digest ->> 'signature', 'hex');
+		v_at := (digest ->> 'at')::timestamptz;
 	EXCEPTION WHEN OTHERS THEN
 		v_seq := NULL;
 	END;
-	IF v_seq IS NULL OR v_hash IS NULL OR v_sig IS NULL OR length(v_hash) <> 32 OR digest ->> 'key' IS NULL THEN
+	IF v_seq IS NULL OR v_hash IS NULL OR v_sig IS NULL OR length(v_hash) <> 32 OR digest ->> 'key' IS NULL
+	   OR (v_tenant IS NULL) <> (digest ->> 'root' IS NOT NULL) THEN
 		RAISE EXCEPTION 'digest must be what schedphi.audit_digest() returned' USING ERRCODE = '22023';
 	END IF;
-	IF (schedphi._audit_sign(v_seq, v_hash, digest ->> 'key')).signature IS DISTINCT FROM v_sig THEN
+	IF v_tenant IS NOT NULL THEN
+		PERFORM schedphi._authorize_auditor(v_tenant);
+	END IF;
+	IF (schedphi._audit_sign(coalesce(v_tenant::text, '*'), v_seq, v_hash, digest ->> 'key')).signature
+	   IS DISTINCT FROM v_sig THEN
 		RAISE EXCEPTION 'digest signature does not verify' USING ERRCODE = '22023',
 			DETAIL = 'The digest was altered, or was not made with this master key.';
 	END IF;
-	-- a digest taken before a purge names a record that is gone: say so,
-	-- rather than report it as tampering
-	IF v_seq > 0 AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.seq = v_seq)
-	   AND EXISTS (SELECT 1 FROM schedphi.audit_log l
-				   WHERE l.action = 'purge' AND (l.detail ->> 'through_seq')::bigint >= v_seq) THEN
-		RAISE EXCEPTION 'the digest''s record was purged' USING ERRCODE = '55000',
-			DETAIL = 'purge_audit removed the records up to it; check a digest taken after the purge, or verify_audit() from the purge''s anchor.';
+	IF v_tenant IS NOT NULL THEN
+		-- one chain: its record must still be there, with its hash
+		IF v_seq > 0 AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l
+									 WHERE l.chain = v_tenant AND l.seq = v_seq AND l.hash = v_hash) THEN
+			IF EXISTS (SELECT 1 FROM schedphi.audit_chain c WHERE c.chain = v_tenant AND c.start_after >= v_seq) THEN
+				RAISE EXCEPTION 'the digest''s record was purged' USING ERRCODE = '55000',
+					DETAIL = 'purge_audit removed the records up to it; check a digest taken after the purge, or verify_audit() from the purge''s anchor.';
+			END IF;
+			RETURN QUERY SELECT 0::bigint, (SELECT count(*) FROM schedphi.audit_log l WHERE l.hash IS NULL
+											AND l.chain = v_tenant), v_seq, false;
+			RETURN;
+		END IF;
+		v := schedphi._verify_chains(v_tenant, v_seq);
+	ELSE
+		-- every chain: the heads as of the digest must still bind to its root
+		v_root := schedphi._audit_root(v_seq);
+		IF v_root.root IS DISTINCT FROM v_hash THEN
+			IF EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.action = 'purge' AND l.at > v_at) THEN
+				RAISE EXCEPTION 'the digest''s record was purged' USING ERRCODE = '55000',
+					DETAIL = 'purge_audit removed records the digest names; check a digest taken after the purge, or verify_audit() from the purge''s anchor.';
+			END IF;
+			-- changed: find where, from the start
+			v := schedphi._verify_chains(NULL, 0);
+			RETURN QUERY SELECT v.checked, v.pending, coalesce(v.first_bad, v_seq), false;
+			RETURN;
+		END IF;
+		v := schedphi._verify_chains(NULL, v_seq);
 	END IF;
-	IF v_seq > 0 AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.seq = v_seq AND l.hash = v_hash) THEN
-		RETURN QUERY SELECT 0::bigint, (SELECT count(*) FROM schedphi.audit_log l WHERE l.hash IS NULL), v_seq, false;
-		RETURN;
-	END IF;
-	v := schedphi._verify_chain(v_seq + 1, CASE WHEN v_seq = 0 THEN
-		schedphi._audit_genesis() ELSE v_hash END);
 	RETURN QUERY SELECT v.checked, v.pending, v.first_bad, v.first_bad IS NULL;
 END
 $$;
 
--- The head of the chain, signed with the audit key (derived from the
--- active master key), to keep outside the database.
+-- The heads of the chains, signed with the audit key (derived from the
+-- active master key), to keep outside the database: every chain (its root,
+-- with audit_digest()) or one tenant's (audit_digest(tenant), for that
+-- tenant's auditor).
 CREATE FUNCTION schedphi.audit_digest()
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -361,19 +410,39 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_seq bigint;
-	v_hash bytea;
-	v_at timestamptz;
+	r record;
 	s record;
 BEGIN
 	PERFORM schedphi._authorize_auditor(NULL);
-	SELECT l.seq, l.hash, l.at INTO v_seq, v_hash, v_at
-	FROM schedphi.audit_log l WHERE l.seq IS NOT NULL ORDER BY l.seq DESC LIMIT 1;
+	-- one snapshot: the heads now, and the last seq among them
+	SELECT coalesce(max(c.head_seq), 0) INTO v_seq FROM schedphi.audit_chain c;
+	r := schedphi._audit_root(v_seq);
+	s := schedphi._audit_sign('*', v_seq, r.root, NULL);
+	RETURN jsonb_build_object('seq', v_seq, 'root', encode(r.root, 'hex'), 'chains', r.chains, 'at', now(),
+							  'key', s.key, 'signature', encode(s.signature, 'hex'));
+END
+$$;
+
+CREATE FUNCTION schedphi.audit_digest(tenant uuid)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_seq bigint := 0;
+	v_hash bytea := schedphi._audit_genesis();
+	s record;
+BEGIN
+	PERFORM schedphi._authorize_auditor(schedphi._tenant_arg(tenant));
+	SELECT c.head_seq, c.head_hash INTO v_seq, v_hash FROM schedphi.audit_chain c WHERE c.chain = tenant;
 	IF NOT FOUND THEN
 		v_seq := 0;
 		v_hash := schedphi._audit_genesis();
 	END IF;
-	s := schedphi._audit_sign(v_seq, v_hash, NULL);
-	RETURN jsonb_build_object('seq', v_seq, 'hash', encode(v_hash, 'hex'), 'at', v_at,
+	s := schedphi._audit_sign(tenant::text, v_seq, v_hash, NULL);
+	RETURN jsonb_build_object('tenant', tenant, 'seq', v_seq, 'hash', encode(v_hash, 'hex'), 'at', now(),
 							  'key', s.key, 'signature', encode(s.signature, 'hex'));
 END
 $$;
@@ -471,10 +540,13 @@ AS $$
 $$;
 
 -- Remove audit records older than p_before, which must be older than
--- schedphi.audit_retention.  What goes is anchored first: a 'purge'
--- record (durable before anything is removed) holds the seq and hash of
--- the last record removed, and verification starts there.  Whole monthly
--- partitions are dropped; other rows are deleted.  Superuser only.
+-- schedphi.audit_retention.  Each chain is cut after a prefix (up to its
+-- last record before the date that no younger record of it precedes), and
+-- anchored: its verification then starts after the last record removed,
+-- bound to that record's hash (audit_chain.start_after, start_prev).  A
+-- 'purge' record, durable before anything changes, holds a hash of the
+-- anchors.  Whole monthly partitions are dropped; other rows are deleted,
+-- in the transaction that moves the anchors.  Superuser only.
 CREATE FUNCTION schedphi.purge_audit(before timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -484,10 +556,10 @@ AS $$
 #variable_conflict use_variable
 DECLARE
 	v_retention interval;
-	v_through bigint;
-	v_next bigint;
-	v_hash bytea;
 	v_rows bigint := 0;
+	v_next bigint;
+	v_anchors bytea;
+	v_chains bigint;
 	p record;
 BEGIN
 	PERFORM schedphi._require_superuser('purge audit records');
@@ -510,34 +582,43 @@ BEGIN
 	IF EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.at < before AND l.hash IS NULL) THEN
 		RAISE EXCEPTION 'some records before that date are not sealed yet' USING ERRCODE = '55000';
 	END IF;
-	-- the chain is cut after a prefix: up to the last record before the
-	-- date that no younger record precedes
-	SELECT max(l.seq) INTO v_through FROM schedphi.audit_log l WHERE l.at < before;
-	SELECT min(l.seq) INTO v_next FROM schedphi.audit_log l WHERE l.at >= before AND l.seq IS NOT NULL;
-	IF v_next IS NOT NULL AND v_next <= v_through THEN
-		v_through := v_next - 1;
-	END IF;
-	IF v_through IS NULL OR v_through < (schedphi._audit_start()).from_seq THEN
+	CREATE TEMP TABLE IF NOT EXISTS schedphi_purge_cut (chain uuid, through bigint, hash bytea) ON COMMIT DROP;
+	TRUNCATE schedphi_purge_cut;
+	INSERT INTO schedphi_purge_cut
+	SELECT c.chain, t.through, l.hash
+	FROM schedphi.audit_chain c
+	CROSS JOIN LATERAL (
+		SELECT max(o.seq) AS through FROM schedphi.audit_log o
+		WHERE o.chain = c.chain AND o.seq IS NOT NULL AND o.seq > c.start_after AND o.at < before
+		  AND o.seq < coalesce((SELECT min(y.seq) FROM schedphi.audit_log y
+								WHERE y.chain = c.chain AND y.seq IS NOT NULL AND y.at >= before),
+							   9223372036854775807)) t
+	JOIN schedphi.audit_log l ON l.chain = c.chain AND l.seq = t.through;
+	SELECT count(*), sha256(coalesce(string_agg(uuid_send(x.chain) || int8send(x.through) || x.hash, ''::bytea
+												ORDER BY x.chain), ''::bytea))
+	INTO v_chains, v_anchors FROM schedphi_purge_cut x;
+	IF v_chains = 0 THEN
 		RETURN 0;
 	END IF;
-	SELECT l.hash INTO v_hash FROM schedphi.audit_log l WHERE l.seq = v_through;
+	-- on record (and durable) before anything changes
 	PERFORM schedphi._audit_event('purge', NULL, 'audit_log', NULL, NULL,
-		jsonb_build_object('through_seq', v_through, 'hash', encode(v_hash, 'hex'), 'before', before));
-	-- the anchor is sealed (and so follows the records it replaces) before
-	-- any of them goes
-	PERFORM schedphi._audit_sync();
+		jsonb_build_object('before', before, 'chains', v_chains, 'anchors', encode(v_anchors, 'hex')));
+	UPDATE schedphi.audit_chain c SET start_after = x.through, start_prev = x.hash
+	FROM schedphi_purge_cut x WHERE c.chain = x.chain;
 	FOR p IN SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
 			 WHERE i.inhparent = 'schedphi.audit_log'::regclass AND c.relname ~ '^audit_log_[0-9]{6}$'
 	LOOP
 		IF to_date(substr(p.relname, 11), 'YYYYMM') + interval '1 month' <= before AT TIME ZONE 'UTC'
-		   AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.tableoid = ('schedphi.' || p.relname)::regclass
-						   AND (l.seq IS NULL OR l.seq > v_through)) THEN
+		   AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l
+						   LEFT JOIN schedphi.audit_chain c ON c.chain = l.chain
+						   WHERE l.tableoid = ('schedphi.' || p.relname)::regclass
+							 AND (l.seq IS NULL OR c.chain IS NULL OR l.seq > c.start_after)) THEN
 			EXECUTE pg_catalog.format('SELECT count(*) FROM schedphi.%I', p.relname) INTO v_next;
 			EXECUTE pg_catalog.format('DROP TABLE schedphi.%I', p.relname);
 			v_rows := v_rows + v_next;
 		END IF;
 	END LOOP;
-	RETURN v_rows + schedphi._audit_purge_rows(v_through);
+	RETURN v_rows + schedphi._audit_purge_rows();
 END
 $$;
 

@@ -62,7 +62,7 @@ DECLARE
 BEGIN
 	FOR t IN SELECT c.relname FROM pg_catalog.pg_class c
 			 WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind = 'r'
-			   AND c.relname !~ '^audit_log'	-- its own rules, in 70_audit.sql
+			   AND c.relname !~ '^audit_(log|chain)'	-- their own rules, in 70_audit.sql
 	LOOP
 		EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I ENABLE ROW LEVEL SECURITY', t);
 		EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I FORCE ROW LEVEL SECURITY', t);

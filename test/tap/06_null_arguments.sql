@@ -62,6 +62,7 @@ INSERT INTO calls VALUES
 	('verify_audit', '{}', '{}'),
 	('verify_audit', ARRAY[quote_literal('{"seq": 0}')], '{}'),
 	('audit_digest', '{}', '{}'),
+	('audit_digest', ARRAY[quote_literal(:'tenant')], '{}'),
 	('access_report', ARRAY[quote_literal(:'p1'), quote_literal('[2026-01-01, 2027-01-01)')], '{2}'),
 	('access_report_text', ARRAY[quote_literal(:'p1'), quote_literal('[2026-01-01, 2027-01-01)')], '{2}'),
 	('purge_audit', ARRAY[quote_literal('2000-01-01')], '{}');

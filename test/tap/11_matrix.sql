@@ -66,6 +66,7 @@ INSERT INTO calls VALUES
 	('verify_audit', $$schedphi.verify_audit()$$, '{auditor}'),
 	('verify_audit', $$schedphi.verify_audit('{"seq": 0}')$$, '{auditor}'),
 	('audit_digest', $$schedphi.audit_digest()$$, '{auditor}'),
+	('audit_digest', format($$schedphi.audit_digest(%L)$$, :'tenant'), '{auditor}'),
 	('access_report', format($$schedphi.access_report(%L)$$, :'p1'), '{auditor}'),
 	('access_report_text', format($$schedphi.access_report_text(%L)$$, :'p1'), '{auditor}'),
 	('purge_audit', $$schedphi.purge_audit('2000-01-01')$$, '{}'),
