@@ -298,11 +298,18 @@ taken_seats(Datum tenant, Datum ids, Datum spans, BookActor *actors, int n)
 	Datum		values[3] = {tenant, ids, spans};
 	bool		expired_seen = false;
 
+	/*
+	 * Actor by actor (LATERAL, not flattened): a join of all of them could
+	 * be planned, while the table was nearly empty, as a scan of the
+	 * tenant's every booking; this plan reads each actor's bookings in the
+	 * span only, however few rows there were when it was made.
+	 */
 	schedphi_keep_plan(&seats_plan,
 					   "SELECT x.actor, x.seat, x.expires IS NOT NULL AND x.expires <= statement_timestamp() "
 					   "FROM unnest($2, $3) AS u(id, span) "
-					   "JOIN schedphi.appointment_actor x ON x.tenant = $1 AND x.actor = u.id "
-					   "AND x.active AND x.span && u.span", 3, types);
+					   "CROSS JOIN LATERAL (SELECT y.actor, y.seat, y.expires FROM schedphi.appointment_actor y "
+					   "WHERE y.tenant = $1 AND y.actor = u.id AND y.active AND y.span && u.span OFFSET 0) x",
+					   3, types);
 	if (SPI_execute_plan(seats_plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "schedphi: seat query failed");
 	for (int i = 0; i < n; i++)
@@ -473,8 +480,10 @@ book_appointment(BookRequest *r)
 						   "lower($3) - a.buffer_before, upper($3) + a.buffer_after, "
 						   "EXISTS (SELECT 1 FROM schedphi.block b WHERE b.tenant = p.tenant "
 						   "AND b.actor = a.id AND b.during && $3) "
-						   "FROM schedphi.patient p "
-						   "LEFT JOIN schedphi.actor a ON a.tenant = p.tenant AND a.id = ANY ($2) "
+						   "FROM schedphi.patient p CROSS JOIN unnest($2) AS u(id) "
+						   /* actor by actor: exact on the id, whatever the plan (see taken_seats) */
+						   "LEFT JOIN LATERAL (SELECT * FROM schedphi.actor y WHERE y.tenant = p.tenant "
+						   "AND y.id = u.id OFFSET 0) a ON true "
 						   "WHERE p.id = $1", 3, types);
 		if (SPI_execute_plan(lookup_plan, lookup_values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "schedphi: booking lookup failed");
@@ -601,17 +610,22 @@ book_appointment(BookRequest *r)
 	/* expired holds stop blocking: deactivate those in the way, then look again */
 	if (taken_seats(tenant, sorted_ids, spans, actors, n))
 	{
-		Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEARRAYOID};
-		Datum		expire_values[3] = {tenant, sorted_ids, spans};
+		Oid			expire_types[3] = {UUIDOID, UUIDOID, TSTZRANGEOID};
+		Datum		expire_values[3] = {tenant, 0, 0};
 
+		/* actor by actor, for the reason given at taken_seats */
 		schedphi_keep_plan(&expire_plan,
 						   "UPDATE schedphi.appointment_actor x SET active = false "
-						   "FROM unnest($2, $3) AS u(id, span) "
-						   "WHERE x.tenant = $1 AND x.actor = u.id AND x.active "
+						   "WHERE x.tenant = $1 AND x.actor = $2 AND x.active "
 						   "AND x.expires IS NOT NULL AND x.expires <= statement_timestamp() "
-						   "AND x.span && u.span", 3, types);
-		if (SPI_execute_plan(expire_plan, expire_values, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "schedphi: could not release expired holds");
+						   "AND x.span && $3", 3, expire_types);
+		for (int i = 0; i < n; i++)
+		{
+			expire_values[1] = UUIDPGetDatum(&actors[i].id);
+			expire_values[2] = tmp[i];
+			if (SPI_execute_plan(expire_plan, expire_values, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "schedphi: could not release expired holds");
+		}
 		(void) taken_seats(tenant, sorted_ids, spans, actors, n);
 	}
 	for (int i = 0; i < n; i++)

@@ -189,8 +189,8 @@ schedphi_audit_chain_guard(PG_FUNCTION_ARGS)
 		TupleDesc	desc = RelationGetDescr(td->tg_relation);
 		bool		n1,
 					n2;
-		Datum		oc = heap_getattr(td->tg_trigtuple, SPI_fnumber(desc, "chain"), desc, &n1);
-		Datum		nc = heap_getattr(td->tg_newtuple, SPI_fnumber(desc, "chain"), desc, &n2);
+		Datum		oc = heap_getattr(td->tg_trigtuple, SPI_fnumber(desc, "tenant"), desc, &n1);
+		Datum		nc = heap_getattr(td->tg_newtuple, SPI_fnumber(desc, "tenant"), desc, &n2);
 
 		if (!n1 && !n2 && memcmp(DatumGetUUIDP(oc)->data, DatumGetUUIDP(nc)->data, UUID_LEN) == 0 &&
 			tuple_int8(td, td->tg_newtuple, "head_seq") >= tuple_int8(td, td->tg_trigtuple, "head_seq") &&
@@ -519,7 +519,7 @@ seal(void)
 			memset(heads[j].hash, 0, HASH_LEN);
 		}
 		args[0] = PointerGetDatum(construct_array(chains, nheads, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		if (SPI_execute_with_args("SELECT chain, head_seq, head_hash FROM schedphi.audit_chain WHERE chain = ANY ($1)",
+		if (SPI_execute_with_args("SELECT tenant, head_seq, head_hash FROM schedphi.audit_chain WHERE tenant = ANY ($1)",
 								  1, types, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "schedphi audit worker: could not read the chains' heads");
 		for (uint64 r = 0; r < SPI_processed; r++)
@@ -604,9 +604,9 @@ seal(void)
 		args[1] = int8_array(hseqs, nheads);
 		args[2] = PointerGetDatum(construct_array(hhashes, nheads, BYTEAOID, -1, false, TYPALIGN_INT));
 		args[3] = int8_array(added, nheads);
-		if (SPI_execute_with_args("INSERT INTO schedphi.audit_chain AS c (chain, head_seq, head_hash, records) "
+		if (SPI_execute_with_args("INSERT INTO schedphi.audit_chain AS c (tenant, head_seq, head_hash, records) "
 								  "SELECT * FROM unnest($1, $2, $3, $4) "
-								  "ON CONFLICT (chain) DO UPDATE SET head_seq = excluded.head_seq, "
+								  "ON CONFLICT (tenant) DO UPDATE SET head_seq = excluded.head_seq, "
 								  "head_hash = excluded.head_hash, records = c.records + excluded.records, "
 								  "sealed_at = now()",
 								  4, types, args, NULL, false, 0) != SPI_OK_INSERT)
@@ -880,12 +880,12 @@ schedphi_verify_chains(PG_FUNCTION_ARGS)
 
 	/* where each chain starts, and where it ends */
 	if (SPI_execute_with_args(psprintf(
-							  "SELECT c.chain, coalesce(b.seq, c.start_after), coalesce(b.hash, c.start_prev), "
+							  "SELECT c.tenant, coalesce(b.seq, c.start_after), coalesce(b.hash, c.start_prev), "
 							  "c.head_seq, c.head_hash FROM schedphi.audit_chain c "
 							  "LEFT JOIN LATERAL (SELECT l.seq, l.hash FROM schedphi.audit_log l "
-							  "WHERE l.chain = c.chain AND l.seq IS NOT NULL AND l.seq <= $1 AND l.seq > c.start_after "
-							  "ORDER BY l.seq DESC LIMIT 1) b ON true %s ORDER BY c.chain",
-							  one ? "WHERE c.chain = $2" : ""),
+							  "WHERE l.chain = c.tenant AND l.seq IS NOT NULL AND l.seq <= $1 AND l.seq > c.start_after "
+							  "ORDER BY l.seq DESC LIMIT 1) b ON true %s ORDER BY c.tenant",
+							  one ? "WHERE c.tenant = $2" : ""),
 							  2, types, args, one ? NULL : " n", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "schedphi: could not read the chains");
 	nwalks = (int) SPI_processed;
@@ -1001,7 +1001,7 @@ schedphi_audit_purge_rows(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		if (SPI_execute("DELETE FROM schedphi.audit_log l USING schedphi.audit_chain c "
-						"WHERE l.chain = c.chain AND l.seq <= c.start_after", false, 0) != SPI_OK_DELETE)
+						"WHERE l.chain = c.tenant AND l.seq <= c.start_after", false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "schedphi: purge failed");
 		n = (int64) SPI_processed;
 	}

@@ -518,12 +518,18 @@ load_busy(ActorPlan *plans, int n, Datum tenant, Datum actors_arg, TimestampTz l
 	SPIExecuteOptions options;
 	BusyReceiver rcv;
 
+	/*
+	 * Actor by actor (LATERAL, not flattened): "actor = ANY" is no GiST
+	 * condition, so one scan for all of them reads every booking of every
+	 * actor of the tenant in the stretch; this reads the asked actors'.
+	 */
 	schedphi_keep_plan(&busy_plan,
 			  "SELECT x.actor, x.seat, x.span "
-			  "FROM schedphi.appointment_actor x "
-			  "WHERE x.tenant = $1 AND x.actor = ANY ($2) AND x.active "
-			  "AND (x.expires IS NULL OR x.expires > statement_timestamp()) "
-			  "AND x.span && tstzrange($3, $4)", 4, types);
+			  "FROM unnest($2) AS u(id) "
+			  "CROSS JOIN LATERAL (SELECT y.actor, y.seat, y.span FROM schedphi.appointment_actor y "
+			  "WHERE y.tenant = $1 AND y.actor = u.id AND y.active "
+			  "AND (y.expires IS NULL OR y.expires > statement_timestamp()) "
+			  "AND y.span && tstzrange($3, $4) OFFSET 0) x", 4, types);
 	for (int i = 0; i < 4; i++)
 	{
 		params->params[i].value = values[i];

@@ -181,9 +181,14 @@ CREATE TABLE schedphi.patient (
 	CONSTRAINT patient_mrn_unique UNIQUE (tenant, mrn_idx)
 );
 CREATE INDEX patient_id ON schedphi.patient (id);
-CREATE INDEX patient_phone ON schedphi.patient (tenant, phone_idx);
-CREATE INDEX patient_email ON schedphi.patient (tenant, email_idx);
-CREATE INDEX patient_family ON schedphi.patient (tenant, family_dob_idx);
+-- The look-up indexes are partial (a blind index is never null when it is
+-- looked up by), so that none of them can serve "tenant = $1" alone: a
+-- plan made while the table was nearly empty (a new database's first
+-- session keeps it) would otherwise find a patient by its id through one
+-- of them, reading the tenant's every patient.
+CREATE INDEX patient_phone ON schedphi.patient (tenant, phone_idx) WHERE phone_idx IS NOT NULL;
+CREATE INDEX patient_email ON schedphi.patient (tenant, email_idx) WHERE email_idx IS NOT NULL;
+CREATE INDEX patient_family ON schedphi.patient (tenant, family_dob_idx) WHERE family_dob_idx IS NOT NULL;
 
 -- New appointment ids are time-ordered (version 7 UUIDs, see book.c), so
 -- the indexes that lead with them grow at one end.
@@ -216,7 +221,8 @@ CREATE TABLE schedphi.appointment (
 CREATE UNIQUE INDEX appointment_idempotency ON schedphi.appointment (tenant, idempotency_key)
 	WHERE idempotency_key IS NOT NULL;
 CREATE INDEX appointment_id ON schedphi.appointment (id);
-CREATE INDEX appointment_patient ON schedphi.appointment (tenant, patient);
+-- partial for the reason given at patient_phone
+CREATE INDEX appointment_patient ON schedphi.appointment (tenant, patient) WHERE patient IS NOT NULL;
 
 -- One row per booked actor.  span is the appointment widened by the actor's
 -- buffers.  The exclusion constraint is the double-booking guarantee: no two
@@ -241,8 +247,9 @@ CREATE TABLE schedphi.appointment_actor (
 );
 
 -- Live holds, so that a booking finds the expired ones in its way without
--- reading every booking the actor ever had.
-CREATE INDEX appointment_actor_holds ON schedphi.appointment_actor (tenant, actor)
+-- reading every booking the actor ever had: by actor and time, so that no
+-- plan reads an actor's every hold either.
+CREATE INDEX appointment_actor_holds ON schedphi.appointment_actor USING gist (tenant, actor, span)
 	WHERE active AND expires IS NOT NULL;
 -- An appointment's own rows (reschedule, cancel, status changes) are found
 -- through the primary key, which leads with (tenant, appointment).
@@ -301,6 +308,8 @@ CREATE TABLE schedphi.break_glass_grant (
 );
 CREATE INDEX break_glass_grant_id ON schedphi.break_glass_grant (id);
 CREATE INDEX break_glass_grant_active ON schedphi.break_glass_grant (tenant, patient, actor, expires);
+-- set_purpose('EMERGENCY') asks whether the caller holds any live grant
+CREATE INDEX break_glass_grant_holder ON schedphi.break_glass_grant (login, actor, expires);
 
 -- Identity providers trusted to vouch for a tenant's users (assume()).
 -- key_kind decides the algorithm: rsa -> RS256, ec -> ES256, hs256 -> HS256.

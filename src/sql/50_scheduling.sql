@@ -153,12 +153,15 @@ BEGIN
 		  ORDER BY u.id, d.day) k;
 
 	-- Expired holds stop blocking from the moment they expire: deactivate
-	-- the ones in our way, in our own transaction.
-	UPDATE schedphi.appointment_actor x SET active = false
-	FROM unnest(v_ids, v_spans) AS u(id, span)
-	WHERE x.tenant = p_tenant AND x.actor = u.id AND x.active
-	  AND x.expires IS NOT NULL AND x.expires <= statement_timestamp()
-	  AND x.span && u.span;
+	-- the ones in our way, in our own transaction (actor by actor: one
+	-- statement joined to all of them could be planned to read the
+	-- tenant's every hold).
+	FOR i IN 1 .. cardinality(v_ids) LOOP
+		UPDATE schedphi.appointment_actor x SET active = false
+		WHERE x.tenant = p_tenant AND x.actor = v_ids[i] AND x.active
+		  AND x.expires IS NOT NULL AND x.expires <= statement_timestamp()
+		  AND x.span && v_spans[i];
+	END LOOP;
 
 	-- READ COMMITTED (the default): every booking that could clash holds one
 	-- of the locks taken above, so what this statement sees is all there is;
@@ -452,8 +455,10 @@ BEGIN
 	IF p_to = 'booked' THEN
 		-- A confirmed hold stops expiring, provided nobody has taken its
 		-- place (which only happens once it has expired).
+		-- (IS TRUE: no index with "active" in its predicate can serve it, so
+		-- the plan is the key's, however few rows there were when it was made)
 		UPDATE schedphi.appointment_actor x SET expires = NULL
-		WHERE x.tenant = v.tenant AND x.appointment = v.id AND x.active;
+		WHERE x.tenant = v.tenant AND x.appointment = v.id AND x.active IS TRUE;
 		GET DIAGNOSTICS v_rows = ROW_COUNT;
 		IF v_rows <> cardinality(v.actors) THEN
 			RAISE EXCEPTION 'hold expired: cannot change appointment status from pending to booked'

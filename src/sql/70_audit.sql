@@ -55,14 +55,14 @@ SELECT pg_catalog.pg_extension_config_dump('schedphi.audit_log_id', '');
 -- starts (after a purge: the last record removed, and its hash).  A head
 -- only moves forward; a row is never removed (the guard below).
 CREATE TABLE schedphi.audit_chain (
-	chain		uuid NOT NULL,
+	tenant		uuid NOT NULL,		-- the chain: the tenant, or the nil uuid
 	head_seq	bigint NOT NULL,
 	head_hash	bytea NOT NULL,
 	records		bigint NOT NULL,	-- sealed into it, ever
 	start_after bigint NOT NULL DEFAULT 0,
 	start_prev	bytea NOT NULL DEFAULT decode(repeat('00', 32), 'hex'),
 	sealed_at	timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (chain)
+	PRIMARY KEY (tenant)
 );
 CREATE INDEX audit_chain_head ON schedphi.audit_chain (head_seq);
 SELECT pg_catalog.pg_extension_config_dump('schedphi.audit_chain', '');
@@ -302,9 +302,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT count(*), sha256(coalesce(string_agg(uuid_send(h.chain) || int8send(h.seq) || h.hash, ''::bytea
 												ORDER BY h.chain), ''::bytea))
-	FROM (SELECT c.chain, b.seq, b.hash FROM schedphi.audit_chain c
+	FROM (SELECT c.tenant AS chain, b.seq, b.hash FROM schedphi.audit_chain c
 		  CROSS JOIN LATERAL (SELECT l.seq, l.hash FROM schedphi.audit_log l
-							  WHERE l.chain = c.chain AND l.seq IS NOT NULL AND l.seq <= p_seq
+							  WHERE l.chain = c.tenant AND l.seq IS NOT NULL AND l.seq <= p_seq
 								AND l.seq > c.start_after
 							  ORDER BY l.seq DESC LIMIT 1) b) h
 $$;
@@ -370,7 +370,7 @@ BEGIN
 		-- one chain: its record must still be there, with its hash
 		IF v_seq > 0 AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l
 									 WHERE l.chain = v_tenant AND l.seq = v_seq AND l.hash = v_hash) THEN
-			IF EXISTS (SELECT 1 FROM schedphi.audit_chain c WHERE c.chain = v_tenant AND c.start_after >= v_seq) THEN
+			IF EXISTS (SELECT 1 FROM schedphi.audit_chain c WHERE c.tenant = v_tenant AND c.start_after >= v_seq) THEN
 				RAISE EXCEPTION 'the digest''s record was purged' USING ERRCODE = '55000',
 					DETAIL = 'purge_audit removed the records up to it; check a digest taken after the purge, or verify_audit() from the purge''s anchor.';
 			END IF;
@@ -436,7 +436,7 @@ DECLARE
 	s record;
 BEGIN
 	PERFORM schedphi._authorize_auditor(schedphi._tenant_arg(tenant));
-	SELECT c.head_seq, c.head_hash INTO v_seq, v_hash FROM schedphi.audit_chain c WHERE c.chain = tenant;
+	SELECT c.head_seq, c.head_hash INTO v_seq, v_hash FROM schedphi.audit_chain c WHERE c.tenant = tenant;
 	IF NOT FOUND THEN
 		v_seq := 0;
 		v_hash := schedphi._audit_genesis();
@@ -585,15 +585,15 @@ BEGIN
 	CREATE TEMP TABLE IF NOT EXISTS schedphi_purge_cut (chain uuid, through bigint, hash bytea) ON COMMIT DROP;
 	TRUNCATE schedphi_purge_cut;
 	INSERT INTO schedphi_purge_cut
-	SELECT c.chain, t.through, l.hash
+	SELECT c.tenant, t.through, l.hash
 	FROM schedphi.audit_chain c
 	CROSS JOIN LATERAL (
 		SELECT max(o.seq) AS through FROM schedphi.audit_log o
-		WHERE o.chain = c.chain AND o.seq IS NOT NULL AND o.seq > c.start_after AND o.at < before
+		WHERE o.chain = c.tenant AND o.seq IS NOT NULL AND o.seq > c.start_after AND o.at < before
 		  AND o.seq < coalesce((SELECT min(y.seq) FROM schedphi.audit_log y
-								WHERE y.chain = c.chain AND y.seq IS NOT NULL AND y.at >= before),
+								WHERE y.chain = c.tenant AND y.seq IS NOT NULL AND y.at >= before),
 							   9223372036854775807)) t
-	JOIN schedphi.audit_log l ON l.chain = c.chain AND l.seq = t.through;
+	JOIN schedphi.audit_log l ON l.chain = c.tenant AND l.seq = t.through;
 	SELECT count(*), sha256(coalesce(string_agg(uuid_send(x.chain) || int8send(x.through) || x.hash, ''::bytea
 												ORDER BY x.chain), ''::bytea))
 	INTO v_chains, v_anchors FROM schedphi_purge_cut x;
@@ -604,15 +604,15 @@ BEGIN
 	PERFORM schedphi._audit_event('purge', NULL, 'audit_log', NULL, NULL,
 		jsonb_build_object('before', before, 'chains', v_chains, 'anchors', encode(v_anchors, 'hex')));
 	UPDATE schedphi.audit_chain c SET start_after = x.through, start_prev = x.hash
-	FROM schedphi_purge_cut x WHERE c.chain = x.chain;
+	FROM schedphi_purge_cut x WHERE c.tenant = x.chain;
 	FOR p IN SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
 			 WHERE i.inhparent = 'schedphi.audit_log'::regclass AND c.relname ~ '^audit_log_[0-9]{6}$'
 	LOOP
 		IF to_date(substr(p.relname, 11), 'YYYYMM') + interval '1 month' <= before AT TIME ZONE 'UTC'
 		   AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l
-						   LEFT JOIN schedphi.audit_chain c ON c.chain = l.chain
+						   LEFT JOIN schedphi.audit_chain c ON c.tenant = l.chain
 						   WHERE l.tableoid = ('schedphi.' || p.relname)::regclass
-							 AND (l.seq IS NULL OR c.chain IS NULL OR l.seq > c.start_after)) THEN
+							 AND (l.seq IS NULL OR c.tenant IS NULL OR l.seq > c.start_after)) THEN
 			EXECUTE pg_catalog.format('SELECT count(*) FROM schedphi.%I', p.relname) INTO v_next;
 			EXECUTE pg_catalog.format('DROP TABLE schedphi.%I', p.relname);
 			v_rows := v_rows + v_next;
