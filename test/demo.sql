@@ -205,7 +205,7 @@ SELECT to_char(at, 'HH24:MI:SS') AS at, who, what FROM schedphi.access_report_te
 WHERE what NOT LIKE 'produced%' ORDER BY at LIMIT 4;
 \echo 'The refused decryption by the DBA is on record too:'
 SELECT login, action, detail ->> 'rule' AS rule FROM schedphi.audit_log WHERE action = 'denied';
-\echo 'Every tenant'''s hash chain verifies, and their signed heads are kept outside the database:'
+\echo 'The hash chains (one per tenant) verify, and their signed heads are kept outside the database:'
 SELECT checked, pending, first_bad, ok FROM schedphi.verify_audit();
 SELECT d ->> 'seq' AS seq, d ->> 'chains' AS chains, left(d ->> 'root', 16) || '...' AS root, d ->> 'key' AS signed_with
 FROM schedphi.audit_digest() d;
