@@ -558,100 +558,184 @@ schedphi_audit_reencrypting(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * The names of the columns a write touched, as a text[] literal: for an
+ * insert those not null, for an update those changed (old given), never
+ * values.
+ */
+static void
+written_columns(StringInfo cols, TupleDesc desc, HeapTuple row, HeapTuple old)
+{
+	resetStringInfo(cols);
+	appendStringInfoChar(cols, '{');
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		n1,
+					n2;
+		Datum		d1,
+					d2;
+		bool		changed;
+
+		if (att->attisdropped)
+			continue;
+		d1 = heap_getattr(row, i + 1, desc, &n1);
+		if (old == NULL)
+			changed = !n1;
+		else
+		{
+			d2 = heap_getattr(old, i + 1, desc, &n2);
+			changed = n1 != n2 || (!n1 && !datum_image_eq(d1, d2, att->attbyval, att->attlen));
+		}
+		if (changed)
+			appendStringInfo(cols, "%s%s", cols->len > 1 ? "," : "", quote_identifier(NameStr(att->attname)));
+	}
+	appendStringInfoChar(cols, '}');
+}
+
+/* The event of one row written: its tenant, id and patient, and columns. */
+static void
+write_event(AuditEvent *ev, const Who *w, const char *action, Relation rel, int patientcol,
+			HeapTuple row, const char *cols)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		isnull;
+	Datum		d;
+
+	event_from_who(ev, w, action);
+	d = heap_getattr(row, SPI_fnumber(desc, "tenant"), desc, &isnull);
+	if (isnull)
+		elog(ERROR, "schedphi_audit_write: tenant is null");
+	ev->has_tenant = true;
+	ev->tenant = *DatumGetUUIDP(d);
+	ev->s[S_OBJECT] = RelationGetRelationName(rel);
+	d = heap_getattr(row, SPI_fnumber(desc, "id"), desc, &isnull);
+	if (!isnull)
+		ev->has_object_id = true, ev->object_id = *DatumGetUUIDP(d);
+	d = heap_getattr(row, patientcol, desc, &isnull);
+	if (!isnull)
+		ev->has_patient = true, ev->patient = *DatumGetUUIDP(d);
+	ev->s[S_COLUMNS] = cols;
+}
+
+/* The trigger's table, and the column that holds the patient. */
+static int
+write_trigger_setup(TriggerData *td)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	int			patientcol;
+
+	if (td->tg_trigger->tgnargs != 1 || !TRIGGER_FIRED_AFTER(td->tg_event))
+		elog(ERROR, "schedphi_audit_write: must be an AFTER trigger with one argument");
+	patientcol = SPI_fnumber(desc, td->tg_trigger->tgargs[0]);
+	if (SPI_fnumber(desc, "id") <= 0 || SPI_fnumber(desc, "tenant") <= 0 || patientcol <= 0)
+		elog(ERROR, "schedphi_audit_write: table lacks id, tenant or the patient column");
+	/* the sealer must run somewhere; a failure to start it is not ours */
+	if (schedphi_auditq != NULL)
+		schedphi_queue_for_database(false);
+	return patientcol;
+}
+
 PG_FUNCTION_INFO_V1(schedphi_audit_write);
 
 /*
- * AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW on a PHI table; argument:
- * the column that holds the patient.  Records the names of the columns
- * written (insert: those not null; update: those changed), never values.
+ * On a PHI table (argument: the column that holds the patient), in the
+ * writing transaction:
+ *	 - AFTER UPDATE OR DELETE FOR EACH ROW: one record per row;
+ *	 - AFTER INSERT FOR EACH STATEMENT, REFERENCING NEW TABLE: one record per
+ *	   row inserted, all in one statement (a bulk import of a thousand
+ *	   patients writes its thousand records at once, not one by one).
+ * Records the names of the columns written (insert: those not null;
+ * update: those changed), never values.  Who is asking is the same for
+ * every row of a statement.
  */
 Datum
 schedphi_audit_write(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	HeapTuple	row;
-	const char *action;
+	Relation	rel;
+	int			patientcol;
 	StringInfoData cols;
-	int			idcol,
-				tenantcol,
-				patientcol;
-	bool		isnull;
-	Datum		d;
 	Who			w;
-	AuditEvent	ev;
-	pg_uuid_t	tenant;
+	bool		have_who = false;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
-		!TRIGGER_FIRED_AFTER(td->tg_event) || td->tg_trigger->tgnargs != 1)
-		elog(ERROR, "schedphi_audit_write: must be an AFTER ROW trigger with one argument");
-	desc = RelationGetDescr(td->tg_relation);
-	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		action = "insert", row = td->tg_trigtuple;
-	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		action = reencrypt_lxid == MyProc->lxid ? "reencrypt" : "update", row = td->tg_newtuple;
-	else
-		action = "delete", row = td->tg_trigtuple;
-
-	idcol = SPI_fnumber(desc, "id");
-	tenantcol = SPI_fnumber(desc, "tenant");
-	patientcol = SPI_fnumber(desc, td->tg_trigger->tgargs[0]);
-	if (idcol <= 0 || tenantcol <= 0 || patientcol <= 0)
-		elog(ERROR, "schedphi_audit_write: table lacks id, tenant or the patient column");
-
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "schedphi_audit_write: not called as a trigger");
+	rel = td->tg_relation;
+	patientcol = write_trigger_setup(td);
 	initStringInfo(&cols);
-	appendStringInfoChar(&cols, '{');
-	if (!TRIGGER_FIRED_BY_DELETE(td->tg_event))
-	{
-		for (int i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			bool		n1,
-						n2;
-			Datum		d1,
-						d2;
-			bool		changed;
-
-			if (att->attisdropped)
-				continue;
-			d1 = heap_getattr(row, i + 1, desc, &n1);
-			if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
-				changed = !n1;
-			else
-			{
-				d2 = heap_getattr(td->tg_trigtuple, i + 1, desc, &n2);
-				changed = n1 != n2 || (!n1 && !datum_image_eq(d1, d2, att->attbyval, att->attlen));
-			}
-			if (changed)
-				appendStringInfo(&cols, "%s%s", cols.len > 1 ? "," : "", quote_identifier(NameStr(att->attname)));
-		}
-	}
-	appendStringInfoChar(&cols, '}');
-
-	d = heap_getattr(row, tenantcol, desc, &isnull);
-	if (isnull)
-		elog(ERROR, "schedphi_audit_write: tenant is null");
-	tenant = *DatumGetUUIDP(d);
-	schedphi_who_is_asking(&w, &tenant, true);
-	event_from_who(&ev, &w, action);
-	ev.has_tenant = true;
-	ev.tenant = tenant;
-	ev.s[S_OBJECT] = RelationGetRelationName(td->tg_relation);
-	d = heap_getattr(row, idcol, desc, &isnull);
-	if (!isnull)
-		ev.has_object_id = true, ev.object_id = *DatumGetUUIDP(d);
-	d = heap_getattr(row, patientcol, desc, &isnull);
-	if (!isnull)
-		ev.has_patient = true, ev.patient = *DatumGetUUIDP(d);
-	ev.s[S_COLUMNS] = cols.data;
-
-	/* the sealer must run somewhere; a failure to start it is not ours */
-	if (schedphi_auditq != NULL)
-		schedphi_queue_for_database(false);
-
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	schedphi_event_insert(&ev);
+
+	if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
+	{
+		const char *action;
+		HeapTuple	row;
+		AuditEvent	ev;
+		pg_uuid_t	tenant;
+		bool		isnull;
+
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		{
+			action = reencrypt_lxid == MyProc->lxid ? "reencrypt" : "update";
+			row = td->tg_newtuple;
+			written_columns(&cols, RelationGetDescr(rel), row, td->tg_trigtuple);
+		}
+		else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		{
+			action = "delete";
+			row = td->tg_trigtuple;
+			appendStringInfoString(&cols, "{}");
+		}
+		else
+			elog(ERROR, "schedphi_audit_write: inserts are recorded per statement");
+		tenant = *DatumGetUUIDP(heap_getattr(row, SPI_fnumber(RelationGetDescr(rel), "tenant"),
+											 RelationGetDescr(rel), &isnull));
+		schedphi_who_is_asking(&w, &tenant, true);
+		write_event(&ev, &w, action, rel, patientcol, row, cols.data);
+		schedphi_event_insert(&ev);
+	}
+	else
+	{
+		Tuplestorestate *ts = td->tg_newtable;
+		TupleTableSlot *slot;
+		AuditEvent *evs;
+		int			n = 0,
+					cap = 64;
+
+		if (!TRIGGER_FIRED_BY_INSERT(td->tg_event) || ts == NULL)
+			elog(ERROR, "schedphi_audit_write: a statement trigger records inserts, with their new table");
+		slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsMinimalTuple);
+		evs = palloc(sizeof(AuditEvent) * cap);
+		tuplestore_rescan(ts);
+		while (tuplestore_gettupleslot(ts, true, false, slot))
+		{
+			bool		should_free;
+			HeapTuple	row = ExecFetchSlotHeapTuple(slot, false, &should_free);
+
+			if (!have_who)
+			{
+				bool		isnull;
+				pg_uuid_t	tenant = *DatumGetUUIDP(heap_getattr(row, SPI_fnumber(RelationGetDescr(rel), "tenant"),
+																 RelationGetDescr(rel), &isnull));
+
+				schedphi_who_is_asking(&w, &tenant, true);
+				have_who = true;
+			}
+			if (n == cap)
+			{
+				cap *= 2;
+				evs = repalloc(evs, sizeof(AuditEvent) * cap);
+			}
+			written_columns(&cols, RelationGetDescr(rel), row, NULL);
+			write_event(&evs[n], &w, "insert", rel, patientcol, row, pstrdup(cols.data));
+			if (should_free)
+				heap_freetuple(row);
+			n++;
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		schedphi_events_insert(evs, n);
+	}
 	SPI_finish();
 	return PointerGetDatum(NULL);
 }

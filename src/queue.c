@@ -35,6 +35,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -297,6 +298,80 @@ schedphi_event_insert(const AuditEvent *ev)
 	schedphi_keep_plan(&plan, insert_sql, INSERT_NARGS, insert_types);
 	if (SPI_execute_plan(plan, v, n, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "schedphi: could not insert an audit record");
+}
+
+/*
+ * Insert n events in one statement (connected to SPI, with a snapshot):
+ * the inserts of one statement to a PHI table.
+ */
+void
+schedphi_events_insert(const AuditEvent *evs, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	static const int strcol[INSERT_NARGS] = {
+		-1, S_LOGIN, S_ACTOR, -1, S_ROLE, S_PURPOSE, S_ACTION, S_OBJECT, -1, -1, S_COLUMNS, S_CLIENT,
+		S_APPLICATION, S_DETAIL, -1
+	};
+	Oid			types[INSERT_NARGS];
+	Datum		args[INSERT_NARGS];
+	Datum	   *v = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nl = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	if (n == 0)
+		return;
+	if (n == 1)
+	{
+		schedphi_event_insert(&evs[0]);
+		return;
+	}
+	ensure_partition(evs[0].at);
+	ensure_partition(evs[n - 1].at);
+	for (int c = 0; c < INSERT_NARGS; c++)
+	{
+		Oid			elem = insert_types[c];
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		for (int i = 0; i < n; i++)
+		{
+			const AuditEvent *ev = &evs[i];
+
+			nl[i] = false;
+			if (strcol[c] >= 0)
+			{
+				nl[i] = ev->s[strcol[c]] == NULL;
+				v[i] = nl[i] ? (Datum) 0 : CStringGetTextDatum(ev->s[strcol[c]]);
+			}
+			else if (c == 0)
+				v[i] = TimestampTzGetDatum(ev->at);
+			else if (c == 3)
+				nl[i] = !ev->has_tenant, v[i] = UUIDPGetDatum(&ev->tenant);
+			else if (c == 8)
+				nl[i] = !ev->has_object_id, v[i] = UUIDPGetDatum(&ev->object_id);
+			else if (c == 9)
+				nl[i] = !ev->has_patient, v[i] = UUIDPGetDatum(&ev->patient);
+			else
+				nl[i] = ev->xid == 0, v[i] = Int64GetDatum(ev->xid);
+		}
+		get_typlenbyvalalign(elem, &typlen, &typbyval, &typalign);
+		types[c] = get_array_type(elem);
+		args[c] = PointerGetDatum(construct_md_array(v, nl, 1, dims, lbs, elem, typlen, typbyval, typalign));
+	}
+	schedphi_keep_plan(&plan,
+					   "INSERT INTO schedphi.audit_log (at, login, actor, tenant, role, purpose, action, object, "
+					   "object_id, patient, columns, client_addr, application, detail, xid, chain) "
+					   "SELECT at, login::name, actor, tenant, role, purpose, action, object, object_id, patient, "
+					   "columns::text[], client_addr::inet, application, detail::jsonb, xid, "
+					   "coalesce(tenant, '00000000-0000-0000-0000-000000000000'::uuid) "
+					   "FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+					   "AS u(at, login, actor, tenant, role, purpose, action, object, object_id, patient, columns, "
+					   "client_addr, application, detail, xid)",
+					   INSERT_NARGS, types);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT || (int) SPI_processed != n)
+		elog(ERROR, "schedphi: could not insert audit records");
 }
 
 /* ------------------------------------------------------------------ queue */

@@ -84,6 +84,7 @@ extern void schedphi_queue_utility(struct Node *node);
 extern void schedphi_event_serialise(StringInfo buf, const AuditEvent *ev);
 extern void schedphi_event_parse(const char *p, AuditEvent *ev);
 extern void schedphi_event_insert(const AuditEvent *ev);
+extern void schedphi_events_insert(const AuditEvent *evs, int n);
 extern int	schedphi_queue_for_database(bool may_error);
 extern int	schedphi_queue_index(void);
 extern void schedphi_ring_read(AuditQueue *q, uint64 pos, char *dst, Size len);

@@ -147,15 +147,26 @@ $$;
 
 -- Writes to PHI tables, recorded in the writing transaction (ALWAYS: also
 -- under session_replication_role = replica).
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON schedphi.patient
+-- Inserts per statement, from the rows inserted (one audit statement for a
+-- bulk import's thousand rows); updates and deletes per row.
+CREATE TRIGGER audit AFTER UPDATE OR DELETE ON schedphi.patient
 	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('id');
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON schedphi.appointment
+CREATE TRIGGER audit_insert AFTER INSERT ON schedphi.patient REFERENCING NEW TABLE AS inserted
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('id');
+CREATE TRIGGER audit AFTER UPDATE OR DELETE ON schedphi.appointment
 	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient');
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON schedphi.waitlist
+CREATE TRIGGER audit_insert AFTER INSERT ON schedphi.appointment REFERENCING NEW TABLE AS inserted
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('patient');
+CREATE TRIGGER audit AFTER UPDATE OR DELETE ON schedphi.waitlist
 	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient');
+CREATE TRIGGER audit_insert AFTER INSERT ON schedphi.waitlist REFERENCING NEW TABLE AS inserted
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('patient');
 ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER audit;
+ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER audit_insert;
 ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER audit;
+ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER audit_insert;
 ALTER TABLE schedphi.waitlist ENABLE ALWAYS TRIGGER audit;
+ALTER TABLE schedphi.waitlist ENABLE ALWAYS TRIGGER audit_insert;
 
 
 
