@@ -55,6 +55,7 @@
 #include "queue.h"
 
 #define PENDING_MAX		256		/* reads gathered before an early enqueue */
+#define WRITE_BATCH		1000	/* insert records written in one statement */
 
 static ExecutorEnd_hook_type prev_executor_end_hook = NULL;
 static ExecutorRun_hook_type prev_executor_run_hook = NULL;
@@ -700,13 +701,14 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 		Tuplestorestate *ts = td->tg_newtable;
 		TupleTableSlot *slot;
 		AuditEvent *evs;
-		int			n = 0,
-					cap = 64;
+		int			n = 0;
+		MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "schedphi audit inserts",
+													ALLOCSET_DEFAULT_SIZES);
 
 		if (!TRIGGER_FIRED_BY_INSERT(td->tg_event) || ts == NULL)
 			elog(ERROR, "schedphi_audit_write: a statement trigger records inserts, with their new table");
 		slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsMinimalTuple);
-		evs = palloc(sizeof(AuditEvent) * cap);
+		evs = palloc(sizeof(AuditEvent) * WRITE_BATCH);
 		tuplestore_rescan(ts);
 		while (tuplestore_gettupleslot(ts, true, false, slot))
 		{
@@ -722,19 +724,21 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 				schedphi_who_is_asking(&w, &tenant, true);
 				have_who = true;
 			}
-			if (n == cap)
-			{
-				cap *= 2;
-				evs = repalloc(evs, sizeof(AuditEvent) * cap);
-			}
 			written_columns(&cols, RelationGetDescr(rel), row, NULL);
-			write_event(&evs[n], &w, "insert", rel, patientcol, row, pstrdup(cols.data));
+			write_event(&evs[n], &w, "insert", rel, patientcol, row, MemoryContextStrdup(batch, cols.data));
 			if (should_free)
 				heap_freetuple(row);
-			n++;
+			/* a huge insert is recorded in chunks: memory stays flat */
+			if (++n == WRITE_BATCH)
+			{
+				schedphi_events_insert(evs, n);
+				MemoryContextReset(batch);
+				n = 0;
+			}
 		}
 		ExecDropSingleTupleTableSlot(slot);
 		schedphi_events_insert(evs, n);
+		MemoryContextDelete(batch);
 	}
 	SPI_finish();
 	return PointerGetDatum(NULL);

@@ -40,6 +40,7 @@
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -314,10 +315,12 @@ schedphi_events_insert(const AuditEvent *evs, int n)
 	};
 	Oid			types[INSERT_NARGS];
 	Datum		args[INSERT_NARGS];
-	Datum	   *v = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nl = palloc(sizeof(bool) * Max(n, 1));
+	Datum	   *v;
+	bool	   *nl;
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
+	MemoryContext cxt,
+				old;
 
 	if (n == 0)
 		return;
@@ -326,6 +329,11 @@ schedphi_events_insert(const AuditEvent *evs, int n)
 		schedphi_event_insert(&evs[0]);
 		return;
 	}
+	/* the arrays go when the records are in: a huge insert comes in many calls */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "schedphi audit records", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	v = palloc(sizeof(Datum) * n);
+	nl = palloc(sizeof(bool) * n);
 	ensure_partition(evs[0].at);
 	ensure_partition(evs[n - 1].at);
 	for (int c = 0; c < INSERT_NARGS; c++)
@@ -372,6 +380,8 @@ schedphi_events_insert(const AuditEvent *evs, int n)
 					   INSERT_NARGS, types);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT || (int) SPI_processed != n)
 		elog(ERROR, "schedphi: could not insert audit records");
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 }
 
 /* ------------------------------------------------------------------ queue */
