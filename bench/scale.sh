@@ -108,7 +108,7 @@ WITH v AS (
 		   tstzrange(t, t + interval '15 minutes') AS during
 	FROM bench.clinic c, generate_series($from, $to) i
 	JOIN bench.bigprac pr ON pr.n = 1 + i % $PRACS
-	JOIN bench.bigpatient bp ON bp.n = 1 + (i * 7919) % $PATIENTS
+	JOIN bench.bigpatient bp ON bp.n = 1 + (i::bigint * 7919) % $PATIENTS
 	CROSS JOIN LATERAL (SELECT (date '2028-01-01' + (i / $PRACS) % 730 + time '08:00'
 								+ (i / ($PRACS * 730)) * interval '15 minutes') AT TIME ZONE 'America/New_York' AS t) s
 ), ap AS (
@@ -146,7 +146,7 @@ INSERT INTO schedphi.audit_log (at, login, actor, tenant, role, purpose, action,
 								columns, application, chain)
 SELECT now() - interval '730 days' + (i::float8 / $READS) * interval '729 days', 'bench_desk', 'bench_desk', c.tenant,
 	   'scheduler', 'TREAT', 'read', 'patient', bp.id, bp.id, '{given,family,birth_date}', 'bench', c.tenant
-FROM bench.clinic c, generate_series($from, $to) i JOIN bench.bigpatient bp ON bp.n = 1 + (i * 104729) % $PATIENTS;
+FROM bench.clinic c, generate_series($from, $to) i JOIN bench.bigpatient bp ON bp.n = 1 + (i::bigint * 104729) % $PATIENTS;
 SQL
 done
 echo "   $READS reads written directly: $(secs "$t0") s"

@@ -8,7 +8,8 @@
  * lies between 1880-01-01 and today; a phone number holds 7 to 15 digits
  * (kept as digits only); an e-mail address is lower-cased; an MRN holds 1
  * to 64 letters, digits, dots, dashes, slashes or underscores, a postal
- * code 3 to 10 letters, digits, spaces or dashes (both upper-cased).  The
+ * code 3 to 10 letters, digits, spaces or dashes (both upper-cased): the
+ * pure parsers are codec/fields.c, fuzzed standalone.  The
  * family-and-birth-date blind index takes the family name trimmed,
  * lower-cased and in Unicode NFC, and the date as YYYY-MM-DD.  Every
  * refusal is 22023 naming the field and never repeats the value.  The SQL
@@ -27,6 +28,7 @@
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
 
+#include "codec/fields.h"
 #include "common.h"
 #include "patient_fields.h"
 
@@ -53,31 +55,6 @@ trim_spaces(const char *s)
 	while (end > s && end[-1] == ' ')
 		end--;
 	return pnstrdup(s, end - s);
-}
-
-/* The same, trimming every kind of white space (regex \s). */
-static void
-trim_white(const char **s, const char **end)
-{
-	while (*s < *end && strchr(" \t\n\r\f\v", **s) != NULL)
-		(*s)++;
-	while (*end > *s && strchr(" \t\n\r\f\v", (*end)[-1]) != NULL)
-		(*end)--;
-}
-
-static char *
-ascii_upper(char *s)
-{
-	for (char *p = s; *p; p++)
-		if (*p >= 'a' && *p <= 'z')
-			*p -= 'a' - 'A';
-	return s;
-}
-
-static bool
-is_alnum(char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
 /* lower() under the database's default collation, as SQL's lower(). */
@@ -118,132 +95,58 @@ schedphi_check_birth_date(DateADT d)
 DateADT
 schedphi_parse_birth_date(const char *value)
 {
-	const char *s = value;
-	const char *end = value ? value + strlen(value) : NULL;
 	int			y,
 				m,
 				d;
+	bool		format_ok = false;
 
-	if (value != NULL)
-		trim_white(&s, &end);
-	if (value == NULL || end - s != 10 || s[4] != '-' || s[7] != '-')
-		bad("invalid birth_date", "A birth date is written YYYY-MM-DD.");
-	for (int i = 0; i < 10; i++)
-		if (i != 4 && i != 7 && !(s[i] >= '0' && s[i] <= '9'))
-			bad("invalid birth_date", "A birth date is written YYYY-MM-DD.");
-	y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-	m = (s[5] - '0') * 10 + (s[6] - '0');
-	d = (s[8] - '0') * 10 + (s[9] - '0');
-	if (y < 1 || m < 1 || m > 12 || d < 1 || d > day_tab[isleap(y)][m - 1])
-		bad("invalid birth_date", "A birth date is written YYYY-MM-DD and is a day of the calendar.");
+	if (value == NULL || !sp_parse_ymd(value, strlen(value), &y, &m, &d, &format_ok))
+		bad("invalid birth_date", format_ok ? "A birth date is written YYYY-MM-DD and is a day of the calendar." :
+			"A birth date is written YYYY-MM-DD.");
 	return schedphi_check_birth_date(date2j(y, m, d) - POSTGRES_EPOCH_JDATE);
+}
+
+/* A field through its pure parser (codec/fields.c), or 22023. */
+static char *
+norm(bool (*parse) (const char *, size_t, char *, size_t), const char *value, const char *message,
+	 const char *detail)
+{
+	size_t		len = strlen(value);
+	char	   *out = palloc(len + 1);
+
+	if (!parse(value, len, out, len + 1))
+		bad(message, detail);
+	return out;
 }
 
 /* A phone number: 7 to 15 digits, optionally with + ( ) . - and spaces. */
 char *
 schedphi_norm_phone(const char *value)
 {
-	const char *s = value;
-	const char *end = value + strlen(value);
-	char	   *digits = palloc(strlen(value) + 1);
-	int			n = 0;
-	static const char *const detail =
-		"A phone number holds 7 to 15 digits, optionally with +, spaces, dots, dashes and parentheses.";
-
-	trim_white(&s, &end);
-	if (s < end && *s == '+')
-		s++;
-	if (s == end)
-		bad("invalid phone number", detail);
-	for (; s < end; s++)
-	{
-		if (*s >= '0' && *s <= '9')
-			digits[n++] = *s;
-		else if (strchr(" ().-", *s) == NULL)
-			bad("invalid phone number", detail);
-	}
-	digits[n] = '\0';
-	if (n < 7 || n > 15)
-		bad("invalid phone number", detail);
-	return digits;
+	return norm(sp_norm_phone, value, "invalid phone number",
+				"A phone number holds 7 to 15 digits, optionally with +, spaces, dots, dashes and parentheses.");
 }
 
 /* An e-mail address, lower-cased: name@example.org. */
 char *
 schedphi_norm_email(const char *value)
 {
-	char	   *trimmed = trim_spaces(value);
-	char	   *v = sql_lower(trimmed);
-	char	   *at = strchr(v, '@');
-	const char *p;
-	const char *label;
-	bool		ok = at != NULL && at > v && strlen(v) <= 254;
-
-	for (p = v; ok && p < at; p++)
-		ok = is_alnum(*p) ? !(*p >= 'A' && *p <= 'Z') : strchr(".!#$%&'*+/=?^_`{|}~-", *p) != NULL;
-	/* the domain: labels of [a-z0-9-], two at least, the last of 2+ letters */
-	label = at ? at + 1 : NULL;
-	if (ok)
-	{
-		int			labels = 0;
-
-		for (p = label;; p++)
-		{
-			if (*p == '.' || *p == '\0')
-			{
-				if (p == label)
-				{
-					ok = false;
-					break;
-				}
-				labels++;
-				if (*p == '\0')
-					break;
-				label = p + 1;
-			}
-			else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
-			{
-				ok = false;
-				break;
-			}
-		}
-		ok = ok && labels >= 2 && strlen(label) >= 2;
-		for (p = label; ok && *p; p++)
-			ok = *p >= 'a' && *p <= 'z';
-	}
-	if (!ok)
-		bad("invalid email address", "An email address looks like name@example.org.");
-	return v;
+	return norm(sp_norm_email, value, "invalid email address", "An email address looks like name@example.org.");
 }
 
 /* An MRN: 1 to 64 of [A-Za-z0-9._/-], upper-cased. */
 char *
 schedphi_norm_mrn(const char *value)
 {
-	char	   *v = trim_spaces(value);
-	size_t		n = strlen(v);
-
-	for (size_t i = 0; i < n; i++)
-		if (!is_alnum(v[i]) && strchr("._/-", v[i]) == NULL)
-			n = 0;
-	if (n < 1 || n > 64)
-		bad("invalid mrn", "An MRN holds 1 to 64 letters, digits, dots, dashes, slashes or underscores.");
-	return ascii_upper(v);
+	return norm(sp_norm_mrn, value, "invalid mrn",
+				"An MRN holds 1 to 64 letters, digits, dots, dashes, slashes or underscores.");
 }
 
 /* A postal code: 3 to 10 letters, digits, spaces or dashes, upper-cased. */
 char *
 schedphi_norm_zip(const char *value)
 {
-	char	   *v = trim_spaces(value);
-	size_t		n = strlen(v);
-	bool		ok = n >= 3 && n <= 10 && is_alnum(v[0]) && is_alnum(v[n - 1]);
-
-	for (size_t i = 1; ok && i + 1 < n; i++)
-		ok = is_alnum(v[i]) || v[i] == ' ' || v[i] == '-';
-	if (!ok)
-		bad("invalid zip", "A postal code holds 3 to 10 letters, digits, spaces or dashes.");
-	return ascii_upper(v);
+	return norm(sp_norm_zip, value, "invalid zip", "A postal code holds 3 to 10 letters, digits, spaces or dashes.");
 }
 
 /* A date as YYYY-MM-DD, whatever the session's DateStyle. */
