@@ -121,7 +121,11 @@ SQL
 done
 echo "   $APPTS appointments (with their audit records): $(secs "$t0") s"
 
-# 15 million reads over the 24 months before now, with their partitions
+# 15 million reads over the 24 months before now, with their partitions.
+# They are the records of a clinic merged into the group (their own chain,
+# oldest first, as time made them), of the group's patients: a purge cuts
+# a chain after a prefix of old records, and the group's own chain starts
+# now.
 t0=$(date +%s.%N)
 qd $DB >/dev/null <<SQL
 DO \$\$
@@ -144,9 +148,10 @@ for ((from = 0; from < READS; from += 1000000)); do
 	qd $DB >/dev/null <<SQL
 INSERT INTO schedphi.audit_log (at, login, actor, tenant, role, purpose, action, object, object_id, patient,
 								columns, application, chain)
-SELECT now() - interval '730 days' + (i::float8 / $READS) * interval '729 days', 'bench_desk', 'bench_desk', c.tenant,
-	   'scheduler', 'TREAT', 'read', 'patient', bp.id, bp.id, '{given,family,birth_date}', 'bench', c.tenant
-FROM bench.clinic c, generate_series($from, $to) i JOIN bench.bigpatient bp ON bp.n = 1 + (i::bigint * 104729) % $PATIENTS;
+SELECT now() - interval '730 days' + (i::float8 / $READS) * interval '729 days', 'bench_desk', 'bench_desk',
+	   '0000000b-e4c4-4000-8000-00000000a4c1', 'scheduler', 'TREAT', 'read', 'patient', bp.id, bp.id,
+	   '{given,family,birth_date}', 'bench', '0000000b-e4c4-4000-8000-00000000a4c1'
+FROM generate_series($from, $to) i JOIN bench.bigpatient bp ON bp.n = 1 + (i::bigint * 104729) % $PATIENTS;
 SQL
 done
 echo "   $READS reads written directly: $(secs "$t0") s"
@@ -199,17 +204,17 @@ qd $DB -c "SELECT count(schedphi.book(p.id, ARRAY[pr.id], tstzrange(t, t + inter
 		   CROSS JOIN LATERAL (SELECT (date '2033-01-01' + g / 200 + time '09:00') AT TIME ZONE 'America/New_York' AS t) s" >/dev/null
 qd $DB -c "SELECT schedphi._audit_sync('10 minutes')" >/dev/null
 t0=$(date +%s.%N)
-since=$(psql -X -At -F' ' -U bench_auditor -d $DB -c "SELECT ok, checked FROM schedphi.verify_audit('$digest')")
+since=$(psql -X -q -At -F' ' -U bench_auditor -d $DB -c "SELECT ok, checked FROM schedphi.verify_audit('$digest')")
 verify_since_ms=$(calc '%.0f' "($(date +%s.%N) - $t0) * 1000")
 t0=$(date +%s.%N)
-full=$(psql -X -At -F' ' -U bench_auditor -d $DB -c "SET statement_timeout = 0" -c "SELECT ok, checked FROM schedphi.verify_audit()")
+full=$(psql -X -q -At -F' ' -U bench_auditor -d $DB -c "SET statement_timeout = 0" -c "SELECT ok, checked FROM schedphi.verify_audit()")
 verify_full_s=$(secs "$t0")
 
 # bytes on disk
 bytes_patient=$(qd $DB -c "SELECT pg_total_relation_size('schedphi.patient') / count(*) FROM schedphi.patient")
 bytes_appt=$(qd $DB -c "SELECT (pg_total_relation_size('schedphi.appointment') + pg_total_relation_size('schedphi.appointment_actor'))
 	/ count(*) FROM schedphi.appointment")
-bytes_audit=$(qd $DB -c "SELECT sum(pg_total_relation_size(i.inhrelid)) / (SELECT count(*) FROM schedphi.audit_log)
+bytes_audit=$(qd $DB -c "SELECT round(sum(pg_total_relation_size(i.inhrelid)) / (SELECT count(*) FROM schedphi.audit_log))
 	FROM pg_inherits i WHERE i.inhparent = 'schedphi.audit_log'::regclass")
 
 # purge a year
@@ -217,7 +222,7 @@ t0=$(date +%s.%N)
 purged=$(qd $DB -c "SET schedphi.audit_retention = '1 year'" -c "SET statement_timeout = 0" \
 	-c "SELECT schedphi.purge_audit(now() - interval '1 year')")
 purge_s=$(secs "$t0")
-after=$(psql -X -At -F' ' -U bench_auditor -d $DB -c "SELECT ok, checked FROM schedphi.verify_audit()")
+after=$(psql -X -q -At -F' ' -U bench_auditor -d $DB -c "SELECT ok, checked FROM schedphi.verify_audit()")
 
 echo
 echo "| measure | small clinic | large | ratio | goal |"

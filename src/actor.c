@@ -313,6 +313,24 @@ schedphi_session_superuser(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(superuser_arg(GetSessionUserId()));
 }
 
+PG_FUNCTION_INFO_V1(schedphi_actor_name);
+
+/*
+ * _actor_name() -> text: who is asking, as records name them: the assumed
+ * token's subject, else the session user.
+ */
+Datum
+schedphi_actor_name(PG_FUNCTION_ARGS)
+{
+	const SchedphiActor *a = schedphi_current_actor();
+	char	   *name;
+
+	if (a != NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(a->sub));
+	name = GetUserNameFromId(GetSessionUserId(), false);
+	PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
 PG_FUNCTION_INFO_V1(schedphi_context);
 
 /*

@@ -626,12 +626,15 @@ seal(void)
 static bool
 maintain_partitions(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	MemoryContext cxt;
+	ResourceOwner owner;
 	volatile bool done = true;
 
 	if (!worker_begin("making audit partitions"))
 		return true;
+	/* the transaction's context and owner, not the loop's (NULL owner) */
+	cxt = CurrentMemoryContext;
+	owner = CurrentResourceOwner;
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{

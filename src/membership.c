@@ -30,6 +30,7 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -177,6 +178,72 @@ schedphi_has_role(const pg_uuid_t *tenant, const char *const *roles, int nroles)
 			if (strcmp(tok, roles[i]) == 0)
 				return true;
 	return false;
+}
+
+/*
+ * A version of the memberships (and rate limits) this backend may cache
+ * what it derived from: false when it may not (this transaction changed
+ * them); not preloaded, the version is good for this transaction only.
+ */
+bool
+schedphi_membership_version(uint64 *version)
+{
+	uint64		gen = member_generation();
+
+	if (members_changed)
+		return false;
+	*version = (gen != 0 ? gen : (uint64) MyProc->lxid << 32) ^ (members_rolled_back << 48);
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_member_role_sql);
+
+/*
+ * _member_role(tenant uuid, roles text[]) -> text
+ * The role the caller acts with in the tenant, the first of `roles` it
+ * holds: the assumed token's (if for this tenant and one of them), else
+ * 'superuser' for a superuser, else the session user's membership (from
+ * the cache above); NULL for none.  Strict.
+ */
+Datum
+schedphi_member_role_sql(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
+	const SchedphiActor *a = schedphi_current_actor();
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	char		held[96];
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (a != NULL)
+	{
+		if (memcmp(a->tenant.data, tenant->data, UUID_LEN) == 0)
+			for (int i = 0; i < n; i++)
+				if (!nulls[i] && strcmp(TextDatumGetCString(elems[i]), a->role) == 0)
+					PG_RETURN_TEXT_P(cstring_to_text(a->role));
+		PG_RETURN_NULL();
+	}
+	member_role(tenant, held, sizeof(held));
+	if (strcmp(held, "superuser") == 0)
+		PG_RETURN_TEXT_P(cstring_to_text("superuser"));
+	for (int i = 0; i < n; i++)
+	{
+		char	   *want;
+		char	   *tok;
+		char	   *save = NULL;
+		char		copy[96];
+
+		if (nulls[i])
+			continue;
+		want = TextDatumGetCString(elems[i]);
+		strlcpy(copy, held, sizeof(copy));
+		for (tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save))
+			if (strcmp(tok, want) == 0)
+				PG_RETURN_TEXT_P(cstring_to_text(want));
+	}
+	PG_RETURN_NULL();
 }
 
 PG_FUNCTION_INFO_V1(schedphi_members_changed);

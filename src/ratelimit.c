@@ -51,6 +51,7 @@
 #include "actor.h"
 #include "audit.h"
 #include "common.h"
+#include "membership.h"
 #include "ratelimit.h"
 
 #define RL_ACTORS		16384	/* actors counted in one window, per table */
@@ -236,32 +237,48 @@ typedef struct Limits
 {
 	int32		lookups;
 	int32		reveals;
-	char		source[128];	/* "login x", "role y" or "" (the settings) */
+	char		source[128];	/* "login x" or "role y" */
+	bool		lookups_set;	/* from the table, not the setting */
+	bool		reveals_set;
 } Limits;
 
+/*
+ * The limits set for the caller (-1: none, the setting applies), kept
+ * across statements until the session user, the actor context or a
+ * membership or limit changes (membership.c's version: a statement trigger
+ * on rate_limit bumps it too), or, in a transaction that changed them, for
+ * one statement.
+ */
 static const Limits *
 limits_for(const pg_uuid_t *tenant)
 {
 	static struct
 	{
 		bool		valid;
+		bool		per_statement;
+		uint64		version;
 		LocalTransactionId lxid;
 		TimestampTz stmt;
 		Oid			user;
 		uint64		generation;
 		pg_uuid_t	tenant;
-		Limits		limits;
+		Limits		set;		/* what the table says */
 	}			cache;
+	static Limits limits;
 	static SPIPlanPtr plan = NULL;
+	uint64		version = 0;
+	bool		cacheable = schedphi_membership_version(&version);
 
-	if (!(cache.valid && cache.lxid == MyProc->lxid && cache.stmt == GetCurrentStatementStartTimestamp() &&
-		  cache.user == GetSessionUserId() && cache.generation == schedphi_actor_generation() &&
-		  memcmp(cache.tenant.data, tenant->data, UUID_LEN) == 0))
+	if (!(cache.valid && cache.user == GetSessionUserId() && cache.generation == schedphi_actor_generation() &&
+		  memcmp(cache.tenant.data, tenant->data, UUID_LEN) == 0 &&
+		  (cacheable && !cache.per_statement ? cache.version == version :
+		   cache.lxid == MyProc->lxid && cache.stmt == GetCurrentStatementStartTimestamp())))
 	{
 		Oid			types[1] = {UUIDOID};
 		Datum		args[1];
 		bool		isnull;
 		char	   *src;
+		Datum		d;
 
 		cache.valid = false;
 		args[0] = UUIDPGetDatum(tenant);
@@ -270,15 +287,15 @@ limits_for(const pg_uuid_t *tenant)
 		schedphi_keep_plan(&plan, "SELECT lookups, reveals, source FROM schedphi._rate_limits($1)", 1, types);
 		if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "schedphi: rate limit query failed");
-		cache.limits.lookups = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (isnull)
-			cache.limits.lookups = schedphi_lookup_rate_limit;
-		cache.limits.reveals = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		if (isnull)
-			cache.limits.reveals = schedphi_reveal_rate_limit;
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		cache.set.lookups = isnull ? -1 : DatumGetInt32(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		cache.set.reveals = isnull ? -1 : DatumGetInt32(d);
 		src = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-		strlcpy(cache.limits.source, src ? src : "", sizeof(cache.limits.source));
+		strlcpy(cache.set.source, src ? src : "", sizeof(cache.set.source));
 		SPI_finish();
+		cache.per_statement = !cacheable;
+		cache.version = version;
 		cache.lxid = MyProc->lxid;
 		cache.stmt = GetCurrentStatementStartTimestamp();
 		cache.user = GetSessionUserId();
@@ -286,7 +303,13 @@ limits_for(const pg_uuid_t *tenant)
 		cache.tenant = *tenant;
 		cache.valid = true;
 	}
-	return &cache.limits;
+	/* the settings as they are now (a SET LOCAL counts at once) */
+	limits.lookups = cache.set.lookups >= 0 ? cache.set.lookups : schedphi_lookup_rate_limit;
+	limits.reveals = cache.set.reveals >= 0 ? cache.set.reveals : schedphi_reveal_rate_limit;
+	limits.lookups_set = cache.set.lookups >= 0;
+	limits.reveals_set = cache.set.reveals >= 0;
+	strlcpy(limits.source, cache.set.source, sizeof(limits.source));
+	return &limits;
 }
 
 /* Refuse: recorded in the audit log, then SP429 naming the limit. */
@@ -329,7 +352,7 @@ schedphi_note_lookup(PG_FUNCTION_ARGS)
 	if (e == NULL)
 		tracking_full(tenant, "too many actors looking patients up at once");
 	if (over)
-		over_limit(tenant, "schedphi.lookup_rate_limit", lim->lookups, lim->source);
+		over_limit(tenant, "schedphi.lookup_rate_limit", lim->lookups, lim->lookups_set ? lim->source : "");
 	PG_RETURN_VOID();
 }
 
@@ -371,7 +394,7 @@ schedphi_note_reveal(PG_FUNCTION_ARGS)
 	if (full != NULL)
 		tracking_full(tenant, full);
 	if (over)
-		over_limit(tenant, "schedphi.reveal_rate_limit", lim->reveals, lim->source);
+		over_limit(tenant, "schedphi.reveal_rate_limit", lim->reveals, lim->reveals_set ? lim->source : "");
 	schedphi_audit_note_patient(tenant, patient);
 	PG_RETURN_BOOL(true);
 }

@@ -124,6 +124,7 @@ CREATE TABLE schedphi.rate_limit (
 	set_by		name NOT NULL DEFAULT session_user,
 	PRIMARY KEY (tenant, scope, name)
 );
+-- (a change is announced like a membership's: 70_audit.sql)
 
 -- Weekly availability in wall-clock time at a location: 09:00-17:00 stays
 -- 09:00-17:00 local across DST.  ends = 24:00 means midnight at the end of

@@ -15,11 +15,12 @@ AS 'MODULE_PATHNAME', 'schedphi_note_lookup' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION schedphi._note_reveal(tenant uuid, actor text, patient uuid) RETURNS boolean
 AS 'MODULE_PATHNAME', 'schedphi_note_reveal' LANGUAGE C VOLATILE STRICT;
 
--- The limits that apply to the caller in a tenant: one set for the session
+-- The limits set for the caller in a tenant: one set for the session
 -- login, else the highest set for a role the caller acts with there (the
--- token's role, or the login's memberships), else the settings.  source
--- names where they come from ('login x', 'role y'; NULL: the settings).
--- Called once per statement by src/ratelimit.c.
+-- token's role, or the login's memberships); NULL where none is (the
+-- settings apply).  source names where they come from ('login x', 'role
+-- y').  src/ratelimit.c keeps the answer until a membership or a limit
+-- changes.
 CREATE FUNCTION schedphi._rate_limits(p_tenant uuid, OUT lookups int, OUT reveals int, OUT source text)
 LANGUAGE sql STABLE
 SECURITY DEFINER
@@ -40,10 +41,8 @@ AS $$
 			   string_agg(r.name, ',' ORDER BY r.name) AS names
 		FROM schedphi.rate_limit r
 		WHERE r.tenant = p_tenant AND r.scope = 'role' AND r.name IN (SELECT role FROM roles))
-	SELECT coalesce((SELECT l.lookups_per_minute FROM by_login l), (SELECT r.lookups_per_minute FROM by_role r),
-					current_setting('schedphi.lookup_rate_limit')::int),
-		   coalesce((SELECT l.reveals_per_hour FROM by_login l), (SELECT r.reveals_per_hour FROM by_role r),
-					current_setting('schedphi.reveal_rate_limit')::int),
+	SELECT coalesce((SELECT l.lookups_per_minute FROM by_login l), (SELECT r.lookups_per_minute FROM by_role r)),
+		   coalesce((SELECT l.reveals_per_hour FROM by_login l), (SELECT r.reveals_per_hour FROM by_role r)),
 		   CASE WHEN EXISTS (SELECT 1 FROM by_login) THEN 'login ' || session_user
 				WHEN (SELECT r.names FROM by_role r) IS NOT NULL THEN 'role ' || (SELECT r.names FROM by_role r) END
 $$;

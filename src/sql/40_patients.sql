@@ -195,6 +195,7 @@ DECLARE
 	v_role text;
 	v_detail jsonb;
 	v_id uuid;
+	v_match record;
 	v_found boolean := false;
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['scheduler', 'integration', 'clinician', 'billing']);
@@ -228,22 +229,37 @@ BEGIN
 		CASE WHEN v_mrn IS NOT NULL THEN 'mrn' END, CASE WHEN v_phone IS NOT NULL THEN 'phone' END,
 		CASE WHEN v_email IS NOT NULL THEN 'email' END,
 		CASE WHEN v_family IS NOT NULL THEN 'family_dob' END], NULL)));
-	-- Planned at each call for the criteria given, each by its own index:
-	-- a plan made once for every combination (OR ... IS NULL) can use only
-	-- the tenant, and reads every patient of the tenant.  Look-ups are rate
-	-- limited, so planning each one costs nothing that matters.
-	FOR v_id IN EXECUTE
-		'SELECT p.id FROM schedphi.patient p WHERE p.tenant = $1'
-		|| CASE WHEN v_mrn_idx IS NOT NULL THEN ' AND p.mrn_idx = $2' ELSE '' END
-		|| CASE WHEN v_phone_idx IS NOT NULL THEN ' AND p.phone_idx = $3' ELSE '' END
-		|| CASE WHEN v_email_idx IS NOT NULL THEN ' AND p.email_idx = $4' ELSE '' END
-		|| CASE WHEN v_fd_idx IS NOT NULL THEN ' AND p.family_dob_idx = $5' ELSE '' END
-		-- a clinician finds its own patients (or one under break-glass)
-		|| CASE WHEN v_role = 'clinician' THEN ' AND (schedphi._own_patient($1, p.id)'
-											   ' OR schedphi._break_glass_active($1, p.id))' ELSE '' END
-		|| ' ORDER BY p.created_at, p.id'
-		USING tenant, v_mrn_idx, v_phone_idx, v_email_idx, v_fd_idx
+	-- Driven by the most selective criterion given, by its own index (the
+	-- partial indexes cannot serve "tenant" alone, so even a plan made on an
+	-- empty table is this one); the other criteria filter.
+	FOR v_match IN
+		SELECT p.id, p.created_at FROM schedphi.patient p
+		WHERE p.tenant = tenant AND v_mrn_idx IS NOT NULL AND p.mrn_idx = v_mrn_idx
+		  AND (v_phone_idx IS NULL OR p.phone_idx = v_phone_idx)
+		  AND (v_email_idx IS NULL OR p.email_idx = v_email_idx)
+		  AND (v_fd_idx IS NULL OR p.family_dob_idx = v_fd_idx)
+		  AND (v_role <> 'clinician' OR schedphi._own_patient(tenant, p.id) OR schedphi._break_glass_active(tenant, p.id))
+		UNION ALL
+		SELECT p.id, p.created_at FROM schedphi.patient p
+		WHERE p.tenant = tenant AND v_mrn_idx IS NULL AND v_phone_idx IS NOT NULL AND p.phone_idx = v_phone_idx
+		  AND (v_email_idx IS NULL OR p.email_idx = v_email_idx)
+		  AND (v_fd_idx IS NULL OR p.family_dob_idx = v_fd_idx)
+		  AND (v_role <> 'clinician' OR schedphi._own_patient(tenant, p.id) OR schedphi._break_glass_active(tenant, p.id))
+		UNION ALL
+		SELECT p.id, p.created_at FROM schedphi.patient p
+		WHERE p.tenant = tenant AND v_mrn_idx IS NULL AND v_phone_idx IS NULL AND v_email_idx IS NOT NULL
+		  AND p.email_idx = v_email_idx
+		  AND (v_fd_idx IS NULL OR p.family_dob_idx = v_fd_idx)
+		  AND (v_role <> 'clinician' OR schedphi._own_patient(tenant, p.id) OR schedphi._break_glass_active(tenant, p.id))
+		UNION ALL
+		SELECT p.id, p.created_at FROM schedphi.patient p
+		WHERE p.tenant = tenant AND v_mrn_idx IS NULL AND v_phone_idx IS NULL AND v_email_idx IS NULL
+		  AND v_fd_idx IS NOT NULL AND p.family_dob_idx = v_fd_idx
+		  AND (v_role <> 'clinician' OR schedphi._own_patient(tenant, p.id) OR schedphi._break_glass_active(tenant, p.id))
+		-- in order of registration
+		ORDER BY 2, 1
 	LOOP
+		v_id := v_match.id;
 		PERFORM schedphi._audit_event('read', tenant, 'patient', v_id, v_id, v_detail);
 		v_found := true;
 		RETURN NEXT v_id;
@@ -255,22 +271,13 @@ BEGIN
 END
 $$;
 
+-- The role the caller acts with in the tenant: the first of p_roles it
+-- holds (the token's, 'superuser', or the login's membership, cached in
+-- src/membership.c until a membership changes), or NULL.
 CREATE FUNCTION schedphi._member_role(p_tenant uuid, p_roles text[])
 RETURNS text
-LANGUAGE sql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT CASE
-		WHEN c.via = 'token' THEN
-			CASE WHEN c.tenant = p_tenant AND c.role = ANY (p_roles) THEN c.role END
-		WHEN schedphi._session_superuser()
-		THEN 'superuser'
-		ELSE (SELECT m.role FROM schedphi.member m
-			  WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role) AND m.role = ANY (p_roles)
-			  ORDER BY array_position(p_roles, m.role) LIMIT 1) END
-	FROM schedphi._context() c
-$$;
+AS 'MODULE_PATHNAME', 'schedphi_member_role_sql'
+LANGUAGE C STABLE STRICT;
 
 -- The practitioner the calling clinician acts for in the tenant (from the
 -- assumed token, or else the login's membership), or NULL.
@@ -302,10 +309,8 @@ $$;
 -- Who the caller is, as recorded: the token's subject, or the login.
 CREATE FUNCTION schedphi._actor_name()
 RETURNS text
-LANGUAGE sql STABLE
-AS $$
-	SELECT coalesce((SELECT c.actor FROM schedphi._context() c WHERE c.via = 'token'), session_user::text)
-$$;
+AS 'MODULE_PATHNAME', 'schedphi_actor_name'
+LANGUAGE C STABLE;
 
 -- Is the caller reading under an active break-glass grant for this
 -- patient (with EMERGENCY as the purpose of the transaction)?

@@ -177,6 +177,10 @@ AS 'MODULE_PATHNAME', 'schedphi_members_changed' LANGUAGE C;
 CREATE TRIGGER audit_roles AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON schedphi.member
 	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._members_changed();
 ALTER TABLE schedphi.member ENABLE ALWAYS TRIGGER audit_roles;
+-- the limits derived from memberships are cached the same way (ratelimit.c)
+CREATE TRIGGER audit_roles AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON schedphi.rate_limit
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._members_changed();
+ALTER TABLE schedphi.rate_limit ENABLE ALWAYS TRIGGER audit_roles;
 
 -- Events through the queue: recorded durably before the call returns.
 CREATE FUNCTION schedphi._audit_event(action text, tenant uuid, object text, object_id uuid,
