@@ -94,8 +94,8 @@ $$;
 CREATE FUNCTION bench.unsealed(p_n int) RETURNS void
 LANGUAGE sql AS $$
 	INSERT INTO schedphi.audit_log (at, login, actor, tenant, role, purpose, action, object, object_id,
-									patient, columns, application)
+									patient, columns, application, chain)
 	SELECT clock_timestamp(), 'bench_scheduler', 'bench_scheduler', c.tenant, 'scheduler', 'TREAT', 'read',
-		   'patient', gen_random_uuid(), gen_random_uuid(), '{given,family,birth_date}', 'bench'
+		   'patient', gen_random_uuid(), gen_random_uuid(), '{given,family,birth_date}', 'bench', c.tenant
 	FROM generate_series(1, p_n), bench.clinic c
 $$;
