@@ -9,9 +9,9 @@
 CREATE TABLE bench.nofk_appointment (LIKE schedphi.appointment INCLUDING ALL);
 CREATE TABLE bench.nofk_appointment_actor (LIKE schedphi.appointment_actor INCLUDING ALL);
 CREATE TRIGGER audit AFTER UPDATE OR DELETE ON bench.nofk_appointment
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient');
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient', 'appointment');
 CREATE TRIGGER audit_insert AFTER INSERT ON bench.nofk_appointment REFERENCING NEW TABLE AS inserted
-	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('patient');
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('patient', 'appointment');
 CREATE TABLE bench.noaudit_appointment (LIKE schedphi.appointment INCLUDING ALL);
 CREATE TABLE bench.noaudit_appointment_actor (LIKE schedphi.appointment_actor INCLUDING ALL);
 

@@ -596,8 +596,8 @@ written_columns(StringInfo cols, TupleDesc desc, HeapTuple row, HeapTuple old)
 
 /* The event of one row written: its tenant, id and patient, and columns. */
 static void
-write_event(AuditEvent *ev, const Who *w, const char *action, Relation rel, int patientcol,
-			HeapTuple row, const char *cols)
+write_event(AuditEvent *ev, const Who *w, const char *action, Relation rel, const char *object,
+			int patientcol, HeapTuple row, const char *cols)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	bool		isnull;
@@ -609,7 +609,7 @@ write_event(AuditEvent *ev, const Who *w, const char *action, Relation rel, int 
 		elog(ERROR, "schedphi_audit_write: tenant is null");
 	ev->has_tenant = true;
 	ev->tenant = *DatumGetUUIDP(d);
-	ev->s[S_OBJECT] = RelationGetRelationName(rel);
+	ev->s[S_OBJECT] = object;
 	d = heap_getattr(row, SPI_fnumber(desc, "id"), desc, &isnull);
 	if (!isnull)
 		ev->has_object_id = true, ev->object_id = *DatumGetUUIDP(d);
@@ -619,16 +619,21 @@ write_event(AuditEvent *ev, const Who *w, const char *action, Relation rel, int 
 	ev->s[S_COLUMNS] = cols;
 }
 
-/* The trigger's table, and the column that holds the patient. */
+/*
+ * The column that holds the patient (the trigger's first argument), and the
+ * object recorded (its second: the table's name, which on a Citus shard is
+ * not the relation's).
+ */
 static int
-write_trigger_setup(TriggerData *td)
+write_trigger_setup(TriggerData *td, const char **object)
 {
 	TupleDesc	desc = RelationGetDescr(td->tg_relation);
 	int			patientcol;
 
-	if (td->tg_trigger->tgnargs != 1 || !TRIGGER_FIRED_AFTER(td->tg_event))
-		elog(ERROR, "schedphi_audit_write: must be an AFTER trigger with one argument");
+	if (td->tg_trigger->tgnargs != 2 || !TRIGGER_FIRED_AFTER(td->tg_event))
+		elog(ERROR, "schedphi_audit_write: must be an AFTER trigger with two arguments");
 	patientcol = SPI_fnumber(desc, td->tg_trigger->tgargs[0]);
+	*object = td->tg_trigger->tgargs[1];
 	if (SPI_fnumber(desc, "id") <= 0 || SPI_fnumber(desc, "tenant") <= 0 || patientcol <= 0)
 		elog(ERROR, "schedphi_audit_write: table lacks id, tenant or the patient column");
 	/* the sealer must run somewhere; a failure to start it is not ours */
@@ -656,6 +661,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Relation	rel;
 	int			patientcol;
+	const char *object;
 	StringInfoData cols;
 	Who			w;
 	bool		have_who = false;
@@ -663,7 +669,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		elog(ERROR, "schedphi_audit_write: not called as a trigger");
 	rel = td->tg_relation;
-	patientcol = write_trigger_setup(td);
+	patientcol = write_trigger_setup(td, &object);
 	initStringInfo(&cols);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -693,7 +699,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 		tenant = *DatumGetUUIDP(heap_getattr(row, SPI_fnumber(RelationGetDescr(rel), "tenant"),
 											 RelationGetDescr(rel), &isnull));
 		schedphi_who_is_asking(&w, &tenant, true);
-		write_event(&ev, &w, action, rel, patientcol, row, cols.data);
+		write_event(&ev, &w, action, rel, object, patientcol, row, cols.data);
 		schedphi_event_insert(&ev);
 	}
 	else
@@ -725,7 +731,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 				have_who = true;
 			}
 			written_columns(&cols, RelationGetDescr(rel), row, NULL);
-			write_event(&evs[n], &w, "insert", rel, patientcol, row, MemoryContextStrdup(batch, cols.data));
+			write_event(&evs[n], &w, "insert", rel, object, patientcol, row, MemoryContextStrdup(batch, cols.data));
 			if (should_free)
 				heap_freetuple(row);
 			/* a huge insert is recorded in chunks: memory stays flat */
@@ -776,10 +782,29 @@ prepare_for_refusals(void)
 		(void) schedphi_session_login(true);
 }
 
+/*
+ * Under Citus the writes, and their records, happen on the workers' shards,
+ * so nothing on the coordinator would start its audit worker, which seals
+ * every chain: the first statement of each coordinator backend in a
+ * database with schedphi and Citus makes sure it runs (it then stays).
+ */
+static void
+ensure_citus_sealer(void)
+{
+	static bool done = false;
+
+	if (done || !IsTransactionState() || schedphi_auditq == NULL || schedphi_is_audit_worker)
+		return;
+	done = true;
+	if (OidIsValid(get_extension_oid("schedphi", true)) && schedphi_citus_present())
+		(void) schedphi_queue_for_database(false);
+}
+
 /* ExecutorStart hook: get ready to record PostgreSQL's own refusals. */
 static void
 audit_executor_start(QueryDesc *queryDesc, int eflags)
 {
+	ensure_citus_sealer();
 	prepare_for_refusals();
 	if (prev_executor_start_hook)
 		prev_executor_start_hook(queryDesc, eflags);

@@ -8,6 +8,7 @@
  */
 #include "postgres.h"
 
+#include "commands/extension.h"
 #include "executor/spi.h"
 
 #include "common.h"
@@ -15,18 +16,46 @@
 /* Set by _PG_init (schedphi.c). */
 bool		schedphi_preloaded = false;
 
+/* Is Citus installed in this database?  (in a transaction) */
+bool
+schedphi_citus_present(void)
+{
+	return OidIsValid(get_extension_oid("citus", true));
+}
+
+/*
+ * Is this a Citus worker node, rather than the coordinator or a database
+ * without Citus?  (connected to SPI)  Workers hold shards; the ledger's
+ * partitions and its sealing are the coordinator's.
+ */
+bool
+schedphi_citus_worker_node(void)
+{
+	bool		isnull;
+
+	if (!schedphi_citus_present())
+		return false;
+	if (SPI_execute("SELECT pg_catalog.citus_is_coordinator()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "schedphi: could not ask Citus which node this is");
+	return !DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /*
  * Prepare a query once per backend and keep the plan (the caller is
  * connected to SPI).  The plans are generic: every query schedphi keeps
  * has the same shape whatever its parameters, and re-planning it on every
- * call would cost more than running it.
+ * call would cost more than running it.  Except under Citus, which cannot
+ * route a generic plan's query to its shard (it knows the tenant only from
+ * the values): there the plan cache decides, and Citus has it plan each
+ * call with its values.
  */
 SPIPlanPtr
 schedphi_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*slot == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+											  schedphi_citus_present() ? 0 : CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "schedphi: could not prepare \"%s\": %s", sql,

@@ -21,6 +21,9 @@ extern bool schedphi_preloaded;
 
 struct _SPI_plan;
 
+extern bool schedphi_citus_present(void);
+extern bool schedphi_citus_worker_node(void);
+
 extern struct _SPI_plan *schedphi_keep_plan(struct _SPI_plan **slot, const char *sql, int nargs,
 											Oid *argtypes);
 

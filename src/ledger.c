@@ -383,6 +383,32 @@ worker_begin(const char *activity)
 
 static void worker_give_up(int qi, bool only_if_idle);
 
+/*
+ * Which node is this worker's?  Asked once (connected to SPI).  On a Citus
+ * worker it records the node's queued events, and leaves the partitions
+ * and the sealing to the coordinator's worker, which sees every shard; and
+ * that one stays when idle, since the records it seals are written on the
+ * workers, where nothing could wake it.
+ */
+typedef enum
+{
+	NODE_UNKNOWN,
+	NODE_ALONE,
+	NODE_CITUS_COORDINATOR,
+	NODE_CITUS_WORKER
+} NodeKind;
+
+static NodeKind node_kind = NODE_UNKNOWN;
+
+static bool
+on_citus_worker(void)
+{
+	if (node_kind == NODE_UNKNOWN)
+		node_kind = !schedphi_citus_present() ? NODE_ALONE :
+			schedphi_citus_worker_node() ? NODE_CITUS_WORKER : NODE_CITUS_COORDINATOR;
+	return node_kind == NODE_CITUS_WORKER;
+}
+
 /* Move queued events into audit_log; true if any were moved. */
 static bool
 drain(int qi, char *buf)
@@ -484,6 +510,11 @@ seal(void)
 
 	if (!worker_begin("sealing audit records"))
 		return -1;
+	if (on_citus_worker())
+	{
+		worker_end();
+		return 0;
+	}
 	if (SPI_execute("SELECT " CANON_SELECT ", id, at FROM schedphi.audit_log WHERE hash IS NULL "
 					"ORDER BY id LIMIT " CppAsString2(SEAL_BATCH), true, SEAL_BATCH) != SPI_OK_SELECT)
 		elog(ERROR, "schedphi audit worker: could not read unsealed records");
@@ -584,33 +615,31 @@ seal(void)
 							  6, utypes, uargs, NULL, false, 0) != SPI_OK_UPDATE || (int) SPI_processed != n)
 		elog(ERROR, "schedphi audit worker: sealed %d of %d records", (int) SPI_processed, n);
 
-	/* the chains' new heads */
+	/*
+	 * The chains' new heads, one row each (under Citus each is a statement
+	 * on the chain's node; the time goes as a value).
+	 */
 	{
-		Datum	   *chains = palloc(sizeof(Datum) * nheads);
-		Datum	   *hseqs = palloc(sizeof(Datum) * nheads);
-		Datum	   *hhashes = palloc(sizeof(Datum) * nheads);
-		Datum	   *added = palloc(sizeof(Datum) * nheads);
-		Oid			types[4] = {UUIDARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, INT8ARRAYOID};
-		Datum		args[4];
+		static SPIPlanPtr head_plan = NULL;
+		Oid			types[5] = {UUIDOID, INT8OID, BYTEAOID, INT8OID, TIMESTAMPTZOID};
+		Datum		args[5];
 
+		schedphi_keep_plan(&head_plan,
+						   "INSERT INTO schedphi.audit_chain AS c (tenant, head_seq, head_hash, records, sealed_at) "
+						   "VALUES ($1, $2, $3, $4, $5) "
+						   "ON CONFLICT (tenant) DO UPDATE SET head_seq = excluded.head_seq, "
+						   "head_hash = excluded.head_hash, records = c.records + excluded.records, "
+						   "sealed_at = excluded.sealed_at", 5, types);
+		args[4] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		for (int j = 0; j < nheads; j++)
 		{
-			chains[j] = UUIDPGetDatum(&heads[j].chain);
-			hseqs[j] = Int64GetDatum(heads[j].seq);
-			hhashes[j] = PointerGetDatum(hash_bytea(heads[j].hash));
-			added[j] = Int64GetDatum(heads[j].added);
+			args[0] = UUIDPGetDatum(&heads[j].chain);
+			args[1] = Int64GetDatum(heads[j].seq);
+			args[2] = PointerGetDatum(hash_bytea(heads[j].hash));
+			args[3] = Int64GetDatum(heads[j].added);
+			if (SPI_execute_plan(head_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "schedphi audit worker: could not move the chains' heads");
 		}
-		args[0] = PointerGetDatum(construct_array(chains, nheads, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		args[1] = int8_array(hseqs, nheads);
-		args[2] = PointerGetDatum(construct_array(hhashes, nheads, BYTEAOID, -1, false, TYPALIGN_INT));
-		args[3] = int8_array(added, nheads);
-		if (SPI_execute_with_args("INSERT INTO schedphi.audit_chain AS c (tenant, head_seq, head_hash, records) "
-								  "SELECT * FROM unnest($1, $2, $3, $4) "
-								  "ON CONFLICT (tenant) DO UPDATE SET head_seq = excluded.head_seq, "
-								  "head_hash = excluded.head_hash, records = c.records + excluded.records, "
-								  "sealed_at = now()",
-								  4, types, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "schedphi audit worker: could not move the chains' heads");
 	}
 	worker_end();
 	return n;
@@ -632,6 +661,11 @@ maintain_partitions(void)
 
 	if (!worker_begin("making audit partitions"))
 		return true;
+	if (on_citus_worker())
+	{
+		worker_end();
+		return true;
+	}
 	/* the transaction's context and owner, not the loop's (NULL owner) */
 	cxt = CurrentMemoryContext;
 	owner = CurrentResourceOwner;
@@ -783,7 +817,7 @@ schedphi_audit_worker_main(Datum arg)
 			last_activity = now;
 			continue;
 		}
-		if (now - last_activity >= (int64) WORKER_IDLE_MS * 1000)
+		if (now - last_activity >= (int64) WORKER_IDLE_MS * 1000 && node_kind != NODE_CITUS_COORDINATOR)
 			worker_give_up(qi, true);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(audit_seal_interval_ms, 10), PG_WAIT_EXTENSION);

@@ -129,8 +129,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		schedphi_keep_plan(&plan,
-						   "SELECT string_agg(m.role, ',' ORDER BY m.role) FROM schedphi.member m "
-						   "WHERE m.tenant = $1 AND schedphi._is_mine(m.login, m.login_oid, m.role)", 1, types);
+						   "SELECT pg_catalog.array_to_string(schedphi._my_roles($1), ',')", 1, types);
 		if (SPI_execute_plan(plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

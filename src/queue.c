@@ -238,6 +238,11 @@ ensure_partition(TimestampTz at)
 		partition_month_known = month;
 		return;
 	}
+	if (schedphi_citus_worker_node())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("schedphi audit log is not available: the partition for %s is missing", name),
+				 errhint("The coordinator's audit worker makes the partitions; on Citus run SELECT schedphi.distribute() on the coordinator.")));
 	if (schedphi_auditq == NULL || schedphi_is_audit_worker)
 	{
 		if (SPI_execute("SELECT schedphi._audit_partitions()", false, 0) != SPI_OK_SELECT)

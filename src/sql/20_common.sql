@@ -54,16 +54,34 @@ AS 'MODULE_PATHNAME', 'schedphi_session_superuser' LANGUAGE C STABLE;
 CREATE FUNCTION schedphi._session_user_oid() RETURNS oid
 AS 'MODULE_PATHNAME', 'schedphi_session_user_oid' LANGUAGE C STABLE;
 
--- Is a membership row (its login, login_oid and role) the session user's?
--- Bound to the login itself, not only its name (a login dropped and made
--- again is someone else), and only while it holds the group role.  Inlined
--- where it is used, so m.login = session_user still finds member_login.
-CREATE FUNCTION schedphi._is_mine(p_login name, p_login_oid oid, p_role text)
-RETURNS boolean
-LANGUAGE sql STABLE
+-- The roles the session user holds through its memberships (not a token)
+-- in a tenant, or in any tenant when p_tenant is NULL.  A membership is
+-- bound to the login itself, not only its name (a login dropped and made
+-- again is someone else), and counts only while the login holds the
+-- group role.  The login's name
+-- and oid are taken here and the rows read with them as values, the group
+-- roles checked here too: under Citus the query runs on the tenant's node,
+-- where session_user is Citus's connection and not the client.
+CREATE FUNCTION schedphi._my_roles(p_tenant uuid)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT p_login = session_user AND p_login_oid = schedphi._session_user_oid()
-		   AND pg_catalog.pg_has_role(session_user, 'schedphi_' || p_role, 'MEMBER')
+DECLARE
+	v_login name := session_user;
+	v_oid oid := schedphi._session_user_oid();
+	v_roles text[];
+BEGIN
+	IF p_tenant IS NULL THEN
+		v_roles := ARRAY(SELECT m.role FROM schedphi.member m WHERE m.login = v_login AND m.login_oid = v_oid);
+	ELSE
+		v_roles := ARRAY(SELECT m.role FROM schedphi.member m
+						 WHERE m.tenant = p_tenant AND m.login = v_login AND m.login_oid = v_oid);
+	END IF;
+	RETURN ARRAY(SELECT DISTINCT r FROM unnest(v_roles) r
+				 WHERE pg_catalog.pg_has_role(v_login, 'schedphi_' || r, 'MEMBER') ORDER BY r);
+END
 $$;
 
 -- A tenant passed as an argument: NULL is a bad argument, for everyone
@@ -100,6 +118,7 @@ LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
 	c record := schedphi._context();
+	v_mine text[];
 BEGIN
 	-- an assumed token decides alone, whoever the login is
 	IF c.via = 'token' THEN
@@ -120,12 +139,12 @@ BEGIN
 		PERFORM schedphi._not_shredded(p_tenant);
 		RETURN;
 	END IF;
-	IF EXISTS (SELECT 1 FROM schedphi.member m
-			   WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role) AND m.role = ANY (p_roles)) THEN
+	v_mine := schedphi._my_roles(p_tenant);
+	IF v_mine && p_roles THEN
 		PERFORM schedphi._not_shredded(p_tenant);
 		RETURN;
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role)) THEN
+	IF cardinality(v_mine) = 0 THEN
 		PERFORM schedphi._deny_tenant(p_tenant);
 	END IF;
 	-- recorded in the audit log (it survives this error), then 42501
@@ -140,18 +159,22 @@ $$;
 -- C function _open before it decrypts anything.
 CREATE FUNCTION schedphi._may_reveal(p_tenant uuid)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE WHEN c.via = 'token'
-		THEN c.tenant = p_tenant AND (c.role IN ('scheduler', 'integration', 'clinician', 'billing')
-									   OR (c.role = 'admin' AND c.purpose = 'EMERGENCY'))
-		ELSE EXISTS (SELECT 1 FROM schedphi.member m
-					 WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role)
-					   AND (m.role IN ('scheduler', 'integration', 'clinician', 'billing')
-							OR (m.role = 'admin' AND c.purpose = 'EMERGENCY'))) END
-	FROM schedphi._context() c
+DECLARE
+	c record := schedphi._context();
+	v_mine text[];
+BEGIN
+	IF c.via = 'token' THEN
+		RETURN c.tenant = p_tenant AND (c.role IN ('scheduler', 'integration', 'clinician', 'billing')
+										OR (c.role = 'admin' AND c.purpose = 'EMERGENCY'));
+	END IF;
+	v_mine := schedphi._my_roles(p_tenant);
+	RETURN v_mine && ARRAY['scheduler', 'integration', 'clinician', 'billing']
+		OR ('admin' = ANY (v_mine) AND c.purpose IS NOT DISTINCT FROM 'EMERGENCY');
+END
 $$;
 
 CREATE FUNCTION schedphi._bad_argument(p_message text)

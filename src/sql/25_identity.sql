@@ -22,29 +22,35 @@ AS 'MODULE_PATHNAME', 'schedphi_note_reveal' LANGUAGE C VOLATILE STRICT;
 -- y').  src/ratelimit.c keeps the answer until a membership or a limit
 -- changes.
 CREATE FUNCTION schedphi._rate_limits(p_tenant uuid, OUT lookups int, OUT reveals int, OUT source text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH c AS (SELECT * FROM schedphi._context()),
-	roles AS (
-		SELECT c.role FROM c WHERE c.via = 'token' AND c.tenant = p_tenant
-		UNION
-		SELECT m.role FROM schedphi.member m, c
-		WHERE c.via IS DISTINCT FROM 'token' AND m.tenant = p_tenant
-		  AND schedphi._is_mine(m.login, m.login_oid, m.role)),
-	by_login AS (
-		SELECT r.lookups_per_minute, r.reveals_per_hour FROM schedphi.rate_limit r
-		WHERE r.tenant = p_tenant AND r.scope = 'login' AND r.name = session_user),
-	by_role AS (
-		SELECT max(r.lookups_per_minute) AS lookups_per_minute, max(r.reveals_per_hour) AS reveals_per_hour,
-			   string_agg(r.name, ',' ORDER BY r.name) AS names
-		FROM schedphi.rate_limit r
-		WHERE r.tenant = p_tenant AND r.scope = 'role' AND r.name IN (SELECT role FROM roles))
-	SELECT coalesce((SELECT l.lookups_per_minute FROM by_login l), (SELECT r.lookups_per_minute FROM by_role r)),
-		   coalesce((SELECT l.reveals_per_hour FROM by_login l), (SELECT r.reveals_per_hour FROM by_role r)),
-		   CASE WHEN EXISTS (SELECT 1 FROM by_login) THEN 'login ' || session_user
-				WHEN (SELECT r.names FROM by_role r) IS NOT NULL THEN 'role ' || (SELECT r.names FROM by_role r) END
+DECLARE
+	c record := schedphi._context();
+	v_login name := session_user;
+	v_roles text[];
+	l record;
+	r record;
+	v_by_login boolean;
+BEGIN
+	IF c.via = 'token' THEN
+		v_roles := CASE WHEN c.tenant = p_tenant THEN ARRAY[c.role] ELSE '{}' END;
+	ELSE
+		v_roles := schedphi._my_roles(p_tenant);
+	END IF;
+	SELECT x.lookups_per_minute, x.reveals_per_hour INTO l FROM schedphi.rate_limit x
+	WHERE x.tenant = p_tenant AND x.scope = 'login' AND x.name = v_login;
+	v_by_login := FOUND;
+	SELECT max(x.lookups_per_minute) AS lookups_per_minute, max(x.reveals_per_hour) AS reveals_per_hour,
+		   string_agg(x.name, ',' ORDER BY x.name) AS names
+	INTO r FROM schedphi.rate_limit x
+	WHERE x.tenant = p_tenant AND x.scope = 'role' AND x.name = ANY (v_roles);
+	lookups := coalesce(l.lookups_per_minute, r.lookups_per_minute);
+	reveals := coalesce(l.reveals_per_hour, r.reveals_per_hour);
+	source := CASE WHEN v_by_login THEN 'login ' || v_login
+				   WHEN r.names IS NOT NULL THEN 'role ' || r.names END;
+END
 $$;
 
 -- An addition to the SPEC: limits for a role or a login in a tenant (an
@@ -114,14 +120,18 @@ DECLARE
 	c record := schedphi._context();
 	m record;
 	n int;
+	v_login name := session_user;
+	v_oid oid := schedphi._session_user_oid();
 BEGIN
 	IF c.via = 'token' THEN
 		RETURN jsonb_build_object('actor', c.actor, 'tenant', c.tenant, 'role', c.role,
 								  'practitioner', c.practitioner, 'purpose', c.purpose, 'via', 'token');
 	END IF;
-	SELECT count(*) INTO n FROM schedphi.member x WHERE schedphi._is_mine(x.login, x.login_oid, x.role);
+	SELECT count(*) INTO n FROM schedphi.member x
+	WHERE x.login = v_login AND x.login_oid = v_oid AND pg_catalog.pg_has_role(v_login, 'schedphi_' || x.role, 'MEMBER');
 	IF n = 1 THEN
-		SELECT * INTO m FROM schedphi.member x WHERE schedphi._is_mine(x.login, x.login_oid, x.role);
+		SELECT * INTO m FROM schedphi.member x
+		WHERE x.login = v_login AND x.login_oid = v_oid AND pg_catalog.pg_has_role(v_login, 'schedphi_' || x.role, 'MEMBER');
 		RETURN jsonb_build_object('actor', session_user::text, 'tenant', m.tenant, 'role', m.role,
 								  'practitioner', m.practitioner, 'purpose', c.purpose, 'via', 'membership');
 	END IF;

@@ -191,15 +191,17 @@ $$;
 -- The patient a sealed value belongs to, for the ledger (no PHI).
 CREATE FUNCTION schedphi._row_patient(p_tenant uuid, p_tbl text, p_id uuid)
 RETURNS uuid
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE p_tbl
+BEGIN
+	RETURN CASE p_tbl
 		WHEN 'patient' THEN p_id
 		WHEN 'appointment' THEN (SELECT a.patient FROM schedphi.appointment a WHERE a.tenant = p_tenant AND a.id = p_id)
 		WHEN 'break_glass_grant' THEN (SELECT g.patient FROM schedphi.break_glass_grant g
 									   WHERE g.tenant = p_tenant AND g.id = p_id)
-	END
+	END;
+END
 $$;
 
 -- Wrap every live data key under the active master key; returns how many

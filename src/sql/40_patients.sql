@@ -138,6 +138,8 @@ DECLARE
 	c record := schedphi._context();
 	v uuid;
 	n int;
+	v_login name := session_user;
+	v_oid oid := schedphi._session_user_oid();
 BEGIN
 	IF p_tenant IS NOT NULL THEN
 		IF p_tenant !~* '^\s*[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\s*$' THEN
@@ -148,7 +150,8 @@ BEGIN
 		v := c.tenant;
 	ELSE
 		SELECT min(m.tenant::text)::uuid, count(DISTINCT m.tenant) INTO v, n FROM schedphi.member m
-		WHERE m.role IN ('scheduler', 'integration') AND schedphi._is_mine(m.login, m.login_oid, m.role);
+		WHERE m.role IN ('scheduler', 'integration') AND m.login = v_login AND m.login_oid = v_oid
+		  AND pg_catalog.pg_has_role(v_login, 'schedphi_' || m.role, 'MEMBER');
 		IF n <> 1 THEN
 			RAISE EXCEPTION 'tenant must be given' USING ERRCODE = '22023',
 				DETAIL = 'The login registers patients in no tenant or in several: COPY the tenant column too.';
@@ -283,27 +286,41 @@ LANGUAGE C STABLE STRICT;
 -- assumed token, or else the login's membership), or NULL.
 CREATE FUNCTION schedphi._clinician_practitioner(p_tenant uuid)
 RETURNS uuid
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE WHEN c.via = 'token' THEN
-			CASE WHEN c.tenant = p_tenant AND c.role = 'clinician' THEN c.practitioner END
-		ELSE (SELECT m.practitioner FROM schedphi.member m
-			  WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role) AND m.role = 'clinician') END
-	FROM schedphi._context() c
+DECLARE
+	c record := schedphi._context();
+	v_login name := session_user;
+	v_oid oid := schedphi._session_user_oid();
+	v_practitioner uuid;
+BEGIN
+	IF c.via = 'token' THEN
+		RETURN CASE WHEN c.tenant = p_tenant AND c.role = 'clinician' THEN c.practitioner END;
+	END IF;
+	SELECT m.practitioner INTO v_practitioner FROM schedphi.member m
+	WHERE m.tenant = p_tenant AND m.login = v_login AND m.login_oid = v_oid AND m.role = 'clinician';
+	IF pg_catalog.pg_has_role(v_login, 'schedphi_clinician', 'MEMBER') THEN
+		RETURN v_practitioner;
+	END IF;
+	RETURN NULL;
+END
 $$;
 
 -- A clinician's own patients: those with an appointment (past or future,
 -- any status) with the clinician's practitioner.
 CREATE FUNCTION schedphi._own_patient(p_tenant uuid, p_patient uuid)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT EXISTS (SELECT 1 FROM schedphi.appointment a
-				   WHERE a.tenant = p_tenant AND a.patient = p_patient
-					 AND schedphi._clinician_practitioner(p_tenant) = ANY (a.actors))
+DECLARE
+	v_practitioner uuid := schedphi._clinician_practitioner(p_tenant);
+BEGIN
+	RETURN EXISTS (SELECT 1 FROM schedphi.appointment a
+				   WHERE a.tenant = p_tenant AND a.patient = p_patient AND v_practitioner = ANY (a.actors));
+END
 $$;
 
 -- Who the caller is, as recorded: the token's subject, or the login.
@@ -316,15 +333,22 @@ LANGUAGE C STABLE;
 -- patient (with EMERGENCY as the purpose of the transaction)?
 CREATE FUNCTION schedphi._break_glass_active(p_tenant uuid, p_patient uuid)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT (SELECT c.purpose FROM schedphi._context() c) = 'EMERGENCY'
-		AND EXISTS (SELECT 1 FROM schedphi.break_glass_grant g
-					WHERE g.tenant = p_tenant AND g.patient = p_patient
-					  AND g.actor = schedphi._actor_name() AND g.login = session_user
-					  AND now() >= g.starts AND now() < g.expires)
+DECLARE
+	v_actor text := schedphi._actor_name();
+	v_login name := session_user;
+BEGIN
+	IF (SELECT c.purpose FROM schedphi._context() c) IS DISTINCT FROM 'EMERGENCY' THEN
+		RETURN false;
+	END IF;
+	RETURN EXISTS (SELECT 1 FROM schedphi.break_glass_grant g
+				   WHERE g.tenant = p_tenant AND g.patient = p_patient
+					 AND g.actor = v_actor AND g.login = v_login
+					 AND now() >= g.starts AND now() < g.expires);
+END
 $$;
 
 -- May the caller list this patient?  Scheduler, integration and billing:
@@ -333,17 +357,19 @@ $$;
 -- answers about the caller.
 CREATE FUNCTION schedphi._patient_visible(p_tenant uuid, p_patient uuid)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE r.role
+DECLARE
+	v_role text := schedphi._member_role(p_tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing', 'admin']);
+BEGIN
+	RETURN CASE v_role
 		WHEN 'clinician' THEN schedphi._own_patient(p_tenant, p_patient)
 			OR schedphi._break_glass_active(p_tenant, p_patient)
 		WHEN 'admin' THEN schedphi._break_glass_active(p_tenant, p_patient)
-		ELSE r.role IS NOT NULL END
-	FROM (SELECT schedphi._member_role(p_tenant, ARRAY['scheduler', 'integration', 'clinician', 'billing',
-													   'admin']) AS role) r
+		ELSE v_role IS NOT NULL END;
+END
 $$;
 
 -- The decrypted fields of a patient that the caller's role may see

@@ -54,13 +54,17 @@ $$;
 -- before accepting EMERGENCY.)
 CREATE FUNCTION schedphi._holds_break_glass()
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT EXISTS (SELECT 1 FROM schedphi.break_glass_grant g
-				   WHERE g.actor = schedphi._actor_name() AND g.login = session_user
-					 AND now() >= g.starts AND now() < g.expires)
+DECLARE
+	v_actor text := schedphi._actor_name();
+	v_login name := session_user;
+BEGIN
+	RETURN EXISTS (SELECT 1 FROM schedphi.break_glass_grant g
+				   WHERE g.actor = v_actor AND g.login = v_login AND now() >= g.starts AND now() < g.expires);
+END
 $$;
 
 CREATE FUNCTION schedphi.review_break_glass(id uuid, outcome text, note text)
@@ -72,8 +76,14 @@ AS $$
 #variable_conflict use_variable
 DECLARE
 	g schedphi.break_glass_grant;
+	v_tenant uuid;
+	v_note schedphi.sealed;
+	v_reviewer text;
 BEGIN
-	SELECT * INTO g FROM schedphi.break_glass_grant x WHERE x.id = review_break_glass.id FOR UPDATE;
+	-- the tenant, then the row locked by its key (see _lock_appointment)
+	SELECT x.tenant INTO v_tenant FROM schedphi.break_glass_grant x WHERE x.id = review_break_glass.id;
+	SELECT * INTO g FROM schedphi.break_glass_grant x
+	WHERE x.tenant = v_tenant AND x.id = review_break_glass.id FOR UPDATE;
 	IF NOT FOUND THEN
 		PERFORM schedphi._unknown('break-glass grant', review_break_glass.id, false);
 	END IF;
@@ -96,9 +106,12 @@ BEGIN
 	IF g.outcome IS NOT NULL THEN
 		RAISE EXCEPTION 'cannot review a grant already reviewed as %', g.outcome USING ERRCODE = '55000';
 	END IF;
+	-- sealed first: the UPDATE carries values only (Citus sends it whole to
+	-- the tenant's node, where no volatile function may run for it)
+	v_note := schedphi._seal(g.tenant, 'break_glass_grant', 'review_note', g.id, note);
+	v_reviewer := schedphi._actor_name();
 	UPDATE schedphi.break_glass_grant x
-	SET outcome = review_break_glass.outcome, reviewer = schedphi._actor_name(), reviewed_at = now(),
-		review_note = schedphi._seal(g.tenant, 'break_glass_grant', 'review_note', g.id, note)
+	SET outcome = review_break_glass.outcome, reviewer = v_reviewer, reviewed_at = now(), review_note = v_note
 	WHERE x.tenant = g.tenant AND x.id = g.id;
 	PERFORM schedphi._audit_event('review', g.tenant, 'break_glass_grant', g.id, g.patient,
 								  jsonb_build_object('outcome', outcome));
@@ -108,11 +121,13 @@ $$;
 -- Grants awaiting review, for the tenant's administrators and auditors.
 CREATE FUNCTION schedphi._may_review(p_tenant uuid)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT schedphi._member_role(p_tenant, ARRAY['admin', 'auditor']) IN ('admin', 'auditor', 'superuser')
+BEGIN
+	RETURN schedphi._member_role(p_tenant, ARRAY['admin', 'auditor']) IN ('admin', 'auditor', 'superuser');
+END
 $$;
 
 CREATE VIEW schedphi.break_glass_pending WITH (security_barrier) AS

@@ -60,8 +60,13 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
 	v_msg text;
+	v_busy record;
+	v_parts text[] := '{}';
 BEGIN
-	WITH want AS (
+	-- The rows come back as values and are written out here, in this
+	-- session's DateStyle and time zone (under Citus the query runs on the
+	-- tenant's node, whose settings are not the client's).
+	FOR v_busy IN WITH want AS (
 		SELECT ac.id, ac.name, ac.capacity,
 			   tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after) AS span
 		FROM schedphi.actor ac
@@ -74,10 +79,12 @@ BEGIN
 	), full_actors AS (
 		SELECT b.id FROM busy b GROUP BY b.id, b.capacity HAVING count(DISTINCT b.seat) >= b.capacity
 	)
-	SELECT string_agg(pg_catalog.format('%s (%s) is busy during %s', b.name, b.id, b.span), '; '
-					  ORDER BY b.name, b.id, lower(b.span))
-	INTO v_msg
-	FROM busy b WHERE b.id IN (SELECT f.id FROM full_actors f);
+	SELECT b.name, b.id, b.span FROM busy b WHERE b.id IN (SELECT f.id FROM full_actors f)
+	ORDER BY b.name, b.id, lower(b.span)
+	LOOP
+		v_parts := v_parts || pg_catalog.format('%s (%s) is busy during %s', v_busy.name, v_busy.id, v_busy.span);
+	END LOOP;
+	v_msg := nullif(pg_catalog.array_to_string(v_parts, '; '), '');
 
 	IF v_msg IS NULL THEN
 		-- The clashing booking is not visible to this snapshot (REPEATABLE
@@ -110,13 +117,18 @@ DECLARE
 	v_full boolean;
 	v_multi boolean := false;
 	v_attempt int := 0;
+	v_available uuid[];
 BEGIN
 	-- Each actor: available for the whole time, not blocked; its span is
-	-- the time widened by its buffers.
+	-- the time widened by its buffers.  The availability first, in a query
+	-- of its own (under Citus a function that reads tables must not run
+	-- inside a query on a shard).
+	SELECT coalesce(array_agg(x.actor), '{}') INTO v_available
+	FROM (SELECT w.actor FROM schedphi._windows(p_tenant, p_actors, p_during) w
+		  GROUP BY w.actor HAVING range_agg(tstzrange(w.starts, w.ends)) @> p_during) x;
 	FOR a IN SELECT ac.id, ac.name, ac.capacity,
 					tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after) AS span,
-					coalesce((SELECT range_agg(tstzrange(w.starts, w.ends)) @> p_during
-							  FROM schedphi._windows(p_tenant, ARRAY[ac.id], p_during) w), false) AS available,
+					ac.id = ANY (v_available) AS available,
 					EXISTS (SELECT 1 FROM schedphi.block b
 							WHERE b.tenant = p_tenant AND b.actor = ac.id AND b.during && p_during) AS blocked
 			 FROM schedphi.actor ac
@@ -237,8 +249,12 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
 	v schedphi.appointment;
+	v_tenant uuid;
 BEGIN
-	SELECT * INTO v FROM schedphi.appointment a WHERE a.id = p_id FOR UPDATE;
+	-- the tenant first, then the row locked by its key (under Citus a row
+	-- lock needs the shard, which the tenant names)
+	SELECT a.tenant INTO v_tenant FROM schedphi.appointment a WHERE a.id = p_id;
+	SELECT * INTO v FROM schedphi.appointment a WHERE a.tenant = v_tenant AND a.id = p_id FOR UPDATE;
 	IF NOT FOUND THEN
 		PERFORM schedphi._unknown('appointment', p_id);
 	END IF;
@@ -511,14 +527,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v schedphi.appointment := schedphi._lock_appointment(appointment, ARRAY['scheduler', 'integration']);
+	v_reason schedphi.sealed;
 BEGIN
 	IF cancel.reason IS NOT NULL AND length(cancel.reason) > 2000 THEN
 		RAISE EXCEPTION 'reason is longer than 2000 characters' USING ERRCODE = '22023';
 	END IF;
 	PERFORM schedphi._set_status(v, 'cancelled');
-	UPDATE schedphi.appointment a
-	SET cancel_reason = schedphi._seal(v.tenant, 'appointment', 'cancel_reason', v.id, cancel.reason)
-	WHERE a.tenant = v.tenant AND a.id = v.id;
+	-- sealed first: the UPDATE carries values only (see review_break_glass)
+	v_reason := schedphi._seal(v.tenant, 'appointment', 'cancel_reason', v.id, cancel.reason);
+	UPDATE schedphi.appointment a SET cancel_reason = v_reason WHERE a.tenant = v.tenant AND a.id = v.id;
 END
 $$;
 

@@ -42,6 +42,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v schedphi.appointment;
+	e record;
 BEGIN
 	SELECT * INTO v FROM schedphi.appointment a WHERE a.id = waitlist_offers.appointment;
 	IF NOT FOUND THEN
@@ -57,18 +58,24 @@ BEGIN
 	-- An entry is offered when find_slots finds it at least one slot of its
 	-- length, for its actors, inside both its window and the freed time: the
 	-- same answer as the search a scheduler makes next, so seats, blocks,
-	-- buffers, availability and live holds all count.
-	RETURN QUERY
-		SELECT w.id, w.patient
-		FROM schedphi.waitlist w
-		WHERE w.tenant = v.tenant AND w.status = 'waiting'
-		  AND w.patient <> v.patient
-		  AND w.actors <@ v.actors
-		  AND w.wanted && v.during
-		  AND CASE WHEN upper(w.wanted * v.during) - lower(w.wanted * v.during) >= w.duration
-				   THEN EXISTS (SELECT 1 FROM schedphi.find_slots(w.actors, w.wanted * v.during, w.duration, 1))
-				   ELSE false END
-		ORDER BY w.created_at, w.id;
+	-- buffers, availability and live holds all count.  The entries first,
+	-- then the search for each here (under Citus a function that reads
+	-- tables must not run inside a query on a shard).
+	FOR e IN SELECT w.id, w.patient, w.actors, w.wanted * v.during AS freed, w.duration
+			 FROM schedphi.waitlist w
+			 WHERE w.tenant = v.tenant AND w.status = 'waiting'
+			   AND w.patient <> v.patient
+			   AND w.actors <@ v.actors
+			   AND w.wanted && v.during
+			 ORDER BY w.created_at, w.id
+	LOOP
+		IF upper(e.freed) - lower(e.freed) >= e.duration
+		   AND EXISTS (SELECT 1 FROM schedphi.find_slots(e.actors, e.freed, e.duration, 1)) THEN
+			waitlist := e.id;
+			patient := e.patient;
+			RETURN NEXT;
+		END IF;
+	END LOOP;
 END
 $$;
 
@@ -80,8 +87,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v schedphi.waitlist;
+	v_tenant uuid;
 BEGIN
-	SELECT * INTO v FROM schedphi.waitlist w WHERE w.id = waitlist_remove.waitlist FOR UPDATE;
+	-- the tenant, then the row locked by its key (see _lock_appointment)
+	SELECT w.tenant INTO v_tenant FROM schedphi.waitlist w WHERE w.id = waitlist_remove.waitlist;
+	SELECT * INTO v FROM schedphi.waitlist w WHERE w.tenant = v_tenant AND w.id = waitlist_remove.waitlist FOR UPDATE;
 	IF NOT FOUND THEN
 		PERFORM schedphi._unknown('waitlist entry', waitlist_remove.waitlist, false);
 	END IF;

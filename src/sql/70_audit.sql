@@ -92,8 +92,9 @@ ALTER TABLE schedphi.audit_chain ENABLE ALWAYS TRIGGER forward_only_truncate;
 ALTER TABLE schedphi.audit_chain ENABLE ROW LEVEL SECURITY;
 ALTER TABLE schedphi.audit_chain FORCE ROW LEVEL SECURITY;
 
--- What a partition needs besides the row trigger it inherits: its indexes,
--- the TRUNCATE guard, and no access of its own.
+-- What a partition needs besides the row trigger it inherits (enabled
+-- ALWAYS like the log's: PostgreSQL 15 copies the state to a partition):
+-- its indexes, the TRUNCATE guard, and no access of its own.
 CREATE FUNCTION schedphi._audit_protect(p_partition name)
 RETURNS void
 LANGUAGE plpgsql
@@ -111,7 +112,6 @@ BEGIN
 	EXECUTE pg_catalog.format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON schedphi.%I '
 							  'FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_guard()', p_partition);
 	EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I ENABLE ALWAYS TRIGGER append_only_truncate', p_partition);
-	EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I ENABLE ALWAYS TRIGGER append_only', p_partition);
 	EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I ENABLE ROW LEVEL SECURITY', p_partition);
 	EXECUTE pg_catalog.format('ALTER TABLE schedphi.%I FORCE ROW LEVEL SECURITY', p_partition);
 	EXECUTE pg_catalog.format('REVOKE ALL ON schedphi.%I FROM PUBLIC', p_partition);
@@ -150,17 +150,17 @@ $$;
 -- Inserts per statement, from the rows inserted (one audit statement for a
 -- bulk import's thousand rows); updates and deletes per row.
 CREATE TRIGGER audit AFTER UPDATE OR DELETE ON schedphi.patient
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('id');
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('id', 'patient');
 CREATE TRIGGER audit_insert AFTER INSERT ON schedphi.patient REFERENCING NEW TABLE AS inserted
-	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('id');
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('id', 'patient');
 CREATE TRIGGER audit AFTER UPDATE OR DELETE ON schedphi.appointment
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient');
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient', 'appointment');
 CREATE TRIGGER audit_insert AFTER INSERT ON schedphi.appointment REFERENCING NEW TABLE AS inserted
-	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('patient');
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('patient', 'appointment');
 CREATE TRIGGER audit AFTER UPDATE OR DELETE ON schedphi.waitlist
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient');
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_write('patient', 'waitlist');
 CREATE TRIGGER audit_insert AFTER INSERT ON schedphi.waitlist REFERENCING NEW TABLE AS inserted
-	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('patient');
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._audit_write('patient', 'waitlist');
 ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER audit_insert;
 ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER audit;
@@ -204,14 +204,16 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_audit_change' LANGUAGE C VOLATILE;
 
 -- Key and membership events are recorded in the transaction that makes
--- them: a change that rolls back leaves no record of having happened.
+-- them: a change that rolls back leaves no record of having happened.  The
+-- trigger's argument says which (on a Citus shard the table's name is not
+-- its own).
 CREATE FUNCTION schedphi._audit_event_row()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF TG_TABLE_NAME = 'key_event' THEN
+	IF TG_ARGV[0] = 'key_event' THEN
 		PERFORM schedphi._audit_change(NEW.action, NEW.tenant, 'data_key', NULL, NULL, NEW.detail);
 	ELSE
 		PERFORM schedphi._audit_change('member_' || NEW.action, NEW.tenant, 'member', NULL, NULL,
@@ -221,9 +223,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER audit AFTER INSERT ON schedphi.key_event
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_event_row();
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_event_row('key_event');
 CREATE TRIGGER audit AFTER INSERT ON schedphi.member_event
-	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_event_row();
+	FOR EACH ROW EXECUTE FUNCTION schedphi._audit_event_row('member_event');
 ALTER TABLE schedphi.key_event ENABLE ALWAYS TRIGGER audit;
 ALTER TABLE schedphi.member_event ENABLE ALWAYS TRIGGER audit;
 
@@ -277,16 +279,18 @@ $$;
 -- when p_tenant is null), or a superuser.
 CREATE FUNCTION schedphi._is_auditor(p_tenant uuid)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE WHEN c.via = 'token' THEN c.role = 'auditor' AND (p_tenant IS NULL OR c.tenant = p_tenant)
-		ELSE schedphi._session_superuser()
-			 OR EXISTS (SELECT 1 FROM schedphi.member m
-						WHERE schedphi._is_mine(m.login, m.login_oid, m.role) AND m.role = 'auditor'
-						  AND (p_tenant IS NULL OR m.tenant = p_tenant)) END
-	FROM schedphi._context() c
+DECLARE
+	c record := schedphi._context();
+BEGIN
+	IF c.via = 'token' THEN
+		RETURN c.role = 'auditor' AND (p_tenant IS NULL OR c.tenant = p_tenant);
+	END IF;
+	RETURN schedphi._session_superuser() OR 'auditor' = ANY (schedphi._my_roles(p_tenant));
+END
 $$;
 
 CREATE FUNCTION schedphi._authorize_auditor(p_tenant uuid)
@@ -312,16 +316,23 @@ AS $$ SELECT decode(repeat('00', 32), 'hex') $$;
 -- SHA-256 over (chain, seq, hash) in chain order.  One index probe per
 -- chain, whatever the size of the log.
 CREATE FUNCTION schedphi._audit_root(p_seq bigint, OUT chains bigint, OUT root bytea)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT count(*), sha256(coalesce(string_agg(uuid_send(h.chain) || int8send(h.seq) || h.hash, ''::bytea
-												ORDER BY h.chain), ''::bytea))
-	FROM (SELECT c.tenant AS chain, b.seq, b.hash FROM schedphi.audit_chain c
-		  CROSS JOIN LATERAL (SELECT l.seq, l.hash FROM schedphi.audit_log l
-							  WHERE l.chain = c.tenant AND l.seq IS NOT NULL AND l.seq <= p_seq
-								AND l.seq > c.start_after
-							  ORDER BY l.seq DESC LIMIT 1) b) h
+DECLARE
+	v_heads bytea[];
+BEGIN
+	-- each chain's head as of p_seq (on its own node, under Citus), then
+	-- the root of them all here
+	v_heads := ARRAY(SELECT uuid_send(c.tenant) || int8send(b.seq) || b.hash
+					 FROM schedphi.audit_chain c
+					 CROSS JOIN LATERAL (SELECT l.seq, l.hash FROM schedphi.audit_log l
+										 WHERE l.chain = c.tenant AND l.seq IS NOT NULL AND l.seq <= p_seq
+										   AND l.seq > c.start_after
+										 ORDER BY l.seq DESC LIMIT 1) b);
+	SELECT count(*), sha256(coalesce(string_agg(h, ''::bytea ORDER BY h), ''::bytea))
+	INTO chains, root FROM unnest(v_heads) h;
+END
 $$;
 
 -- Verify every chain, from its start (after its purge anchor).

@@ -25,7 +25,7 @@ BEGIN
 	-- public functions, and the helpers the views call as the invoker
 	FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_catalog.pg_proc p
 			 WHERE p.pronamespace = 'schedphi'::regnamespace
-			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_patient_json', '_patient_field',
+			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_my_roles', '_patient_json', '_patient_field',
 													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
 													   '_appointment_reason',
 													   '_may_review', '_is_auditor',
@@ -46,13 +46,18 @@ $grants$;
 -- nothing (no policy allows a write).  Key material and key events: no row.
 CREATE FUNCTION schedphi._tenant_readable(p_tenant uuid)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE WHEN c.via = 'token' THEN c.tenant = p_tenant
-		ELSE EXISTS (SELECT 1 FROM schedphi.member m WHERE m.tenant = p_tenant AND schedphi._is_mine(m.login, m.login_oid, m.role)) END
-	FROM schedphi._context() c
+DECLARE
+	c record := schedphi._context();
+BEGIN
+	IF c.via = 'token' THEN
+		RETURN c.tenant = p_tenant;
+	END IF;
+	RETURN cardinality(schedphi._my_roles(p_tenant)) > 0;
+END
 $$;
 GRANT EXECUTE ON FUNCTION schedphi._tenant_readable(uuid) TO PUBLIC;
 

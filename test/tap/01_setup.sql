@@ -150,7 +150,7 @@ SELECT is((SELECT count(*)::int FROM pg_proc p
 	'every SECURITY DEFINER function pins search_path');
 SELECT is((SELECT count(*)::int FROM pg_proc p
 		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname ~ '^_'
-			 AND p.proname NOT IN ('_member_role', '_patient_json', '_patient_field', '_patient_visible',
+			 AND p.proname NOT IN ('_member_role', '_my_roles', '_patient_json', '_patient_field', '_patient_visible',
 								   '_appointment_access', '_appointment_access_compute', '_appointment_reason',
 								   '_tenant_readable', '_may_review', '_is_auditor',
 								   '_sealed_in', '_sealed_out', '_sealed_recv', '_sealed_send')

@@ -65,7 +65,8 @@ INSERT INTO calls VALUES
 	('audit_digest', ARRAY[quote_literal(:'tenant')], '{}'),
 	('access_report', ARRAY[quote_literal(:'p1'), quote_literal('[2026-01-01, 2027-01-01)')], '{2}'),
 	('access_report_text', ARRAY[quote_literal(:'p1'), quote_literal('[2026-01-01, 2027-01-01)')], '{2}'),
-	('purge_audit', ARRAY[quote_literal('2000-01-01')], '{}');
+	('purge_audit', ARRAY[quote_literal('2000-01-01')], '{}'),
+	('distribute', '{}', '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused
 -- there, and its scope defaults to the transaction.
 

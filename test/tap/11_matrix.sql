@@ -70,6 +70,7 @@ INSERT INTO calls VALUES
 	('access_report', format($$schedphi.access_report(%L)$$, :'p1'), '{auditor}'),
 	('access_report_text', format($$schedphi.access_report_text(%L)$$, :'p1'), '{auditor}'),
 	('purge_audit', $$schedphi.purge_audit('2000-01-01')$$, '{}'),
+	('distribute', $$schedphi.distribute()$$, '{}'),
 	('whoami', $$schedphi.whoami()$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}'),
 	('set_purpose', $$schedphi.set_purpose('TREAT')$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}');
 
