@@ -52,6 +52,7 @@
 #include "common.h"
 #include "ledger.h"
 #include "membership.h"
+#include "origin.h"
 #include "queue.h"
 
 #define PENDING_MAX		256		/* reads gathered before an early enqueue */
@@ -180,6 +181,17 @@ flush_reads(bool may_error)
 }
 
 /*
+ * Who is asking: in one of Citus's connections on a worker node, whom the
+ * coordinator named (origin.c); anywhere else, the session's own.
+ */
+static void
+who_is_asking(Who *w, const pg_uuid_t *tenant, bool may_query)
+{
+	if (!schedphi_origin_received(w, tenant))
+		schedphi_who_is_asking(w, tenant, may_query);
+}
+
+/*
  * A PHI field is about to be decrypted: remember it for this statement's
  * read record.  Called by _open after its access check.
  */
@@ -195,7 +207,7 @@ schedphi_audit_note_read(const pg_uuid_t *tenant, const char *object, const char
 		flush_reads(true);
 	if (npending == 0)
 	{
-		schedphi_who_is_asking(&pending_who, tenant, true);
+		who_is_asking(&pending_who, tenant, true);
 		pending_generation = schedphi_actor_generation();
 		pending_lxid = MyProc->lxid;
 	}
@@ -355,7 +367,7 @@ audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
 	/* reads before this event are recorded before it */
 	if (npending > 0)
 		flush_reads(true);
-	schedphi_who_is_asking(&w, tenant, !IsAbortedTransactionBlockState());
+	who_is_asking(&w, tenant, !IsAbortedTransactionBlockState());
 	event_from_who(&ev, &w, action);
 	if (tenant != NULL && !ev.has_tenant)
 	{
@@ -698,7 +710,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 			elog(ERROR, "schedphi_audit_write: inserts are recorded per statement");
 		tenant = *DatumGetUUIDP(heap_getattr(row, SPI_fnumber(RelationGetDescr(rel), "tenant"),
 											 RelationGetDescr(rel), &isnull));
-		schedphi_who_is_asking(&w, &tenant, true);
+		who_is_asking(&w, &tenant, true);
 		write_event(&ev, &w, action, rel, object, patientcol, row, cols.data);
 		schedphi_event_insert(&ev);
 	}
@@ -727,7 +739,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 				pg_uuid_t	tenant = *DatumGetUUIDP(heap_getattr(row, SPI_fnumber(RelationGetDescr(rel), "tenant"),
 																 RelationGetDescr(rel), &isnull));
 
-				schedphi_who_is_asking(&w, &tenant, true);
+				who_is_asking(&w, &tenant, true);
 				have_who = true;
 			}
 			written_columns(&cols, RelationGetDescr(rel), row, NULL);

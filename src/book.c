@@ -431,9 +431,16 @@ book_appointment(BookRequest *r)
 	bool		fallback = false;
 	static const char *const booking_roles[] = {"scheduler", "integration"};
 
+	/*
+	 * The reference decides what the fast path would not: NULLs, other
+	 * isolation levels, superusers, and Citus (whose router sends the
+	 * reference's plain statements to the tenant's node whole, where this
+	 * path's one-statement writes would go through the coordinator).
+	 */
 	if (r->isnull[0] || r->isnull[1] || r->isnull[2] || r->isnull[3] || r->isnull[4] ||
 		XactIsoLevel != XACT_READ_COMMITTED ||
-		(schedphi_current_actor() == NULL && superuser_arg(GetSessionUserId())))
+		(schedphi_current_actor() == NULL && superuser_arg(GetSessionUserId())) ||
+		schedphi_citus_active())
 		return book_reference(r);
 
 	/* actors: 1..50 distinct uuids, no NULL; kept sorted by id */

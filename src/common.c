@@ -10,17 +10,62 @@
 
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "utils/guc.h"
 
 #include "common.h"
 
 /* Set by _PG_init (schedphi.c). */
 bool		schedphi_preloaded = false;
 
+/* The value of a hex digit (either case), or -1. */
+int
+schedphi_hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* Is Citus installed in this database?  (in a transaction) */
 bool
 schedphi_citus_present(void)
 {
 	return OidIsValid(get_extension_oid("citus", true));
+}
+
+/*
+ * Is this database under Citus?  Cheap where Citus is not preloaded (the
+ * answer is kept for the backend's life); else the catalog is asked.
+ */
+bool
+schedphi_citus_active(void)
+{
+	static int	preloaded = -1;
+
+	if (preloaded < 0)
+	{
+		const char *libs = GetConfigOption("shared_preload_libraries", true, false);
+
+		preloaded = libs != NULL && strstr(libs, "citus") != NULL ? 1 : 0;
+	}
+	return preloaded == 1 && schedphi_citus_present();
+}
+
+/*
+ * Is this backend one of Citus's own connections from another node?  Those
+ * run the shard's part of a coordinator's transaction (which Citus may
+ * commit in two phases); no identity is decided in them.
+ */
+bool
+schedphi_citus_internal_backend(void)
+{
+	const char *app = GetConfigOption("application_name", true, false);
+
+	return app != NULL && strncmp(app, "citus_internal", 14) == 0;
 }
 
 /*

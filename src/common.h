@@ -21,8 +21,11 @@ extern bool schedphi_preloaded;
 
 struct _SPI_plan;
 
+extern int	schedphi_hex_digit(char c);
 extern bool schedphi_citus_present(void);
+extern bool schedphi_citus_active(void);
 extern bool schedphi_citus_worker_node(void);
+extern bool schedphi_citus_internal_backend(void);
 
 extern struct _SPI_plan *schedphi_keep_plan(struct _SPI_plan **slot, const char *sql, int nargs,
 											Oid *argtypes);

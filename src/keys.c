@@ -240,18 +240,6 @@ ring_guard(void)
 	}
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Parse the command's output into tmp.  On failure returns false and sets
  * *why to a message that names a line number at most.
@@ -313,8 +301,8 @@ parse_key_output(char *buf, size_t len, KeyRing *tmp, char *why, size_t whylen)
 		}
 		for (int i = 0; i < SP_KEY_LEN; i++)
 		{
-			int			hi = hexval(buf[p + 2 * i]);
-			int			lo = hexval(buf[p + 2 * i + 1]);
+			int			hi = schedphi_hex_digit(buf[p + 2 * i]);
+			int			lo = schedphi_hex_digit(buf[p + 2 * i + 1]);
 
 			if (hi < 0 || lo < 0)
 			{
@@ -891,19 +879,20 @@ schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen)
 }
 
 /*
- * HMAC-SHA-256 of msg under the audit key: HKDF-SHA-256(master key kek_id,
- * no salt, info "schedphi audit digest").  kek_id NULL: the active master
- * key, whose id is written to used_id.  The derived key is wiped.
+ * HMAC-SHA-256 of msg under a key derived for one use: HKDF-SHA-256(master
+ * key kek_id, no salt, info label).  kek_id NULL: the active master key,
+ * whose id is written to used_id.  The derived key is wiped.
  */
 void
-schedphi_audit_sign(const char *kek_id, const uint8 *msg, int len, uint8 *out, char *used_id, int used_len)
+schedphi_kek_mac(const char *kek_id, const char *label, const uint8 *msg, int len, uint8 *out,
+				 char *used_id, int used_len)
 {
 	const Kek  *kek = kek_id ? find_kek(kek_id) : &master_keys()->keks[0];
 	uint8		akey[SP_KEY_LEN];
 	size_t		outlen = 0;
 	bool		ok;
 
-	sp_hkdf(kek->key, (const uint8 *) "", 0, "schedphi audit digest", akey);
+	sp_hkdf(kek->key, (const uint8 *) "", 0, label, akey);
 	ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, akey, SP_KEY_LEN, msg, len, out, 32, &outlen) != NULL &&
 		outlen == 32;
 	explicit_bzero(akey, SP_KEY_LEN);
@@ -911,6 +900,13 @@ schedphi_audit_sign(const char *kek_id, const uint8 *msg, int len, uint8 *out, c
 		elog(ERROR, "schedphi: HMAC failed");
 	if (used_id)
 		strlcpy(used_id, kek->id, used_len);
+}
+
+/* The audit digest's signature: the MAC with info "schedphi audit digest". */
+void
+schedphi_audit_sign(const char *kek_id, const uint8 *msg, int len, uint8 *out, char *used_id, int used_len)
+{
+	schedphi_kek_mac(kek_id, "schedphi audit digest", msg, len, out, used_id, used_len);
 }
 
 /* ------------------------------------------------------------ SQL-callable */

@@ -31,7 +31,10 @@ extern int32 schedphi_active_key(const pg_uuid_t *tenant, const char *purpose);
 extern int32 schedphi_seal_key(const pg_uuid_t *tenant, const char *purpose);
 extern const uint8 *schedphi_field_key(const pg_uuid_t *tenant, const char *field, int fieldlen);
 
-/* for the audit digest (ledger.c) */
+/* MACs under keys derived from a master key: the audit digest (ledger.c),
+ * the caller's identity carried to a Citus worker node (origin.c) */
+extern void schedphi_kek_mac(const char *kek_id, const char *label, const uint8 *msg, int len,
+							 uint8 *out, char *used_id, int used_len);
 extern void schedphi_audit_sign(const char *kek_id, const uint8 *msg, int len, uint8 *out,
 								char *used_id, int used_len);
 

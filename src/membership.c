@@ -248,15 +248,21 @@ schedphi_member_role_sql(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(schedphi_members_changed);
 
 /*
- * Statement trigger on schedphi.member: at commit, tell every backend that
- * the roles it cached are stale.
+ * Statement trigger on schedphi.member (and rate_limit): at commit, tell
+ * every backend that the roles it cached are stale.  Also called as a
+ * function, _note_members_changed(), by the functions that change them: on
+ * Citus the trigger fires on the shard's node, and this is how the
+ * coordinator, where identity is decided, learns of it.
  */
 Datum
 schedphi_members_changed(PG_FUNCTION_ARGS)
 {
 	members_changed = true;
-	return PointerGetDatum(NULL);
+	if (CALLED_AS_TRIGGER(fcinfo))
+		return PointerGetDatum(NULL);
+	PG_RETURN_VOID();
 }
+
 
 /* --------------------------------------------------------- who is asking */
 
@@ -303,6 +309,23 @@ schedphi_session_login(bool may_lookup)
 		cached_oid = name != NULL ? user : InvalidOid;
 	}
 	return cached_name;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_login_sql);
+
+/*
+ * _login() -> name: the session user, as a function (the tables' defaults
+ * and the functions' writes use it: Citus sends SESSION_USER, a keyword,
+ * to the worker node, whose session is its own connection's; a function
+ * it evaluates on the coordinator first).
+ */
+Datum
+schedphi_login_sql(PG_FUNCTION_ARGS)
+{
+	Name		n = palloc0(NAMEDATALEN);
+
+	namestrcpy(n, schedphi_session_login(true));
+	PG_RETURN_NAME(n);
 }
 
 /*
@@ -365,7 +388,11 @@ members_xact_callback(XactEvent event, void *arg)
 			 * nothing runs here when a prepared transaction commits: a
 			 * revoked role could outlive it in other sessions' caches.
 			 */
-			if (members_changed)
+			/*
+			 * (On a Citus worker node no identity is decided: the shard's
+			 * part of a coordinator's transaction may be prepared.)
+			 */
+			if (members_changed && !schedphi_citus_internal_backend())
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that changed schedphi memberships"),

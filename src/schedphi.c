@@ -33,6 +33,7 @@
 #include "ledger.h"
 #include "logmask.h"
 #include "membership.h"
+#include "origin.h"
 #include "queue.h"
 #include "ratelimit.h"
 #include "walltime.h"
@@ -128,6 +129,7 @@ _PG_init(void)
 	schedphi_audit_init();
 	schedphi_rules_init();
 	schedphi_membership_init();
+	schedphi_origin_init();
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = schedphi_utility_hook;
 	MarkGUCPrefixReserved("schedphi");

@@ -238,13 +238,18 @@ PG_FUNCTION_INFO_V1(schedphi_rules_changed);
 /*
  * Statement trigger on schedphi.availability and schedphi.location, before
  * the change: stop using the cache in this transaction and, at its commit,
- * tell every backend that the rules they cached are stale.
+ * tell every backend that the rules they cached are stale.  Also called as
+ * a function, _note_rules_changed(), by the functions that change them,
+ * before they do: on Citus the trigger fires on the shard's node, and this
+ * is how the coordinator, where find_slots runs, learns of it.
  */
 Datum
 schedphi_rules_changed(PG_FUNCTION_ARGS)
 {
 	rules_changed = true;
-	return PointerGetDatum(NULL);
+	if (CALLED_AS_TRIGGER(fcinfo))
+		return PointerGetDatum(NULL);
+	PG_RETURN_VOID();
 }
 /*
  * The end of a transaction that changed availability or locations: at
@@ -256,8 +261,12 @@ rules_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_PREPARE:
-			/* nothing runs here when a prepared transaction commits */
-			if (rules_changed)
+			/*
+			 * Nothing runs here when a prepared transaction commits.  (On a
+			 * Citus worker node nothing is cached: the shard's part of a
+			 * coordinator's transaction may be prepared.)
+			 */
+			if (rules_changed && !schedphi_citus_internal_backend())
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that changed schedphi availability or locations"),

@@ -114,6 +114,21 @@ echo "== load modes"
 . "$here/loadmode.sh"
 if loadmode_check; then note ok; else note fail "not preloaded"; fi
 
+# --------------------------------------------------------------------- Citus
+# its own cluster (a coordinator and two workers): the main one stops first
+echo "== Citus (a coordinator and two workers)"
+cluster_stop
+bash "$here/citus.sh" >"${TMPDIR:-/tmp}/schedphi-citus.$$.txt" 2>&1
+citus_rc=$?
+cat "${TMPDIR:-/tmp}/schedphi-citus.$$.txt"
+citus_ok=$(grep -c '^citus: ok - ' "${TMPDIR:-/tmp}/schedphi-citus.$$.txt")
+citus_bad=$(grep -c '^citus: NOT OK - ' "${TMPDIR:-/tmp}/schedphi-citus.$$.txt")
+rm -f "${TMPDIR:-/tmp}/schedphi-citus.$$.txt"
+passed=$((passed + citus_ok))
+failed=$((failed + citus_bad))
+[ "$citus_bad" -gt 0 ] && failures+=("Citus: $citus_bad checks")
+if [ "$citus_rc" -ne 0 ] && [ "$citus_rc" -ne 3 ] && [ "$citus_bad" -eq 0 ]; then note fail "Citus suite did not run"; fi
+
 echo
 if [ "$failed" -gt 0 ]; then
 	printf 'failed: %s\n' "${failures[@]}"

@@ -5,6 +5,10 @@
 -- all tables by tenant (Citus) without a schema change.  Plain indexes on
 -- id alone exist because the public API addresses rows by uuid.
 
+-- The session user, as a function (src/membership.c says why).
+CREATE FUNCTION schedphi._login() RETURNS name
+AS 'MODULE_PATHNAME', 'schedphi_login_sql' LANGUAGE C STABLE;
+
 CREATE TABLE schedphi.tenant (
 	tenant		uuid NOT NULL DEFAULT gen_random_uuid(),
 	name		text NOT NULL CHECK (btrim(name) <> ''),
@@ -45,7 +49,7 @@ CREATE TABLE schedphi.key_event (
 	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
 	id			bigint NOT NULL DEFAULT nextval('schedphi.key_event_id'),
 	at			timestamptz NOT NULL DEFAULT clock_timestamp(),
-	login		name NOT NULL DEFAULT session_user,
+	login		name NOT NULL DEFAULT schedphi._login(),
 	action		text NOT NULL CHECK (action IN ('key_create', 'key_rotate', 'key_rewrap', 'reencrypt', 'shred')),
 	detail		jsonb NOT NULL DEFAULT '{}',
 	PRIMARY KEY (tenant, id)
@@ -121,7 +125,7 @@ CREATE TABLE schedphi.rate_limit (
 	lookups_per_minute int CHECK (lookups_per_minute BETWEEN 1 AND 1000000),
 	reveals_per_hour int CHECK (reveals_per_hour BETWEEN 1 AND 1000000),
 	set_at		timestamptz NOT NULL DEFAULT now(),
-	set_by		name NOT NULL DEFAULT session_user,
+	set_by		name NOT NULL DEFAULT schedphi._login(),
 	PRIMARY KEY (tenant, scope, name)
 );
 -- (a change is announced like a membership's: 70_audit.sql)
@@ -277,7 +281,7 @@ CREATE TABLE schedphi.member_event (
 	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
 	id			bigint NOT NULL DEFAULT nextval('schedphi.member_event_id'),
 	at			timestamptz NOT NULL DEFAULT clock_timestamp(),
-	by_login	name NOT NULL DEFAULT session_user,
+	by_login	name NOT NULL DEFAULT schedphi._login(),
 	action		text NOT NULL CHECK (action IN ('add', 'remove')),
 	login		name NOT NULL,
 	role		text NOT NULL,

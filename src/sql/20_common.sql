@@ -84,6 +84,12 @@ BEGIN
 END
 $$;
 
+-- Before a function writes a tenant's rows, on a Citus coordinator: who is
+-- asking, signed, for the worker node whose triggers record the writes
+-- (src/origin.c).  Nothing without Citus.
+CREATE FUNCTION schedphi._citus_origin(p_tenant uuid) RETURNS void
+AS 'MODULE_PATHNAME', 'schedphi_origin_sql' LANGUAGE C VOLATILE;
+
 -- A tenant passed as an argument: NULL is a bad argument, for everyone
 -- (an unknown tenant is left to _authorize, which does not tell).
 CREATE FUNCTION schedphi._tenant_arg(p_tenant uuid)
@@ -112,9 +118,12 @@ BEGIN
 END
 $$;
 
+-- Is the caller allowed to act in the tenant with one of the roles?  Raise
+-- the documented refusal otherwise; on success, on a Citus coordinator,
+-- name the caller to the worker nodes for the writes that follow.
 CREATE FUNCTION schedphi._authorize(p_tenant uuid, p_roles text[])
 RETURNS void
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
 	c record := schedphi._context();
@@ -124,6 +133,7 @@ BEGIN
 	IF c.via = 'token' THEN
 		IF c.tenant = p_tenant AND c.role = ANY (p_roles) THEN
 			PERFORM schedphi._not_shredded(p_tenant);
+			PERFORM schedphi._citus_origin(p_tenant);
 			RETURN;
 		END IF;
 		IF c.tenant IS DISTINCT FROM p_tenant THEN
@@ -137,11 +147,13 @@ BEGIN
 			RAISE EXCEPTION 'unknown tenant' USING ERRCODE = '22023';
 		END IF;
 		PERFORM schedphi._not_shredded(p_tenant);
+		PERFORM schedphi._citus_origin(p_tenant);
 		RETURN;
 	END IF;
 	v_mine := schedphi._my_roles(p_tenant);
 	IF v_mine && p_roles THEN
 		PERFORM schedphi._not_shredded(p_tenant);
+		PERFORM schedphi._citus_origin(p_tenant);
 		RETURN;
 	END IF;
 	IF cardinality(v_mine) = 0 THEN

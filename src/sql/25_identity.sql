@@ -96,8 +96,9 @@ BEGIN
 		VALUES (tenant, v_scope, v_name, lookups_per_minute, reveals_per_hour)
 		ON CONFLICT ON CONSTRAINT rate_limit_pkey DO UPDATE
 			SET lookups_per_minute = excluded.lookups_per_minute, reveals_per_hour = excluded.reveals_per_hour,
-				set_at = now(), set_by = session_user;
+				set_at = excluded.set_at, set_by = excluded.set_by;
 	END IF;
+	PERFORM schedphi._note_members_changed();
 	PERFORM schedphi._audit_change('rate_limit', tenant, 'rate_limit', NULL, NULL,
 		jsonb_build_object(v_scope, v_name, 'lookups_per_minute', lookups_per_minute,
 						   'reveals_per_hour', reveals_per_hour));

@@ -12,6 +12,9 @@ CREATE TRIGGER rules_changed BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON sc
 	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._rules_changed();
 ALTER TABLE schedphi.availability ENABLE ALWAYS TRIGGER rules_changed;
 ALTER TABLE schedphi.location ENABLE ALWAYS TRIGGER rules_changed;
+-- the same, called by the functions that change them (see walltime.c)
+CREATE FUNCTION schedphi._note_rules_changed() RETURNS void
+AS 'MODULE_PATHNAME', 'schedphi_rules_changed' LANGUAGE C VOLATILE;
 
 CREATE FUNCTION schedphi.create_tenant(name text, timezone text)
 RETURNS uuid
@@ -29,6 +32,7 @@ BEGIN
 	VALUES (schedphi._check_name('name', create_tenant.name),
 			schedphi._check_timezone(create_tenant.timezone))
 	RETURNING tenant INTO v_id;
+	PERFORM schedphi._citus_origin(v_id);
 	-- its data keys: SPK01 (and nothing written) without a master key
 	PERFORM schedphi._new_data_key(v_id, p) FROM unnest(ARRAY['phi', 'index', 'token']) p;
 	RETURN v_id;
@@ -64,6 +68,7 @@ AS $$
 #variable_conflict use_variable
 DECLARE
 	v_role text := schedphi._role_name(role);
+	v_oid oid;
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
 	IF login IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = login) THEN
@@ -98,13 +103,15 @@ BEGIN
 	-- Memberships name the login and are bound to it (its oid): a login that
 	-- was dropped leaves rows that bind nobody, and a new login of the same
 	-- name starts with none of them.
-	DELETE FROM schedphi.member m
-	WHERE m.login = login AND m.login_oid <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = login);
+	-- (the oid as a value: under Citus these run on the tenant's node)
+	v_oid := (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = login);
+	DELETE FROM schedphi.member m WHERE m.login = login AND m.login_oid <> v_oid;
 	INSERT INTO schedphi.member AS m (tenant, login, login_oid, role, practitioner)
-	VALUES (tenant, login, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = login), v_role, practitioner)
+	VALUES (tenant, login, v_oid, v_role, practitioner)
 	ON CONFLICT ON CONSTRAINT member_pkey DO UPDATE SET practitioner = excluded.practitioner;
 	INSERT INTO schedphi.member_event (tenant, action, login, role, practitioner)
 	VALUES (tenant, 'add', login, v_role, practitioner);
+	PERFORM schedphi._note_members_changed();
 	EXECUTE pg_catalog.format('GRANT %I TO %I', 'schedphi_' || v_role, login);
 END
 $$;
@@ -140,6 +147,7 @@ BEGIN
 		RAISE EXCEPTION 'no such member' USING ERRCODE = '22023';
 	END IF;
 	INSERT INTO schedphi.member_event (tenant, action, login, role) VALUES (tenant, 'remove', login, v_role);
+	PERFORM schedphi._note_members_changed();
 	PERFORM schedphi._release_group_role(login, v_role);
 END
 $$;
@@ -155,6 +163,7 @@ DECLARE
 	v_id uuid;
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
+	PERFORM schedphi._note_rules_changed();
 	INSERT INTO schedphi.location (tenant, name, timezone)
 	VALUES (tenant, schedphi._check_name('name', name), schedphi._check_timezone(timezone))
 	RETURNING id INTO v_id;
@@ -249,6 +258,7 @@ BEGIN
 	IF slot_minutes IS NULL OR slot_minutes < 1 OR slot_minutes > 1440 THEN
 		RAISE EXCEPTION 'slot_minutes must be between 1 and 1440' USING ERRCODE = '22023';
 	END IF;
+	PERFORM schedphi._note_rules_changed();
 	INSERT INTO schedphi.availability (tenant, actor, location, days, starts, ends, valid, slot_minutes)
 	VALUES (v_tenant, actor, location, v_days, starts, ends, valid, slot_minutes)
 	RETURNING id INTO v_id;

@@ -280,8 +280,10 @@ BEGIN
 		PERFORM schedphi._release_group_role(m.login, m.role);
 		n_other := n_other + 1;
 	END LOOP;
+	PERFORM schedphi._note_members_changed();
 	DELETE FROM schedphi.block x WHERE x.tenant = tenant;
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	PERFORM schedphi._note_rules_changed();
 	DELETE FROM schedphi.availability x WHERE x.tenant = tenant;
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
 	DELETE FROM schedphi.actor x WHERE x.tenant = tenant;

@@ -15,6 +15,7 @@ DECLARE
 	v_tenant uuid;
 	v_role text;
 	v_id uuid := gen_random_uuid();
+	v_by_token boolean;
 BEGIN
 	PERFORM schedphi._audit_target('patient', patient, patient);
 	v_tenant := schedphi._patient_tenant(patient);
@@ -39,11 +40,12 @@ BEGIN
 			'Break-glass is for a clinician or an administrator of the tenant.');
 	END IF;
 	PERFORM schedphi._audit_target(NULL, NULL, NULL);	-- the checks are passed
+	-- (values only in the INSERT: under Citus it runs on the tenant's node)
+	v_by_token := coalesce((SELECT c.via = 'token' FROM schedphi._context() c), false);
 	INSERT INTO schedphi.break_glass_grant (tenant, id, patient, login, actor, role, reason, starts, expires, by_token)
-	VALUES (v_tenant, v_id, patient, session_user, schedphi._actor_name(), v_role,
+	VALUES (v_tenant, v_id, patient, schedphi._login(), schedphi._actor_name(), v_role,
 			schedphi._seal(v_tenant, 'break_glass_grant', 'reason', v_id, reason),
-			now(), now() + minutes * interval '1 minute',
-			coalesce((SELECT c.via = 'token' FROM schedphi._context() c), false));
+			now(), now() + minutes * interval '1 minute', v_by_token);
 	PERFORM schedphi._audit_event('break_glass', v_tenant, 'break_glass_grant', v_id, patient,
 								  jsonb_build_object('minutes', minutes));
 	RETURN v_id;

@@ -181,6 +181,9 @@ ALTER TABLE schedphi.member ENABLE ALWAYS TRIGGER audit_roles;
 CREATE TRIGGER audit_roles AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON schedphi.rate_limit
 	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._members_changed();
 ALTER TABLE schedphi.rate_limit ENABLE ALWAYS TRIGGER audit_roles;
+-- the same, called by the functions that change them (see membership.c)
+CREATE FUNCTION schedphi._note_members_changed() RETURNS void
+AS 'MODULE_PATHNAME', 'schedphi_members_changed' LANGUAGE C VOLATILE;
 
 -- Events through the queue: recorded durably before the call returns.
 CREATE FUNCTION schedphi._audit_event(action text, tenant uuid, object text, object_id uuid,

@@ -71,7 +71,137 @@ BEGIN
 	ALTER FUNCTION schedphi.register_patient(uuid, text, text, date, text, text, text, text) RESET plan_cache_mode;
 	ALTER FUNCTION schedphi._create_appointment(uuid, uuid[], tstzrange, text, text, text, text, timestamptz)
 		RESET plan_cache_mode;
+	-- The views readers use, through the coordinator (see below).
+	CREATE OR REPLACE VIEW schedphi._patients_visible WITH (security_barrier) AS
+		SELECT * FROM schedphi._citus_patients();
+	CREATE OR REPLACE VIEW schedphi._appointments_visible WITH (security_barrier) AS
+		SELECT * FROM schedphi._citus_appointments();
+	CREATE OR REPLACE VIEW schedphi.break_glass_pending WITH (security_barrier) AS
+		SELECT * FROM schedphi._citus_break_glass_pending();
 	RAISE NOTICE 'schedphi: % tables distributed by tenant', v_done;
 END
 $$;
 REVOKE ALL ON FUNCTION schedphi.distribute() FROM PUBLIC;
+
+-- ------------------------------------------------------------- the views
+-- Under Citus a view's query goes to the shards whole, in a connection of
+-- the client's own login, which may read no table there; and the checks
+-- the views call would run on the worker node, where who is asking is not
+-- known.  So distribute() points the three views readers use at these
+-- functions, which run on the coordinator as the extension's owner: they
+-- decide who is asking there, read the caller's tenants' rows by tenant
+-- (a query per tenant, routed to its node), and keep the rows the caller
+-- may see.  The outer views then decrypt only the rows a query returns,
+-- as before.  (Without Citus the views read the tables, and a query's
+-- WHERE reaches the indexes; here it filters what these return.)
+
+-- The tenants whose rows the caller may see at all: a token's, the
+-- login's memberships', or, for a superuser, every tenant.
+CREATE FUNCTION schedphi._visible_tenants()
+RETURNS uuid[]
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c record := schedphi._context();
+	v_login name := session_user;
+	v_oid oid := schedphi._session_user_oid();
+BEGIN
+	IF c.via = 'token' THEN
+		RETURN ARRAY[c.tenant];
+	END IF;
+	IF schedphi._session_superuser() THEN
+		RETURN ARRAY(SELECT t.tenant FROM schedphi.tenant t ORDER BY t.tenant);
+	END IF;
+	RETURN ARRAY(SELECT DISTINCT m.tenant FROM schedphi.member m
+				 WHERE m.login = v_login AND m.login_oid = v_oid ORDER BY m.tenant);
+END
+$$;
+
+CREATE FUNCTION schedphi._citus_patients()
+RETURNS TABLE (id uuid, tenant uuid, given schedphi.sealed, family schedphi.sealed, birth_date schedphi.sealed,
+			   phone schedphi.sealed, email schedphi.sealed, mrn schedphi.sealed, zip schedphi.sealed,
+			   created_at timestamptz)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 1000
+AS $$
+DECLARE
+	t uuid;
+	p schedphi.patient;
+BEGIN
+	FOREACH t IN ARRAY schedphi._visible_tenants() LOOP
+		FOR p IN SELECT * FROM schedphi.patient x WHERE x.tenant = t ORDER BY x.id LOOP
+			IF schedphi._patient_visible(p.tenant, p.id) THEN
+				id := p.id; tenant := p.tenant; given := p.given; family := p.family;
+				birth_date := p.birth_date; phone := p.phone; email := p.email; mrn := p.mrn; zip := p.zip;
+				created_at := p.created_at;
+				RETURN NEXT;
+			END IF;
+		END LOOP;
+	END LOOP;
+END
+$$;
+
+CREATE FUNCTION schedphi._citus_appointments()
+RETURNS TABLE (id uuid, tenant uuid, patient uuid, actors uuid[], during tstzrange, status text, kind text,
+			   hold_expires timestamptz, created_at timestamptz, updated_at timestamptz,
+			   reason_shown boolean, appointment schedphi.appointment)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 1000
+AS $$
+DECLARE
+	t uuid;
+	r record;
+	a schedphi.appointment;
+BEGIN
+	FOREACH t IN ARRAY schedphi._visible_tenants() LOOP
+		r := schedphi._appointment_access(t);
+		CONTINUE WHEN r.visible IS NOT TRUE;
+		FOR a IN SELECT * FROM schedphi.appointment x
+				 WHERE x.tenant = t AND (r.only_practitioner IS NULL OR r.only_practitioner = ANY (x.actors))
+				 ORDER BY x.id
+		LOOP
+			id := a.id; tenant := a.tenant; patient := CASE WHEN r.show_patient THEN a.patient END;
+			actors := a.actors; during := a.during; status := a.status; kind := a.kind;
+			hold_expires := a.hold_expires; created_at := a.created_at; updated_at := a.updated_at;
+			reason_shown := r.show_reason AND a.reason IS NOT NULL;
+			appointment := a;
+			RETURN NEXT;
+		END LOOP;
+	END LOOP;
+END
+$$;
+
+CREATE FUNCTION schedphi._citus_break_glass_pending()
+RETURNS TABLE (id uuid, tenant uuid, patient uuid, requested_by text, role text, starts timestamptz,
+			   expires timestamptz, expired boolean)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t uuid;
+	g record;
+	v_now timestamptz := now();
+BEGIN
+	FOREACH t IN ARRAY schedphi._visible_tenants() LOOP
+		CONTINUE WHEN NOT coalesce(schedphi._may_review(t), false);
+		FOR g IN SELECT x.id, x.tenant, x.patient, x.actor, x.role, x.starts, x.expires
+				 FROM schedphi.break_glass_grant x WHERE x.tenant = t AND x.outcome IS NULL ORDER BY x.starts, x.id
+		LOOP
+			id := g.id; tenant := g.tenant; patient := g.patient; requested_by := g.actor; role := g.role;
+			starts := g.starts; expires := g.expires; expired := v_now >= g.expires;
+			RETURN NEXT;
+		END LOOP;
+	END LOOP;
+END
+$$;
+-- the views call them as the reader; each decides who is asking itself
+GRANT EXECUTE ON FUNCTION schedphi._citus_patients(), schedphi._citus_appointments(),
+	schedphi._citus_break_glass_pending() TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION schedphi._visible_tenants() FROM PUBLIC;
