@@ -187,7 +187,7 @@ flush_reads(bool may_error)
 static void
 who_is_asking(Who *w, const pg_uuid_t *tenant, bool may_query)
 {
-	if (!schedphi_origin_received(w, tenant))
+	if (!schedphi_origin_received(w, tenant, NULL))
 		schedphi_who_is_asking(w, tenant, may_query);
 }
 
@@ -568,6 +568,7 @@ Datum
 schedphi_audit_reencrypting(PG_FUNCTION_ARGS)
 {
 	reencrypt_lxid = PG_GETARG_BOOL(0) ? MyProc->lxid : InvalidLocalTransactionId;
+	schedphi_origin_set_activity(PG_GETARG_BOOL(0) ? "reencrypt" : NULL);
 	PG_RETURN_VOID();
 }
 
@@ -689,6 +690,7 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
 	{
 		const char *action;
+		char		activity[16];
 		HeapTuple	row;
 		AuditEvent	ev;
 		pg_uuid_t	tenant;
@@ -710,7 +712,14 @@ schedphi_audit_write(PG_FUNCTION_ARGS)
 			elog(ERROR, "schedphi_audit_write: inserts are recorded per statement");
 		tenant = *DatumGetUUIDP(heap_getattr(row, SPI_fnumber(RelationGetDescr(rel), "tenant"),
 											 RelationGetDescr(rel), &isnull));
-		who_is_asking(&w, &tenant, true);
+		/* on a Citus worker node, the coordinator says who, and whether reencrypt */
+		if (schedphi_origin_received(&w, &tenant, activity))
+		{
+			if (strcmp(activity, "reencrypt") == 0 && strcmp(action, "update") == 0)
+				action = "reencrypt";
+		}
+		else
+			schedphi_who_is_asking(&w, &tenant, true);
 		write_event(&ev, &w, action, rel, object, patientcol, row, cols.data);
 		schedphi_event_insert(&ev);
 	}

@@ -47,6 +47,10 @@
 /* schedphi.origin: set by the coordinator's functions, never by hand */
 static char *origin_setting = NULL;
 
+/* what the caller is doing in this transaction, if it says (reencrypt) */
+static char origin_activity[16];
+static LocalTransactionId activity_lxid = InvalidLocalTransactionId;
+
 /* whom this backend last set it for, when, and in which transaction */
 static char *last_identity = NULL;
 static TimestampTz last_sent_at = 0;
@@ -109,7 +113,24 @@ origin_identity(const pg_uuid_t *tenant)
 	append_hex(&buf, w.has_tenant ? DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&w.tenant))) : "");
 	append_hex(&buf, w.client ? w.client : "");
 	append_hex(&buf, w.application);
+	append_hex(&buf, activity_lxid == MyProc->lxid ? origin_activity : "");
 	return buf.data;
+}
+
+/*
+ * Name what this transaction does from now on ("reencrypt"), or stop
+ * (NULL): the worker nodes' records of its writes say so.
+ */
+void
+schedphi_origin_set_activity(const char *activity)
+{
+	if (activity == NULL)
+		activity_lxid = InvalidLocalTransactionId;
+	else
+	{
+		strlcpy(origin_activity, activity, sizeof(origin_activity));
+		activity_lxid = MyProc->lxid;
+	}
 }
 
 /*
@@ -177,13 +198,15 @@ schedphi_origin_send(const pg_uuid_t *tenant)
 }
 
 /*
- * In one of Citus's connections on a worker node: fill *w from a good
- * origin naming `tenant` (or any tenant when NULL); false when there is
- * none, it is not good, not fresh, or for another tenant.
+ * In one of Citus's connections on a worker node: fill *w, and activity
+ * (if not NULL, at least 16 bytes), from a good origin naming `tenant` (or
+ * any tenant when NULL); false when there is none, it is not good, not
+ * fresh, or for another tenant.
  */
 bool
-schedphi_origin_received(Who *w, const pg_uuid_t *tenant)
+schedphi_origin_received(Who *w, const pg_uuid_t *tenant, char *activity)
 {
+	char		act[16];
 	static char client[64];
 	const char *p;
 	const char *machex;
@@ -216,7 +239,7 @@ schedphi_origin_received(Who *w, const pg_uuid_t *tenant)
 		!take_hex(&p, got.actor, sizeof(got.actor)) || !take_hex(&p, got.role, sizeof(got.role)) ||
 		!take_hex(&p, got.purpose, sizeof(got.purpose)) || !take_hex(&p, tenant_text, sizeof(tenant_text)) ||
 		!take_hex(&p, client, sizeof(client)) || !take_hex(&p, got.application, sizeof(got.application)) ||
-		!take_hex(&p, kek_id, sizeof(kek_id)) || p != machex + 1)
+		!take_hex(&p, act, sizeof(act)) || !take_hex(&p, kek_id, sizeof(kek_id)) || p != machex + 1)
 		return false;
 	schedphi_kek_mac(kek_id, ORIGIN_LABEL, (const uint8 *) origin_setting, (int) (machex + 1 - origin_setting),
 					 want, NULL, 0);
@@ -235,6 +258,8 @@ schedphi_origin_received(Who *w, const pg_uuid_t *tenant)
 		return false;
 	got.client = client[0] != '\0' ? client : NULL;
 	*w = got;
+	if (activity != NULL)
+		strlcpy(activity, act, 16);
 	return true;
 }
 

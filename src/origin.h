@@ -15,6 +15,7 @@
 
 extern void schedphi_origin_init(void);
 extern void schedphi_origin_send(const pg_uuid_t *tenant);
-extern bool schedphi_origin_received(Who *w, const pg_uuid_t *tenant);
+extern void schedphi_origin_set_activity(const char *activity);
+extern bool schedphi_origin_received(Who *w, const pg_uuid_t *tenant, char *activity);
 
 #endif							/* SCHEDPHI_ORIGIN_H */

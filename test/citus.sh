@@ -174,6 +174,28 @@ q -c "SELECT schedphi.add_availability('$DR', '$LOC', '{6}', '14:00', '15:00', d
 after=$(as cz_desk -c "SELECT count(*) FROM schedphi.find_slots(ARRAY['$DR']::uuid[], '[2026-06-20, 2026-06-21)', '30 minutes')")
 ok "availability added after a search is seen by the next one" "$before $after" "0 2"
 
+# ------------------------------------------------------- keys, import, audit
+q -c "SELECT schedphi.rotate_key('$T')" >/dev/null
+ok "reencrypt moves the tenant's values to the new key, then has nothing left" \
+	"$(q -c "SET client_min_messages = warning" -c "SELECT schedphi.reencrypt(100000) >= 2" -c "SELECT schedphi.reencrypt(100000)" | tr '\n' ' ')" \
+	"t 0 "
+seal_now
+ok "its records say reencrypt, under the superuser's name" \
+	"$(q -c "SELECT count(*) > 0 AND bool_and(login = 'postgres') FROM schedphi.audit_log WHERE tenant = '$T' AND action = 'reencrypt' AND object = 'patient'")" t
+ok "the record reads back under the new key" \
+	"$(as cz_desk -c "BEGIN" -c "SELECT schedphi.set_purpose('TREAT')" -c "SELECT schedphi.patient_record('$P') ->> 'family'" -c "COMMIT" | grep -c Citusfamily-Synthetic)" 1
+ok "rewrap_keys runs (nothing to re-wrap under one master key)" "$(q -c "SELECT schedphi.rewrap_keys()")" 0
+printf '%s,Ivy,Importcitus-Synthetic,1990-01-01,CZ-IMP-1\n%s,Jo,Importcitus-Synthetic,1991-02-02,CZ-IMP-2\n' "$T" "$T" |
+	PGUSER=cz_desk "$PSQL" -X -q -c "COPY schedphi.patient_import (tenant, given, family, birth_date, mrn) FROM STDIN WITH (FORMAT csv)"
+ok "a bulk import by COPY registers through the coordinator" \
+	"$(as cz_desk -c "SELECT count(*) FROM schedphi.find_patient('$T', mrn => 'CZ-IMP-2')")" 1
+q -c "DROP ROLE IF EXISTS cz_audit" -c "CREATE ROLE cz_audit LOGIN" -c "SELECT schedphi.add_member('$T', 'cz_audit', 'auditor')" >/dev/null
+seal_now
+ok "an auditor's access report lists the patient's reads and writes" \
+	"$(as cz_audit -c "SELECT count(*) >= 4 FROM schedphi.access_report('$P')")" t
+ok "an auditor reads the ledger through its functions, not the table (42501 on Citus)" \
+	"$(state cz_audit "SELECT count(*) FROM schedphi.audit_log")" 42501
+
 # ------------------------------------------------------------- the ledger
 seal_now
 ok "every record is sealed into its chain and verify_audit passes" \
@@ -195,6 +217,15 @@ ok "a record changed on its worker node is found" \
 	"$(q -F' ' -c "SELECT ok, first_bad FROM schedphi.verify_audit()")" "f $K"
 ok "the log is append-only again on every node" \
 	"$(q -c "UPDATE schedphi.audit_log SET login = 'x' WHERE chain = '$T' AND seq = $K" 2>&1 | grep -c 'append-only')" 1
+
+# ------------------------------------------------------------- shredding
+T2=$(q -c "SELECT schedphi.create_tenant('Citus Shred Clinic', 'UTC')")
+q -c "SELECT schedphi.add_member('$T2', 'cz_desk', 'scheduler')" >/dev/null
+as cz_desk -c "SELECT schedphi.register_patient('$T2', 'Sol', 'Shredcitus-Synthetic', '1970-01-01')" >/dev/null
+q -c "SELECT schedphi.shred_tenant('$T2')" >/dev/null
+ok "shred_tenant destroys a tenant's patients and keys on its node" \
+	"$(q -F' ' -c "SELECT (SELECT count(*) FROM schedphi.patient WHERE tenant = '$T2'),
+					   (SELECT count(*) FROM schedphi.data_key WHERE tenant = '$T2' AND status <> 'destroyed')")" "0 0"
 
 # --------------------------------------------------------------- the race
 if RACE_CITUS=1 RACE_SECONDS=${CITUS_RACE_SECONDS:-8} bash "$here/concurrency/race.sh" >"$SP_CTMP/race.txt" 2>&1; then

@@ -99,6 +99,58 @@ $$;
 -- schedphi.reencrypt_skipped, recorded on the audit ledger, counted in a
 -- WARNING, and not tried again until its ciphertext changes: one damaged
 -- value never stops a rotation.
+-- reencrypt() under Citus, one table: tenant by tenant, the rows with a
+-- value under an older key are locked on their node, their values resealed
+-- here on the coordinator (a worker node's query may not read the data
+-- keys, which are distributed too) and written back as values.
+CREATE FUNCTION schedphi._reencrypt_citus(p_tbl text, p_cols text[], p_limit int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tenant uuid;
+	v_n int := 0;
+	r record;
+	v_new schedphi.sealed[];
+	v_select text;
+	v_update text;
+BEGIN
+	v_select := pg_catalog.format($q$
+		SELECT x.id, ARRAY[%3$s]::schedphi.sealed[] AS vals FROM schedphi.%1$I x
+		JOIN schedphi.data_key k ON k.tenant = $1 AND k.purpose = 'phi' AND k.status = 'active'
+		WHERE x.tenant = $1 AND (%2$s)
+		LIMIT $2
+		FOR UPDATE OF x SKIP LOCKED$q$,
+		p_tbl,
+		(SELECT pg_catalog.string_agg(pg_catalog.format(
+			'(schedphi._sealed_key_id(x.%1$I) <> k.id AND NOT EXISTS (SELECT 1 FROM schedphi.reencrypt_skipped s '
+			'WHERE s.tenant = $1 AND s.tbl = %2$L AND s.row_id = x.id AND s.col = %1$L '
+			'AND s.digest = schedphi._sealed_digest(x.%1$I)))', c, p_tbl), ' OR ') FROM unnest(p_cols) c),
+		(SELECT pg_catalog.string_agg(pg_catalog.format('x.%I', c), ', ') FROM unnest(p_cols) c));
+	v_update := pg_catalog.format('UPDATE schedphi.%I x SET %s WHERE x.tenant = $1 AND x.id = $2', p_tbl,
+		(SELECT pg_catalog.string_agg(pg_catalog.format('%I = $%s', c, i + 2), ', ')
+		 FROM unnest(p_cols) WITH ORDINALITY AS u(c, i)));
+	IF cardinality(p_cols) > 7 THEN
+		RAISE EXCEPTION 'schedphi: more sealed columns than _reencrypt_citus takes';
+	END IF;
+	FOR v_tenant IN SELECT t.tenant FROM schedphi.tenant t WHERE t.shredded_at IS NULL ORDER BY t.tenant LOOP
+		EXIT WHEN v_n >= p_limit;
+		PERFORM schedphi._citus_origin(v_tenant);
+		FOR r IN EXECUTE v_select USING v_tenant, p_limit - v_n LOOP
+			v_new := ARRAY(SELECT schedphi._reseal(u.v, v_tenant, p_tbl, u.c, r.id)
+						   FROM unnest(r.vals, p_cols) WITH ORDINALITY AS u(v, c, i) ORDER BY u.i);
+			-- one value per parameter (a subscript of an array parameter
+			-- crashes Citus 13.2's deparser)
+			EXECUTE v_update USING v_tenant, r.id, v_new[1], v_new[2], v_new[3], v_new[4], v_new[5],
+				v_new[6], v_new[7];
+			INSERT INTO schedphi_reencrypted VALUES (v_tenant);
+			v_n := v_n + 1;
+		END LOOP;
+	END LOOP;
+END
+$$;
+
 CREATE FUNCTION schedphi.reencrypt(batch int DEFAULT 1000)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -110,6 +162,7 @@ DECLARE
 	v_skipped bigint := 0;
 	t record;
 	s record;
+	v_citus boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus');
 BEGIN
 	PERFORM schedphi._require_superuser('re-encrypt');
 	IF batch IS NULL OR batch < 1 OR batch > 1000000 THEN
@@ -137,6 +190,11 @@ BEGIN
 				  AND schedphi._sealed_digest(CASE s.col %2$s END) = s.digest)$q$,
 			t.tbl,
 			(SELECT pg_catalog.string_agg(pg_catalog.format('WHEN %1$L THEN x.%1$I', c), ' ') FROM unnest(t.cols) c));
+		IF v_citus THEN
+			PERFORM schedphi._reencrypt_citus(t.tbl, t.cols,
+											  greatest(batch - (SELECT count(*) FROM schedphi_reencrypted), 0)::int);
+			CONTINUE;
+		END IF;
 		EXECUTE pg_catalog.format($q$
 			WITH todo AS (
 				SELECT x.tenant, x.id FROM schedphi.%1$I x
@@ -218,19 +276,23 @@ DECLARE
 	v_n int := 0;
 	k record;
 	w record;
+	v_tenant uuid;
 BEGIN
 	PERFORM schedphi._require_superuser('re-wrap keys');
 	SELECT m.key_id INTO v_active FROM schedphi.master_keys() m WHERE m.active;
-	FOR k IN SELECT * FROM schedphi.data_key d
-			 WHERE d.status <> 'destroyed' AND d.kek_id <> v_active
-			 ORDER BY d.tenant, d.id FOR UPDATE
-	LOOP
-		SELECT * INTO w FROM schedphi._rewrap(k.tenant, k.id, k.purpose, k.kek_id, k.wrapped);
-		UPDATE schedphi.data_key d SET kek_id = w.kek_id, wrapped = w.wrapped
-		WHERE d.tenant = k.tenant AND d.id = k.id;
-		INSERT INTO schedphi.key_event (tenant, action, detail)
-		VALUES (k.tenant, 'key_rewrap', jsonb_build_object('key_id', k.id, 'from', k.kek_id, 'to', w.kek_id));
-		v_n := v_n + 1;
+	-- tenant by tenant: under Citus a row lock needs the tenant's node
+	FOR v_tenant IN SELECT t.tenant FROM schedphi.tenant t ORDER BY t.tenant LOOP
+		FOR k IN SELECT * FROM schedphi.data_key d
+				 WHERE d.tenant = v_tenant AND d.status <> 'destroyed' AND d.kek_id <> v_active
+				 ORDER BY d.id FOR UPDATE
+		LOOP
+			SELECT * INTO w FROM schedphi._rewrap(k.tenant, k.id, k.purpose, k.kek_id, k.wrapped);
+			UPDATE schedphi.data_key d SET kek_id = w.kek_id, wrapped = w.wrapped
+			WHERE d.tenant = k.tenant AND d.id = k.id;
+			INSERT INTO schedphi.key_event (tenant, action, detail)
+			VALUES (k.tenant, 'key_rewrap', jsonb_build_object('key_id', k.id, 'from', k.kek_id, 'to', w.kek_id));
+			v_n := v_n + 1;
+		END LOOP;
 	END LOOP;
 	IF v_n > 0 THEN
 		PERFORM schedphi._keys_changed();
@@ -256,6 +318,7 @@ DECLARE
 	n_other bigint := 0;
 	n bigint;
 	m record;
+	v_now timestamptz;
 BEGIN
 	PERFORM schedphi._require_superuser('shred a tenant');
 	IF NOT EXISTS (SELECT 1 FROM schedphi.tenant t WHERE t.tenant = schedphi._tenant_arg(tenant)) THEN
@@ -290,11 +353,13 @@ BEGIN
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
 	DELETE FROM schedphi.location x WHERE x.tenant = tenant;
 	GET DIAGNOSTICS n = ROW_COUNT; n_other := n_other + n;
+	-- (the time as a value: under Citus these run on the tenant's node)
+	v_now := now();
 	UPDATE schedphi.data_key k
-	SET status = 'destroyed', wrapped = NULL, kek_id = NULL, destroyed_at = now(),
-		retired_at = coalesce(k.retired_at, now())
+	SET status = 'destroyed', wrapped = NULL, kek_id = NULL, destroyed_at = v_now,
+		retired_at = coalesce(k.retired_at, v_now)
 	WHERE k.tenant = tenant AND k.status <> 'destroyed';
-	UPDATE schedphi.tenant t SET shredded_at = now() WHERE t.tenant = tenant;
+	UPDATE schedphi.tenant t SET shredded_at = v_now WHERE t.tenant = tenant;
 	INSERT INTO schedphi.key_event (tenant, action, detail)
 	VALUES (tenant, 'shred', jsonb_build_object('appointments', n_appt, 'patients', n_pat, 'other_rows', n_other));
 	PERFORM schedphi._keys_changed();
