@@ -17,9 +17,16 @@
 #     for the administrator, reviewed;
 #   - availability added after a search is seen by the next search (the
 #     coordinator's rules cache);
-#   - the audit chain seals, verify_audit() passes, and a record changed on
-#     its worker node is found; a digest verifies;
-#   - the 8-client booking race (test/concurrency/race.sh): no overlaps.
+#   - key rotation, re-encryption (recorded as such), re-wrapping, a bulk
+#     import by COPY, an auditor's access report (and the ledger's table
+#     refused to auditors on Citus);
+#   - the tenant's shards moved to the other worker: the chain verifies and
+#     bookings go on;
+#   - the 8-client booking race (test/concurrency/race.sh): no overlaps,
+#     while verify_audit() runs again and again without a false alarm;
+#   - the audit chain seals, verify_audit() passes, a digest verifies, and
+#     a record changed on its worker node is found;
+#   - shred_tenant.
 #
 # Citus comes from ../shared/citus (installed into the PostgreSQL that
 # pg_config names) or an existing installation; with neither, the suite
@@ -195,6 +202,24 @@ ok "an auditor's access report lists the patient's reads and writes" \
 	"$(as cz_audit -c "SELECT count(*) >= 4 FROM schedphi.access_report('$P')")" t
 ok "an auditor reads the ledger through its functions, not the table (42501 on Citus)" \
 	"$(state cz_audit "SELECT count(*) FROM schedphi.audit_log")" 42501
+
+# ----------------------------------------------------------- a shard move
+# The tenant's shards (its rows, its ledger and its chain's head, co-located)
+# move to the other worker together; the chain is copied as it is.
+read -r SHARD FROMPORT TOPORT < <(q -F' ' -c "
+	SELECT s.shardid, p.nodeport, (SELECT n.nodeport FROM pg_dist_node n
+								   WHERE n.noderole = 'primary' AND n.groupid > 0 AND n.nodeport <> p.nodeport LIMIT 1)
+	FROM pg_dist_shard s JOIN pg_dist_placement pl USING (shardid) JOIN pg_dist_node p ON p.groupid = pl.groupid
+	WHERE s.logicalrelid = 'schedphi.patient'::regclass AND s.shardid = get_shard_id_for_distribution_column('schedphi.patient', '$T')")
+q -c "SET client_min_messages = warning" -c "SELECT citus_move_shard_placement($SHARD, '127.0.0.1', $FROMPORT, '127.0.0.1', $TOPORT, shard_transfer_mode => 'block_writes')" >"$SP_CTMP/move.txt" 2>&1 ||
+	cat "$SP_CTMP/move.txt"
+ok "the tenant's shards move to the other worker" \
+	"$(q -c "SELECT p.nodeport FROM pg_dist_placement pl JOIN pg_dist_node p ON p.groupid = pl.groupid WHERE pl.shardid = $SHARD")" "$TOPORT"
+ok "after the move the chain still verifies" "$(q -c "SELECT ok FROM schedphi.verify_audit()")" t
+A3=$(as cz_desk -c "SELECT schedphi.book('$P', ARRAY['$DR']::uuid[], '[2026-06-17 09:00Z, 2026-06-17 09:30Z)')")
+seal_now
+ok "and bookings and their records go on where it is now" \
+	"$(q -F' ' -c "SELECT count(*), bool_and(hash IS NOT NULL) FROM schedphi.audit_log WHERE chain = '$T' AND object_id = '${A3:-00000000-0000-0000-0000-000000000000}'") $(q -c "SELECT ok FROM schedphi.verify_audit()")" "1 t t"
 
 # --------------------------------------------------------------- the race
 # (meanwhile the ledger is verified again and again while it is sealed:
