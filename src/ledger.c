@@ -484,9 +484,23 @@ int8_array(Datum *d, int n)
 }
 
 /*
+ * Where the next batch starts: after the last id sealed, while a backlog
+ * lasts.  Sealed records leave the log's "unsealed" index only when vacuum
+ * can remove their old versions, which a long transaction (a report, a
+ * dump, a caller waiting in _audit_sync) prevents; started from the
+ * beginning every time, each batch would step over all the records sealed
+ * so far, and a backlog of millions would take hours.  A record that
+ * arrives with a smaller id (its transaction committed late, or, under
+ * Citus, another node's) is sealed when the backlog is done and the next
+ * batch starts from the beginning again.
+ */
+static int64 seal_after_id = 0;
+
+/*
  * Seal up to SEAL_BATCH records into their chains; the number sealed, or
- * -1 when schedphi is gone from this database.  Every query is planned for
- * the batch (plans kept from an empty log would scan it whole).
+ * -1 when schedphi is gone from this database.  The queries are planned
+ * for the batch (plans kept from an empty log would scan it whole), but
+ * the one-row upsert of a chain's head.
  */
 static int
 seal(void)
@@ -515,13 +529,24 @@ seal(void)
 		worker_end();
 		return 0;
 	}
-	if (SPI_execute("SELECT " CANON_SELECT ", id, at FROM schedphi.audit_log WHERE hash IS NULL "
-					"ORDER BY id LIMIT " CppAsString2(SEAL_BATCH), true, SEAL_BATCH) != SPI_OK_SELECT)
-		elog(ERROR, "schedphi audit worker: could not read unsealed records");
+	{
+		Oid			types[1] = {INT8OID};
+		Datum		args[1] = {Int64GetDatum(seal_after_id)};
+
+		if (SPI_execute_with_args("SELECT " CANON_SELECT ", id, at FROM schedphi.audit_log "
+								  "WHERE hash IS NULL AND id > $1 ORDER BY id LIMIT " CppAsString2(SEAL_BATCH),
+								  1, types, args, NULL, true, SEAL_BATCH) != SPI_OK_SELECT)
+			elog(ERROR, "schedphi audit worker: could not read unsealed records");
+	}
 	n = (int) SPI_processed;
 	if (n == 0)
 	{
 		worker_end();
+		if (seal_after_id != 0)
+		{
+			seal_after_id = 0;	/* caught up: from the beginning, for late arrivals */
+			return seal();
+		}
 		return 0;
 	}
 	todo = SPI_tuptable;
@@ -641,6 +666,8 @@ seal(void)
 				elog(ERROR, "schedphi audit worker: could not move the chains' heads");
 		}
 	}
+	/* a full batch: a backlog, go on after it; else from the beginning */
+	seal_after_id = n == SEAL_BATCH ? DatumGetInt64(ids[n - 1]) : 0;
 	worker_end();
 	return n;
 }
