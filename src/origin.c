@@ -53,6 +53,7 @@ static LocalTransactionId activity_lxid = InvalidLocalTransactionId;
 
 /* whom this backend last set it for, when, and in which transaction */
 static char *last_identity = NULL;
+static char *last_value = NULL;
 static TimestampTz last_sent_at = 0;
 static LocalTransactionId last_sent_lxid = InvalidLocalTransactionId;
 
@@ -165,13 +166,17 @@ origin_value(const char *identity, TimestampTz now)
 /*
  * Before writing rows of `tenant` on a Citus coordinator: set who is asking
  * for the worker nodes (again only when the identity changes in the
- * transaction, or the value ages).  Nothing without Citus, and nothing in
- * Citus's own connections.  Connected to SPI or not.
+ * transaction, the value ages, or the setting is no longer what was set
+ * here: a client that sets it itself, say to a value of its own it saw
+ * earlier, is overwritten before any write of the functions).  Nothing
+ * without Citus, and nothing in Citus's own connections.  Connected to SPI
+ * or not.
  */
 void
 schedphi_origin_send(const pg_uuid_t *tenant)
 {
 	char	   *identity;
+	char	   *value;
 	TimestampTz now;
 	StringInfoData sql;
 
@@ -180,10 +185,12 @@ schedphi_origin_send(const pg_uuid_t *tenant)
 	identity = origin_identity(tenant);
 	now = GetCurrentTimestamp();
 	if (last_identity != NULL && last_sent_lxid == MyProc->lxid && strcmp(last_identity, identity) == 0 &&
-		now - last_sent_at < ORIGIN_MAX_AGE_US / 2)
+		now - last_sent_at < ORIGIN_MAX_AGE_US / 2 &&
+		origin_setting != NULL && strcmp(origin_setting, last_value) == 0)
 		return;
+	value = origin_value(identity, now);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SET LOCAL schedphi.origin = %s", quote_literal_cstr(origin_value(identity, now)));
+	appendStringInfo(&sql, "SET LOCAL schedphi.origin = %s", quote_literal_cstr(value));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute("SET LOCAL citus.propagate_set_commands = 'local'", false, 0) != SPI_OK_UTILITY ||
@@ -192,7 +199,10 @@ schedphi_origin_send(const pg_uuid_t *tenant)
 	SPI_finish();
 	if (last_identity != NULL)
 		pfree(last_identity);
+	if (last_value != NULL)
+		pfree(last_value);
 	last_identity = MemoryContextStrdup(TopMemoryContext, identity);
+	last_value = MemoryContextStrdup(TopMemoryContext, value);
 	last_sent_at = now;
 	last_sent_lxid = MyProc->lxid;
 }

@@ -161,6 +161,19 @@ ok "the token's booking is recorded as the token's subject" \
 	"$(q -c "SELECT login || '/' || actor || '/' || role FROM schedphi.audit_log
 			WHERE action = 'insert' AND object = 'appointment' AND object_id = '$A2'")" "cz_pool/app-user-7/scheduler"
 
+# A client that sets schedphi.origin itself, to a value it saw in another
+# session (the token's), does not get its writes recorded under that name:
+# the functions set it again before they write.
+SEEN=$(as cz_pool -c "BEGIN" -c "SELECT schedphi.assume('$TOK')" -c "SELECT schedphi.book('$P2', ARRAY['$DR']::uuid[], '[2026-06-16 09:00Z, 2026-06-16 09:30Z)')" \
+	-c "SELECT current_setting('schedphi.origin')" -c "COMMIT" | grep '^v1:')
+A4=$(as cz_desk -c "BEGIN" -c "SELECT schedphi.book('$P2', ARRAY['$DR2']::uuid[], '[2026-06-16 09:00Z, 2026-06-16 09:30Z)')" \
+	-c "SET LOCAL schedphi.origin = '$SEEN'" \
+	-c "SELECT schedphi.book('$P', ARRAY['$DR']::uuid[], '[2026-06-16 11:30Z, 2026-06-16 12:00Z)')" -c "COMMIT" | grep -E '^[0-9a-f-]{36}$' | tail -1)
+seal_now
+ok "a signed origin replayed by another login is overwritten before the functions write" \
+	"$(echo "$SEEN" | grep -c '^v1:') $(q -c "SELECT login || '/' || actor FROM schedphi.audit_log WHERE action = 'insert' AND object = 'appointment' AND object_id = '${A4:-00000000-0000-0000-0000-000000000000}'")" \
+	"1 cz_desk/cz_desk"
+
 # ---------------------------------------------------------- break-glass
 ok "a clinician may not read another practitioner's patient" \
 	"$(state cz_doc "BEGIN; SELECT schedphi.set_purpose('TREAT'); SELECT schedphi.patient_record('$P'); COMMIT")" 42501
