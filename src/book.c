@@ -24,6 +24,9 @@
  *	   ON CONFLICT DO NOTHING and before the locks, as the reference does,
  *	   so that calls with one key racing on both paths cannot deadlock.
  *
+ * The actors' seats and buffers come from a per-backend cache once booked
+ * (see ActorEntry), and the write then checks the patient and the blocks.
+ *
  * The exclusion constraint on appointment_actor remains the guarantee
  * against double booking whatever happens here.
  *
@@ -42,6 +45,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "utils/rangetypes.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
@@ -104,8 +109,9 @@ static SPIPlanPtr digest_plan = NULL;
 static SPIPlanPtr idempotent_plan = NULL;
 static SPIPlanPtr conflict_plan = NULL;
 
-/* Requests handed to the reference in this backend (for the tests). */
+/* Requests handed to the reference in this backend, and requests whose actors came from the cache (for the tests). */
 static uint64 book_fallbacks = 0;
+static uint64 book_cached = 0;
 
 static const char *const kinds[] = {"routine", "followup", "walkin", "checkup", "emergency"};
 
@@ -346,6 +352,116 @@ taken_seats(Datum tenant, Datum ids, Datum spans, BookActor *actors, int n)
 }
 
 /*
+ * What a booking needs of each actor (its tenant, seats and buffers), kept
+ * per backend while schedphi_rules_version() stays the same: a change to
+ * schedphi.actor bumps it as a change to availability does (the
+ * rules_changed trigger).  An actor whose entry is here is booked without
+ * the lookup query; the write then checks what that query would have (the
+ * patient in the actor's tenant, no block), and anything amiss goes to the
+ * reference, which says what.
+ */
+typedef struct ActorEntry
+{
+	pg_uuid_t	id;				/* key */
+	pg_uuid_t	tenant;
+	int32		capacity;
+	Interval	buffer_before;
+	Interval	buffer_after;
+} ActorEntry;
+
+#define ACTOR_CACHE_MAX		8192	/* entries; beyond, start afresh */
+
+static MemoryContext actor_cxt = NULL;
+static HTAB *actor_cache = NULL;
+static uint64 actor_cache_version = 0;
+
+/* The cache for `version`, emptied if it was for another one or is full. */
+static HTAB *
+actor_cache_for(uint64 version)
+{
+	HASHCTL		ctl;
+
+	if (actor_cache != NULL && actor_cache_version == version &&
+		hash_get_num_entries(actor_cache) < ACTOR_CACHE_MAX)
+		return actor_cache;
+	actor_cache = NULL;
+	if (actor_cxt == NULL)
+		actor_cxt = AllocSetContextCreate(CacheMemoryContext, "schedphi booking actors",
+										  ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(actor_cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(ActorEntry);
+	ctl.hcxt = actor_cxt;
+	actor_cache = hash_create("schedphi booking actors", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	actor_cache_version = version;
+	return actor_cache;
+}
+
+/* The span of a booking [lo, hi) widened by an actor's buffers. */
+static void
+actor_span(BookActor *a, TimestampTz lo, TimestampTz hi, Interval *before, Interval *after)
+{
+	a->span_lo = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, TimestampTzGetDatum(lo),
+														 IntervalPGetDatum(before)));
+	a->span_hi = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval, TimestampTzGetDatum(hi),
+														 IntervalPGetDatum(after)));
+}
+
+/*
+ * Every actor from the cache, all single-seated and of one tenant: fills
+ * them in, sets *tenant and returns true; otherwise changes nothing that
+ * the lookup does not set again, and returns false.
+ */
+static bool
+actors_from_cache(BookActor *actors, int n, uint64 version, TimestampTz lo, TimestampTz hi, Datum *tenant)
+{
+	ActorEntry *first = NULL;
+
+	if (version == 0 || actor_cache == NULL || actor_cache_version != version)
+		return false;
+	for (int i = 0; i < n; i++)
+	{
+		ActorEntry *e = hash_search(actor_cache, &actors[i].id, HASH_FIND, NULL);
+
+		if (e == NULL || e->capacity != 1 ||
+			(first != NULL && memcmp(e->tenant.data, first->tenant.data, UUID_LEN) != 0))
+			return false;
+		if (first == NULL)
+			first = e;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		ActorEntry *e = hash_search(actor_cache, &actors[i].id, HASH_FIND, NULL);
+
+		actors[i].found = true;
+		actors[i].capacity = 1;
+		actors[i].blocked = false;
+		actor_span(&actors[i], lo, hi, &e->buffer_before, &e->buffer_after);
+		actors[i].busy = palloc0(sizeof(bool));
+	}
+	*tenant = UUIDPGetDatum(palloc_object(pg_uuid_t));
+	memcpy(DatumGetUUIDP(*tenant)->data, first->tenant.data, UUID_LEN);
+	return true;
+}
+
+/* Remember an actor the lookup found, under `version` (0: nothing). */
+static void
+actor_remember(uint64 version, const BookActor *a, Datum tenant, Interval *before, Interval *after)
+{
+	ActorEntry *e;
+
+	if (version == 0)
+		return;
+	e = hash_search(actor_cache_for(version), &a->id, HASH_ENTER, NULL);
+	memcpy(e->tenant.data, DatumGetUUIDP(tenant)->data, UUID_LEN);
+	e->capacity = a->capacity;
+	e->buffer_before = *before;
+	e->buffer_after = *after;
+}
+
+/*
  * The statements that write a booking.  Parameters: $1 tenant, $2 id,
  * $3 patient, $4 actors (sorted), $5 during, $6 status, $7 kind, $8 reason,
  * $9 hold expiry, $10 seats, $11 spans, $12 idempotency key, $13 request
@@ -374,16 +490,21 @@ WRITE_ROWS("ap.id") " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)";
 /*
  * Every actor single-seated and no key: the seats need no choosing, so
  * the booking is written in one statement that first looks whether every
- * actor is free (its seat 1 unbooked, no hold in the way, expired or not)
- * and writes nothing otherwise; the careful path below then deals with
- * what is in the way.  It saves the seat query of nearly every booking.
+ * actor is free (its seat 1 unbooked, no hold in the way, expired or not,
+ * no block) and the patient of the actors' tenant, and writes nothing
+ * otherwise; the careful path below (or, for actors from the cache, the
+ * reference) then deals with what is in the way.  It saves the seat query of nearly every booking.
  * Run after the per-actor-day locks, in a statement of its own, so its
  * look sees every booking that could clash.
  */
 static const char *const write_if_free_sql =
 "WITH free AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($4, $11) AS u(id, span)"
 " CROSS JOIN LATERAL (SELECT 1 FROM schedphi.appointment_actor x WHERE x.tenant = $1 AND x.actor = u.id"
-" AND x.seat = 1 AND x.active AND x.span && u.span LIMIT 1) x) AS ok), "
+" AND x.seat = 1 AND x.active AND x.span && u.span LIMIT 1) x)"
+/* what the lookup checks, for actors taken from the cache */
+" AND NOT EXISTS (SELECT 1 FROM unnest($4) AS u(id) CROSS JOIN LATERAL (SELECT 1 FROM schedphi.block b"
+" WHERE b.tenant = $1 AND b.actor = u.id AND b.during && $5 LIMIT 1) b)"
+" AND EXISTS (SELECT 1 FROM schedphi.patient p WHERE p.tenant = $1 AND p.id = $3) AS ok), "
 "ap AS (INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind,"
 " reason, hold_expires, idempotency_key, request_digest)"
 " SELECT $1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9, $12, $13"
@@ -429,6 +550,8 @@ book_appointment(BookRequest *r)
 	Datum		values[13];
 	char		nulls[13];
 	bool		fallback = false;
+	bool		cached = false;
+	uint64		version;
 	static const char *const booking_roles[] = {"scheduler", "integration"};
 
 	/*
@@ -500,7 +623,25 @@ book_appointment(BookRequest *r)
 			return book_reference(r);
 	}
 
-	/* the patient's tenant and the actors, in one query */
+	/*
+	 * The actors from the cache (read the version before any snapshot: a
+	 * change committed after it bumps it again), or the patient's tenant
+	 * and the actors in one query, remembered for the next time.
+	 */
+	version = schedphi_rules_version();
+	if (!keyed && actors_from_cache(actors, n, version, DatumGetTimestampTz(lower.val),
+									DatumGetTimestampTz(upper.val), &tenant))
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * n);
+
+		for (int i = 0; i < n; i++)
+			ids[i] = UUIDPGetDatum(&actors[i].id);
+		sorted_ids = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		during_n = make_tstzrange(rtc, DatumGetTimestampTz(lower.val), DatumGetTimestampTz(upper.val));
+		cached = true;
+		book_cached++;
+	}
+	else
 	{
 		Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
 		Datum		lookup_values[3];
@@ -515,8 +656,7 @@ book_appointment(BookRequest *r)
 		lookup_values[2] = during_n;
 
 		schedphi_keep_plan(&lookup_plan,
-						   "SELECT p.tenant, a.id, a.capacity, "
-						   "lower($3) - a.buffer_before, upper($3) + a.buffer_after, "
+						   "SELECT p.tenant, a.id, a.capacity, a.buffer_before, a.buffer_after, "
 						   "EXISTS (SELECT 1 FROM schedphi.block b WHERE b.tenant = p.tenant "
 						   "AND b.actor = a.id AND b.during && $3) "
 						   "FROM schedphi.patient p CROSS JOIN unnest($2) AS u(id) "
@@ -535,6 +675,8 @@ book_appointment(BookRequest *r)
 			bool		isnull;
 			Datum		t = SPI_getbinval(tup, desc, 1, &isnull);
 			Datum		a = SPI_getbinval(tup, desc, 2, &isnull);
+			Interval   *before;
+			Interval   *after;
 			int			k;
 
 			if (isnull || (k = find_actor(actors, n, DatumGetUUIDP(a))) < 0 || actors[k].found)
@@ -551,11 +693,14 @@ book_appointment(BookRequest *r)
 			}
 			actors[k].found = true;
 			actors[k].capacity = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-			actors[k].span_lo = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
-			actors[k].span_hi = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+			before = DatumGetIntervalP(SPI_getbinval(tup, desc, 4, &isnull));
+			after = DatumGetIntervalP(SPI_getbinval(tup, desc, 5, &isnull));
+			actor_span(&actors[k], DatumGetTimestampTz(lower.val), DatumGetTimestampTz(upper.val), before, after);
 			actors[k].blocked = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 			if (actors[k].blocked || actors[k].capacity < 1)
 				fallback = true;
+			else
+				actor_remember(version, &actors[k], tenant, before, after);
 			actors[k].busy = palloc(sizeof(bool) * Max(actors[k].capacity, 1));
 		}
 		if (fallback)
@@ -662,6 +807,9 @@ book_appointment(BookRequest *r)
 			return UUIDPGetDatum(id);
 		if (SPI_processed != 0)
 			elog(ERROR, "schedphi: wrote %d of %d actors' rows", (int) SPI_processed, n);
+		/* not checked here: the patient and the blocks; the reference says what is wrong */
+		if (cached)
+			return book_reference(r);
 		/* something is in the way: look at what, below */
 		values[9] = (Datum) 0;
 		nulls[9] = 'n';
@@ -836,4 +984,13 @@ Datum
 schedphi_book_fallbacks(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_INT64((int64) book_fallbacks);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_book_cached);
+
+/* _book_cached() -> bigint: requests this backend booked with the actors from its cache. */
+Datum
+schedphi_book_cached(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64((int64) book_cached);
 }

@@ -779,6 +779,13 @@ schedphi_audit_worker_main(Datum arg)
 		proc_exit(0);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * Each batch touches a few thousand records, but the planner costs its
+	 * statements against the whole log: past a few million records every
+	 * batch was JIT-compiled, which cost far more than running it (20
+	 * million records sealed at 1,500 a second, 86% of the time in LLVM).
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "schedphi audit", PGC_USERSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("schedphi audit");
 

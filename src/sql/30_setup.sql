@@ -10,8 +10,13 @@ CREATE TRIGGER rules_changed BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON sc
 	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._rules_changed();
 CREATE TRIGGER rules_changed BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON schedphi.location
 	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._rules_changed();
+-- Each backend also caches the seats and buffers of the actors it books
+-- (book.c), under the same version: a change to an actor tells them too.
+CREATE TRIGGER rules_changed BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON schedphi.actor
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._rules_changed();
 ALTER TABLE schedphi.availability ENABLE ALWAYS TRIGGER rules_changed;
 ALTER TABLE schedphi.location ENABLE ALWAYS TRIGGER rules_changed;
+ALTER TABLE schedphi.actor ENABLE ALWAYS TRIGGER rules_changed;
 -- the same, called by the functions that change them (see walltime.c)
 CREATE FUNCTION schedphi._note_rules_changed() RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_rules_changed' LANGUAGE C VOLATILE;

@@ -406,6 +406,11 @@ CREATE FUNCTION schedphi._book_fallbacks()
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'schedphi_book_fallbacks'
 LANGUAGE C VOLATILE STRICT;
+-- How many requests this backend booked with its actors from its cache (tests).
+CREATE FUNCTION schedphi._book_cached()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'schedphi_book_cached'
+LANGUAGE C VOLATILE STRICT;
 
 CREATE FUNCTION schedphi.book(patient uuid, actors uuid[], during tstzrange, kind text DEFAULT 'routine',
 							  reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)

@@ -9,7 +9,11 @@
 #   - a location moved to another zone moves its windows;
 #   - its own change is seen inside its transaction and forgotten after a
 #     ROLLBACK; a REPEATABLE READ transaction keeps its snapshot;
-#   - a transaction that changed availability cannot be PREPAREd.
+#   - a transaction that changed availability cannot be PREPAREd;
+#   - the seats and buffers of the actors it books are cached too (book.c):
+#     a buffer set elsewhere is kept at once, a block added elsewhere
+#     refuses at once, and a patient of another tenant gets the same error
+#     with the actor cached as without.
 # Needs PGHOST/PGPORT/PGUSER of a running cluster (test/run.sh sets them).
 set -euo pipefail
 
@@ -21,8 +25,9 @@ PGOPTIONS="-c client_min_messages=warning" psql -X -q -c "DROP DATABASE IF EXIST
 q >/dev/null <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION schedphi CASCADE;
-CREATE TABLE public.cfg (tenant uuid, loc uuid, dr uuid, p uuid);
+CREATE TABLE public.cfg (tenant uuid, loc uuid, dr uuid, p uuid, other_p uuid);
 GRANT SELECT ON public.cfg TO cache_desk;
+GRANT EXECUTE ON FUNCTION schedphi._book_cached() TO cache_desk;
 DO $$
 DECLARE
 	t uuid := schedphi.create_tenant('Cache Clinic', 'America/New_York');
@@ -33,10 +38,11 @@ BEGIN
 	PERFORM schedphi.add_availability(dr, l, '{1}', '09:00', '12:00', daterange('2030-01-01', NULL));
 	PERFORM schedphi.add_member(t, 'cache_desk', 'scheduler');
 	PERFORM schedphi.add_member(t, 'cache_desk', 'admin');
-	INSERT INTO public.cfg VALUES (t, l, dr, schedphi.register_patient(t, 'Cachet', 'Synthetic', '1980-01-01'));
+	INSERT INTO public.cfg VALUES (t, l, dr, schedphi.register_patient(t, 'Cachet', 'Synthetic', '1980-01-01'),
+		schedphi.register_patient(schedphi.create_tenant('Other Cache Clinic', 'UTC'), 'Otherine', 'Synthetic', '1981-02-02'));
 END $$;
 SQL
-read -r tenant loc dr p < <(q -F ' ' -c "SELECT tenant, loc, dr, p FROM public.cfg")
+read -r tenant loc dr p other_p < <(q -F ' ' -c "SELECT tenant, loc, dr, p, other_p FROM public.cfg")
 
 # Monday 2030-03-04: the number of free half hours, and the first one (UTC)
 count="SELECT 'count ' || count(*) FROM schedphi.find_slots(ARRAY['$dr']::uuid[], '[2030-03-04, 2030-03-05)', '30 minutes')"
@@ -74,6 +80,29 @@ $count;
 EOF
 )
 
+# The actors' cache: Monday 2030-03-11, 09:00-12:00 New York = 13:00-16:00Z.
+# The first call of a session looks the actor up; later ones take it from
+# the cache (_book_cached counts them) until a change commits anywhere:
+# a2, clear, blocked and the second stranger (a block is checked when the
+# booking is written, so adding one leaves the cache as it is).
+book() { echo "SELECT '$1 ' || (schedphi.book('$2', ARRAY['$dr']::uuid[], '$3') IS NOT NULL);"; }
+actors=$(psql -X -q -At -U cache_desk -d "$db" 2>&1 <<EOF
+$(book stranger "$other_p" '[2030-03-11 13:00Z, 2030-03-11 13:30Z)')
+$(book a1 "$p" '[2030-03-11 13:00Z, 2030-03-11 13:30Z)')
+$(book a2 "$p" '[2030-03-11 13:30Z, 2030-03-11 14:00Z)')
+SELECT 'cached ' || schedphi._book_cached();
+$(other "SELECT schedphi.set_buffer('$dr', '30 minutes', '0')")
+$(book buffered "$p" '[2030-03-11 14:00Z, 2030-03-11 14:30Z)')
+$(book clear "$p" '[2030-03-11 14:30Z, 2030-03-11 15:00Z)')
+$(other "SELECT schedphi.set_buffer('$dr', '0', '0')")
+$(other "SELECT schedphi.add_block('$dr', '[2030-03-11 15:00Z, 2030-03-11 15:30Z)', 'synthetic meeting')")
+$(book a3 "$p" '[2030-03-11 15:30Z, 2030-03-11 16:00Z)')
+$(book blocked "$p" '[2030-03-11 15:00Z, 2030-03-11 15:30Z)')
+$(book stranger "$other_p" '[2030-03-11 13:00Z, 2030-03-11 13:30Z)')
+SELECT 'cached ' || schedphi._book_cached();
+EOF
+)
+
 fail=0
 check() {
 	if [ "$2" = "$3" ]; then
@@ -100,6 +129,17 @@ check "a transaction that changed availability cannot be prepared" \
 	"$(grep -c 'cannot PREPARE a transaction that changed schedphi availability' <<<"$out")" 1
 check "no other error" \
 	"$(grep -c 'ERROR' <<<"$out")" 2
+
+alines() { grep -E "^($1) " <<<"$actors" | tr '\n' ' ' | sed 's/ $//'; }
+errors=$(grep 'ERROR' <<<"$actors" | sed 's/^psql:<stdin>:[0-9]*: //')
+check "an actor booked before is taken from the cache" "$(alines 'a1|a2|cached' | cut -d' ' -f1-6)" "a1 true a2 true cached 1"
+check "a buffer set in another session is kept at once (with the actor cached)" \
+	"$(alines 'buffered|clear') $(grep -c 'booking conflict' <<<"$errors")" "clear true 1"
+check "a block added in another session refuses at once (with the actor cached)" \
+	"$(alines 'a3|blocked' | cut -d' ' -f1-2) $(grep -c 'is blocked during' <<<"$errors") $(alines cached | cut -d' ' -f4)" \
+	"a3 true 1 4"
+check "a patient of another tenant: the same error with the actor cached as without" \
+	"$(grep -c . <<<"$errors") $(grep -v 'booking conflict\|is blocked' <<<"$errors" | sort -u | grep -c .)" "4 1"
 
 psql -X -q -c "DROP DATABASE $db" -c "DROP ROLE cache_desk" >/dev/null
 exit $fail
