@@ -99,6 +99,8 @@ typedef struct BookRequest
 
 static SPIPlanPtr fallback_plan = NULL;
 static SPIPlanPtr insert_if_free_plan = NULL;
+static SPIPlanPtr insert_if_free_unwaited_plan = NULL;
+static SPIPlanPtr waiting_plan = NULL;
 static SPIPlanPtr lookup_plan = NULL;
 static SPIPlanPtr seats_plan = NULL;
 static SPIPlanPtr expire_plan = NULL;
@@ -399,6 +401,67 @@ actor_cache_for(uint64 version)
 	return actor_cache;
 }
 
+/*
+ * The tenants with no waitlist entry waiting, and those with one, as this
+ * backend last saw them, while schedphi_waitlist_version() stays the same
+ * (an entry that starts waiting, by any path, bumps it at commit).
+ */
+typedef struct WaitingEntry
+{
+	pg_uuid_t	tenant;			/* key */
+	bool		waiting;
+} WaitingEntry;
+
+static MemoryContext waiting_cxt = NULL;
+static HTAB *waiting_cache = NULL;
+static uint64 waiting_cache_version = 0;
+
+/* Has the tenant a waitlist entry waiting?  (true when unsure) */
+static bool
+tenant_has_waiting(Datum tenant)
+{
+	uint64		version = schedphi_waitlist_version();	/* before the snapshot below */
+	WaitingEntry *e;
+	Oid			types[1] = {UUIDOID};
+	bool		isnull;
+	bool		waiting;
+
+	if (version != 0 && waiting_cache != NULL && waiting_cache_version == version &&
+		(e = hash_search(waiting_cache, DatumGetUUIDP(tenant), HASH_FIND, NULL)) != NULL)
+		return e->waiting;
+	schedphi_keep_plan(&waiting_plan,
+					   "SELECT EXISTS (SELECT 1 FROM schedphi.waitlist w WHERE w.tenant = $1 AND w.status = 'waiting')",
+					   1, types);
+	if (SPI_execute_plan(waiting_plan, &tenant, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "schedphi: waitlist lookup failed");
+	waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		waiting = true;
+	if (version == 0)
+		return waiting;
+	if (waiting_cache == NULL || waiting_cache_version != version ||
+		hash_get_num_entries(waiting_cache) >= ACTOR_CACHE_MAX)
+	{
+		HASHCTL		ctl;
+
+		waiting_cache = NULL;
+		if (waiting_cxt == NULL)
+			waiting_cxt = AllocSetContextCreate(CacheMemoryContext, "schedphi booking waitlist",
+												ALLOCSET_SMALL_SIZES);
+		else
+			MemoryContextReset(waiting_cxt);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(pg_uuid_t);
+		ctl.entrysize = sizeof(WaitingEntry);
+		ctl.hcxt = waiting_cxt;
+		waiting_cache = hash_create("schedphi booking waitlist", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		waiting_cache_version = version;
+	}
+	e = hash_search(waiting_cache, DatumGetUUIDP(tenant), HASH_ENTER, NULL);
+	e->waiting = waiting;
+	return waiting;
+}
+
 /* The span of a booking [lo, hi) widened by an actor's buffers. */
 static void
 actor_span(BookActor *a, TimestampTz lo, TimestampTz hi, Interval *before, Interval *after)
@@ -497,22 +560,27 @@ WRITE_ROWS("ap.id") " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)";
  * Run after the per-actor-day locks, in a statement of its own, so its
  * look sees every booking that could clash.
  */
+#define WRITE_IF_FREE \
+"WITH free AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($4, $11) AS u(id, span)" \
+" CROSS JOIN LATERAL (SELECT 1 FROM schedphi.appointment_actor x WHERE x.tenant = $1 AND x.actor = u.id" \
+" AND x.seat = 1 AND x.active AND x.span && u.span LIMIT 1) x)" \
+/* what the lookup checks, for actors taken from the cache */ \
+" AND NOT EXISTS (SELECT 1 FROM unnest($4) AS u(id) CROSS JOIN LATERAL (SELECT 1 FROM schedphi.block b" \
+" WHERE b.tenant = $1 AND b.actor = u.id AND b.during && $5 LIMIT 1) b)" \
+" AND EXISTS (SELECT 1 FROM schedphi.patient p WHERE p.tenant = $1 AND p.id = $3) AS ok), " \
+"ap AS (INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind," \
+" reason, hold_expires, idempotency_key, request_digest)" \
+" SELECT $1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9, $12, $13" \
+" FROM free WHERE ok RETURNING id)"
 static const char *const write_if_free_sql =
-"WITH free AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($4, $11) AS u(id, span)"
-" CROSS JOIN LATERAL (SELECT 1 FROM schedphi.appointment_actor x WHERE x.tenant = $1 AND x.actor = u.id"
-" AND x.seat = 1 AND x.active AND x.span && u.span LIMIT 1) x)"
-/* what the lookup checks, for actors taken from the cache */
-" AND NOT EXISTS (SELECT 1 FROM unnest($4) AS u(id) CROSS JOIN LATERAL (SELECT 1 FROM schedphi.block b"
-" WHERE b.tenant = $1 AND b.actor = u.id AND b.during && $5 LIMIT 1) b)"
-" AND EXISTS (SELECT 1 FROM schedphi.patient p WHERE p.tenant = $1 AND p.id = $3) AS ok), "
-"ap AS (INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind,"
-" reason, hold_expires, idempotency_key, request_digest)"
-" SELECT $1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9, $12, $13"
-" FROM free WHERE ok RETURNING id), "
+WRITE_IF_FREE ", "
 "served AS (UPDATE schedphi.waitlist w SET status = 'booked'"
 " WHERE $6 = 'booked' AND EXISTS (SELECT 1 FROM ap) AND w.tenant = $1 AND w.status = 'waiting'"
 " AND w.patient = $3 AND w.actors <@ $4 AND w.wanted @> $5)"
 WRITE_ROWS("ap.id") " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)";
+/* the same where no entry is waiting in the tenant (see tenant_has_waiting) */
+static const char *const write_if_free_unwaited_sql =
+WRITE_IF_FREE WRITE_ROWS("ap.id") " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)";
 static const char *const write_keyed_appointment_sql =
 WRITE_APPOINTMENT " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
 static const char *const write_keyed_rows_sql =
@@ -795,13 +863,17 @@ book_appointment(BookRequest *r)
 	if (!keyed && all_single_seated(actors, n))
 	{
 		Datum	   *ones = palloc(sizeof(Datum) * n);
+		SPIPlanPtr	plan;
 
 		for (int i = 0; i < n; i++)
 			ones[i] = Int32GetDatum(1);
 		values[9] = PointerGetDatum(construct_array(ones, n, INT4OID, 4, true, TYPALIGN_INT));
 		nulls[9] = ' ';
-		schedphi_keep_plan(&insert_if_free_plan, write_if_free_sql, 13, write_types);
-		if (SPI_execute_plan(insert_if_free_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		if (strcmp(status, "booked") == 0 && tenant_has_waiting(tenant))
+			plan = schedphi_keep_plan(&insert_if_free_plan, write_if_free_sql, 13, write_types);
+		else
+			plan = schedphi_keep_plan(&insert_if_free_unwaited_plan, write_if_free_unwaited_sql, 13, write_types);
+		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "schedphi: could not write the booking");
 		if (SPI_processed == (uint64) n)
 			return UUIDPGetDatum(id);

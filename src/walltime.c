@@ -29,6 +29,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -180,6 +181,7 @@ typedef struct Rule
 typedef struct RulesShared
 {
 	pg_atomic_uint64 rules_generation;	/* bumped when availability or a zone changes */
+	pg_atomic_uint64 waitlist_generation;	/* bumped when a waitlist entry starts waiting */
 } RulesShared;
 
 static RulesShared *rules_shared = NULL;
@@ -206,7 +208,10 @@ rules_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	rules_shared = ShmemInitStruct("schedphi rules", sizeof(RulesShared), &found);
 	if (!found)
+	{
 		pg_atomic_init_u64(&rules_shared->rules_generation, 1);
+		pg_atomic_init_u64(&rules_shared->waitlist_generation, 1);
+	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -231,6 +236,38 @@ schedphi_rules_version(void)
 	if (rules_shared == NULL || rules_changed || XactIsoLevel != XACT_READ_COMMITTED)
 		return 0;
 	return pg_atomic_read_u64(&rules_shared->rules_generation);
+}
+
+/*
+ * The same for the waitlist: book.c remembers which tenants have no entry
+ * waiting (a booking then need not look for one to serve) while this
+ * version stays the same; a transaction that makes an entry wait bumps it
+ * at commit.
+ */
+static bool waitlist_changed = false;
+
+uint64
+schedphi_waitlist_version(void)
+{
+	if (rules_shared == NULL || waitlist_changed || XactIsoLevel != XACT_READ_COMMITTED)
+		return 0;
+	return pg_atomic_read_u64(&rules_shared->waitlist_generation);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_waitlist_changed);
+
+/* Row trigger on schedphi.waitlist, for an entry written as waiting. */
+Datum
+schedphi_waitlist_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("schedphi._waitlist_changed() must be called as a trigger")));
+	waitlist_changed = true;
+	return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple);
 }
 
 PG_FUNCTION_INFO_V1(schedphi_rules_changed);
@@ -271,17 +308,26 @@ rules_xact_callback(XactEvent event, void *arg)
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that changed schedphi availability or locations"),
 						 errhint("Change availability and locations in a transaction that commits directly.")));
+			if (waitlist_changed && !schedphi_citus_internal_backend())
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that added to the schedphi waitlist"),
+						 errhint("Add to the waitlist in a transaction that commits directly.")));
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			rules_changed = false;
+			waitlist_changed = false;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			if (rules_changed && rules_shared != NULL)
 				pg_atomic_fetch_add_u64(&rules_shared->rules_generation, 1);
+			if (waitlist_changed && rules_shared != NULL)
+				pg_atomic_fetch_add_u64(&rules_shared->waitlist_generation, 1);
 			rules_changed = false;
+			waitlist_changed = false;
 			break;
 		default:
 			break;

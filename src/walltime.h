@@ -16,6 +16,7 @@ struct pg_tz;
 
 extern void schedphi_rules_init(void);
 extern uint64 schedphi_rules_version(void);
+extern uint64 schedphi_waitlist_version(void);
 extern TimestampTz schedphi_wall_to_instant(Timestamp local, const struct pg_tz *tz, bool early);
 typedef void (*schedphi_window_cb) (void *arg, const pg_uuid_t *actor, TimestampTz starts,
 									TimestampTz ends, int32 slot_minutes);

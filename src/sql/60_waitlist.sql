@@ -3,6 +3,16 @@
 -- cancelled, waitlist_offers() lists who to offer its time to, first come
 -- first served.
 
+-- A booking looks for a waitlist entry of its patient to mark booked only
+-- in tenants with an entry waiting: each backend remembers which have none
+-- (book.c) until an entry starts waiting, by any path.  ALWAYS: a restore
+-- with session_replication_role = replica too.
+CREATE FUNCTION schedphi._waitlist_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'schedphi_waitlist_changed' LANGUAGE C;
+CREATE TRIGGER waitlist_changed AFTER INSERT OR UPDATE OF status ON schedphi.waitlist
+	FOR EACH ROW WHEN (NEW.status = 'waiting') EXECUTE FUNCTION schedphi._waitlist_changed();
+ALTER TABLE schedphi.waitlist ENABLE ALWAYS TRIGGER waitlist_changed;
+
 CREATE FUNCTION schedphi.waitlist_add(patient uuid, actors uuid[], "window" tstzrange, duration interval)
 RETURNS uuid
 LANGUAGE plpgsql

@@ -13,7 +13,10 @@
 #   - the seats and buffers of the actors it books are cached too (book.c):
 #     a buffer set elsewhere is kept at once, a block added elsewhere
 #     refuses at once, and a patient of another tenant gets the same error
-#     with the actor cached as without.
+#     with the actor cached as without;
+#   - so is which tenants have no waitlist entry waiting: an entry added
+#     elsewhere is served by the very next booking that fits it, and a
+#     transaction that added one cannot be PREPAREd.
 # Needs PGHOST/PGPORT/PGUSER of a running cluster (test/run.sh sets them).
 set -euo pipefail
 
@@ -100,8 +103,14 @@ $(book a3 "$p" '[2030-03-11 15:30Z, 2030-03-11 16:00Z)')
 $(book blocked "$p" '[2030-03-11 15:00Z, 2030-03-11 15:30Z)')
 $(book stranger "$other_p" '[2030-03-11 13:00Z, 2030-03-11 13:30Z)')
 SELECT 'cached ' || schedphi._book_cached();
+$(other "SELECT schedphi.waitlist_add('$p', ARRAY['$dr']::uuid[], '[2030-03-18 13:00Z, 2030-03-18 17:00Z)', '30 minutes')")
+$(book served "$p" '[2030-03-18 13:00Z, 2030-03-18 13:30Z)')
+BEGIN;
+SELECT schedphi.waitlist_add('$p', ARRAY['$dr']::uuid[], '[2030-03-25 13:00Z, 2030-03-25 17:00Z)', '30 minutes');
+PREPARE TRANSACTION 'sp_waitlist';
 EOF
 )
+waitlist=$(q -c "SELECT string_agg(status, ',') FROM schedphi.waitlist")
 
 fail=0
 check() {
@@ -139,7 +148,11 @@ check "a block added in another session refuses at once (with the actor cached)"
 	"$(alines 'a3|blocked' | cut -d' ' -f1-2) $(grep -c 'is blocked during' <<<"$errors") $(alines cached | cut -d' ' -f4)" \
 	"a3 true 1 4"
 check "a patient of another tenant: the same error with the actor cached as without" \
-	"$(grep -c . <<<"$errors") $(grep -v 'booking conflict\|is blocked' <<<"$errors" | sort -u | grep -c .)" "4 1"
+	"$(grep -c . <<<"$errors") $(grep -v 'booking conflict\|is blocked\|cannot PREPARE' <<<"$errors" | sort -u | grep -c .)" "5 1"
+check "a waitlist entry added in another session is served by the next booking that fits it" \
+	"$(alines served) $waitlist" "served true booked"
+check "a transaction that added to the waitlist cannot be prepared" \
+	"$(grep -c 'cannot PREPARE a transaction that added to the schedphi waitlist' <<<"$errors")" 1
 
 psql -X -q -c "DROP DATABASE $db" -c "DROP ROLE cache_desk" >/dev/null
 exit $fail
