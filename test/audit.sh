@@ -306,6 +306,29 @@ EOF
 		"$(aq -F' ' -c "SELECT ok, checked < 5 FROM schedphi.verify_audit()")" "t t"
 	aok "a digest taken before the purge is reported as purged, not as tampering" \
 		"$(aq -c "SELECT * FROM schedphi.verify_audit('$old_digest'::jsonb)" | grep -c "the digest's record was purged")" 1
+	# An old month (the records of a clinic merged in, in a chain of their
+	# own, as bench/scale.sh writes them): its partition is dropped whole,
+	# and the records of this month stay.
+	local oldmonth
+	oldmonth=$(aq -c "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC') - interval '3 months', 'YYYYMM')")
+	aq -c "DO \$\$ DECLARE m timestamp := to_date('$oldmonth', 'YYYYMM'); BEGIN
+			EXECUTE format('CREATE TABLE schedphi.%I PARTITION OF schedphi.audit_log FOR VALUES FROM (%L) TO (%L)',
+						   'audit_log_$oldmonth', m AT TIME ZONE 'UTC', (m + interval '1 month') AT TIME ZONE 'UTC');
+			PERFORM schedphi._audit_protect('audit_log_$oldmonth');
+		END \$\$" \
+		-c "INSERT INTO schedphi.audit_log (at, login, actor, tenant, role, purpose, action, object, chain)
+			SELECT to_date('$oldmonth', 'YYYYMM') AT TIME ZONE 'UTC' + g * interval '1 hour', 'au_merged', 'au_merged',
+				   '0000000a-0d17-4000-8000-0000000d0001', 'scheduler', 'TREAT', 'read', 'patient',
+				   '0000000a-0d17-4000-8000-0000000d0001'
+			FROM generate_series(1, 40) g" >/dev/null
+	seal_now
+	local before_count
+	before_count=$(aq -c "SELECT count(*) FROM schedphi.audit_log WHERE at >= date_trunc('month', now())")
+	aok "a purge drops an old month's partition whole" \
+		"$(aq -c "SET schedphi.audit_retention = '0'" -c "SELECT schedphi.purge_audit(date_trunc('month', now()) - interval '1 month')") $(aq -c "SELECT to_regclass('schedphi.audit_log_$oldmonth') IS NULL")" "40 t"
+	seal_now
+	aok "and keeps this month's records, and the chains verify" \
+		"$(aq -c "SELECT count(*) >= $before_count FROM schedphi.audit_log WHERE at >= date_trunc('month', now())") $(verify)" "t t -"
 
 	# ----------------------------------------------- crash during bookings
 	aq -c "CREATE FUNCTION public.book_one(c int, n int) RETURNS boolean LANGUAGE plpgsql AS \$f\$

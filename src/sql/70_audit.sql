@@ -587,6 +587,7 @@ DECLARE
 	v_retention interval;
 	v_rows bigint := 0;
 	v_next bigint;
+	v_kept bigint;
 	v_anchors bytea;
 	v_chains bigint;
 	p record;
@@ -634,15 +635,16 @@ BEGIN
 		jsonb_build_object('before', before, 'chains', v_chains, 'anchors', encode(v_anchors, 'hex')));
 	UPDATE schedphi.audit_chain c SET start_after = x.through, start_prev = x.hash
 	FROM schedphi_purge_cut x WHERE c.tenant = x.chain;
+	-- each old month read once, by itself (not the whole log once a month)
 	FOR p IN SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
 			 WHERE i.inhparent = 'schedphi.audit_log'::regclass AND c.relname ~ '^audit_log_[0-9]{6}$'
+			   AND to_date(substr(c.relname, 11), 'YYYYMM') + interval '1 month' <= before AT TIME ZONE 'UTC'
 	LOOP
-		IF to_date(substr(p.relname, 11), 'YYYYMM') + interval '1 month' <= before AT TIME ZONE 'UTC'
-		   AND NOT EXISTS (SELECT 1 FROM schedphi.audit_log l
-						   LEFT JOIN schedphi.audit_chain c ON c.tenant = l.chain
-						   WHERE l.tableoid = ('schedphi.' || p.relname)::regclass
-							 AND (l.seq IS NULL OR c.tenant IS NULL OR l.seq > c.start_after)) THEN
-			EXECUTE pg_catalog.format('SELECT count(*) FROM schedphi.%I', p.relname) INTO v_next;
+		EXECUTE pg_catalog.format(
+			'SELECT count(*), count(*) FILTER (WHERE l.seq IS NULL OR c.tenant IS NULL OR l.seq > c.start_after)
+			 FROM schedphi.%I l LEFT JOIN schedphi.audit_chain c ON c.tenant = l.chain', p.relname)
+			INTO v_next, v_kept;
+		IF v_kept = 0 THEN
 			EXECUTE pg_catalog.format('DROP TABLE schedphi.%I', p.relname);
 			v_rows := v_rows + v_next;
 		END IF;
