@@ -10,6 +10,7 @@
 
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "utils/guc.h"
 
 #include "common.h"
@@ -53,6 +54,15 @@ schedphi_citus_active(void)
 		preloaded = libs != NULL && strstr(libs, "citus") != NULL ? 1 : 0;
 	}
 	return preloaded == 1 && schedphi_citus_present();
+}
+
+PG_FUNCTION_INFO_V1(schedphi_citus_active_sql);
+
+/* _citus_active() -> boolean: schedphi_citus_active(), for SQL that must differ */
+Datum
+schedphi_citus_active_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(schedphi_citus_active());
 }
 
 /*

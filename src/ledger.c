@@ -963,13 +963,16 @@ schedphi_verify_chains(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	/* where each chain starts, and where it ends */
+	/* where each chain starts, and where it ends (by the chain index: see _audit_root) */
 	if (SPI_execute_with_args(psprintf(
 							  "SELECT c.tenant, coalesce(b.seq, c.start_after), coalesce(b.hash, c.start_prev), "
 							  "c.head_seq, c.head_hash FROM schedphi.audit_chain c "
 							  "LEFT JOIN LATERAL (SELECT l.seq, l.hash FROM schedphi.audit_log l "
-							  "WHERE l.chain = c.tenant AND l.seq IS NOT NULL AND l.seq <= $1 AND l.seq > c.start_after "
-							  "ORDER BY l.seq DESC LIMIT 1) b ON true %s ORDER BY c.tenant",
+							  "WHERE l.seq IS NOT NULL AND %s "
+							  "ORDER BY l.chain DESC, l.seq DESC LIMIT 1) b ON true %s ORDER BY c.tenant",
+							  schedphi_citus_active() ?
+							  "l.chain = c.tenant AND l.seq <= $1 AND l.seq > c.start_after" :
+							  "(l.chain, l.seq) <= (c.tenant, $1) AND (l.chain, l.seq) > (c.tenant, c.start_after)",
 							  one ? "WHERE c.tenant = $2" : ""),
 							  2, types, args, one ? NULL : " n", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "schedphi: could not read the chains");
