@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/copy.h"
 #include "commands/copyfrom_internal.h"
@@ -144,6 +145,7 @@ typedef struct ImportBatch
 {
 	MemoryContext cxt;			/* the statement's: holds this struct */
 	MemoryContext data;			/* its child: the rows of one batch */
+	MemoryContext row;			/* its child: one row's work, emptied each row */
 	LocalTransactionId lxid;
 	TimestampTz stmt;
 	int			n;
@@ -179,6 +181,7 @@ current_batch(void)
 		batch = MemoryContextAllocZero(cxt, sizeof(ImportBatch));
 		batch->cxt = cxt;
 		batch->data = AllocSetContextCreate(cxt, "schedphi patient import rows", ALLOCSET_DEFAULT_SIZES);
+		batch->row = AllocSetContextCreate(cxt, "schedphi patient import row", ALLOCSET_SMALL_SIZES);
 		batch->lxid = MyProc->lxid;
 		batch->stmt = GetCurrentStatementStartTimestamp();
 	}
@@ -307,6 +310,7 @@ schedphi_patient_import_row(PG_FUNCTION_ARGS)
 	ImportBatch *b;
 	int			k;
 	MemoryContext old;
+	MemoryContext caller;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_INSTEAD(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -314,6 +318,11 @@ schedphi_patient_import_row(PG_FUNCTION_ARGS)
 	row = td->tg_trigtuple;
 	desc = RelationGetDescr(td->tg_relation);
 	schedphi_note_phi();
+
+	/* one row's work, in a context emptied for the next */
+	b = current_batch();
+	MemoryContextReset(b->row);
+	caller = MemoryContextSwitchTo(b->row);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -336,7 +345,6 @@ schedphi_patient_import_row(PG_FUNCTION_ARGS)
 		if (in[i] != NULL)
 			explicit_bzero(in[i], strlen(in[i]));
 
-	b = current_batch();
 	k = b->n;
 	old = MemoryContextSwitchTo(b->data);
 	id = palloc(sizeof(pg_uuid_t));
@@ -374,7 +382,15 @@ schedphi_patient_import_row(PG_FUNCTION_ARGS)
 	b->n++;
 	if (b->n == IMPORT_BATCH)
 		flush_batch();
-	return PointerGetDatum(row);
+	MemoryContextSwitchTo(caller);
+
+	/*
+	 * A copy, not the row itself: PostgreSQL frees the row it made for the
+	 * trigger only when the trigger returns another (and COPY made it in
+	 * memory that lasts the statement: 300 bytes a row).  The copy is in
+	 * the per-row memory the trigger is called in.
+	 */
+	return PointerGetDatum(heap_copytuple(row));
 }
 
 PG_FUNCTION_INFO_V1(schedphi_patient_import_flush);
