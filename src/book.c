@@ -111,7 +111,10 @@ static SPIPlanPtr digest_plan = NULL;
 static SPIPlanPtr idempotent_plan = NULL;
 static SPIPlanPtr conflict_plan = NULL;
 
-/* Requests handed to the reference in this backend, and requests whose actors came from the cache (for the tests). */
+/*
+ * Requests handed to the reference in this backend, and requests whose
+ * actors came from the cache (for the tests).
+ */
 static uint64 book_fallbacks = 0;
 static uint64 book_cached = 0;
 
@@ -556,9 +559,9 @@ WRITE_ROWS("ap.id") " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)";
  * actor is free (its seat 1 unbooked, no hold in the way, expired or not,
  * no block) and the patient of the actors' tenant, and writes nothing
  * otherwise; the careful path below (or, for actors from the cache, the
- * reference) then deals with what is in the way.  It saves the seat query of nearly every booking.
- * Run after the per-actor-day locks, in a statement of its own, so its
- * look sees every booking that could clash.
+ * reference) then deals with what is in the way.  It saves the seat query
+ * of nearly every booking.  Run after the per-actor-day locks, in a
+ * statement of its own, so its look sees every booking that could clash.
  */
 #define WRITE_IF_FREE \
 "WITH free AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($4, $11) AS u(id, span)" \
