@@ -54,6 +54,8 @@ echo "== $(psql -X -At -c 'SELECT version()' | cut -d, -f1), synchronous_commit 
 echo "== loading the synthetic clinic (bench/setup.sql)"
 t0=$(date +%s)
 bench_load "$here/setup.sql" "$here/references.sql"
+# settle the freshly loaded tables first, or autovacuum runs during the first measurements
+q -c "VACUUM (ANALYZE)" >/dev/null
 TENANT=$(q -c "SELECT tenant FROM bench.clinic")
 BUSY=$(q -c "SELECT busy FROM bench.clinic")
 echo "   $(q -c "SELECT count(*) FROM schedphi.appointment_actor x, bench.clinic c WHERE x.actor = c.busy AND x.active") active bookings on the busy practitioner," \
