@@ -384,22 +384,12 @@ static uint64 actor_cache_version = 0;
 static HTAB *
 actor_cache_for(uint64 version)
 {
-	HASHCTL		ctl;
-
 	if (actor_cache != NULL && actor_cache_version == version &&
 		hash_get_num_entries(actor_cache) < ACTOR_CACHE_MAX)
 		return actor_cache;
 	actor_cache = NULL;
-	if (actor_cxt == NULL)
-		actor_cxt = AllocSetContextCreate(CacheMemoryContext, "schedphi booking actors",
-										  ALLOCSET_SMALL_SIZES);
-	else
-		MemoryContextReset(actor_cxt);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(pg_uuid_t);
-	ctl.entrysize = sizeof(ActorEntry);
-	ctl.hcxt = actor_cxt;
-	actor_cache = hash_create("schedphi booking actors", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	actor_cache = schedphi_cache_table(&actor_cxt, "schedphi booking actors",
+									   sizeof(pg_uuid_t), sizeof(ActorEntry));
 	actor_cache_version = version;
 	return actor_cache;
 }
@@ -445,19 +435,9 @@ tenant_has_waiting(Datum tenant)
 	if (waiting_cache == NULL || waiting_cache_version != version ||
 		hash_get_num_entries(waiting_cache) >= ACTOR_CACHE_MAX)
 	{
-		HASHCTL		ctl;
-
 		waiting_cache = NULL;
-		if (waiting_cxt == NULL)
-			waiting_cxt = AllocSetContextCreate(CacheMemoryContext, "schedphi booking waitlist",
-												ALLOCSET_SMALL_SIZES);
-		else
-			MemoryContextReset(waiting_cxt);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(pg_uuid_t);
-		ctl.entrysize = sizeof(WaitingEntry);
-		ctl.hcxt = waiting_cxt;
-		waiting_cache = hash_create("schedphi booking waitlist", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		waiting_cache = schedphi_cache_table(&waiting_cxt, "schedphi booking waitlist",
+											 sizeof(pg_uuid_t), sizeof(WaitingEntry));
 		waiting_cache_version = version;
 	}
 	e = hash_search(waiting_cache, DatumGetUUIDP(tenant), HASH_ENTER, NULL);
@@ -483,7 +463,8 @@ actor_span(BookActor *a, TimestampTz lo, TimestampTz hi, Interval *before, Inter
 static bool
 actors_from_cache(BookActor *actors, int n, uint64 version, TimestampTz lo, TimestampTz hi, Datum *tenant)
 {
-	ActorEntry *first = NULL;
+	ActorEntry *entries[MAX_ACTORS];
+	ActorEntry *first;
 
 	if (version == 0 || actor_cache == NULL || actor_cache_version != version)
 		return false;
@@ -492,14 +473,14 @@ actors_from_cache(BookActor *actors, int n, uint64 version, TimestampTz lo, Time
 		ActorEntry *e = hash_search(actor_cache, &actors[i].id, HASH_FIND, NULL);
 
 		if (e == NULL || e->capacity != 1 ||
-			(first != NULL && memcmp(e->tenant.data, first->tenant.data, UUID_LEN) != 0))
+			(i > 0 && memcmp(e->tenant.data, entries[0]->tenant.data, UUID_LEN) != 0))
 			return false;
-		if (first == NULL)
-			first = e;
+		entries[i] = e;
 	}
+	first = entries[0];
 	for (int i = 0; i < n; i++)
 	{
-		ActorEntry *e = hash_search(actor_cache, &actors[i].id, HASH_FIND, NULL);
+		ActorEntry *e = entries[i];
 
 		actors[i].found = true;
 		actors[i].capacity = 1;

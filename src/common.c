@@ -12,6 +12,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 
 #include "common.h"
 
@@ -120,4 +122,29 @@ schedphi_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 		*slot = plan;
 	}
 	return *slot;
+}
+
+/*
+ * An empty hash table of entries led by a keysize-byte key, for a cache
+ * that lasts the backend and starts afresh when what it caches changes:
+ * its memory is *cxt, made under CacheMemoryContext on first use and
+ * emptied (with any table made before in it) on every later call.  The
+ * caller forgets its old table before calling, so that nothing points into
+ * freed memory if this fails.  name must be a string constant (the
+ * context keeps the pointer).
+ */
+HTAB *
+schedphi_cache_table(MemoryContext *cxt, const char *name, Size keysize, Size entrysize)
+{
+	HASHCTL		ctl;
+
+	if (*cxt == NULL)
+		*cxt = AllocSetContextCreateInternal(CacheMemoryContext, name, ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(*cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = keysize;
+	ctl.entrysize = entrysize;
+	ctl.hcxt = *cxt;
+	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }

@@ -2,7 +2,8 @@
  *
  * common.h
  *	  What every schedphi C file shares: its SQLSTATEs, whether the library
- *	  was preloaded, and kept query plans (common.c).
+ *	  was preloaded, kept query plans and per-backend cache tables
+ *	  (common.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +21,7 @@
 extern bool schedphi_preloaded;
 
 struct _SPI_plan;
+struct HTAB;
 
 extern int	schedphi_hex_digit(char c);
 extern bool schedphi_citus_present(void);
@@ -29,5 +31,8 @@ extern bool schedphi_citus_internal_backend(void);
 
 extern struct _SPI_plan *schedphi_keep_plan(struct _SPI_plan **slot, const char *sql, int nargs,
 											Oid *argtypes);
+
+extern struct HTAB *schedphi_cache_table(MemoryContext *cxt, const char *name, Size keysize,
+										Size entrysize);
 
 #endif							/* SCHEDPHI_COMMON_H */

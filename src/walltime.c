@@ -363,21 +363,11 @@ static uint64 rules_cache_version = 0;
 static void
 rules_cache_reset(uint64 version)
 {
-	HASHCTL		ctl;
-
 	/* forget the old table first: if what follows fails, nothing points into freed memory */
 	rules_cache = NULL;
 	rules_cache_version = 0;
-	if (rules_cxt == NULL)
-		rules_cxt = AllocSetContextCreate(CacheMemoryContext, "schedphi availability rules",
-										  ALLOCSET_DEFAULT_SIZES);
-	else
-		MemoryContextReset(rules_cxt);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(RulesKey);
-	ctl.entrysize = sizeof(RulesEntry);
-	ctl.hcxt = rules_cxt;
-	rules_cache = hash_create("schedphi availability rules", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	rules_cache = schedphi_cache_table(&rules_cxt, "schedphi availability rules",
+									   sizeof(RulesKey), sizeof(RulesEntry));
 	rules_cache_version = version;
 }
 
