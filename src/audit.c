@@ -48,6 +48,7 @@
 #include "utils/uuid.h"
 
 #include "actor.h"
+#include "analytics.h"
 #include "audit.h"
 #include "common.h"
 #include "ledger.h"
@@ -266,6 +267,8 @@ make_reads_durable(void)
 static void
 audit_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count, bool execute_once)
 {
+	if (exec_nesting == 0)
+		schedphi_analytics_run_start(queryDesc);
 	exec_nesting++;
 	PG_TRY();
 	{
@@ -280,7 +283,10 @@ audit_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count, 
 	}
 	PG_END_TRY();
 	if (exec_nesting == 0)
+	{
+		schedphi_analytics_run_end(queryDesc, queryDesc->estate->es_processed);
 		make_reads_durable();
+	}
 }
 
 /* ExecutorEnd hook: and as it ends, if it never finished running. */
@@ -288,7 +294,10 @@ static void
 audit_executor_end(QueryDesc *queryDesc)
 {
 	if (exec_nesting == 0)
+	{
 		make_reads_durable();
+		schedphi_analytics_query_end(queryDesc);
+	}
 	if (prev_executor_end_hook)
 		prev_executor_end_hook(queryDesc);
 	else

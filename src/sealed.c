@@ -241,29 +241,44 @@ seal_bytes(const pg_uuid_t *tenant, const text *tbl, const text *col, const pg_u
 /*
  * Open a sealed value for a place into a new text; data_corrupted if it
  * does not belong there or was altered.  No permission check: callers do.
+ * With or_null, a malformed value, one that does not open, or one under a
+ * data key that is missing or destroyed gives NULL instead (a missing
+ * master key is an error either way).
  */
 static text *
 open_bytes(const bytea *v, const pg_uuid_t *tenant, const text *tbl, const text *col,
-		   const pg_uuid_t *row)
+		   const pg_uuid_t *row, bool or_null)
 {
 	sp_sealed_view view;
 	sp_status	st;
 	uint8		aad[MAX_AAD];
 	int			aadlen;
 	const uint8 *dek;
+	const char *why = NULL;
 	text	   *out;
 
 	st = sp_sealed_parse((const uint8 *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), &view);
 	if (st != SP_OK)
+	{
+		if (or_null)
+			return NULL;
 		report_bad_sealed(st);
+	}
 	aadlen = field_aad(aad, tenant, tbl, col, row);
-	dek = schedphi_data_key(tenant, (int32) view.dek_id);
+	dek = schedphi_data_key_ext(tenant, (int32) view.dek_id, or_null ? &why : NULL);
+	if (dek == NULL)
+		return NULL;
 	out = palloc(VARHDRSZ + view.ct_len);
 	SET_VARSIZE(out, VARHDRSZ + view.ct_len);
 	if (!sp_gcm_decrypt(dek, view.nonce, aad, aadlen, view.ct, (int) view.ct_len, view.tag,
 						(uint8 *) VARDATA(out)))
 	{
 		explicit_bzero(VARDATA(out), view.ct_len);
+		if (or_null)
+		{
+			pfree(out);
+			return NULL;
+		}
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("sealed value does not open here"),
@@ -280,7 +295,20 @@ text *
 schedphi_unseal(const bytea *v, const pg_uuid_t *tenant, const char *tbl, const char *col,
 				const pg_uuid_t *row)
 {
-	return open_bytes(v, tenant, cstring_to_text(tbl), cstring_to_text(col), row);
+	return open_bytes(v, tenant, cstring_to_text(tbl), cstring_to_text(col), row, false);
+}
+
+/*
+ * The same for a derivation that must not stop the write it serves (the
+ * analytics' age and ZIP, analytics.c): NULL when the value is malformed,
+ * was sealed for another place or altered, or its data key is missing or
+ * destroyed.  A missing master key is still an error.
+ */
+text *
+schedphi_unseal_or_null(const bytea *v, const pg_uuid_t *tenant, const char *tbl, const char *col,
+						const pg_uuid_t *row)
+{
+	return open_bytes(v, tenant, cstring_to_text(tbl), cstring_to_text(col), row, true);
 }
 
 PG_FUNCTION_INFO_V1(schedphi_seal);
@@ -537,7 +565,7 @@ schedphi_open(PG_FUNCTION_ARGS)
 	schedphi_note_phi();
 	check_reveal(tenant, tbl, row);
 	schedphi_audit_note_read(tenant, text_to_cstring(tbl), text_to_cstring(col), row);
-	PG_RETURN_TEXT_P(open_bytes(PG_GETARG_BYTEA_PP(0), tenant, tbl, col, row));
+	PG_RETURN_TEXT_P(open_bytes(PG_GETARG_BYTEA_PP(0), tenant, tbl, col, row, false));
 }
 
 /* ------------------------------------------------------------ blind index */
@@ -669,7 +697,7 @@ schedphi_crypto_bench(PG_FUNCTION_ARGS)
 
 	INSTR_TIME_SET_CURRENT(start);
 	for (int i = 0; i < n; i++)
-		pfree(open_bytes(sealed, tenant, tbl, col, &row));
+		pfree(open_bytes(sealed, tenant, tbl, col, &row, false));
 	INSTR_TIME_SET_CURRENT(stop);
 	INSTR_TIME_SUBTRACT(stop, start);
 	ns[3] = INSTR_TIME_GET_DOUBLE(stop) * 1e9 / n;

@@ -17,4 +17,6 @@ extern bytea *schedphi_blind_value(const pg_uuid_t *tenant, const char *field, i
 extern text *schedphi_unseal(const bytea *v, const pg_uuid_t *tenant, const char *tbl,
 							 const char *col, const pg_uuid_t *row);
 
+extern text *schedphi_unseal_or_null(const bytea *v, const pg_uuid_t *tenant, const char *tbl,
+									  const char *col, const pg_uuid_t *row);
 #endif							/* SCHEDPHI_SEALED_H */

@@ -72,8 +72,11 @@ ok "every schedphi table is distributed by tenant (the ledger by its chain), co-
 				   count(*) FILTER (WHERE p.partmethod = 'h' AND column_to_column_name(p.logicalrelid, p.partkey)
 									 = CASE WHEN c.relname = 'audit_log' THEN 'chain' ELSE 'tenant' END) = count(*)
 			FROM pg_class c LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
-			WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition" |
+			WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+			  AND c.relname <> 'zip3_restricted'" |
 		tr '|' ' ')" "0 1 t"
+ok "the restricted ZIP3 zones (no tenant's) are a reference table" \
+	"$(q -c "SELECT p.partmethod FROM pg_dist_partition p WHERE p.logicalrelid = 'schedphi.zip3_restricted'::regclass")" n
 ok "distribute() again changes nothing" \
 	"$(q -c "SET client_min_messages = warning" -c "SELECT schedphi.distribute()" -c "SELECT count(*) FROM pg_dist_partition
 			WHERE logicalrelid::text LIKE 'schedphi.%'" | tail -1)" \
@@ -95,7 +98,7 @@ else
 fi
 
 # ------------------------------------------------------- a scheduler login
-for r in cz_desk cz_pool cz_doc cz_admin; do
+for r in cz_desk cz_pool cz_doc cz_admin cz_analyst; do
 	q -c "DROP ROLE IF EXISTS $r" -c "CREATE ROLE $r LOGIN" >/dev/null
 done
 read -r T LOC DR DR2 < <(q -F' ' -c "
@@ -277,6 +280,23 @@ ok "a record changed on its worker node is found" \
 	"$(q -F' ' -c "SELECT ok, first_bad FROM schedphi.verify_audit()")" "f $K"
 ok "the log is append-only again on every node" \
 	"$(q -c "UPDATE schedphi.audit_log SET login = 'x' WHERE chain = '$T' AND seq = $K" 2>&1 | grep -c 'append-only')" 1
+
+# ------------------------------------------------------------- analytics
+q -c "SELECT schedphi.add_member('$T', 'cz_analyst', 'analyst')" >/dev/null
+ok "every appointment has its de-identified row, derived on its worker node" \
+	"$(q -F' ' -c "SELECT (SELECT count(*) FROM schedphi.appointment WHERE tenant = '$T'),
+					   (SELECT count(*) FROM schedphi.appointment_deid d JOIN schedphi.appointment a
+						  ON a.tenant = d.tenant AND a.id = d.appointment AND a.status = d.status
+						 WHERE d.tenant = '$T' AND d.age IS NOT NULL)")" \
+	"$(q -c "SELECT count(*) FROM schedphi.appointment WHERE tenant = '$T'") $(q -c "SELECT count(*) FROM schedphi.appointment WHERE tenant = '$T'")"
+ok "an analyst reads deid_appointments through the coordinator" \
+	"$(as cz_analyst -c "SELECT count(*) FROM schedphi.deid_appointments WHERE age_at_visit IS NOT NULL")" \
+	"$(q -c "SELECT count(*) FROM schedphi.appointment WHERE tenant = '$T'")"
+ok "and leaves an export record; a scheduler is refused" \
+	"$(q -c "SELECT count(*) FROM schedphi.audit_log WHERE tenant = '$T' AND action = 'export' AND login = 'cz_analyst'
+			   AND detail->>'view' = 'deid_appointments'") $(state cz_desk "SELECT count(*) FROM schedphi.deid_appointments")" "1 42501"
+ok "an admin rotates the analytics tokens" \
+	"$(q -c "SELECT schedphi.rotate_analytics_tokens('$T')")" 2
 
 # ------------------------------------------------------------- shredding
 T2=$(q -c "SELECT schedphi.create_tenant('Citus Shred Clinic', 'UTC')")

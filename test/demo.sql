@@ -39,9 +39,10 @@ CREATE TEMP TABLE pats AS
 SELECT n, schedphi.register_patient(:'clinic',
 		(ARRAY['Avery','Blake','Casey','Devon','Emery','Finley','Gray','Harper','Indy','Jules'])[1 + n % 10],
 		(ARRAY['Synthetic','Example','Placeholder','Fictional','Sample','Mockwell'])[1 + n % 6] || '-' || n,
-		date '1940-01-01' + (n * 97) % 29000,
+		date '1933-01-01' + (n * 97) % 31000,
 		phone => '555-01' || lpad((n % 100)::text, 2, '0') || '-' || lpad(n::text, 4, '0'),
-		mrn => 'DEMO-' || lpad(n::text, 5, '0')) AS id
+		mrn => 'DEMO-' || lpad(n::text, 5, '0'),
+		zip => (ARRAY['02114', '02139', '80202', '80401', '05901'])[1 + n % 5]) AS id
 FROM generate_series(1, 300) n;
 SELECT count(*) AS patients_registered FROM schedphi.patient WHERE tenant = :'clinic';
 
@@ -216,8 +217,32 @@ UPDATE schedphi.audit_log SET login = 'nobody' WHERE seq = 1;
 \set ON_ERROR_STOP on
 
 \echo
-\echo '== Tokenised analytics and the EHR interfaces arrive with the next issues (docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger).'
+\echo '== 11. An analyst sees de-identified rows (HIPAA Safe Harbor): random tokens, visit year, age (90+), ZIP3; nothing decrypted'
+DROP ROLE IF EXISTS demo_analyst;
+CREATE ROLE demo_analyst LOGIN;
+SELECT schedphi.add_member(:'clinic', 'demo_analyst', 'analyst') \g /dev/null
+SET SESSION AUTHORIZATION demo_analyst;
+SELECT left(patient_token, 8) || '...' AS patient_token, visit_year, age_at_visit, zip3, status, kind,
+	   duration_minutes, lead_days_band, actor_kinds
+FROM schedphi.deid_appointments ORDER BY appointment_token LIMIT 5;
+\echo 'No-shows and booked minutes by practitioner (the first three):'
+SELECT left(practitioner::text, 8) || '...' AS practitioner, count(*) AS appointments,
+	   count(*) FILTER (WHERE status = 'noshow') AS no_shows, sum(duration_minutes) AS booked_minutes
+FROM schedphi.deid_appointments WHERE practitioner IS NOT NULL
+GROUP BY practitioner ORDER BY practitioner LIMIT 3;
+\echo 'Appointments by ZIP3 (059, a zone of fewer than 20,000 people, shows as 000) and whether the patient was 90 or over:'
+SELECT zip3, count(*) AS appointments, count(*) FILTER (WHERE age_at_visit = '90+') AS aged_90_plus
+FROM schedphi.deid_appointments GROUP BY zip3 ORDER BY zip3;
+RESET SESSION AUTHORIZATION;
+\echo 'On the ledger: an export per statement, with its row count; no read:'
+SELECT login, action, object, detail ->> 'rows' AS rows FROM schedphi.audit_log
+WHERE login = 'demo_analyst' ORDER BY id;
+
+\echo
+\echo '== The EHR interfaces (HL7 v2, FHIR R4) arrive with the next issues (docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts).'
 DROP OWNED BY demo_frontdesk;
 DROP ROLE demo_frontdesk;
 DROP OWNED BY demo_auditor;
 DROP ROLE demo_auditor;
+DROP OWNED BY demo_analyst;
+DROP ROLE demo_analyst;

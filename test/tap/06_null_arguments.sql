@@ -32,6 +32,7 @@ INSERT INTO calls VALUES
 		quote_literal('555-0199-000'), quote_literal('nul@example.org'), quote_literal('SYN-NULL'), quote_literal('99000')], '{5,6,7,8}'),
 	('find_patient', ARRAY[quote_literal(:'tenant'), quote_literal('SYN-0001'), 'NULL', 'NULL', 'NULL', 'NULL'], '{3,4,5,6}'),  -- no criterion at all: 22023
 	('patient_record', ARRAY[quote_literal(:'p1')], '{}'),
+	('rotate_analytics_tokens', ARRAY[quote_literal(:'tenant')], '{}'),
 	('find_slots', ARRAY[format('ARRAY[%L]::uuid[]', :'dr'), quote_literal('[2026-06-15, 2026-06-16)'), quote_literal('30 minutes'), '5'], '{4}'),
 	('hold', ARRAY[quote_literal(:'p3'), format('ARRAY[%L]::uuid[]', :'dr'), quote_literal('[2026-06-16 14:00Z, 2026-06-16 14:30Z)'),
 		quote_literal('5 minutes')], '{}'),

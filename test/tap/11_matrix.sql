@@ -43,6 +43,7 @@ INSERT INTO calls VALUES
 	('add_issuer', format($$schedphi.add_issuer(%L, 'https://m.example', 'schedphi', 'hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')$$, :'tenant'), '{admin}'),
 	('remove_issuer', format($$schedphi.remove_issuer(%L, 'https://m.example')$$, :'tenant'), '{admin}'),
 	('rotate_key', format($$schedphi.rotate_key(%L)$$, :'tenant'), '{admin}'),
+	('rotate_analytics_tokens', format($$schedphi.rotate_analytics_tokens(%L)$$, :'tenant'), '{admin}'),
 	('reencrypt', $$schedphi.reencrypt(10)$$, '{}'),
 	('rewrap_keys', $$schedphi.rewrap_keys()$$, '{}'),
 	('set_rate_limit', format($$schedphi.set_rate_limit(%L, role => 'integration', reveals_per_hour => 50000)$$, :'tenant'), '{}'),

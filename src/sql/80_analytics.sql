@@ -1,0 +1,402 @@
+-- schedphi install script, part 8: de-identified analytics (docs/analytics.md).
+--
+-- Analysts never decrypt.  What they may see is derived when a patient or
+-- an appointment is written, by triggers running as the extension's owner,
+-- and kept apart from the sealed columns:
+--   patient_deid      one row per patient: its analytics token and its
+--                     5-digit ZIP (for the Limited Data Set; the Safe
+--                     Harbor ZIP3 is cut from it when read, so that a new
+--                     list of restricted zones applies at once);
+--   appointment_deid  one row per appointment: what deid_appointments
+--                     shows, ready to scan (tokens, visit year, age at the
+--                     visit, status, kind, times, location, practitioner,
+--                     the kinds of actors booked).
+-- Tokens are random surrogates (gen_random_uuid(): 122 bits from the
+-- server's strong random source), never derived from anything about the
+-- person (45 CFR 164.514(c)); rotate_analytics_tokens() replaces every
+-- token of a tenant and keeps no link from the old ones to the new.
+
+-- The 3-digit ZIP zones of 20,000 people or fewer, whose ZIP3 Safe Harbor
+-- replaces by 000 (164.514(b)(2)(i)(B)).  Reference data of the whole
+-- installation, not of a tenant (the one table without a tenant column; on
+-- Citus a reference table, copied to every node): a superuser updates it
+-- when the Census Bureau publishes a new count, and names the vintage.
+CREATE TABLE schedphi.zip3_restricted (
+	zip3		text NOT NULL CHECK (zip3 ~ '^[0-9]{3}$'),
+	vintage		text NOT NULL,
+	PRIMARY KEY (zip3)
+);
+INSERT INTO schedphi.zip3_restricted (zip3, vintage)
+SELECT z, '2000 Census (HHS, Guidance Regarding Methods for De-identification of PHI, 2012)'
+FROM unnest(ARRAY['036', '059', '063', '102', '203', '556', '692', '790', '821', '823', '830', '831',
+				  '878', '879', '884', '890', '893']) z;
+
+-- Token epochs: rotate_analytics_tokens() starts a new one.
+CREATE TABLE schedphi.analytics_epoch (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	epoch		int NOT NULL,
+	rotated_at	timestamptz NOT NULL DEFAULT now(),
+	rotated_by	name NOT NULL DEFAULT schedphi._login(),
+	PRIMARY KEY (tenant)
+);
+
+CREATE TABLE schedphi.patient_deid (
+	tenant		uuid NOT NULL,
+	patient		uuid NOT NULL,
+	token		uuid NOT NULL DEFAULT gen_random_uuid(),
+	zip5		text CHECK (zip5 ~ '^[0-9]{5}$'),
+	PRIMARY KEY (tenant, patient)
+);
+-- (No foreign key to the patient, for the reason given below for
+-- appointment_deid: a bulk import would pay a locking look-up per row.)
+
+-- age: completed years on the visit's date in its location's time zone
+-- (the tenant's when no actor has a location), 90 for 90 and over, NULL
+-- when unknown.
+CREATE TABLE schedphi.appointment_deid (
+	tenant		uuid NOT NULL,
+	appointment uuid NOT NULL,
+	patient		uuid NOT NULL,
+	token		uuid NOT NULL DEFAULT gen_random_uuid(),
+	patient_token uuid NOT NULL,
+	visit_year	int NOT NULL,
+	age			smallint CHECK (age BETWEEN 0 AND 90),
+	zip5		text,
+	status		text NOT NULL,
+	kind		text NOT NULL,
+	starts		timestamptz NOT NULL,
+	ends		timestamptz NOT NULL,
+	booked_at	timestamptz NOT NULL,
+	location	uuid,
+	practitioner uuid,
+	actor_kinds text[] NOT NULL,
+	PRIMARY KEY (tenant, appointment)
+);
+-- (No foreign key to the appointment: its check would cost every booking
+-- a locking look-up; the row goes with its appointment by a trigger.  No
+-- index on the times either: an analyst's question reads a year or more of
+-- a tenant's rows, which a scan serves.)
+CREATE INDEX appointment_deid_patient ON schedphi.appointment_deid (tenant, patient);
+
+DO $config$
+BEGIN
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.analytics_epoch', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.patient_deid', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.appointment_deid', '');
+	-- the restricted zones a superuser added or removed since installation
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.zip3_restricted', '');
+END
+$config$;
+
+-- What an appointment's row needs of its actors and tenant: the first
+-- location, the first practitioner, the kinds booked, and the visit's date
+-- where it happens (src/analytics.c; cached per backend, so that a booking
+-- pays for no look-up).  The tables are named (on a Citus node, shards).
+CREATE FUNCTION schedphi._deid_facts(actor_rel regclass, location_rel regclass, tenant_rel regclass, tenant uuid,
+									 actors uuid[], starts timestamptz,
+									 OUT location uuid, OUT practitioner uuid, OUT kinds text[], OUT visit date)
+AS 'MODULE_PATHNAME', 'schedphi_deid_facts' LANGUAGE C STABLE STRICT;
+
+-- Facts derived from a sealed field (src/analytics.c): each opens the
+-- value, keeps one fact, wipes the plaintext; NULL when it does not open.
+-- Internal: not executable by PUBLIC (90_privileges.sql).
+CREATE FUNCTION schedphi._age_at(birth_date schedphi.sealed, tenant uuid, patient uuid, visit date)
+RETURNS smallint
+AS 'MODULE_PATHNAME', 'schedphi_age_at' LANGUAGE C STABLE STRICT;
+CREATE FUNCTION schedphi._zip5(zip schedphi.sealed, tenant uuid, patient uuid)
+RETURNS text
+AS 'MODULE_PATHNAME', 'schedphi_zip5' LANGUAGE C STABLE STRICT;
+CREATE FUNCTION schedphi._opens_equal(a schedphi.sealed, b schedphi.sealed, tenant uuid, col text, patient uuid)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'schedphi_opens_equal' LANGUAGE C STABLE;
+CREATE FUNCTION schedphi._analytics_note(view text, tenants uuid[], agreement uuid)
+RETURNS uuid[]
+AS 'MODULE_PATHNAME', 'schedphi_analytics_note' LANGUAGE C VOLATILE;
+
+-- The derivations, one statement each, as templates over the tables they
+-- read and write: %1$s patient, %2$s patient_deid, %3$s appointment_deid,
+-- %4$s actor, %5$s location, %6$s tenant; new_rows and old_rows are the
+-- trigger's transition tables.  On a single node the triggers run them as
+-- written below with the tables' own names (kept plans); on a Citus node a
+-- trigger fires on a shard, and runs them on the shards of the same tenant
+-- (co-located, on the same node), since a query of a distributed table
+-- cannot be run from within a query on a shard.
+--   patient_inserted      a patient's token (new) and ZIP
+--   patient_updated       when the ZIP or the birth date holds another
+--                         value (a re-encryption changes the bytes only),
+--                         the facts of the patient and of its visits follow
+--   appointment_inserted  an appointment's row, with a new token
+--   appointment_updated   brought up to date (it keeps its token)
+--   appointment_deleted   its row goes with it
+--   patient_deleted       and a patient's
+-- A visit's date is taken where it happens: in its location's time zone,
+-- or the tenant's.
+CREATE FUNCTION schedphi._deid_sql(p_which text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT CASE p_which
+WHEN 'patient_inserted' THEN $q$
+	INSERT INTO %2$s (tenant, patient, zip5)
+	SELECT n.tenant, n.id, schedphi._zip5(n.zip, n.tenant, n.id) FROM new_rows n
+$q$
+WHEN 'patient_updated' THEN $q$
+	WITH c AS MATERIALIZED (
+		SELECT x.*, CASE WHEN x.zip_changed THEN schedphi._zip5(x.zip, x.tenant, x.id) END AS zip5
+		FROM (SELECT n.tenant, n.id, n.zip, n.birth_date,
+					 NOT coalesce(schedphi._opens_equal(o.zip, n.zip, n.tenant, 'zip', n.id), false) AS zip_changed,
+					 NOT coalesce(schedphi._opens_equal(o.birth_date, n.birth_date, n.tenant, 'birth_date', n.id),
+								  false) AS birth_changed
+			  FROM new_rows n JOIN old_rows o ON o.tenant = n.tenant AND o.id = n.id
+			  WHERE schedphi._sealed_digest(o.birth_date) IS DISTINCT FROM schedphi._sealed_digest(n.birth_date)
+				 OR schedphi._sealed_digest(o.zip) IS DISTINCT FROM schedphi._sealed_digest(n.zip)) x
+		WHERE x.zip_changed OR x.birth_changed),
+	p AS (
+		UPDATE %2$s d SET zip5 = c.zip5
+		FROM c WHERE c.zip_changed AND d.tenant = c.tenant AND d.patient = c.id)
+	UPDATE %3$s d
+	SET zip5 = CASE WHEN c.zip_changed THEN c.zip5 ELSE d.zip5 END,
+		age = CASE WHEN c.birth_changed
+				   THEN schedphi._age_at(c.birth_date, c.tenant, c.id, (d.starts AT TIME ZONE coalesce(
+							(SELECT l.timezone FROM %5$s l WHERE l.tenant = d.tenant AND l.id = d.location),
+							(SELECT t.timezone FROM %6$s t WHERE t.tenant = d.tenant)))::date)
+				   ELSE d.age END
+	FROM c WHERE d.tenant = c.tenant AND d.patient = c.id
+$q$
+WHEN 'appointment_inserted' THEN $q$
+	INSERT INTO %3$s AS d (tenant, appointment, patient, patient_token, visit_year, age, zip5,
+		status, kind, starts, ends, booked_at, location, practitioner, actor_kinds)
+	SELECT n.tenant, n.id, n.patient, pd.token, extract(year FROM f.visit)::int,
+		   schedphi._age_at(p.birth_date, p.tenant, p.id, f.visit), pd.zip5,
+		   n.status, n.kind, lower(n.during), upper(n.during), n.created_at, f.location, f.practitioner, f.kinds
+	FROM new_rows n
+	JOIN %1$s p ON p.tenant = n.tenant AND p.id = n.patient
+	JOIN %2$s pd ON pd.tenant = n.tenant AND pd.patient = n.patient
+	CROSS JOIN LATERAL schedphi._deid_facts(%4$L::regclass, %5$L::regclass, %6$L::regclass, n.tenant, n.actors, lower(n.during)) f
+$q$
+WHEN 'appointment_updated' THEN $q$
+	UPDATE %3$s d
+	SET patient = n.patient, patient_token = pd.token, visit_year = extract(year FROM f.visit)::int,
+		age = schedphi._age_at(p.birth_date, p.tenant, p.id, f.visit), zip5 = pd.zip5, status = n.status,
+		kind = n.kind, starts = lower(n.during), ends = upper(n.during), location = f.location,
+		practitioner = f.practitioner, actor_kinds = f.kinds
+	FROM new_rows n
+	JOIN %1$s p ON p.tenant = n.tenant AND p.id = n.patient
+	JOIN %2$s pd ON pd.tenant = n.tenant AND pd.patient = n.patient
+	CROSS JOIN LATERAL schedphi._deid_facts(%4$L::regclass, %5$L::regclass, %6$L::regclass, n.tenant, n.actors, lower(n.during)) f
+	WHERE d.tenant = n.tenant AND d.appointment = n.id
+$q$
+WHEN 'patient_deleted' THEN $q$
+	DELETE FROM %2$s d USING old_rows o WHERE d.tenant = o.tenant AND d.patient = o.id
+$q$
+WHEN 'appointment_deleted' THEN $q$
+	DELETE FROM %3$s d USING old_rows o WHERE d.tenant = o.tenant AND d.appointment = o.id
+$q$
+END
+$$;
+
+-- The tables the derivations use, for a trigger fired on p_relname: the
+-- tables themselves, or on a Citus node (a shard's name) the shards of
+-- p_tenant's.
+CREATE FUNCTION schedphi._deid_tables(p_relname name, p_tenant uuid)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v text[] := ARRAY['schedphi.patient', 'schedphi.patient_deid', 'schedphi.appointment_deid',
+					  'schedphi.actor', 'schedphi.location', 'schedphi.tenant'];
+	r text[];
+BEGIN
+	IF p_relname IN ('patient', 'appointment') THEN
+		RETURN v;
+	END IF;
+	EXECUTE 'SELECT array_agg(shard_name(u.t::regclass, get_shard_id_for_distribution_column(u.t::regclass, $1))::text
+							  ORDER BY u.o)
+			 FROM unnest($2::text[]) WITH ORDINALITY u(t, o)'
+		INTO r USING p_tenant, v;
+	RETURN r;
+END
+$$;
+
+-- The three trigger functions, made from the templates above: the
+-- statement as written (a kept plan) on the tables themselves, the same
+-- statement on the shards when the trigger fires on one.
+DO $make$
+DECLARE
+	f record;
+BEGIN
+	FOR f IN SELECT * FROM (VALUES ('_deid_patient_inserted', 'patient_inserted', 'patient', 'new_rows'),
+								   ('_deid_patient_updated', 'patient_updated', 'patient', 'new_rows'),
+								   ('_deid_appointment_inserted', 'appointment_inserted', 'appointment', 'new_rows'),
+								   ('_deid_appointment_updated', 'appointment_updated', 'appointment', 'new_rows'),
+								   ('_deid_appointment_deleted', 'appointment_deleted', 'appointment', 'old_rows'),
+								   ('_deid_patient_deleted', 'patient_deleted', 'patient', 'old_rows'))
+							x(fn, which, rel, tr)
+	LOOP
+		EXECUTE pg_catalog.format($f$
+			CREATE FUNCTION schedphi.%1$I() RETURNS trigger
+			LANGUAGE plpgsql
+			SECURITY DEFINER
+			SET search_path = pg_catalog, pg_temp
+			AS $body$
+			BEGIN
+				IF TG_TABLE_NAME = %2$L THEN
+					%3$s;
+				ELSIF EXISTS (SELECT 1 FROM %5$s) THEN
+					EXECUTE pg_catalog.format(schedphi._deid_sql(%4$L),
+						VARIADIC schedphi._deid_tables(TG_TABLE_NAME, (SELECT n.tenant FROM %5$s n LIMIT 1)));
+				END IF;
+				RETURN NULL;
+			END
+			$body$
+			$f$, f.fn, f.rel,
+			pg_catalog.format(schedphi._deid_sql(f.which), 'schedphi.patient', 'schedphi.patient_deid',
+							  'schedphi.appointment_deid', 'schedphi.actor', 'schedphi.location', 'schedphi.tenant'),
+			f.which, f.tr);
+	END LOOP;
+END
+$make$;
+
+CREATE TRIGGER deid_insert AFTER INSERT ON schedphi.patient REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_patient_inserted();
+CREATE TRIGGER deid_update AFTER UPDATE ON schedphi.patient REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_patient_updated();
+CREATE TRIGGER deid_delete AFTER DELETE ON schedphi.patient REFERENCING OLD TABLE AS old_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_patient_deleted();
+CREATE TRIGGER deid_insert AFTER INSERT ON schedphi.appointment REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_appointment_inserted();
+CREATE TRIGGER deid_update AFTER UPDATE ON schedphi.appointment REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_appointment_updated();
+CREATE TRIGGER deid_delete AFTER DELETE ON schedphi.appointment REFERENCING OLD TABLE AS old_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_appointment_deleted();
+ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER deid_insert;
+ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER deid_update;
+ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER deid_delete;
+ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER deid_insert;
+ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER deid_update;
+ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER deid_delete;
+
+-- The tenants whose analytics the caller may read (the analyst role; an
+-- assumed token's tenant when its role is analyst), noted for the
+-- statement's export record.  No such tenant: 42501, recorded.
+CREATE FUNCTION schedphi._analytics_scope(p_view text)
+RETURNS uuid[]
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c record := schedphi._context();
+	v uuid[];
+	v_login name := session_user;
+	v_oid oid := schedphi._session_user_oid();
+BEGIN
+	IF p_view IS NULL OR p_view NOT IN ('deid_appointments', 'lds_appointments') THEN
+		RAISE EXCEPTION 'view must be deid_appointments or lds_appointments' USING ERRCODE = '22023';
+	END IF;
+	IF c.via = 'token' THEN
+		IF c.role = 'analyst' THEN
+			v := ARRAY[c.tenant];
+		END IF;
+	ELSE
+		v := ARRAY(SELECT DISTINCT m.tenant FROM schedphi.member m
+				   WHERE m.role = 'analyst' AND m.login = v_login AND m.login_oid = v_oid
+					 AND pg_catalog.pg_has_role(v_login, 'schedphi_analyst', 'MEMBER'));
+	END IF;
+	v := ARRAY(SELECT t.tenant FROM schedphi.tenant t WHERE t.tenant = ANY (v) AND t.shredded_at IS NULL
+			   ORDER BY t.tenant);
+	IF cardinality(v) = 0 THEN
+		PERFORM schedphi._deny(CASE WHEN c.via = 'token' THEN c.tenant END,
+			'permission denied: de-identified analytics are for the analyst role',
+			pg_catalog.format('%s needs the analyst role in a tenant.', p_view));
+	END IF;
+	RETURN schedphi._analytics_note(p_view, v, NULL);
+END
+$$;
+
+-- Lead time from booking to visit, in bands (docs/analytics.md says why):
+-- exact day counts between two of a patient's events are date elements.
+CREATE FUNCTION schedphi._lead_band(p_booked timestamptz, p_starts timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT CASE WHEN d < 0 THEN NULL
+				WHEN d < 1 THEN '0'
+				WHEN d < 7 THEN '1-6'
+				WHEN d < 14 THEN '7-13'
+				WHEN d < 30 THEN '14-29'
+				WHEN d < 90 THEN '30-89'
+				ELSE '90+' END
+	FROM (SELECT pg_catalog.floor(pg_catalog.date_part('epoch', p_starts - p_booked) / 86400) AS d) x
+$$;
+
+-- The derived rows of the tenants where the caller is an analyst.  The
+-- caller's scope is decided once per statement (a materialised CTE), before
+-- any row is read: the first condition, which names no column, is checked
+-- at the start, so that a caller without the role gets 42501 even where
+-- there is nothing to read, and every statement is on the ledger.  (Under
+-- Citus, distribute() points this view at _citus_deid_rows().)
+CREATE VIEW schedphi._deid_rows WITH (security_barrier) AS
+	WITH scope AS MATERIALIZED (SELECT schedphi._analytics_scope('deid_appointments') AS tenants)
+	SELECT d.* FROM schedphi.appointment_deid d
+	WHERE (SELECT cardinality(s.tenants) FROM scope s) > 0
+	  AND d.tenant = ANY ((SELECT s.tenants FROM scope s)::uuid[]);
+
+-- HIPAA Safe Harbor rows (164.514(b)(2)), one per appointment.
+CREATE VIEW schedphi.deid_appointments AS
+	SELECT d.tenant,
+		   d.patient_token::text AS patient_token,
+		   d.token::text AS appointment_token,
+		   d.visit_year,
+		   CASE WHEN d.age >= 90 THEN '90+' ELSE d.age::text END AS age_at_visit,
+		   CASE WHEN d.zip5 IS NULL THEN NULL
+				WHEN left(d.zip5, 3) IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
+				ELSE left(d.zip5, 3) END AS zip3,
+		   d.status,
+		   d.kind,
+		   (extract(epoch FROM d.ends - d.starts) / 60)::int AS duration_minutes,
+		   schedphi._lead_band(d.booked_at, d.starts) AS lead_days_band,
+		   d.location,
+		   d.practitioner,
+		   d.actor_kinds
+	FROM schedphi._deid_rows d;
+
+-- A new token epoch: every patient and appointment of the tenant gets a new
+-- random token; nothing links the old ones to the new.  Returns the epoch.
+CREATE FUNCTION schedphi.rotate_analytics_tokens(tenant uuid)
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_epoch int;
+	v_patients bigint;
+	v_appointments bigint;
+BEGIN
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
+	-- (the new values are made apart from the writes, in materialised
+	-- queries: Citus refuses a volatile function in a distributed write)
+	INSERT INTO schedphi.analytics_epoch AS e (tenant, epoch, rotated_at, rotated_by)
+	VALUES (tenant, 2, now(), schedphi._login())
+	ON CONFLICT ON CONSTRAINT analytics_epoch_pkey DO UPDATE
+	SET epoch = e.epoch + 1, rotated_at = excluded.rotated_at, rotated_by = excluded.rotated_by
+	RETURNING e.epoch INTO v_epoch;
+	WITH n AS MATERIALIZED (SELECT d.patient, gen_random_uuid() AS token FROM schedphi.patient_deid d
+							WHERE d.tenant = tenant)
+	UPDATE schedphi.patient_deid d SET token = n.token FROM n WHERE d.tenant = tenant AND d.patient = n.patient;
+	GET DIAGNOSTICS v_patients = ROW_COUNT;
+	WITH n AS MATERIALIZED (SELECT d.appointment, gen_random_uuid() AS token FROM schedphi.appointment_deid d
+							WHERE d.tenant = tenant)
+	UPDATE schedphi.appointment_deid d SET token = n.token, patient_token = p.token
+	FROM n, schedphi.patient_deid p
+	WHERE d.tenant = tenant AND d.appointment = n.appointment AND p.tenant = tenant AND p.patient = d.patient;
+	GET DIAGNOSTICS v_appointments = ROW_COUNT;
+	PERFORM schedphi._audit_change('rotate_tokens', tenant, 'analytics', NULL, NULL,
+		jsonb_build_object('epoch', v_epoch, 'patients', v_patients, 'appointments', v_appointments));
+	RETURN v_epoch;
+END
+$$;

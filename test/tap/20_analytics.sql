@@ -1,0 +1,203 @@
+-- De-identified analytics (issue #13): deid_appointments under HIPAA Safe
+-- Harbor, its tokens and their rotation, who may read it, the export
+-- record of each statement, and that analysts never decrypt.
+BEGIN;
+SELECT no_plan();
+SET LOCAL client_min_messages = warning;
+SELECT * FROM tst.clinic('America/New_York') \gset
+SELECT tenant AS t2, dr AS t2dr, p1 AS t2p1 FROM tst.clinic('Europe/Berlin') \gset
+CREATE ROLE tst_a_analyst LOGIN;
+CREATE ROLE tst_a_desk LOGIN;
+CREATE ROLE tst_a_admin LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_a_analyst', 'analyst');
+SELECT schedphi.add_member(:'tenant', 'tst_a_desk', 'scheduler');
+SELECT schedphi.add_member(:'tenant', 'tst_a_admin', 'admin');
+
+-- ages: a patient born 1936-06-30 is 89 on 2026-03-02 and 90+ from 2026-06-30;
+-- one born on 29 February has a birthday on 28 February in a common year
+SELECT schedphi.register_patient(:'tenant', 'Old', 'Synthetic', '1936-06-30', NULL, NULL, 'SYN-A1', '03601') AS old \gset
+SELECT schedphi.register_patient(:'tenant', 'Leap', 'Synthetic', '1936-02-29', NULL, NULL, 'SYN-A2', '10001-1234') AS leap \gset
+SELECT schedphi.register_patient(:'tenant', 'Abroad', 'Synthetic', '1990-05-05', NULL, NULL, 'SYN-A3', 'SW1A 1AA') AS abroad \gset
+SELECT schedphi.book(:'old', ARRAY[:'dr']::uuid[], '[2026-03-02 14:00Z, 2026-03-02 14:30Z)') AS o1 \gset
+SELECT schedphi.book(:'old', ARRAY[:'dr']::uuid[], '[2026-06-29 14:00Z, 2026-06-29 14:30Z)') AS o2 \gset
+SELECT schedphi.book(:'old', ARRAY[:'dr', :'room']::uuid[], '[2026-06-30 14:00Z, 2026-06-30 14:45Z)') AS o3 \gset
+SELECT schedphi.book(:'leap', ARRAY[:'dr']::uuid[], '[2026-02-27 15:00Z, 2026-02-27 15:30Z)') AS l1 \gset
+SELECT schedphi.book(:'leap', ARRAY[:'dr']::uuid[], '[2026-02-28 15:00Z, 2026-02-28 15:30Z)') AS l2 \gset
+SELECT schedphi.book(:'abroad', ARRAY[:'chair']::uuid[], '[2026-04-01 14:00Z, 2026-04-01 15:00Z)') AS a1 \gset
+SELECT schedphi.book(:'p3', ARRAY[:'dr2']::uuid[], '[2026-04-01 14:00Z, 2026-04-01 14:30Z)') AS q1 \gset
+SELECT schedphi.book(:'t2p1', ARRAY[:'t2dr']::uuid[], '[2026-04-01 08:00Z, 2026-04-01 08:30Z)') AS other \gset
+SELECT schedphi.set_status(:'q1', 'noshow');
+
+-- the rows as the analyst reads them
+SELECT coalesce(max(id), 0) AS mark FROM schedphi.audit_log \gset
+SET SESSION AUTHORIZATION tst_a_analyst;
+CREATE TEMP TABLE seen AS SELECT * FROM schedphi.deid_appointments;
+RESET SESSION AUTHORIZATION;
+CREATE TEMP TABLE truth AS
+	SELECT d.*, a.id AS appointment FROM seen d
+	JOIN schedphi.appointment_deid x ON x.token::text = d.appointment_token
+	JOIN schedphi.appointment a ON a.tenant = x.tenant AND a.id = x.appointment;
+
+SELECT is((SELECT count(*)::int FROM seen), 7, 'the analyst sees every appointment of the tenant, and no other tenant''s');
+SELECT is((SELECT count(*)::int FROM seen WHERE tenant <> :'tenant'), 0, 'none of the other tenant');
+SELECT is((SELECT array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns
+		   WHERE table_schema = 'schedphi' AND table_name = 'deid_appointments'),
+		  ARRAY['tenant', 'patient_token', 'appointment_token', 'visit_year', 'age_at_visit', 'zip3', 'status', 'kind',
+				'duration_minutes', 'lead_days_band', 'location', 'practitioner', 'actor_kinds'],
+	'the columns of the SPEC, and no other (no name, date, number, reason)');
+SELECT is((SELECT age_at_visit FROM truth WHERE appointment = :'o1'), '89', 'born 1936-06-30: 89 on 2026-03-02');
+SELECT is((SELECT age_at_visit FROM truth WHERE appointment = :'o2'), '89', '89 on 2026-06-29');
+SELECT is((SELECT age_at_visit FROM truth WHERE appointment = :'o3'), '90+', '90+ on 2026-06-30');
+SELECT is((SELECT age_at_visit FROM truth WHERE appointment = :'l1'), '89', 'born 1936-02-29: 89 on 2026-02-27');
+SELECT is((SELECT age_at_visit FROM truth WHERE appointment = :'l2'), '90+', '90+ on 2026-02-28 (the birthday of a common year)');
+SELECT is((SELECT visit_year FROM truth WHERE appointment = :'o3'), 2026, 'the visit year');
+SELECT is((SELECT zip3 FROM truth WHERE appointment = :'o1'), '000', 'ZIP 03601 is in the restricted zone 036: 000');
+SELECT is((SELECT zip3 FROM truth WHERE appointment = :'l1'), '100', 'ZIP+4 10001-1234: 100');
+SELECT is((SELECT zip3 FROM truth WHERE appointment = :'a1'), NULL, 'a foreign postal code: unknown (NULL)');
+SELECT is((SELECT zip3 FROM truth WHERE appointment = :'q1'), NULL, 'no postal code: NULL');
+SELECT is((SELECT status FROM truth WHERE appointment = :'q1'), 'noshow', 'a status change reaches the row');
+SELECT is((SELECT duration_minutes FROM truth WHERE appointment = :'o3'), 45, 'the duration in minutes');
+SELECT is((SELECT actor_kinds FROM truth WHERE appointment = :'o3'), ARRAY['practitioner', 'room'], 'the kinds of actors booked');
+SELECT is((SELECT practitioner FROM truth WHERE appointment = :'o3'), :'dr'::uuid, 'the practitioner');
+SELECT is((SELECT location FROM truth WHERE appointment = :'o3'), :'loc'::uuid, 'the location (of the room)');
+SELECT is((SELECT count(DISTINCT patient_token)::int FROM truth WHERE appointment IN (:'o1', :'o2', :'o3')), 1,
+	'one patient token for one patient''s visits');
+SELECT is((SELECT count(DISTINCT appointment_token)::int FROM seen), 7, 'one token per appointment');
+
+-- each restricted zone, and its neighbours
+SELECT is((SELECT string_agg(z || '=' || coalesce(v, 'null'), ',' ORDER BY z) FROM (
+	SELECT z, (SELECT CASE WHEN z IN (SELECT r.zip3 FROM schedphi.zip3_restricted r) THEN '000' ELSE z END) AS v
+	FROM unnest(ARRAY['036', '059', '063', '102', '203', '556', '692', '790', '821', '823', '830', '831',
+					  '878', '879', '884', '890', '893']) z) x WHERE v <> '000'), NULL,
+	'the 17 restricted zones of the 2000 Census are in the list');
+SELECT is((SELECT count(*)::int FROM schedphi.zip3_restricted), 17, 'and only they');
+SELECT is((SELECT count(DISTINCT vintage)::int FROM schedphi.zip3_restricted WHERE vintage LIKE '2000 Census%'), 1,
+	'with their census vintage');
+SELECT schedphi.register_patient(:'tenant', 'Zone' || z, 'Synthetic', '1980-01-01', NULL, NULL, 'SYN-Z' || z, z || '42')
+FROM unnest(ARRAY['036', '059', '063', '102', '203', '556', '692', '790', '821', '823', '830', '831',
+				  '878', '879', '884', '890', '893', '035', '037', '894']) z \g /dev/null
+SELECT is((SELECT string_agg(DISTINCT a.kind, ',') FROM schedphi.patient p, LATERAL (SELECT 1) x,
+		   LATERAL (SELECT CASE WHEN left(d.zip5, 3) IN (SELECT zip3 FROM schedphi.zip3_restricted) THEN 'restricted'
+								ELSE 'open:' || left(d.zip5, 3) END AS kind
+					FROM schedphi.patient_deid d WHERE d.tenant = p.tenant AND d.patient = p.id) a
+		   WHERE p.tenant = :'tenant' AND p.mrn_idx = schedphi._blind(:'tenant', 'mrn', 'SYN-Z036')), 'restricted',
+	'a ZIP written at registration keeps its five digits apart from the sealed column');
+
+-- age computed for any dates (the function the triggers use)
+SELECT is(schedphi._age_at(schedphi._seal(:'tenant', 'patient', 'birth_date', :'old', b), :'tenant', :'old', v::date),
+		  want::smallint, format('born %s, on %s: %s', b, v, want))
+FROM (VALUES ('2000-02-29', '2024-02-29', 24), ('2000-02-29', '2025-02-28', 25), ('2000-02-29', '2025-02-27', 24),
+			 ('2000-02-29', '2028-02-28', 27), ('2000-02-29', '2028-02-29', 28), ('1936-06-30', '2026-06-29', 89),
+			 ('1936-06-30', '2026-06-30', 90), ('1900-01-01', '2026-01-01', 90), ('2026-01-01', '2026-01-01', 0),
+			 ('2026-01-02', '2026-01-01', NULL)) t(b, v, want);
+SELECT schedphi.add_resource(:'tenant', 'device', 'Night monitor', 1, :'loc') AS night \gset
+SELECT schedphi.add_availability(:'night', :'loc', '{1,2,3,4,5,6,7}', '00:00', '24:00', daterange('2026-01-01', NULL), 15);
+SELECT schedphi.book(:'old', ARRAY[:'night']::uuid[], '[2026-06-30 03:00Z, 2026-06-30 03:30Z)') AS late \gset
+SELECT is((SELECT age FROM schedphi.appointment_deid WHERE tenant = :'tenant' AND appointment = :'late'), 89::smallint,
+	'the visit''s date is the one where it happens: 03:00 UTC on 30 June is the 29th in New York, still 89');
+
+-- a correction of the birth date or ZIP reaches the derived rows; a re-encryption changes nothing
+UPDATE schedphi.patient SET birth_date = schedphi._seal(:'tenant', 'patient', 'birth_date', :'old', '1936-07-15'),
+							zip = schedphi._seal(:'tenant', 'patient', 'zip', :'old', '02139')
+WHERE tenant = :'tenant' AND id = :'old';
+SELECT patient_token AS old_token FROM truth WHERE appointment = :'o1' \gset
+SET SESSION AUTHORIZATION tst_a_analyst;
+SELECT is((SELECT string_agg(age_at_visit || '/' || zip3, ',' ORDER BY age_at_visit) FROM schedphi.deid_appointments d
+		   WHERE d.patient_token = :'old_token'),
+		  '89/021,89/021,89/021,89/021', 'a corrected birth date and ZIP are derived again for every visit');
+RESET SESSION AUTHORIZATION;
+SELECT schedphi.rotate_key(:'tenant') \g /dev/null
+SELECT schedphi.reencrypt(1000) \g /dev/null
+SELECT is((SELECT count(*)::int FROM schedphi.appointment_deid WHERE tenant = :'tenant' AND age IS NULL), 0,
+	'after key rotation and re-encryption every age is still known');
+
+-- tokens: random surrogates, never a hash of anything about the person
+SELECT is((SELECT count(*)::int FROM schedphi.patient_deid d JOIN schedphi.patient p ON p.tenant = d.tenant AND p.id = d.patient
+		   WHERE d.tenant = :'tenant' AND (
+				 d.token::text IN (md5(p.id::text), encode(sha256(p.id::text::bytea), 'hex'))
+			  OR replace(d.token::text, '-', '') IN (md5(p.id::text), left(encode(sha256(p.id::text::bytea), 'hex'), 32),
+				   left(encode(sha256(uuid_send(p.id)), 'hex'), 32), left(encode(p.mrn_idx, 'hex'), 32),
+				   left(encode(p.family_dob_idx, 'hex'), 32), left(encode(schedphi._blind(p.tenant, 'mrn', p.id::text), 'hex'), 32),
+				   left(encode(schedphi._blind(p.tenant, 'family_dob', p.id::text), 'hex'), 32))
+			  OR d.token = p.id)), 0,
+	'no patient token is its id, or a hash or HMAC of its id, MRN or name under the project''s keys');
+SELECT is((SELECT count(*)::int FROM schedphi.appointment_deid d WHERE d.token = d.appointment OR d.token = d.patient
+		   OR d.patient_token = d.patient OR replace(d.token::text, '-', '') = md5(d.appointment::text)), 0,
+	'no appointment token is its id or a hash of it');
+SELECT is((SELECT count(*)::int FROM schedphi.patient_deid WHERE tenant = :'tenant'
+		   AND substr(token::text, 15, 1) = '4' AND substr(token::text, 20, 1) IN ('8', '9', 'a', 'b')), 
+		  (SELECT count(*)::int FROM schedphi.patient_deid WHERE tenant = :'tenant'),
+	'tokens are random (version 4) uuids');
+
+SELECT birth_date::text AS sealed_dob FROM schedphi.patient WHERE tenant = :'tenant' AND id = :'old' \gset
+CREATE TEMP TABLE before_rotation AS SELECT patient_token, appointment_token FROM seen;
+SET SESSION AUTHORIZATION tst_a_desk;
+SELECT is(tst.sqlstate_of(format('SELECT schedphi.rotate_analytics_tokens(%L)', :'tenant')), '42501',
+	'a scheduler cannot rotate the tokens');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_a_admin;
+SELECT is(schedphi.rotate_analytics_tokens(:'tenant'), 2, 'an admin starts a new token epoch');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_a_analyst;
+CREATE TEMP TABLE after_rotation AS SELECT * FROM schedphi.deid_appointments;
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT count(*)::int FROM after_rotation a JOIN before_rotation b
+		   ON a.patient_token = b.patient_token OR a.appointment_token = b.appointment_token
+			  OR a.patient_token = b.appointment_token OR a.appointment_token = b.patient_token), 0,
+	'after rotation no old token appears');
+SELECT is((SELECT count(*)::int FROM after_rotation), 8, 'and every row is still there');
+SELECT is((SELECT count(DISTINCT patient_token)::int FROM after_rotation a WHERE age_at_visit = '89' OR age_at_visit = '90+'),
+		  2, 'one patient''s rows still share one token');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE action = 'rotate_tokens' AND tenant = :'tenant'
+		   AND detail->>'epoch' = '2' AND login = 'tst_a_admin'), 1, 'the rotation is on the ledger');
+
+-- who may read: the analyst role only; 42501 otherwise, recorded
+SET SESSION AUTHORIZATION tst_a_desk;
+SELECT is(tst.error_of('SELECT count(*) FROM schedphi.deid_appointments'),
+	'42501: permission denied: de-identified analytics are for the analyst role', 'a scheduler: 42501');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_a_admin;
+SELECT is(tst.sqlstate_of('SELECT count(*) FROM schedphi.deid_appointments'), '42501', 'an admin: 42501');
+SELECT is(tst.sqlstate_of('SELECT count(*) FROM schedphi.appointment_deid'), '42501',
+	'nobody reads the derived table itself');
+SELECT is(tst.sqlstate_of(format('SELECT schedphi._age_at(%L::schedphi.sealed, %L, %L, %L)', :'sealed_dob', :'tenant', :'old', '2026-01-01')), '42501',
+	'nor calls the functions that derive from sealed values');
+RESET SESSION AUTHORIZATION;
+
+-- export records: one per statement, with the view and the row count; no read
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE id > :mark AND action = 'read' AND login = 'tst_a_analyst'), 0,
+	'the analyst''s queries decrypted nothing: no read on the ledger');
+SELECT coalesce(max(id), 0) AS mark2 FROM schedphi.audit_log \gset
+SET SESSION AUTHORIZATION tst_a_analyst;
+SELECT count(*) FROM (SELECT * FROM schedphi.deid_appointments LIMIT 3) x \g /dev/null
+SELECT * FROM schedphi.deid_appointments WHERE status = 'noshow' \g /dev/null
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg((detail->>'view') || ':' || (detail->>'rows') || ':' || role, ',' ORDER BY id)
+		   FROM schedphi.audit_log WHERE id > :mark2 AND action = 'export' AND login = 'tst_a_analyst'),
+		  'deid_appointments:1:analyst,deid_appointments:1:analyst',
+	'each statement leaves one export record with the view and the rows it returned');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE id > :mark2 AND action = 'export' AND tenant = :'tenant'
+		   AND object = 'deid_appointments'), 2, 'in the analyst''s tenant');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE id > :mark AND action = 'denied' AND login = 'tst_a_desk'
+		   AND detail->>'rule' LIKE '%analyst role%'), 1, 'the scheduler''s refusal is on the ledger');
+
+SET SESSION AUTHORIZATION tst_a_analyst;
+SELECT is(tst.sqlstate_of($$SELECT schedphi._analytics_scope('deid_appointments", "rows": 0, "x": "')$$), '22023',
+	'the scope helper the view calls takes only the analysts'' views (no forged export record)');
+RESET SESSION AUTHORIZATION;
+
+-- no PHI anywhere in what the analyst saw
+SELECT is((SELECT count(*)::int FROM after_rotation a
+		   WHERE concat_ws('|', a.visit_year, a.age_at_visit, a.zip3, a.status, a.kind, a.duration_minutes, a.lead_days_band,
+						   a.actor_kinds::text)
+				 ~* '(synthetic|testa|probe|mock|old|leap|abroad|SYN-|03601|10001|SW1A|1936|555|example\.org|-0[0-9]-)'), 0,
+	'no name, MRN, ZIP, birth date, phone or e-mail in any row the analyst read');
+
+-- a shredded tenant's rows go with it
+SELECT schedphi.shred_tenant(:'t2');
+SELECT is((SELECT count(*)::int FROM schedphi.appointment_deid WHERE tenant = :'t2')
+		+ (SELECT count(*)::int FROM schedphi.patient_deid WHERE tenant = :'t2'), 0,
+	'shred_tenant removes the tenant''s derived rows');
+
+SELECT * FROM finish();
+ROLLBACK;
