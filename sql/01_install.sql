@@ -19,11 +19,13 @@ WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind IN ('r', 'v', 'p')
   AND c.relname !~ '^audit_log_[0-9]{6}$'  -- monthly partitions, made by the audit worker
 ORDER BY 1;
 
--- Every key leads with the tenant.
+-- Every key leads with the tenant (but the restricted ZIP3 zones': reference
+-- data of the installation, no tenant's; a reference table under Citus).
 SELECT conrelid::regclass AS tbl, conname
 FROM pg_constraint
 WHERE connamespace = 'schedphi'::regnamespace AND contype IN ('p', 'f', 'u', 'x')
-  AND (SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1]) <> 'tenant';
+  AND (SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1]) <> 'tenant'
+  AND conrelid <> 'schedphi.zip3_restricted'::regclass;
 
 -- The library reserves the schedphi. prefix: no placeholder can be set.
 SET schedphi.tenant = '00000000-0000-0000-0000-000000000000';

@@ -35,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "lib/stringinfo.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
@@ -51,6 +52,32 @@
 
 /* The oldest age shown as itself; older is "90+" (45 CFR 164.514(b)(2)(i)(C)). */
 #define AGE_TOP 90
+
+/* schedphi.analytics_min_k: the fewest patients a class of rows may show */
+static int	analytics_min_k = 11;
+
+void
+schedphi_analytics_init(void)
+{
+	DefineCustomIntVariable("schedphi.analytics_min_k",
+							"The fewest patients that one (age at visit, ZIP3, visit year) class of "
+							"de-identified rows may show; smaller classes are generalised, then suppressed.",
+							"11 follows the CMS cell-size rule (no count from 1 to 10); 1 leaves Safe Harbor alone.",
+							&analytics_min_k,
+							11, 1, 1000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_analytics_min_k);
+
+/* _analytics_min_k() -> int: the setting, for the views */
+Datum
+schedphi_analytics_min_k(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(analytics_min_k);
+}
 
 /*
  * Open a sealed patient field for a derivation: NULL when it does not open

@@ -9,6 +9,7 @@
 #ifndef SCHEDPHI_ANALYTICS_H
 #define SCHEDPHI_ANALYTICS_H
 
+extern void schedphi_analytics_init(void);
 extern int	schedphi_age_on(int by, int bm, int bd, int vy, int vm, int vd);
 extern bool schedphi_zip5_of(const char *s, int n, char *out);
 extern void schedphi_analytics_run_start(const void *top);

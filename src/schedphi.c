@@ -26,6 +26,7 @@
 #include "utils/guc.h"
 
 #include "actor.h"
+#include "analytics.h"
 #include "audit.h"
 #include "common.h"
 #include "import.h"
@@ -130,6 +131,7 @@ _PG_init(void)
 	schedphi_rules_init();
 	schedphi_membership_init();
 	schedphi_origin_init();
+	schedphi_analytics_init();
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = schedphi_utility_hook;
 	MarkGUCPrefixReserved("schedphi");

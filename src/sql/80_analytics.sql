@@ -24,10 +24,11 @@
 CREATE TABLE schedphi.zip3_restricted (
 	zip3		text NOT NULL CHECK (zip3 ~ '^[0-9]{3}$'),
 	vintage		text NOT NULL,
+	installed	boolean NOT NULL DEFAULT false,	-- by CREATE EXTENSION (a dump keeps the others)
 	PRIMARY KEY (zip3)
 );
-INSERT INTO schedphi.zip3_restricted (zip3, vintage)
-SELECT z, '2000 Census (HHS, Guidance Regarding Methods for De-identification of PHI, 2012)'
+INSERT INTO schedphi.zip3_restricted (zip3, vintage, installed)
+SELECT z, '2000 Census (HHS, Guidance Regarding Methods for De-identification of PHI, 2012)', true
 FROM unnest(ARRAY['036', '059', '063', '102', '203', '556', '692', '790', '821', '823', '830', '831',
 				  '878', '879', '884', '890', '893']) z;
 
@@ -78,13 +79,14 @@ CREATE TABLE schedphi.appointment_deid (
 -- a tenant's rows, which a scan serves.)
 CREATE INDEX appointment_deid_patient ON schedphi.appointment_deid (tenant, patient);
 
+-- pg_dump writes the token epochs and the restricted zones a superuser
+-- added.  The derived rows are not dumped: they are derived again from the
+-- restored data by schedphi.rebuild_analytics() (docs/keys.md, backups),
+-- with new tokens.
 DO $config$
 BEGIN
 	PERFORM pg_catalog.pg_extension_config_dump('schedphi.analytics_epoch', '');
-	PERFORM pg_catalog.pg_extension_config_dump('schedphi.patient_deid', '');
-	PERFORM pg_catalog.pg_extension_config_dump('schedphi.appointment_deid', '');
-	-- the restricted zones a superuser added or removed since installation
-	PERFORM pg_catalog.pg_extension_config_dump('schedphi.zip3_restricted', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.zip3_restricted', 'WHERE NOT installed');
 END
 $config$;
 
@@ -293,8 +295,8 @@ DECLARE
 	v_login name := session_user;
 	v_oid oid := schedphi._session_user_oid();
 BEGIN
-	IF p_view IS NULL OR p_view NOT IN ('deid_appointments', 'lds_appointments') THEN
-		RAISE EXCEPTION 'view must be deid_appointments or lds_appointments' USING ERRCODE = '22023';
+	IF p_view IS NULL OR p_view NOT IN ('deid_appointments', 'lds_appointments', 'k_anonymity') THEN
+		RAISE EXCEPTION 'view must be deid_appointments, lds_appointments or k_anonymity' USING ERRCODE = '22023';
 	END IF;
 	IF c.via = 'token' THEN
 		IF c.role = 'analyst' THEN
@@ -332,36 +334,139 @@ AS $$
 	FROM (SELECT pg_catalog.floor(pg_catalog.date_part('epoch', p_starts - p_booked) / 86400) AS d) x
 $$;
 
--- The derived rows of the tenants where the caller is an analyst.  The
--- caller's scope is decided once per statement (a materialised CTE), before
--- any row is read: the first condition, which names no column, is checked
--- at the start, so that a caller without the role gets 42501 even where
--- there is nothing to read, and every statement is on the ledger.  (Under
--- Citus, distribute() points this view at _citus_deid_rows().)
-CREATE VIEW schedphi._deid_rows WITH (security_barrier) AS
-	WITH scope AS MATERIALIZED (SELECT schedphi._analytics_scope('deid_appointments') AS tenants)
-	SELECT d.* FROM schedphi.appointment_deid d
-	WHERE (SELECT cardinality(s.tenants) FROM scope s) > 0
-	  AND d.tenant = ANY ((SELECT s.tenants FROM scope s)::uuid[]);
+CREATE FUNCTION schedphi._analytics_min_k() RETURNS int
+AS 'MODULE_PATHNAME', 'schedphi_analytics_min_k' LANGUAGE C STABLE;
 
--- HIPAA Safe Harbor rows (164.514(b)(2)), one per appointment.
+-- The rows of the tenants where the caller is an analyst, as Safe Harbor
+-- shows them, with k-anonymity over the quasi-identifiers (age at visit,
+-- ZIP3, visit year): a class with fewer than schedphi.analytics_min_k
+-- patients (default 11) is generalised (ZIP3 to 000, the age to its
+-- 10-year band), and a generalised class still that small is suppressed
+-- (shown = false).  The classes are counted over everything the caller
+-- may read, before any condition of the caller's query, so that a query's
+-- own WHERE cannot single a small class out.  The caller's scope is decided
+-- first (42501, recorded, without the role), once per statement.
+CREATE FUNCTION schedphi._deid_k(p_view text)
+RETURNS TABLE (tenant uuid, patient_token text, appointment_token text, visit_year int, age_at_visit text,
+			   zip3 text, status text, kind text, duration_minutes int, lead_days_band text,
+			   location uuid, practitioner uuid, actor_kinds text[], generalised boolean, shown boolean,
+			   class_patients bigint)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 100000
+AS $$
+DECLARE
+	v_tenants uuid[] := schedphi._analytics_scope(p_view);
+	v_k int := schedphi._analytics_min_k();
+BEGIN
+	RETURN QUERY
+	WITH r AS MATERIALIZED (
+		SELECT d.*, x.age_s, x.z3,
+			   coalesce(x.age_s, '') AS ka, coalesce(x.z3, '') AS kz,
+			   CASE WHEN d.age IS NULL THEN '' WHEN d.age >= 90 THEN '90+'
+					ELSE (d.age / 10 * 10)::text || '-' || (d.age / 10 * 10 + 9)::text END AS kb,
+			   CASE WHEN x.z3 IS NULL THEN '' ELSE '000' END AS kzg
+		FROM schedphi.appointment_deid d
+		CROSS JOIN LATERAL (
+			SELECT CASE WHEN d.age >= 90 THEN '90+' ELSE d.age::text END AS age_s,
+				   CASE WHEN d.zip5 IS NULL THEN NULL
+						WHEN left(d.zip5, 3) IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
+						ELSE left(d.zip5, 3) END AS z3) x
+		WHERE d.tenant = ANY (v_tenants)),
+	exact AS (
+		SELECT e.tenant, e.ka, e.kz, e.visit_year, count(*) AS n
+		FROM (SELECT DISTINCT r.tenant, r.ka, r.kz, r.visit_year, r.patient FROM r) e
+		GROUP BY e.tenant, e.ka, e.kz, e.visit_year),
+	r1 AS MATERIALIZED (
+		SELECT r.*, e.n AS n_exact, e.n >= v_k AS exact_ok
+		FROM r JOIN exact e ON e.tenant = r.tenant AND e.ka = r.ka AND e.kz = r.kz AND e.visit_year = r.visit_year),
+	gen AS (
+		SELECT g.tenant, g.kb, g.kzg, g.visit_year, count(*) AS n
+		FROM (SELECT DISTINCT r1.tenant, r1.kb, r1.kzg, r1.visit_year, r1.patient FROM r1 WHERE NOT r1.exact_ok) g
+		GROUP BY g.tenant, g.kb, g.kzg, g.visit_year)
+	SELECT r1.tenant, r1.patient_token::text, r1.token::text, r1.visit_year,
+		   CASE WHEN r1.exact_ok THEN r1.age_s ELSE nullif(r1.kb, '') END,
+		   CASE WHEN r1.exact_ok THEN r1.z3 ELSE nullif(r1.kzg, '') END,
+		   r1.status, r1.kind, (extract(epoch FROM r1.ends - r1.starts) / 60)::int,
+		   schedphi._lead_band(r1.booked_at, r1.starts), r1.location, r1.practitioner, r1.actor_kinds,
+		   NOT r1.exact_ok, r1.exact_ok OR g.n >= v_k, CASE WHEN r1.exact_ok THEN r1.n_exact ELSE g.n END
+	FROM r1
+	LEFT JOIN gen g ON NOT r1.exact_ok AND g.tenant = r1.tenant AND g.kb = r1.kb AND g.kzg = r1.kzg
+				   AND g.visit_year = r1.visit_year;
+END
+$$;
+
+-- The rows an analyst may see: those shown, without the class sizes.
+-- (The view calls this as the caller, who may call it directly too: it
+-- returns nothing the view does not.)
+CREATE FUNCTION schedphi._deid_rows()
+RETURNS TABLE (tenant uuid, patient_token text, appointment_token text, visit_year int, age_at_visit text,
+			   zip3 text, status text, kind text, duration_minutes int, lead_days_band text,
+			   location uuid, practitioner uuid, actor_kinds text[])
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 100000
+AS $$
+	SELECT k.tenant, k.patient_token, k.appointment_token, k.visit_year, k.age_at_visit, k.zip3, k.status, k.kind,
+		   k.duration_minutes, k.lead_days_band, k.location, k.practitioner, k.actor_kinds
+	FROM schedphi._deid_k('deid_appointments') k
+	WHERE k.shown
+$$;
+
+-- HIPAA Safe Harbor rows (164.514(b)(2)), one per appointment, with the
+-- k-anonymity above (suppressed rows are left out).
 CREATE VIEW schedphi.deid_appointments AS
-	SELECT d.tenant,
-		   d.patient_token::text AS patient_token,
-		   d.token::text AS appointment_token,
-		   d.visit_year,
-		   CASE WHEN d.age >= 90 THEN '90+' ELSE d.age::text END AS age_at_visit,
-		   CASE WHEN d.zip5 IS NULL THEN NULL
-				WHEN left(d.zip5, 3) IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
-				ELSE left(d.zip5, 3) END AS zip3,
-		   d.status,
-		   d.kind,
-		   (extract(epoch FROM d.ends - d.starts) / 60)::int AS duration_minutes,
-		   schedphi._lead_band(d.booked_at, d.starts) AS lead_days_band,
-		   d.location,
-		   d.practitioner,
-		   d.actor_kinds
-	FROM schedphi._deid_rows d;
+	SELECT * FROM schedphi._deid_rows();
+
+-- What the k-anonymity of the tenant's de-identified rows does now: the
+-- smallest class shown (in patients), and how many rows were generalised
+-- and suppressed.  For the tenant's analysts.
+CREATE FUNCTION schedphi.k_anonymity(tenant uuid)
+RETURNS TABLE (quasi_identifiers text[], k bigint, rows_generalised bigint, rows_suppressed bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['analyst']);
+	RETURN QUERY
+	SELECT ARRAY['age_at_visit', 'zip3', 'visit_year'], min(d.class_patients) FILTER (WHERE d.shown),
+		   count(*) FILTER (WHERE d.generalised AND d.shown), count(*) FILTER (WHERE NOT d.shown)
+	FROM schedphi._deid_k('k_anonymity') d
+	WHERE d.tenant = tenant;
+END
+$$;
+
+-- Every derived row made again from the patients and appointments as they
+-- are (after a restore, which does not carry them), with new tokens.
+-- Superuser only.  Returns the appointments' rows made.
+CREATE FUNCTION schedphi.rebuild_analytics()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_names text[] := ARRAY['schedphi.patient', 'schedphi.patient_deid', 'schedphi.appointment_deid',
+							'schedphi.actor', 'schedphi.location', 'schedphi.tenant'];
+	n bigint;
+BEGIN
+	IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+		RAISE EXCEPTION 'only a superuser can rebuild the analytics' USING ERRCODE = '42501';
+	END IF;
+	DELETE FROM schedphi.appointment_deid;
+	DELETE FROM schedphi.patient_deid;
+	EXECUTE 'WITH new_rows AS (SELECT * FROM schedphi.patient) '
+		|| pg_catalog.format(schedphi._deid_sql('patient_inserted'), VARIADIC v_names);
+	EXECUTE 'WITH new_rows AS (SELECT * FROM schedphi.appointment) '
+		|| pg_catalog.format(schedphi._deid_sql('appointment_inserted'), VARIADIC v_names);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION schedphi.rebuild_analytics() FROM PUBLIC;
 
 -- A new token epoch: every patient and appointment of the tenant gets a new
 -- random token; nothing links the old ones to the new.  Returns the epoch.

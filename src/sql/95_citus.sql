@@ -84,8 +84,7 @@ BEGIN
 		SELECT * FROM schedphi._citus_appointments();
 	CREATE OR REPLACE VIEW schedphi.break_glass_pending WITH (security_barrier) AS
 		SELECT * FROM schedphi._citus_break_glass_pending();
-	CREATE OR REPLACE VIEW schedphi._deid_rows WITH (security_barrier) AS
-		SELECT * FROM schedphi._citus_deid_rows();
+
 	-- Auditors read the ledger through its functions (access_report,
 	-- verify_audit, audit_digest): its row-level security would be decided
 	-- on the worker nodes, where who is asking is not known.
@@ -189,24 +188,6 @@ BEGIN
 END
 $$;
 
--- The analysts' derived rows (80_analytics.sql): their scope is decided
--- here, on the coordinator, once per statement.
-CREATE FUNCTION schedphi._citus_deid_rows()
-RETURNS SETOF schedphi.appointment_deid
-LANGUAGE plpgsql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-ROWS 1000
-AS $$
-DECLARE
-	t uuid;
-BEGIN
-	FOREACH t IN ARRAY schedphi._analytics_scope('deid_appointments') LOOP
-		RETURN QUERY SELECT * FROM schedphi.appointment_deid d WHERE d.tenant = t;
-	END LOOP;
-END
-$$;
-
 CREATE FUNCTION schedphi._citus_break_glass_pending()
 RETURNS TABLE (id uuid, tenant uuid, patient uuid, requested_by text, role text, starts timestamptz,
 			   expires timestamptz, expired boolean)
@@ -233,5 +214,5 @@ END
 $$;
 -- the views call them as the reader; each decides who is asking itself
 GRANT EXECUTE ON FUNCTION schedphi._citus_patients(), schedphi._citus_appointments(),
-	schedphi._citus_break_glass_pending(), schedphi._citus_deid_rows() TO PUBLIC;
+	schedphi._citus_break_glass_pending() TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION schedphi._visible_tenants() FROM PUBLIC;

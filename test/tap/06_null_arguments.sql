@@ -33,6 +33,7 @@ INSERT INTO calls VALUES
 	('find_patient', ARRAY[quote_literal(:'tenant'), quote_literal('SYN-0001'), 'NULL', 'NULL', 'NULL', 'NULL'], '{3,4,5,6}'),  -- no criterion at all: 22023
 	('patient_record', ARRAY[quote_literal(:'p1')], '{}'),
 	('rotate_analytics_tokens', ARRAY[quote_literal(:'tenant')], '{}'),
+	('k_anonymity', ARRAY[quote_literal(:'tenant')], '{}'),
 	('find_slots', ARRAY[format('ARRAY[%L]::uuid[]', :'dr'), quote_literal('[2026-06-15, 2026-06-16)'), quote_literal('30 minutes'), '5'], '{4}'),
 	('hold', ARRAY[quote_literal(:'p3'), format('ARRAY[%L]::uuid[]', :'dr'), quote_literal('[2026-06-16 14:00Z, 2026-06-16 14:30Z)'),
 		quote_literal('5 minutes')], '{}'),
@@ -52,6 +53,7 @@ INSERT INTO calls VALUES
 	('shred_tenant', ARRAY[quote_literal(:'tenant')], '{}'),
 	('rewrap_keys', '{}', '{}'),
 	('master_keys', '{}', '{}'),
+	('rebuild_analytics', '{}', '{}'),
 	('add_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example'), quote_literal('schedphi'),
 		quote_literal('hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')], '{}'),
 	('remove_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example')], '{}'),

@@ -44,6 +44,8 @@ INSERT INTO calls VALUES
 	('remove_issuer', format($$schedphi.remove_issuer(%L, 'https://m.example')$$, :'tenant'), '{admin}'),
 	('rotate_key', format($$schedphi.rotate_key(%L)$$, :'tenant'), '{admin}'),
 	('rotate_analytics_tokens', format($$schedphi.rotate_analytics_tokens(%L)$$, :'tenant'), '{admin}'),
+	('k_anonymity', format($$schedphi.k_anonymity(%L)$$, :'tenant'), '{analyst}'),
+	('rebuild_analytics', $$schedphi.rebuild_analytics()$$, '{}'),
 	('reencrypt', $$schedphi.reencrypt(10)$$, '{}'),
 	('rewrap_keys', $$schedphi.rewrap_keys()$$, '{}'),
 	('set_rate_limit', format($$schedphi.set_rate_limit(%L, role => 'integration', reveals_per_hour => 50000)$$, :'tenant'), '{}'),

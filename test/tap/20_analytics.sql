@@ -4,6 +4,8 @@
 BEGIN;
 SELECT no_plan();
 SET LOCAL client_min_messages = warning;
+-- Safe Harbor alone first (k-anonymity: the last part)
+SET LOCAL schedphi.analytics_min_k = 1;
 SELECT * FROM tst.clinic('America/New_York') \gset
 SELECT tenant AS t2, dr AS t2dr, p1 AS t2p1 FROM tst.clinic('Europe/Berlin') \gset
 CREATE ROLE tst_a_analyst LOGIN;
@@ -91,7 +93,7 @@ FROM (VALUES ('2000-02-29', '2024-02-29', 24), ('2000-02-29', '2025-02-28', 25),
 			 ('1936-06-30', '2026-06-30', 90), ('1900-01-01', '2026-01-01', 90), ('2026-01-01', '2026-01-01', 0),
 			 ('2026-01-02', '2026-01-01', NULL)) t(b, v, want);
 SELECT schedphi.add_resource(:'tenant', 'device', 'Night monitor', 1, :'loc') AS night \gset
-SELECT schedphi.add_availability(:'night', :'loc', '{1,2,3,4,5,6,7}', '00:00', '24:00', daterange('2026-01-01', NULL), 15);
+SELECT schedphi.add_availability(:'night', :'loc', '{1,2,3,4,5,6,7}', '00:00', '24:00', daterange('2026-01-01', NULL), 15) \g /dev/null
 SELECT schedphi.book(:'old', ARRAY[:'night']::uuid[], '[2026-06-30 03:00Z, 2026-06-30 03:30Z)') AS late \gset
 SELECT is((SELECT age FROM schedphi.appointment_deid WHERE tenant = :'tenant' AND appointment = :'late'), 89::smallint,
 	'the visit''s date is the one where it happens: 03:00 UTC on 30 June is the 29th in New York, still 89');
@@ -193,11 +195,60 @@ SELECT is((SELECT count(*)::int FROM after_rotation a
 				 ~* '(synthetic|testa|probe|mock|old|leap|abroad|SYN-|03601|10001|SW1A|1936|555|example\.org|-0[0-9]-)'), 0,
 	'no name, MRN, ZIP, birth date, phone or e-mail in any row the analyst read');
 
+-- rebuilt from scratch (after a restore): the same rows, new tokens
+CREATE TEMP TABLE before_rebuild AS
+	SELECT tenant, appointment, patient, age, zip5, status, token FROM schedphi.appointment_deid;
+SELECT ok(schedphi.rebuild_analytics() >= 8, 'rebuild_analytics makes every appointment''s row again');
+SELECT is((SELECT count(*)::int FROM before_rebuild b JOIN schedphi.appointment_deid d USING (tenant, appointment)
+		   WHERE (b.patient, b.age, b.zip5, b.status) IS NOT DISTINCT FROM (d.patient, d.age, d.zip5, d.status)
+			 AND b.token <> d.token), (SELECT count(*)::int FROM before_rebuild),
+	'with the same facts and new tokens');
+
 -- a shredded tenant's rows go with it
 SELECT schedphi.shred_tenant(:'t2');
 SELECT is((SELECT count(*)::int FROM schedphi.appointment_deid WHERE tenant = :'t2')
 		+ (SELECT count(*)::int FROM schedphi.patient_deid WHERE tenant = :'t2'), 0,
 	'shred_tenant removes the tenant''s derived rows');
+
+-- k-anonymity over (age at visit, ZIP3, visit year), here with k = 3:
+--   A: 3 patients aged 40 in 021 -> shown as they are (exactly k)
+--   B: 2 patients aged 41 in 021, C: 1 aged 45 in 100 -> generalised to (40-49, 000): 3 patients, shown
+--   D: 1 aged 70 in 606 -> (70-79, 000): 1 patient, suppressed
+--   E: 1 aged 40 with no ZIP -> (40-49, unknown): 1 patient, suppressed
+SET LOCAL schedphi.analytics_min_k = 3;
+SELECT tenant AS t3, dr AS t3dr FROM tst.clinic('America/Chicago') \gset
+CREATE ROLE tst_a_k LOGIN;
+SELECT schedphi.add_member(:'t3', 'tst_a_k', 'analyst');
+CREATE TEMP TABLE kp AS
+SELECT g, c, schedphi.register_patient(:'t3', 'K' || g, 'Synthetic', b::date, NULL, NULL, 'SYN-K' || g, z) AS id
+FROM (VALUES (1, 'A', '1986-06-01', '02139'), (2, 'A', '1986-06-01', '02140'), (3, 'A', '1986-06-01', '02141'),
+			 (4, 'B', '1985-06-01', '02139'), (5, 'B', '1985-06-01', '02139'), (6, 'C', '1981-06-01', '10001'),
+			 (7, 'D', '1956-06-01', '60614'), (8, 'E', '1986-06-01', NULL)) v(g, c, b, z);
+SELECT schedphi.book(id, ARRAY[:'t3dr']::uuid[], tstzrange(t, t + interval '30 minutes'))
+FROM (SELECT id, timestamptz '2027-03-01 15:00Z' + g * interval '30 minutes' AS t FROM kp) x \g /dev/null
+SET SESSION AUTHORIZATION tst_a_k;
+CREATE TEMP TABLE kseen AS SELECT * FROM schedphi.deid_appointments;
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(age_at_visit || '/' || coalesce(zip3, '-'), ',' ORDER BY age_at_visit, zip3) FROM kseen),
+		  '40/021,40/021,40/021,40-49/000,40-49/000,40-49/000',
+	'a class of exactly k is shown; smaller ones are generalised to 10 years and 000 where that makes k; the rest suppressed');
+SELECT is((SELECT count(*)::int FROM kseen WHERE age_at_visit = '70' OR age_at_visit = '70-79' OR zip3 = '606'), 0,
+	'a patient alone in a class even after generalising is not shown at all');
+SET SESSION AUTHORIZATION tst_a_k;
+SELECT is((SELECT row(quasi_identifiers, k, rows_generalised, rows_suppressed)::text FROM schedphi.k_anonymity(:'t3')),
+		  '("{age_at_visit,zip3,visit_year}",3,3,2)', 'k_anonymity reports k, the rows generalised and the rows suppressed');
+SELECT is(tst.sqlstate_of(format('SELECT * FROM schedphi.k_anonymity(%L)', :'tenant')), '42501',
+	'k_anonymity is for the tenant''s analysts');
+SELECT is(tst.sqlstate_of('SELECT * FROM schedphi._deid_k(''k_anonymity'')'), '42501',
+	'the function that sees the suppressed rows is not the analyst''s to call');
+SELECT is((SELECT count(*)::int FROM schedphi._deid_rows()), 6, 'the rows the view reads are the shown ones only');
+RESET SESSION AUTHORIZATION;
+SET LOCAL schedphi.analytics_min_k = 2;
+SET SESSION AUTHORIZATION tst_a_k;
+SELECT is((SELECT string_agg(age_at_visit || '/' || coalesce(zip3, '-'), ',' ORDER BY age_at_visit, zip3)
+		   FROM schedphi.deid_appointments), '40/021,40/021,40/021,41/021,41/021',
+	'with k = 2 the class of two is shown as it is, and one alone in its generalised class is suppressed');
+RESET SESSION AUTHORIZATION;
 
 SELECT * FROM finish();
 ROLLBACK;
