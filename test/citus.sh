@@ -297,6 +297,10 @@ ok "an analyst reads deid_appointments through the coordinator" \
 ok "and leaves an export record; a scheduler is refused" \
 	"$(q -c "SELECT count(*) FROM schedphi.audit_log WHERE tenant = '$T' AND action = 'export' AND login = 'cz_analyst'
 			   AND detail->>'view' = 'deid_appointments'") $(state cz_desk "SELECT count(*) FROM schedphi.deid_appointments")" "1 42501"
+ok "the aggregates run through the coordinator, their few cells suppressed" \
+	"$(as cz_analyst -c "SELECT (SELECT bool_and(suppressed) FROM schedphi.no_show_rates('$T', '[2026-06-01, 2026-07-01)')),
+								(SELECT bool_and(suppressed) FROM schedphi.lead_times('$T', '[2026-06-01, 2026-07-01)', 'practitioner')),
+								(SELECT count(*) > 0 FROM schedphi.utilisation('$T', '[2026-06-15, 2026-06-16)'))")" "t|t|t"
 ok "an admin rotates the analytics tokens" \
 	"$(q -c "SELECT schedphi.rotate_analytics_tokens('$T')")" 2
 

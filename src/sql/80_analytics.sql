@@ -505,3 +505,211 @@ BEGIN
 	RETURN v_epoch;
 END
 $$;
+
+-- ------------------------------------------------ aggregates for analysts
+-- no_show_rates, lead_times and utilisation: counts by group (a
+-- practitioner, an actor or a location) and period (a week or a day, in the
+-- tenant's time zone), computed from the derived rows and the bookings'
+-- actor rows, never from a decrypted value.  Small cells are suppressed
+-- (docs/analytics.md):
+--   primary        a cell whose count of appointments, or of no-shows, or
+--                  of the appointments that were not no-shows, is from 1 to
+--                  10 (the CMS cell-size rule) shows nothing (NULL) and
+--                  suppressed = true;
+--   complementary  a suppressed cell could be worked out from a total the
+--                  analyst can make (a group's year from deid_appointments,
+--                  a period over all groups) minus the other cells: so
+--                  where a group's year, or a period, holds exactly one
+--                  suppressed cell, the smallest other cell with data is
+--                  suppressed too, until none is alone.
+
+-- The tenant of an analyst's aggregate, authorised, its statement noted for
+-- the export record; and the checks of the period and the grouping.
+CREATE FUNCTION schedphi._analytics_args(p_tenant uuid, p_fn text, p_during tstzrange, p_by text, p_bys text[])
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tz text;
+BEGIN
+	PERFORM schedphi._authorize(schedphi._tenant_arg(p_tenant), ARRAY['analyst']);
+	IF p_during IS NULL OR isempty(p_during) OR lower_inf(p_during) OR upper_inf(p_during) THEN
+		RAISE EXCEPTION 'during must be a bounded, non-empty range' USING ERRCODE = '22023';
+	END IF;
+	IF upper(p_during) > lower(p_during) + interval '6 years' THEN
+		RAISE EXCEPTION 'during may span at most 6 years' USING ERRCODE = '22023';
+	END IF;
+	IF p_by IS NULL OR NOT p_by = ANY (p_bys) THEN
+		RAISE EXCEPTION 'by must be one of: %', array_to_string(p_bys, ', ') USING ERRCODE = '22023';
+	END IF;
+	SELECT t.timezone INTO v_tz FROM schedphi.tenant t WHERE t.tenant = p_tenant;
+	PERFORM schedphi._analytics_note(p_fn, ARRAY[p_tenant], NULL);
+	RETURN v_tz;
+END
+$$;
+
+-- Complementary suppression over the caller's cells in
+-- pg_temp.schedphi_cells (grp, period, yr, n, sup), in place.
+CREATE FUNCTION schedphi._suppress_complements()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	changed int;
+BEGIN
+	LOOP
+		WITH lone AS (
+			SELECT c.grp, c.yr, NULL::date AS period FROM pg_temp.schedphi_cells c
+			GROUP BY c.grp, c.yr HAVING count(*) FILTER (WHERE c.sup) = 1 AND count(*) FILTER (WHERE NOT c.sup) > 0
+			UNION ALL
+			SELECT NULL, NULL, c.period FROM pg_temp.schedphi_cells c
+			GROUP BY c.period HAVING count(*) FILTER (WHERE c.sup) = 1 AND count(*) FILTER (WHERE NOT c.sup) > 0),
+		pick AS (
+			SELECT DISTINCT ON (l.grp, l.yr, l.period) c.grp, c.period
+			FROM lone l JOIN pg_temp.schedphi_cells c
+			  ON NOT c.sup AND (CASE WHEN l.period IS NULL THEN c.grp IS NOT DISTINCT FROM l.grp AND c.yr = l.yr
+									 ELSE c.period = l.period END)
+			ORDER BY l.grp, l.yr, l.period, c.n, c.grp, c.period)
+		UPDATE pg_temp.schedphi_cells c SET sup = true
+		FROM pick p WHERE c.grp IS NOT DISTINCT FROM p.grp AND c.period = p.period AND NOT c.sup;
+		GET DIAGNOSTICS changed = ROW_COUNT;
+		EXIT WHEN changed = 0;
+	END LOOP;
+END
+$$;
+
+-- The appointments of an aggregate: those that were due (not cancelled,
+-- entered in error, proposed, pending or on the waitlist), with their group.
+CREATE FUNCTION schedphi._analytics_rows(p_tenant uuid, p_during tstzrange, p_by text)
+RETURNS TABLE (grp uuid, starts timestamptz, ends timestamptz, booked_at timestamptz, noshow boolean, patient uuid)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_by = 'actor' THEN
+		RETURN QUERY
+		SELECT x.actor, d.starts, d.ends, d.booked_at, d.status = 'noshow', d.patient
+		FROM schedphi.appointment_deid d
+		JOIN schedphi.appointment_actor x ON x.tenant = d.tenant AND x.appointment = d.appointment AND x.active
+		WHERE d.tenant = p_tenant AND x.tenant = p_tenant AND p_during @> d.starts
+		  AND d.status IN ('booked', 'arrived', 'checked-in', 'fulfilled', 'noshow');
+	ELSE
+		RETURN QUERY
+		SELECT CASE p_by WHEN 'practitioner' THEN d.practitioner ELSE d.location END,
+			   d.starts, d.ends, d.booked_at, d.status = 'noshow', d.patient
+		FROM schedphi.appointment_deid d
+		WHERE d.tenant = p_tenant AND p_during @> d.starts
+		  AND d.status IN ('booked', 'arrived', 'checked-in', 'fulfilled', 'noshow');
+	END IF;
+END
+$$;
+
+CREATE FUNCTION schedphi.no_show_rates(tenant uuid, during tstzrange, by text DEFAULT 'practitioner')
+RETURNS TABLE (grp uuid, week date, appointments bigint, no_shows bigint, rate numeric, suppressed boolean)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	v_tz text := schedphi._analytics_args($1, 'no_show_rates', $2, $3, ARRAY['practitioner', 'location', 'actor']);
+BEGIN
+	IF to_regclass('pg_temp.schedphi_cells') IS NOT NULL THEN
+		DROP TABLE pg_temp.schedphi_cells;
+	END IF;
+	CREATE TEMP TABLE schedphi_cells ON COMMIT DROP AS
+	SELECT r.grp, date_trunc('week', r.starts AT TIME ZONE v_tz)::date AS period,
+		   extract(year FROM r.starts AT TIME ZONE v_tz)::int AS yr,
+		   count(*) AS n, count(*) FILTER (WHERE r.noshow) AS m, false AS sup
+	FROM schedphi._analytics_rows($1, $2, $3) r
+	GROUP BY 1, 2, 3;
+	UPDATE pg_temp.schedphi_cells c SET sup = c.n BETWEEN 1 AND 10 OR c.m BETWEEN 1 AND 10 OR c.n - c.m BETWEEN 1 AND 10;
+	PERFORM schedphi._suppress_complements();
+	RETURN QUERY
+	SELECT c.grp, c.period, CASE WHEN NOT c.sup THEN c.n END, CASE WHEN NOT c.sup THEN c.m END,
+		   CASE WHEN NOT c.sup THEN round(c.m::numeric / c.n, 4) END, c.sup
+	FROM pg_temp.schedphi_cells c ORDER BY c.grp, c.period;
+	DROP TABLE pg_temp.schedphi_cells;
+END
+$$;
+
+CREATE FUNCTION schedphi.lead_times(tenant uuid, during tstzrange, by text DEFAULT 'location')
+RETURNS TABLE (grp uuid, week date, p50_days numeric, p90_days numeric, appointments bigint, suppressed boolean)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	v_tz text := schedphi._analytics_args($1, 'lead_times', $2, $3, ARRAY['practitioner', 'location', 'actor']);
+BEGIN
+	IF to_regclass('pg_temp.schedphi_cells') IS NOT NULL THEN
+		DROP TABLE pg_temp.schedphi_cells;
+	END IF;
+	CREATE TEMP TABLE schedphi_cells ON COMMIT DROP AS
+	SELECT r.grp, date_trunc('week', r.starts AT TIME ZONE v_tz)::date AS period,
+		   extract(year FROM r.starts AT TIME ZONE v_tz)::int AS yr, count(*) AS n,
+		   -- whole days, so that no exact booking time can be worked back
+		   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY floor(date_part('epoch', r.starts - r.booked_at) / 86400))::numeric, 0) AS p50,
+		   round(percentile_cont(0.9) WITHIN GROUP (ORDER BY floor(date_part('epoch', r.starts - r.booked_at) / 86400))::numeric, 0) AS p90,
+		   false AS sup
+	FROM schedphi._analytics_rows($1, $2, $3) r
+	GROUP BY 1, 2, 3;
+	UPDATE pg_temp.schedphi_cells c SET sup = c.n BETWEEN 1 AND 10;
+	PERFORM schedphi._suppress_complements();
+	RETURN QUERY
+	SELECT c.grp, c.period, CASE WHEN NOT c.sup THEN c.p50 END, CASE WHEN NOT c.sup THEN c.p90 END,
+		   CASE WHEN NOT c.sup THEN c.n END, c.sup
+	FROM pg_temp.schedphi_cells c ORDER BY c.grp, c.period;
+	DROP TABLE pg_temp.schedphi_cells;
+END
+$$;
+
+-- Available minutes from the actors' weekly rules (in each location's
+-- zone, across DST), booked minutes from the bookings' actor rows; by day
+-- in the tenant's zone.  A cell with 1 to 10 appointments is suppressed.
+CREATE FUNCTION schedphi.utilisation(tenant uuid, during tstzrange, by text DEFAULT 'actor')
+RETURNS TABLE (grp uuid, day date, available_minutes bigint, booked_minutes bigint, suppressed boolean)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	v_tz text := schedphi._analytics_args($1, 'utilisation', $2, $3, ARRAY['actor']);
+	v_actors uuid[];
+BEGIN
+	IF upper($2) > lower($2) + interval '400 days' THEN
+		RAISE EXCEPTION 'during may span at most 400 days here' USING ERRCODE = '22023';
+	END IF;
+	v_actors := ARRAY(SELECT a.id FROM schedphi.actor a WHERE a.tenant = $1);
+	IF to_regclass('pg_temp.schedphi_cells') IS NOT NULL THEN
+		DROP TABLE pg_temp.schedphi_cells;
+	END IF;
+	CREATE TEMP TABLE schedphi_cells ON COMMIT DROP AS
+	WITH avail AS (
+		SELECT w.actor AS grp, (w.starts AT TIME ZONE v_tz)::date AS period,
+			   sum(date_part('epoch', least(w.ends, upper($2)) - greatest(w.starts, lower($2))) / 60)::bigint AS mins
+		FROM schedphi._windows($1, v_actors, $2) w
+		GROUP BY 1, 2),
+	booked AS (
+		SELECT r.grp, (r.starts AT TIME ZONE v_tz)::date AS period, count(*) AS n,
+			   sum(date_part('epoch', r.ends - r.starts) / 60)::bigint AS mins
+		FROM schedphi._analytics_rows($1, $2, 'actor') r
+		WHERE r.noshow IS NOT NULL
+		GROUP BY 1, 2)
+	SELECT coalesce(a.grp, b.grp) AS grp, coalesce(a.period, b.period) AS period,
+		   extract(year FROM coalesce(a.period, b.period))::int AS yr, coalesce(b.n, 0) AS n,
+		   coalesce(a.mins, 0) AS avail, coalesce(b.mins, 0) AS booked, false AS sup
+	FROM avail a FULL JOIN booked b ON b.grp = a.grp AND b.period = a.period;
+	UPDATE pg_temp.schedphi_cells c SET sup = c.n BETWEEN 1 AND 10;
+	PERFORM schedphi._suppress_complements();
+	RETURN QUERY
+	SELECT c.grp, c.period, CASE WHEN NOT c.sup THEN c.avail END, CASE WHEN NOT c.sup THEN c.booked END, c.sup
+	FROM pg_temp.schedphi_cells c ORDER BY c.grp, c.period;
+	DROP TABLE pg_temp.schedphi_cells;
+END
+$$;

@@ -250,5 +250,55 @@ SELECT is((SELECT string_agg(age_at_visit || '/' || coalesce(zip3, '-'), ',' ORD
 	'with k = 2 the class of two is shown as it is, and one alone in its generalised class is suppressed');
 RESET SESSION AUTHORIZATION;
 
+-- aggregates with small-cell suppression: a clinic with, in March 2026,
+--   dr:  week of 2 March 12 visits (no no-show); of 9 March 15 visits, 12 no-shows
+--        (so 3 attended: suppressed); of 16 March 20 visits
+--   dr2: week of 2 March 11 visits
+-- dr's year then holds one suppressed week, which its total would give away:
+-- its smallest other week (2 March) is suppressed too; that week then holds
+-- one suppressed cell over the practitioners, so dr2's is suppressed too.
+SELECT tenant AS t5, dr AS t5dr, dr2 AS t5dr2, p1 AS t5p, room AS t5room FROM tst.clinic('America/New_York') \gset
+CREATE ROLE tst_a_agg LOGIN;
+SELECT schedphi.add_member(:'t5', 'tst_a_agg', 'analyst');
+CREATE TEMP TABLE agg AS
+SELECT a, d, i, schedphi.book(:'t5p', ARRAY[a]::uuid[],
+		tstzrange(d + time '14:00' + i * interval '15 minutes', d + time '14:15' + i * interval '15 minutes')) AS id
+FROM (VALUES (:'t5dr'::uuid, date '2026-03-02', 12), (:'t5dr'::uuid, date '2026-03-09', 15),
+			 (:'t5dr'::uuid, date '2026-03-16', 20), (:'t5dr2'::uuid, date '2026-03-02', 11)) v(a, d, k),
+	 generate_series(0, k - 1) i;
+SELECT schedphi.set_status(id, 'noshow') FROM agg WHERE d = '2026-03-09' AND i < 12 \g /dev/null
+SELECT coalesce(max(id), 0) AS mark3 FROM schedphi.audit_log \gset
+SET SESSION AUTHORIZATION tst_a_agg;
+SELECT is((SELECT string_agg(format('%s %s %s/%s/%s %s', CASE grp WHEN :'t5dr' THEN 'dr' WHEN :'t5dr2' THEN 'dr2' END, week,
+								   coalesce(appointments::text, '-'), coalesce(no_shows::text, '-'), coalesce(rate::text, '-'),
+								   suppressed), '; ' ORDER BY grp = :'t5dr2', week)
+		   FROM schedphi.no_show_rates(:'t5', '[2026-03-01, 2026-04-01)', 'practitioner')),
+		  'dr 2026-03-02 -/-/- t; dr 2026-03-09 -/-/- t; dr 2026-03-16 20/0/0.0000 f; dr2 2026-03-02 -/-/- t',
+	'no_show_rates: a small cell (3 attended) is suppressed, and so are the cells that would give it away');
+SELECT is((SELECT string_agg(format('%s/%s', coalesce(appointments::text, '-'), suppressed), ',' ORDER BY grp = :'t5dr2', week)
+		   FROM schedphi.lead_times(:'t5', '[2026-03-01, 2026-04-01)', 'practitioner')),
+		  '12/f,15/f,20/f,11/f', 'lead_times: cells of 11 and more are shown');
+SELECT is((SELECT string_agg(format('%s %s/%s', CASE grp WHEN :'t5dr' THEN 'dr' WHEN :'t5dr2' THEN 'dr2' WHEN :'t5room' THEN 'room' ELSE 'other' END,
+								   available_minutes, booked_minutes), ',' ORDER BY available_minutes, booked_minutes DESC, grp)
+		   FROM schedphi.utilisation(:'t5', '[2026-03-02 05:00Z, 2026-03-03 05:00Z)') WHERE grp IN (:'t5dr', :'t5dr2', :'t5room')),
+		  'dr 480/180,dr2 480/165,room 480/0', 'utilisation: available minutes from the weekly rules, booked minutes from the bookings');
+SELECT is((SELECT count(*)::int FROM schedphi.utilisation(:'t5', '[2026-03-09 04:00Z, 2026-03-10 04:00Z)')
+		   WHERE grp = :'t5dr' AND suppressed), 0, 'a day of 15 visits is shown');
+SELECT is(tst.sqlstate_of(format($$SELECT * FROM schedphi.no_show_rates(%L, '[2026-03-01,)')$$, :'t5')), '22023',
+	'an unbounded period is refused');
+SELECT is(tst.sqlstate_of(format($$SELECT * FROM schedphi.no_show_rates(%L, '[2026-03-01, 2026-04-01)', 'kind')$$, :'t5')), '22023',
+	'a grouping that is not a uuid is refused');
+SELECT is(tst.sqlstate_of(format($$SELECT * FROM schedphi.no_show_rates(%L, '[2026-03-01, 2026-04-01)')$$, :'tenant')), '42501',
+	'another tenant''s: 42501');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(object || ':' || (detail->>'rows'), ',' ORDER BY id) FROM schedphi.audit_log
+		   WHERE id > :mark3 AND action = 'export' AND login = 'tst_a_agg'),
+		  'no_show_rates:1,lead_times:1,utilisation:1,utilisation:1',
+	'each statement is one export record, with the rows it returned (here one: an aggregate of the cells)');
+SET SESSION AUTHORIZATION tst_a_desk;
+SELECT is(tst.sqlstate_of(format($$SELECT * FROM schedphi.lead_times(%L, '[2026-03-01, 2026-04-01)')$$, :'tenant')), '42501',
+	'a scheduler: 42501');
+RESET SESSION AUTHORIZATION;
+
 SELECT * FROM finish();
 ROLLBACK;
