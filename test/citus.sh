@@ -301,6 +301,13 @@ ok "the aggregates run through the coordinator, their few cells suppressed" \
 	"$(as cz_analyst -c "SELECT (SELECT bool_and(suppressed) FROM schedphi.no_show_rates('$T', '[2026-06-01, 2026-07-01)')),
 								(SELECT bool_and(suppressed) FROM schedphi.lead_times('$T', '[2026-06-01, 2026-07-01)', 'practitioner')),
 								(SELECT count(*) > 0 FROM schedphi.utilisation('$T', '[2026-06-15, 2026-06-16)'))")" "t|t|t"
+q -c "DROP ROLE IF EXISTS cz_research" -c "CREATE ROLE cz_research LOGIN" >/dev/null
+q -c "SELECT schedphi.add_data_use_agreement('$T', 'cz_research', 'synthetic study', current_date + 7)" >/dev/null
+ok "a data use agreement's recipient reads the Limited Data Set through the coordinator" \
+	"$(as cz_research -c "SELECT count(*) FROM schedphi.lds_appointments")" "$(q -c "SELECT count(*) FROM schedphi.appointment WHERE tenant = '$T'")"
+ok "with a shift of whole weeks drawn for each patient, on the tenant's node" \
+	"$(q -c "SELECT count(*) = (SELECT count(*) FROM schedphi.patient WHERE tenant = '$T') AND bool_and(weeks <> 0)
+			FROM schedphi.lds_shift WHERE tenant = '$T'")" t
 ok "an admin rotates the analytics tokens" \
 	"$(q -c "SELECT schedphi.rotate_analytics_tokens('$T')")" 2
 

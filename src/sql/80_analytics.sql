@@ -79,13 +79,41 @@ CREATE TABLE schedphi.appointment_deid (
 -- a tenant's rows, which a scan serves.)
 CREATE INDEX appointment_deid_patient ON schedphi.appointment_deid (tenant, patient);
 
--- pg_dump writes the token epochs and the restricted zones a superuser
--- added.  The derived rows are not dumped: they are derived again from the
+-- Data use agreements and their date shifts (the Limited Data Set, below).
+CREATE TABLE schedphi.data_use_agreement (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	recipient	name NOT NULL,
+	recipient_oid oid NOT NULL,	-- the login itself: a later login with the same name is someone else
+	purpose		text NOT NULL CHECK (btrim(purpose) <> ''),
+	expires		date NOT NULL,
+	date_shift	boolean NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	created_by	name NOT NULL DEFAULT schedphi._login(),
+	PRIMARY KEY (tenant, id)
+);
+CREATE INDEX data_use_agreement_recipient ON schedphi.data_use_agreement (recipient);
+
+-- Shifts in weeks, per agreement and patient: drawn the first time the
+-- recipient reads, never derived from anything about the patient.
+CREATE TABLE schedphi.lds_shift (
+	tenant		uuid NOT NULL,
+	agreement	uuid NOT NULL,
+	patient		uuid NOT NULL,
+	weeks		int NOT NULL CHECK (weeks BETWEEN -52 AND 52),
+	PRIMARY KEY (tenant, agreement, patient),
+	FOREIGN KEY (tenant, agreement) REFERENCES schedphi.data_use_agreement (tenant, id) ON DELETE CASCADE
+);
+
+-- pg_dump writes the token epochs, the agreements and their shifts, and the
+-- restricted zones a superuser added.  The derived rows are not dumped: they are derived again from the
 -- restored data by schedphi.rebuild_analytics() (docs/keys.md, backups),
 -- with new tokens.
 DO $config$
 BEGIN
 	PERFORM pg_catalog.pg_extension_config_dump('schedphi.analytics_epoch', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.data_use_agreement', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.lds_shift', '');
 	PERFORM pg_catalog.pg_extension_config_dump('schedphi.zip3_restricted', 'WHERE NOT installed');
 END
 $config$;
@@ -713,3 +741,139 @@ BEGIN
 	DROP TABLE pg_temp.schedphi_cells;
 END
 $$;
+
+-- ------------------------------------------------- the Limited Data Set
+-- A Limited Data Set (164.514(e)) goes only to a recipient bound by a data
+-- use agreement: a login named by the tenant's admin, until the agreement
+-- expires (the end of its last day, in the tenant's zone).  Its rows carry
+-- the dates (shifted per patient by a whole number of weeks when the
+-- agreement says so, the shift drawn at random per patient and agreement
+-- and kept, so that weekday, time of day and the intervals between one
+-- patient's visits survive) and the 5-digit ZIP.
+CREATE FUNCTION schedphi.add_data_use_agreement(tenant uuid, recipient name, purpose text, expires date,
+												date_shift boolean DEFAULT true)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_oid oid;
+	v_id uuid;
+	v_today date;
+BEGIN
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
+	IF recipient IS NULL THEN
+		RAISE EXCEPTION 'recipient must not be null' USING ERRCODE = '22023';
+	END IF;
+	SELECT r.oid INTO v_oid FROM pg_roles r WHERE r.rolname = recipient AND r.rolcanlogin;
+	IF v_oid IS NULL THEN
+		RAISE EXCEPTION 'recipient must be an existing login' USING ERRCODE = '22023';
+	END IF;
+	IF purpose IS NULL OR btrim(purpose) = '' THEN
+		RAISE EXCEPTION 'purpose must be given' USING ERRCODE = '22023';
+	END IF;
+	SELECT (now() AT TIME ZONE t.timezone)::date INTO v_today FROM schedphi.tenant t WHERE t.tenant = tenant;
+	IF expires IS NULL OR expires < v_today THEN
+		RAISE EXCEPTION 'expires must be today or later' USING ERRCODE = '22023';
+	END IF;
+	IF date_shift IS NULL THEN
+		RAISE EXCEPTION 'date_shift must not be null' USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO schedphi.data_use_agreement AS d (tenant, recipient, recipient_oid, purpose, expires, date_shift)
+	VALUES (tenant, recipient, v_oid, purpose, expires, date_shift)
+	RETURNING d.id INTO v_id;
+	PERFORM schedphi._audit_change('dua_add', tenant, 'data_use_agreement', v_id, NULL,
+		jsonb_build_object('recipient', recipient, 'expires', expires, 'date_shift', date_shift));
+	RETURN v_id;
+END
+$$;
+
+-- The caller's current agreements (as recipient), their shifts drawn for
+-- patients that have none yet, noted for the statement's export record.
+-- None: 42501, recorded.
+CREATE FUNCTION schedphi._lds_scope()
+RETURNS TABLE (tenant uuid, agreement uuid, date_shift boolean, timezone text)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 2
+AS $$
+DECLARE
+	a record;
+	n int := 0;
+	-- taken here: under Citus the query runs on other nodes, as another user
+	v_login name := session_user;
+	v_oid oid := schedphi._session_user_oid();
+BEGIN
+	FOR a IN SELECT d.tenant, d.id, d.date_shift, t.timezone FROM schedphi.data_use_agreement d
+			 JOIN schedphi.tenant t ON t.tenant = d.tenant AND t.shredded_at IS NULL
+			 WHERE d.recipient = v_login AND d.recipient_oid = v_oid
+			   AND d.expires >= (now() AT TIME ZONE t.timezone)::date
+			 ORDER BY d.tenant, d.id
+	LOOP
+		IF a.date_shift THEN
+			-- whole weeks, 1 to 52 either way, from the strong random source
+			INSERT INTO schedphi.lds_shift (tenant, agreement, patient, weeks)
+			SELECT p.tenant, a.id, p.patient,
+				   (1 + (get_byte(x.r, 0) * 256 + get_byte(x.r, 1)) % 52) * CASE WHEN get_byte(x.r, 2) % 2 = 0 THEN 1 ELSE -1 END
+			FROM schedphi.patient_deid p
+			CROSS JOIN LATERAL (SELECT uuid_send(gen_random_uuid()) AS r) x
+			WHERE p.tenant = a.tenant
+			  AND NOT EXISTS (SELECT 1 FROM schedphi.lds_shift s
+							  WHERE s.tenant = a.tenant AND s.agreement = a.id AND s.patient = p.patient);
+		END IF;
+		PERFORM schedphi._analytics_note('lds_appointments', ARRAY[a.tenant], a.id);
+		tenant := a.tenant; agreement := a.id; date_shift := a.date_shift; timezone := a.timezone;
+		n := n + 1;
+		RETURN NEXT;
+	END LOOP;
+	IF n = 0 THEN
+		PERFORM schedphi._deny(NULL, 'permission denied: no current data use agreement',
+			'The Limited Data Set is only for the recipient of a data use agreement that has not expired.');
+	END IF;
+END
+$$;
+
+-- The rows of the Limited Data Set, one per appointment and agreement.
+CREATE FUNCTION schedphi._lds_rows()
+RETURNS TABLE (tenant uuid, agreement uuid, patient_token text, appointment_token text, visit_year int,
+			   age_at_visit text, zip3 text, zip5 text, status text, kind text, starts timestamptz, ends timestamptz,
+			   duration_minutes int, lead_days_band text, location uuid, practitioner uuid, actor_kinds text[])
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 100000
+AS $$
+DECLARE
+	v_t uuid[];
+	v_a uuid[];
+	v_s boolean[];
+	v_z text[];
+BEGIN
+	-- first the scope and its new shifts, then (a later snapshot) the rows
+	SELECT array_agg(x.tenant), array_agg(x.agreement), array_agg(x.date_shift), array_agg(x.timezone)
+	INTO v_t, v_a, v_s, v_z FROM schedphi._lds_scope() x;
+	RETURN QUERY
+	WITH s AS MATERIALIZED (SELECT * FROM unnest(v_t, v_a, v_s, v_z) u(tenant, agreement, date_shift, timezone))
+	SELECT d.tenant, s.agreement, d.patient_token::text, d.token::text,
+		   extract(year FROM (d.starts AT TIME ZONE s.timezone) + coalesce(sh.weeks, 0) * interval '7 days')::int,
+		   CASE WHEN d.age >= 90 THEN '90+' ELSE d.age::text END,
+		   CASE WHEN d.zip5 IS NULL THEN NULL
+				WHEN left(d.zip5, 3) IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
+				ELSE left(d.zip5, 3) END,
+		   d.zip5, d.status, d.kind,
+		   ((d.starts AT TIME ZONE s.timezone) + coalesce(sh.weeks, 0) * interval '7 days') AT TIME ZONE s.timezone,
+		   ((d.ends AT TIME ZONE s.timezone) + coalesce(sh.weeks, 0) * interval '7 days') AT TIME ZONE s.timezone,
+		   (extract(epoch FROM d.ends - d.starts) / 60)::int, schedphi._lead_band(d.booked_at, d.starts),
+		   d.location, d.practitioner, d.actor_kinds
+	FROM s
+	JOIN schedphi.appointment_deid d ON d.tenant = s.tenant
+	LEFT JOIN schedphi.lds_shift sh ON s.date_shift AND sh.tenant = d.tenant AND sh.agreement = s.agreement
+								   AND sh.patient = d.patient;
+END
+$$;
+
+CREATE VIEW schedphi.lds_appointments AS
+	SELECT * FROM schedphi._lds_rows();

@@ -14,7 +14,7 @@ GRANT USAGE ON SCHEMA schedphi TO PUBLIC;
 GRANT SELECT ON schedphi.appointments, schedphi.patients, schedphi.break_glass_pending TO PUBLIC;
 -- the analysts' views check for the analyst role themselves (80_analytics.sql);
 -- the restricted ZIP3 zones are public reference data
-GRANT SELECT ON schedphi.deid_appointments, schedphi.zip3_restricted TO PUBLIC;
+GRANT SELECT ON schedphi.deid_appointments, schedphi.lds_appointments, schedphi.zip3_restricted TO PUBLIC;
 -- COPY ... FROM into the bulk import; its trigger checks who is asking
 GRANT INSERT ON schedphi.patient_import TO PUBLIC;
 -- The audit log: auditors only, and row-level security keeps each to the
@@ -30,7 +30,7 @@ BEGIN
 			 WHERE p.pronamespace = 'schedphi'::regnamespace
 			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_my_roles', '_patient_json', '_patient_field',
 													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
-													   '_appointment_reason', '_analytics_scope', '_lead_band', '_deid_rows',
+													   '_appointment_reason', '_analytics_scope', '_lead_band', '_deid_rows', '_lds_rows',
 													   '_may_review', '_is_auditor',
 													   -- the sealed type's input and output: a cast
 													   -- at run time asks for EXECUTE on them

@@ -57,6 +57,8 @@ INSERT INTO calls VALUES
 	('rewrap_keys', '{}', '{}'),
 	('master_keys', '{}', '{}'),
 	('rebuild_analytics', '{}', '{}'),
+	('add_data_use_agreement', ARRAY[quote_literal(:'tenant'), quote_literal('tst_member'), quote_literal('study'),
+		'current_date + 1', 'true'], '{}'),
 	('add_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example'), quote_literal('schedphi'),
 		quote_literal('hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')], '{}'),
 	('remove_issuer', ARRAY[quote_literal(:'tenant'), quote_literal('https://idp.example')], '{}'),

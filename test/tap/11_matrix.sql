@@ -46,6 +46,7 @@ INSERT INTO calls VALUES
 	('rotate_analytics_tokens', format($$schedphi.rotate_analytics_tokens(%L)$$, :'tenant'), '{admin}'),
 	('k_anonymity', format($$schedphi.k_anonymity(%L)$$, :'tenant'), '{analyst}'),
 	('rebuild_analytics', $$schedphi.rebuild_analytics()$$, '{}'),
+	('add_data_use_agreement', format($$schedphi.add_data_use_agreement(%L, 'tst_m_analyst', 'study', current_date + 1)$$, :'tenant'), '{admin}'),
 	('no_show_rates', format($$schedphi.no_show_rates(%L, '[2026-06-01, 2026-07-01)')$$, :'tenant'), '{analyst}'),
 	('lead_times', format($$schedphi.lead_times(%L, '[2026-06-01, 2026-07-01)')$$, :'tenant'), '{analyst}'),
 	('utilisation', format($$schedphi.utilisation(%L, '[2026-06-15, 2026-06-16)')$$, :'tenant'), '{analyst}'),

@@ -300,5 +300,63 @@ SELECT is(tst.sqlstate_of(format($$SELECT * FROM schedphi.lead_times(%L, '[2026-
 	'a scheduler: 42501');
 RESET SESSION AUTHORIZATION;
 
+-- the Limited Data Set: only under a current data use agreement; dates
+-- shifted per patient by whole weeks (kept), or true; the 5-digit ZIP
+CREATE ROLE tst_a_lds LOGIN;
+CREATE ROLE tst_a_lds_true LOGIN;
+SET SESSION AUTHORIZATION tst_a_desk;
+SELECT is(tst.sqlstate_of(format($$SELECT schedphi.add_data_use_agreement(%L, 'tst_a_lds', 'no-show study', current_date + 30)$$,
+								 :'tenant')), '42501', 'a scheduler cannot sign a data use agreement');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_a_admin;
+SELECT is(tst.sqlstate_of(format($$SELECT schedphi.add_data_use_agreement(%L, 'tst_a_lds', 'no-show study', current_date - 2)$$,
+								 :'tenant')), '22023', 'an agreement that has already expired is refused');
+SELECT is(tst.sqlstate_of(format($$SELECT schedphi.add_data_use_agreement(%L, 'tst_no_such_login', 'study', current_date + 2)$$,
+								 :'tenant')), '22023', 'the recipient must be a login');
+SELECT schedphi.add_data_use_agreement(:'tenant', 'tst_a_lds', 'no-show study', current_date + 30) AS dua \gset
+SELECT schedphi.add_data_use_agreement(:'tenant', 'tst_a_lds_true', 'scheduling audit', current_date + 30, false) AS dua_true \gset
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_a_lds;
+CREATE TEMP TABLE lds1 AS SELECT * FROM schedphi.lds_appointments;
+CREATE TEMP TABLE lds2 AS SELECT * FROM schedphi.lds_appointments;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_a_lds_true;
+CREATE TEMP TABLE lds_true AS SELECT * FROM schedphi.lds_appointments;
+RESET SESSION AUTHORIZATION;
+CREATE TEMP TABLE lds_check AS
+	SELECT l.*, d.patient, lower(a.during) AS true_starts, upper(a.during) AS true_ends,
+		   (l.starts AT TIME ZONE 'America/New_York')::date - (lower(a.during) AT TIME ZONE 'America/New_York')::date AS days,
+		   (l.starts AT TIME ZONE 'America/New_York')::time AS shifted_time,
+		   (lower(a.during) AT TIME ZONE 'America/New_York')::time AS true_time
+	FROM lds1 l JOIN schedphi.appointment_deid d ON d.token::text = l.appointment_token
+	JOIN schedphi.appointment a ON a.tenant = d.tenant AND a.id = d.appointment;
+SELECT is((SELECT count(*)::int FROM lds1), (SELECT count(*)::int FROM schedphi.appointment WHERE tenant = :'tenant'),
+	'the recipient reads every appointment of the tenant');
+SELECT is((SELECT count(*)::int FROM lds_check WHERE days % 7 <> 0 OR days = 0 OR shifted_time <> true_time
+			 OR ends - starts <> true_ends - true_starts), 0,
+	'every date is shifted by a whole number of weeks (not none), keeping the local time of day and the length');
+SELECT is((SELECT count(*)::int FROM (SELECT patient FROM lds_check GROUP BY patient HAVING count(DISTINCT days) > 1) x), 0,
+	'one shift per patient, so the intervals between a patient''s visits survive');
+SELECT is((SELECT count(*)::int FROM lds1 a JOIN lds2 b USING (appointment_token) WHERE a.starts <> b.starts), 0,
+	'the shifts are kept: the same on the next read');
+SELECT is((SELECT count(*)::int FROM schedphi.lds_shift WHERE agreement = :'dua'),
+		  (SELECT count(*)::int FROM schedphi.patient_deid WHERE tenant = :'tenant'), 'drawn once per patient and agreement');
+SELECT is((SELECT count(*)::int FROM lds_true l JOIN schedphi.appointment_deid d ON d.token::text = l.appointment_token
+		   WHERE l.starts <> d.starts), 0, 'an agreement without date shifting gives the true dates');
+SELECT is((SELECT min(zip5) FROM lds_check WHERE patient = :'old'), '02139', 'the 5-digit ZIP');
+SELECT is((SELECT string_agg(DISTINCT (detail->>'agreement') || ':' || (detail->>'rows'), ',')
+		   FROM schedphi.audit_log WHERE action = 'export' AND login = 'tst_a_lds'),
+		  :'dua' || ':' || (SELECT count(*) FROM lds1), 'each read is an export record naming the agreement');
+SET SESSION AUTHORIZATION tst_a_analyst;
+SELECT is(tst.error_of('SELECT count(*) FROM schedphi.lds_appointments'),
+		  '42501: permission denied: no current data use agreement', 'an analyst without an agreement: 42501');
+RESET SESSION AUTHORIZATION;
+UPDATE schedphi.data_use_agreement SET expires = current_date - 1 WHERE id = :'dua';
+SET SESSION AUTHORIZATION tst_a_lds;
+SELECT is(tst.sqlstate_of('SELECT count(*) FROM schedphi.lds_appointments'), '42501', 'an expired agreement: 42501');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE action = 'denied' AND login = 'tst_a_lds'
+		   AND detail->>'rule' LIKE '%data use agreement%'), 1, 'and recorded');
+
 SELECT * FROM finish();
 ROLLBACK;
