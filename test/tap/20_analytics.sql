@@ -358,5 +358,27 @@ RESET SESSION AUTHORIZATION;
 SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE action = 'denied' AND login = 'tst_a_lds'
 		   AND detail->>'rule' LIKE '%data use agreement%'), 1, 'and recorded');
 
+-- every restricted ZIP3 zone, and its neighbours, as the analyst's view shows them
+SET LOCAL schedphi.analytics_min_k = 1;
+SELECT tenant AS t6, dr AS t6dr FROM tst.clinic('America/New_York') \gset
+CREATE ROLE tst_a_zone LOGIN;
+SELECT schedphi.add_member(:'t6', 'tst_a_zone', 'analyst');
+CREATE TEMP TABLE zones AS
+SELECT z, schedphi.register_patient(:'t6', 'Zone' || z, 'Synthetic', '1980-01-01', NULL, NULL, 'SYN-Z' || z, z || '42') AS id
+FROM unnest(ARRAY['036', '059', '063', '102', '203', '556', '692', '790', '821', '823', '830', '831',
+				  '878', '879', '884', '890', '893', '035', '037', '894']) WITH ORDINALITY u(z, o);
+CREATE TEMP TABLE zone_visits AS
+SELECT z, schedphi.book(id, ARRAY[:'t6dr']::uuid[], tstzrange(t, t + interval '15 minutes')) AS appt
+FROM (SELECT z, id, timestamptz '2026-05-04 14:00Z' + row_number() OVER (ORDER BY z) * interval '15 minutes' AS t FROM zones) x;
+SET SESSION AUTHORIZATION tst_a_zone;
+CREATE TEMP TABLE zone_seen AS SELECT appointment_token, zip3 FROM schedphi.deid_appointments;
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(v.z || '=' || s.zip3, ',' ORDER BY v.z) FROM zone_visits v
+		   JOIN schedphi.appointment_deid d ON d.tenant = :'t6' AND d.appointment = v.appt
+		   JOIN zone_seen s ON s.appointment_token = d.token::text),
+		  '035=035,036=000,037=037,059=000,063=000,102=000,203=000,556=000,692=000,790=000,821=000,823=000,830=000,'
+		  || '831=000,878=000,879=000,884=000,890=000,893=000,894=894',
+	'each of the 17 restricted zones shows as 000; their neighbours as themselves');
+
 SELECT * FROM finish();
 ROLLBACK;
