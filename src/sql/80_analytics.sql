@@ -580,7 +580,9 @@ END
 $$;
 
 -- Complementary suppression over the caller's cells in
--- pg_temp.schedphi_cells (grp, period, yr, n, sup), in place.
+-- pg_temp.schedphi_cells (grp, period, yr, n, sup), in place.  (Each
+-- aggregate makes that table and drops it before it returns; an error
+-- rolls its creation back with the rest.)
 CREATE FUNCTION schedphi._suppress_complements()
 RETURNS void
 LANGUAGE plpgsql
@@ -647,9 +649,6 @@ AS $$
 DECLARE
 	v_tz text := schedphi._analytics_args($1, 'no_show_rates', $2, $3, ARRAY['practitioner', 'location', 'actor']);
 BEGIN
-	IF to_regclass('pg_temp.schedphi_cells') IS NOT NULL THEN
-		DROP TABLE pg_temp.schedphi_cells;
-	END IF;
 	CREATE TEMP TABLE schedphi_cells ON COMMIT DROP AS
 	SELECT r.grp, date_trunc('week', r.starts AT TIME ZONE v_tz)::date AS period,
 		   extract(year FROM r.starts AT TIME ZONE v_tz)::int AS yr,
@@ -676,9 +675,6 @@ AS $$
 DECLARE
 	v_tz text := schedphi._analytics_args($1, 'lead_times', $2, $3, ARRAY['practitioner', 'location', 'actor']);
 BEGIN
-	IF to_regclass('pg_temp.schedphi_cells') IS NOT NULL THEN
-		DROP TABLE pg_temp.schedphi_cells;
-	END IF;
 	CREATE TEMP TABLE schedphi_cells ON COMMIT DROP AS
 	SELECT r.grp, date_trunc('week', r.starts AT TIME ZONE v_tz)::date AS period,
 		   extract(year FROM r.starts AT TIME ZONE v_tz)::int AS yr, count(*) AS n,
@@ -716,9 +712,6 @@ BEGIN
 		RAISE EXCEPTION 'during may span at most 400 days here' USING ERRCODE = '22023';
 	END IF;
 	v_actors := ARRAY(SELECT a.id FROM schedphi.actor a WHERE a.tenant = $1);
-	IF to_regclass('pg_temp.schedphi_cells') IS NOT NULL THEN
-		DROP TABLE pg_temp.schedphi_cells;
-	END IF;
 	CREATE TEMP TABLE schedphi_cells ON COMMIT DROP AS
 	WITH avail AS (
 		SELECT w.actor AS grp, (w.starts AT TIME ZONE v_tz)::date AS period,
@@ -729,7 +722,6 @@ BEGIN
 		SELECT r.grp, (r.starts AT TIME ZONE v_tz)::date AS period, count(*) AS n,
 			   sum(date_part('epoch', r.ends - r.starts) / 60)::bigint AS mins
 		FROM schedphi._analytics_rows($1, $2, 'actor') r
-		WHERE r.noshow IS NOT NULL
 		GROUP BY 1, 2)
 	SELECT coalesce(a.grp, b.grp) AS grp, coalesce(a.period, b.period) AS period,
 		   extract(year FROM coalesce(a.period, b.period))::int AS yr, coalesce(b.n, 0) AS n,
