@@ -5,12 +5,13 @@ bench_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$bench_lib_dir/../test/lib/setup.sh"
 . "$bench_lib_dir/../test/lib/cluster.sh"
 
-# bench_cluster: install what is missing, build, install, start a throwaway
-# cluster (stopped on exit), and make $out, the folder for pgbench logs.
+# bench_cluster [extra postgresql.conf lines...]: install what is missing,
+# build, install, start a throwaway cluster (stopped on exit), and make
+# $out, the folder for pgbench logs.
 bench_cluster() {
 	sp_install_packages
 	sp_build_install
-	cluster_start
+	cluster_start "$@"
 	out=$SP_TMP/bench
 	mkdir -p "$out"
 	chmod 755 "$out"

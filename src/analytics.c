@@ -70,15 +70,6 @@ schedphi_analytics_init(void)
 							NULL, NULL, NULL);
 }
 
-PG_FUNCTION_INFO_V1(schedphi_analytics_min_k);
-
-/* _analytics_min_k() -> int: the setting, for the views */
-Datum
-schedphi_analytics_min_k(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_INT32(analytics_min_k);
-}
-
 /*
  * Open a sealed patient field for a derivation: NULL when it does not open
  * (a damaged value makes the fact unknown; it does not stop the write).

@@ -63,10 +63,12 @@ CREATE TABLE schedphi.appointment_deid (
 	visit_year	int NOT NULL,
 	age			smallint CHECK (age BETWEEN 0 AND 90),
 	zip5		text,
+	zip3		text NOT NULL GENERATED ALWAYS AS (coalesce(left(zip5, 3), '')) STORED,	-- the class's, '' unknown
 	status		text NOT NULL,
 	kind		text NOT NULL,
 	starts		timestamptz NOT NULL,
 	ends		timestamptz NOT NULL,
+	local_date	date NOT NULL,	-- of starts in the tenant's zone: the aggregates' day and week
 	booked_at	timestamptz NOT NULL,
 	location	uuid,
 	practitioner uuid,
@@ -78,6 +80,24 @@ CREATE TABLE schedphi.appointment_deid (
 -- index on the times either: an analyst's question reads a year or more of
 -- a tenant's rows, which a scan serves.)
 CREATE INDEX appointment_deid_patient ON schedphi.appointment_deid (tenant, patient);
+
+-- The k-anonymity classes, kept as the derived rows change (a trigger on
+-- appointment_deid): one row per patient and class as stored (visit year,
+-- age at the visit, the first three digits of the ZIP), with the number of
+-- that patient's appointments in it.  A query of deid_appointments counts
+-- the patients of each class from here (a row per patient and class, not
+-- per appointment) and joins the answer to the appointments' rows once.
+-- The classes are kept before the restricted zones are applied (a new list
+-- of zones applies at once); age -1 and zip3 '' stand for unknown.
+CREATE TABLE schedphi.deid_class (
+	tenant		uuid NOT NULL,
+	visit_year	int NOT NULL,
+	age			smallint NOT NULL CHECK (age BETWEEN -1 AND 90),
+	zip3		text NOT NULL CHECK (zip3 ~ '^([0-9]{3})?$'),
+	patient		uuid NOT NULL,
+	visits		int NOT NULL CHECK (visits > 0),
+	PRIMARY KEY (tenant, visit_year, age, zip3, patient)
+);
 
 -- Data use agreements and their date shifts (the Limited Data Set, below).
 CREATE TABLE schedphi.data_use_agreement (
@@ -145,8 +165,8 @@ AS 'MODULE_PATHNAME', 'schedphi_analytics_note' LANGUAGE C VOLATILE;
 
 -- The derivations, one statement each, as templates over the tables they
 -- read and write: %1$s patient, %2$s patient_deid, %3$s appointment_deid,
--- %4$s actor, %5$s location, %6$s tenant; new_rows and old_rows are the
--- trigger's transition tables.  On a single node the triggers run them as
+-- %4$s actor, %5$s location, %6$s tenant, %7$s deid_class; new_rows and
+-- old_rows are the trigger's transition tables.  On a single node the triggers run them as
 -- written below with the tables' own names (kept plans); on a Citus node a
 -- trigger fires on a shard, and runs them on the shards of the same tenant
 -- (co-located, on the same node), since a query of a distributed table
@@ -159,6 +179,10 @@ AS 'MODULE_PATHNAME', 'schedphi_analytics_note' LANGUAGE C VOLATILE;
 --   appointment_updated   brought up to date (it keeps its token)
 --   appointment_deleted   its row goes with it
 --   patient_deleted       and a patient's
+--   class_inserted, class_updated, class_deleted
+--                         (on appointment_deid) the patients' visits per
+--                         k-anonymity class follow its rows: a class row
+--                         whose last visit leaves goes
 -- A visit's date is taken where it happens: in its location's time zone,
 -- or the tenant's.
 CREATE FUNCTION schedphi._deid_sql(p_which text)
@@ -196,24 +220,28 @@ WHEN 'patient_updated' THEN $q$
 $q$
 WHEN 'appointment_inserted' THEN $q$
 	INSERT INTO %3$s AS d (tenant, appointment, patient, patient_token, visit_year, age, zip5,
-		status, kind, starts, ends, booked_at, location, practitioner, actor_kinds)
+		status, kind, starts, ends, local_date, booked_at, location, practitioner, actor_kinds)
 	SELECT n.tenant, n.id, n.patient, pd.token, extract(year FROM f.visit)::int,
 		   schedphi._age_at(p.birth_date, p.tenant, p.id, f.visit), pd.zip5,
-		   n.status, n.kind, lower(n.during), upper(n.during), n.created_at, f.location, f.practitioner, f.kinds
+		   n.status, n.kind, lower(n.during), upper(n.during), (lower(n.during) AT TIME ZONE t.timezone)::date,
+		   n.created_at, f.location, f.practitioner, f.kinds
 	FROM new_rows n
 	JOIN %1$s p ON p.tenant = n.tenant AND p.id = n.patient
 	JOIN %2$s pd ON pd.tenant = n.tenant AND pd.patient = n.patient
+	JOIN %6$s t ON t.tenant = n.tenant
 	CROSS JOIN LATERAL schedphi._deid_facts(%4$L::regclass, %5$L::regclass, %6$L::regclass, n.tenant, n.actors, lower(n.during)) f
 $q$
 WHEN 'appointment_updated' THEN $q$
 	UPDATE %3$s d
 	SET patient = n.patient, patient_token = pd.token, visit_year = extract(year FROM f.visit)::int,
 		age = schedphi._age_at(p.birth_date, p.tenant, p.id, f.visit), zip5 = pd.zip5, status = n.status,
-		kind = n.kind, starts = lower(n.during), ends = upper(n.during), location = f.location,
+		kind = n.kind, starts = lower(n.during), ends = upper(n.during),
+		local_date = (lower(n.during) AT TIME ZONE t.timezone)::date, location = f.location,
 		practitioner = f.practitioner, actor_kinds = f.kinds
 	FROM new_rows n
 	JOIN %1$s p ON p.tenant = n.tenant AND p.id = n.patient
 	JOIN %2$s pd ON pd.tenant = n.tenant AND pd.patient = n.patient
+	JOIN %6$s t ON t.tenant = n.tenant
 	CROSS JOIN LATERAL schedphi._deid_facts(%4$L::regclass, %5$L::regclass, %6$L::regclass, n.tenant, n.actors, lower(n.during)) f
 	WHERE d.tenant = n.tenant AND d.appointment = n.id
 $q$
@@ -223,6 +251,40 @@ $q$
 WHEN 'appointment_deleted' THEN $q$
 	DELETE FROM %3$s d USING old_rows o WHERE d.tenant = o.tenant AND d.appointment = o.id
 $q$
+ELSE replace($q$
+	WITH x AS (@rows@),
+	delta AS MATERIALIZED (
+		SELECT x.tenant, x.visit_year, x.age, x.zip3, x.patient, sum(x.d)::int AS d
+		FROM x GROUP BY x.tenant, x.visit_year, x.age, x.zip3, x.patient HAVING sum(x.d) <> 0),
+	gone AS (
+		DELETE FROM %7$s c USING delta
+		WHERE delta.d < 0 AND c.tenant = delta.tenant AND c.visit_year = delta.visit_year AND c.age = delta.age
+		  AND c.zip3 = delta.zip3 AND c.patient = delta.patient AND c.visits + delta.d <= 0),
+	fewer AS (
+		UPDATE %7$s c SET visits = c.visits + delta.d FROM delta
+		WHERE delta.d < 0 AND c.tenant = delta.tenant AND c.visit_year = delta.visit_year AND c.age = delta.age
+		  AND c.zip3 = delta.zip3 AND c.patient = delta.patient AND c.visits + delta.d > 0)
+	INSERT INTO %7$s AS c (tenant, visit_year, age, zip3, patient, visits)
+	SELECT delta.tenant, delta.visit_year, delta.age, delta.zip3, delta.patient, delta.d FROM delta
+	WHERE delta.d > 0
+	ORDER BY delta.tenant, delta.visit_year, delta.age, delta.zip3, delta.patient
+	ON CONFLICT (tenant, visit_year, age, zip3, patient) DO UPDATE SET visits = c.visits + excluded.visits
+$q$, '@rows@', CASE p_which
+	WHEN 'class_inserted' THEN $r$
+		SELECT n.tenant, n.visit_year, coalesce(n.age, -1::smallint) AS age, n.zip3,
+			   n.patient, 1 AS d
+		FROM new_rows n$r$
+	WHEN 'class_deleted' THEN $r$
+		SELECT o.tenant, o.visit_year, coalesce(o.age, -1::smallint) AS age, o.zip3,
+			   o.patient, -1 AS d
+		FROM old_rows o$r$
+	WHEN 'class_updated' THEN $r$
+		SELECT v.* FROM old_rows o JOIN new_rows n ON n.tenant = o.tenant AND n.appointment = o.appointment
+		CROSS JOIN LATERAL (VALUES (o.tenant, o.visit_year, coalesce(o.age, -1::smallint), o.zip3, o.patient, -1),
+								   (n.tenant, n.visit_year, coalesce(n.age, -1::smallint), n.zip3, n.patient, 1))
+				v(tenant, visit_year, age, zip3, patient, d)
+		WHERE (o.visit_year, o.age, o.zip3, o.patient) IS DISTINCT FROM (n.visit_year, n.age, n.zip3, n.patient)$r$
+	END)
 END
 $$;
 
@@ -236,10 +298,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v text[] := ARRAY['schedphi.patient', 'schedphi.patient_deid', 'schedphi.appointment_deid',
-					  'schedphi.actor', 'schedphi.location', 'schedphi.tenant'];
+					  'schedphi.actor', 'schedphi.location', 'schedphi.tenant', 'schedphi.deid_class'];
 	r text[];
 BEGIN
-	IF p_relname IN ('patient', 'appointment') THEN
+	IF p_relname IN ('patient', 'appointment', 'appointment_deid') THEN
 		RETURN v;
 	END IF;
 	EXECUTE 'SELECT array_agg(shard_name(u.t::regclass, get_shard_id_for_distribution_column(u.t::regclass, $1))::text
@@ -250,7 +312,7 @@ BEGIN
 END
 $$;
 
--- The three trigger functions, made from the templates above: the
+-- The trigger functions, made from the templates above: the
 -- statement as written (a kept plan) on the tables themselves, the same
 -- statement on the shards when the trigger fires on one.
 DO $make$
@@ -262,7 +324,10 @@ BEGIN
 								   ('_deid_appointment_inserted', 'appointment_inserted', 'appointment', 'new_rows'),
 								   ('_deid_appointment_updated', 'appointment_updated', 'appointment', 'new_rows'),
 								   ('_deid_appointment_deleted', 'appointment_deleted', 'appointment', 'old_rows'),
-								   ('_deid_patient_deleted', 'patient_deleted', 'patient', 'old_rows'))
+								   ('_deid_patient_deleted', 'patient_deleted', 'patient', 'old_rows'),
+								   ('_deid_class_inserted', 'class_inserted', 'appointment_deid', 'new_rows'),
+								   ('_deid_class_updated', 'class_updated', 'appointment_deid', 'new_rows'),
+								   ('_deid_class_deleted', 'class_deleted', 'appointment_deid', 'old_rows'))
 							x(fn, which, rel, tr)
 	LOOP
 		EXECUTE pg_catalog.format($f$
@@ -283,7 +348,8 @@ BEGIN
 			$body$
 			$f$, f.fn, f.rel,
 			pg_catalog.format(schedphi._deid_sql(f.which), 'schedphi.patient', 'schedphi.patient_deid',
-							  'schedphi.appointment_deid', 'schedphi.actor', 'schedphi.location', 'schedphi.tenant'),
+							  'schedphi.appointment_deid', 'schedphi.actor', 'schedphi.location', 'schedphi.tenant',
+							  'schedphi.deid_class'),
 			f.which, f.tr);
 	END LOOP;
 END
@@ -301,6 +367,16 @@ CREATE TRIGGER deid_update AFTER UPDATE ON schedphi.appointment REFERENCING NEW 
 	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_appointment_updated();
 CREATE TRIGGER deid_delete AFTER DELETE ON schedphi.appointment REFERENCING OLD TABLE AS old_rows
 	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_appointment_deleted();
+CREATE TRIGGER deid_class_insert AFTER INSERT ON schedphi.appointment_deid REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_class_inserted();
+CREATE TRIGGER deid_class_update AFTER UPDATE ON schedphi.appointment_deid
+	REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_class_updated();
+CREATE TRIGGER deid_class_delete AFTER DELETE ON schedphi.appointment_deid REFERENCING OLD TABLE AS old_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._deid_class_deleted();
+ALTER TABLE schedphi.appointment_deid ENABLE ALWAYS TRIGGER deid_class_insert;
+ALTER TABLE schedphi.appointment_deid ENABLE ALWAYS TRIGGER deid_class_update;
+ALTER TABLE schedphi.appointment_deid ENABLE ALWAYS TRIGGER deid_class_delete;
 ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER deid_insert;
 ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER deid_update;
 ALTER TABLE schedphi.patient ENABLE ALWAYS TRIGGER deid_delete;
@@ -309,9 +385,9 @@ ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER deid_update;
 ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER deid_delete;
 
 -- The tenants whose analytics the caller may read (the analyst role; an
--- assumed token's tenant when its role is analyst), noted for the
--- statement's export record.  No such tenant: 42501, recorded.
-CREATE FUNCTION schedphi._analytics_scope(p_view text)
+-- assumed token's tenant when its role is analyst).  No such tenant:
+-- 42501, recorded, naming p_view.
+CREATE FUNCTION schedphi._analytics_tenants(p_view text)
 RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
@@ -342,8 +418,18 @@ BEGIN
 			'permission denied: de-identified analytics are for the analyst role',
 			pg_catalog.format('%s needs the analyst role in a tenant.', p_view));
 	END IF;
-	RETURN schedphi._analytics_note(p_view, v, NULL);
+	RETURN v;
 END
+$$;
+
+-- The same, noted for the statement's export record.
+CREATE FUNCTION schedphi._analytics_scope(p_view text)
+RETURNS uuid[]
+LANGUAGE sql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT schedphi._analytics_note(p_view, schedphi._analytics_tenants(p_view), NULL)
 $$;
 
 -- Lead time from booking to visit, in bands (docs/analytics.md says why):
@@ -363,91 +449,107 @@ AS $$
 				ELSE '90+' END
 $$;
 
-CREATE FUNCTION schedphi._analytics_min_k() RETURNS int
-AS 'MODULE_PATHNAME', 'schedphi_analytics_min_k' LANGUAGE C STABLE;
+-- k-anonymity over the quasi-identifiers (age at visit, ZIP3, visit year),
+-- per class of the tenants where the caller is an analyst: a class with
+-- fewer than schedphi.analytics_min_k patients (default 11) is generalised
+-- (ZIP3 to 000, the age to its 10-year band), and a generalised class still
+-- that small is suppressed (shown = false).  The classes are counted over
+-- everything the caller may read, before any condition of the caller's
+-- query, so that a query's own WHERE cannot single a small class out.
+-- One row per class as kept in deid_class (age -1 and zip3 '' unknown),
+-- with what its rows show, the patients of the class they are shown in,
+-- and its visits.  Keys are numbers while counting: a ZIP3 (-1 unknown, 0
+-- for 000), a band (its first year; 90 for 90 and over).  Internal: the
+-- analysts' views read it (as their owner), never an analyst.
+CREATE VIEW schedphi._deid_classes WITH (security_barrier) AS
+WITH s AS MATERIALIZED (
+	SELECT schedphi._analytics_tenants('deid_appointments') AS tenants,
+		   pg_catalog.current_setting('schedphi.analytics_min_k')::int AS k),
+r AS MATERIALIZED (
+	SELECT c.tenant, c.visit_year, c.age, c.zip3, c.patient, c.visits,
+		   CASE WHEN c.zip3 = '' THEN -1
+				WHEN c.zip3 IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN 0
+				ELSE c.zip3::int END AS kz,
+		   CASE WHEN c.age < 0 THEN -1 WHEN c.age >= 90 THEN 90 ELSE c.age / 10 * 10 END AS kb
+	FROM schedphi.deid_class c
+	WHERE c.tenant = ANY ((SELECT s.tenants FROM s)::uuid[])),
+exact AS MATERIALIZED (
+	SELECT x.tenant, x.visit_year, x.age, x.kz, count(*) AS n, count(*) >= (SELECT s.k FROM s) AS ok
+	FROM (SELECT DISTINCT r.tenant, r.visit_year, r.age, r.kz, r.patient FROM r) x
+	GROUP BY x.tenant, x.visit_year, x.age, x.kz),
+gen AS MATERIALIZED (
+	SELECT x.tenant, x.visit_year, x.kb, x.zu, count(*) AS n
+	FROM (SELECT DISTINCT r.tenant, r.visit_year, r.kb, r.kz = -1 AS zu, r.patient
+		  FROM r JOIN exact e ON e.tenant = r.tenant AND e.visit_year = r.visit_year AND e.age = r.age AND e.kz = r.kz
+		  WHERE NOT e.ok) x
+	GROUP BY x.tenant, x.visit_year, x.kb, x.zu)
+SELECT r.tenant, r.visit_year, r.age, r.zip3,
+	   CASE WHEN e.ok THEN (CASE r.age WHEN -1 THEN NULL WHEN 90 THEN '90+' ELSE r.age::text END)
+			ELSE (CASE r.kb WHEN -1 THEN NULL WHEN 90 THEN '90+' ELSE r.kb::text || '-' || (r.kb + 9)::text END)
+	   END AS age_shown,
+	   CASE WHEN e.ok THEN (CASE r.kz WHEN -1 THEN NULL WHEN 0 THEN '000' ELSE r.zip3 END)
+			ELSE (CASE r.kz WHEN -1 THEN NULL ELSE '000' END)
+	   END AS zip3_shown,
+	   NOT e.ok AS generalised,
+	   e.ok OR coalesce(g.n >= (SELECT s.k FROM s), false) AS shown,
+	   CASE WHEN e.ok THEN e.n ELSE g.n END AS class_patients,
+	   sum(r.visits) AS visits
+FROM r
+JOIN exact e ON e.tenant = r.tenant AND e.visit_year = r.visit_year AND e.age = r.age AND e.kz = r.kz
+LEFT JOIN gen g ON NOT e.ok AND g.tenant = r.tenant AND g.visit_year = r.visit_year AND g.kb = r.kb AND g.zu = (r.kz = -1)
+GROUP BY r.tenant, r.visit_year, r.age, r.zip3, r.kz, r.kb, e.ok, e.n, g.n;
 
--- The rows of the tenants where the caller is an analyst, as Safe Harbor
--- shows them, with k-anonymity over the quasi-identifiers (age at visit,
--- ZIP3, visit year): a class with fewer than schedphi.analytics_min_k
--- patients (default 11) is generalised (ZIP3 to 000, the age to its
--- 10-year band), and a generalised class still that small is suppressed
--- (shown = false).  The classes are counted over everything the caller
--- may read, before any condition of the caller's query, so that a query's
--- own WHERE cannot single a small class out.  The caller's scope is decided
--- first (42501, recorded, without the role), once per statement.
-CREATE FUNCTION schedphi._deid_k(p_view text)
-RETURNS TABLE (tenant uuid, patient_token text, appointment_token text, visit_year int, age_at_visit text,
-			   zip3 text, status text, kind text, duration_minutes int, lead_days_band text,
-			   location uuid, practitioner uuid, actor_kinds text[], generalised boolean, shown boolean,
-			   class_patients bigint)
+-- HIPAA Safe Harbor rows (164.514(b)(2)), one per appointment, with the
+-- k-anonymity above.  A row of a class shown as it is needs nothing from
+-- the classes: its age and ZIP3 are cut from its own columns.  Only the
+-- generalised classes (few, and small by their nature) are looked up, in
+-- a hash made once per statement: a row of a suppressed class is left
+-- out, a row of a generalised one shows its class's values.  The caller's
+-- scope is decided first (42501, recorded, without the role), once per
+-- statement, and noted for its export record.  Internal: the public view
+-- below reads it; under Citus, a function that reads it on the
+-- coordinator.
+CREATE VIEW schedphi._deid_appointments WITH (security_barrier) AS
+WITH s AS MATERIALIZED (SELECT schedphi._analytics_scope('deid_appointments') AS tenants),
+g AS MATERIALIZED (SELECT c.tenant, c.visit_year, c.age, c.zip3, c.age_shown, c.zip3_shown, c.shown
+				   FROM schedphi._deid_classes c WHERE c.generalised)
+SELECT d.tenant, d.patient_token::text AS patient_token, d.token::text AS appointment_token, d.visit_year,
+	   CASE WHEN (d.tenant, d.visit_year, coalesce(d.age, -1::smallint), d.zip3) IN
+				 (SELECT g.tenant, g.visit_year, g.age, g.zip3 FROM g)
+			THEN (SELECT g.age_shown FROM g WHERE g.tenant = d.tenant AND g.visit_year = d.visit_year
+											  AND g.age = coalesce(d.age, -1::smallint) AND g.zip3 = d.zip3)
+			WHEN d.age >= 90 THEN '90+' ELSE d.age::text END AS age_at_visit,
+	   CASE WHEN (d.tenant, d.visit_year, coalesce(d.age, -1::smallint), d.zip3) IN
+				 (SELECT g.tenant, g.visit_year, g.age, g.zip3 FROM g)
+			THEN (SELECT g.zip3_shown FROM g WHERE g.tenant = d.tenant AND g.visit_year = d.visit_year
+											   AND g.age = coalesce(d.age, -1::smallint) AND g.zip3 = d.zip3)
+			WHEN d.zip3 = '' THEN NULL
+			WHEN d.zip3 IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
+			ELSE d.zip3 END AS zip3,
+	   d.status, d.kind,
+	   (extract(epoch FROM d.ends - d.starts) / 60)::int AS duration_minutes,
+	   schedphi._lead_band(d.booked_at, d.starts) AS lead_days_band,
+	   d.location, d.practitioner, d.actor_kinds
+FROM schedphi.appointment_deid d
+WHERE (SELECT cardinality(s.tenants) FROM s) > 0 AND d.tenant = ANY ((SELECT s.tenants FROM s)::uuid[])
+  AND (d.tenant, d.visit_year, coalesce(d.age, -1::smallint), d.zip3) NOT IN
+	  (SELECT g.tenant, g.visit_year, g.age, g.zip3 FROM g WHERE NOT g.shown);
+
+CREATE VIEW schedphi.deid_appointments AS
+	SELECT * FROM schedphi._deid_appointments;
+
+-- The same rows through a function, run as the extension's owner: what
+-- deid_appointments reads under Citus (distribute(), 95_citus.sql).
+CREATE FUNCTION schedphi._deid_rows()
+RETURNS SETOF schedphi._deid_appointments
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-ROWS 100000
 AS $$
-DECLARE
-	v_tenants uuid[] := schedphi._analytics_scope(p_view);
-	v_k int := schedphi._analytics_min_k();
 BEGIN
-	RETURN QUERY
-	WITH r AS MATERIALIZED (
-		SELECT d.*, x.age_s, x.z3,
-			   coalesce(x.age_s, '') AS ka, coalesce(x.z3, '') AS kz,
-			   CASE WHEN d.age IS NULL THEN '' WHEN d.age >= 90 THEN '90+'
-					ELSE (d.age / 10 * 10)::text || '-' || (d.age / 10 * 10 + 9)::text END AS kb,
-			   CASE WHEN x.z3 IS NULL THEN '' ELSE '000' END AS kzg
-		FROM schedphi.appointment_deid d
-		CROSS JOIN LATERAL (
-			SELECT CASE WHEN d.age >= 90 THEN '90+' ELSE d.age::text END AS age_s,
-				   CASE WHEN d.zip5 IS NULL THEN NULL
-						WHEN left(d.zip5, 3) IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
-						ELSE left(d.zip5, 3) END AS z3) x
-		WHERE d.tenant = ANY (v_tenants)),
-	exact AS (
-		SELECT e.tenant, e.ka, e.kz, e.visit_year, count(*) AS n
-		FROM (SELECT DISTINCT r.tenant, r.ka, r.kz, r.visit_year, r.patient FROM r) e
-		GROUP BY e.tenant, e.ka, e.kz, e.visit_year),
-	r1 AS MATERIALIZED (
-		SELECT r.*, e.n AS n_exact, e.n >= v_k AS exact_ok
-		FROM r JOIN exact e ON e.tenant = r.tenant AND e.ka = r.ka AND e.kz = r.kz AND e.visit_year = r.visit_year),
-	gen AS (
-		SELECT g.tenant, g.kb, g.kzg, g.visit_year, count(*) AS n
-		FROM (SELECT DISTINCT r1.tenant, r1.kb, r1.kzg, r1.visit_year, r1.patient FROM r1 WHERE NOT r1.exact_ok) g
-		GROUP BY g.tenant, g.kb, g.kzg, g.visit_year)
-	SELECT r1.tenant, r1.patient_token::text, r1.token::text, r1.visit_year,
-		   CASE WHEN r1.exact_ok THEN r1.age_s ELSE nullif(r1.kb, '') END,
-		   CASE WHEN r1.exact_ok THEN r1.z3 ELSE nullif(r1.kzg, '') END,
-		   r1.status, r1.kind, (extract(epoch FROM r1.ends - r1.starts) / 60)::int,
-		   schedphi._lead_band(r1.booked_at, r1.starts), r1.location, r1.practitioner, r1.actor_kinds,
-		   NOT r1.exact_ok, r1.exact_ok OR g.n >= v_k, CASE WHEN r1.exact_ok THEN r1.n_exact ELSE g.n END
-	FROM r1
-	LEFT JOIN gen g ON NOT r1.exact_ok AND g.tenant = r1.tenant AND g.kb = r1.kb AND g.kzg = r1.kzg
-				   AND g.visit_year = r1.visit_year;
+	RETURN QUERY SELECT * FROM schedphi._deid_appointments;
 END
 $$;
-
--- The rows an analyst may see: those shown, without the class sizes.
--- (The view calls this as the caller, who may call it directly too: it
--- returns nothing the view does not.)
-CREATE FUNCTION schedphi._deid_rows()
-RETURNS TABLE (tenant uuid, patient_token text, appointment_token text, visit_year int, age_at_visit text,
-			   zip3 text, status text, kind text, duration_minutes int, lead_days_band text,
-			   location uuid, practitioner uuid, actor_kinds text[])
-LANGUAGE sql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-ROWS 100000
-AS $$
-	SELECT k.tenant, k.patient_token, k.appointment_token, k.visit_year, k.age_at_visit, k.zip3, k.status, k.kind,
-		   k.duration_minutes, k.lead_days_band, k.location, k.practitioner, k.actor_kinds
-	FROM schedphi._deid_k('deid_appointments') k
-	WHERE k.shown
-$$;
-
--- HIPAA Safe Harbor rows (164.514(b)(2)), one per appointment, with the
--- k-anonymity above (suppressed rows are left out).
-CREATE VIEW schedphi.deid_appointments AS
-	SELECT * FROM schedphi._deid_rows();
 
 -- What the k-anonymity of the tenant's de-identified rows does now: the
 -- smallest class shown (in patients), and how many rows were generalised
@@ -461,11 +563,13 @@ AS $$
 #variable_conflict use_variable
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['analyst']);
+	PERFORM schedphi._analytics_scope('k_anonymity');
 	RETURN QUERY
-	SELECT ARRAY['age_at_visit', 'zip3', 'visit_year'], min(d.class_patients) FILTER (WHERE d.shown),
-		   count(*) FILTER (WHERE d.generalised AND d.shown), count(*) FILTER (WHERE NOT d.shown)
-	FROM schedphi._deid_k('k_anonymity') d
-	WHERE d.tenant = tenant;
+	SELECT ARRAY['age_at_visit', 'zip3', 'visit_year'], min(c.class_patients) FILTER (WHERE c.shown),
+		   coalesce(sum(c.visits) FILTER (WHERE c.generalised AND c.shown), 0)::bigint,
+		   coalesce(sum(c.visits) FILTER (WHERE NOT c.shown), 0)::bigint
+	FROM schedphi._deid_classes c
+	WHERE c.tenant = tenant;
 END
 $$;
 
@@ -479,13 +583,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_names text[] := ARRAY['schedphi.patient', 'schedphi.patient_deid', 'schedphi.appointment_deid',
-							'schedphi.actor', 'schedphi.location', 'schedphi.tenant'];
+							'schedphi.actor', 'schedphi.location', 'schedphi.tenant', 'schedphi.deid_class'];
 	n bigint;
 BEGIN
 	IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
 		RAISE EXCEPTION 'only a superuser can rebuild the analytics' USING ERRCODE = '42501';
 	END IF;
 	DELETE FROM schedphi.appointment_deid;
+	DELETE FROM schedphi.deid_class;
 	DELETE FROM schedphi.patient_deid;
 	EXECUTE 'WITH new_rows AS (SELECT * FROM schedphi.patient) '
 		|| pg_catalog.format(schedphi._deid_sql('patient_inserted'), VARIADIC v_names);
@@ -613,29 +718,40 @@ END
 $$;
 
 -- The appointments of an aggregate: those that were due (not cancelled,
--- entered in error, proposed, pending or on the waitlist), with their group.
-CREATE FUNCTION schedphi._analytics_rows(p_tenant uuid, p_during tstzrange, p_by text)
-RETURNS TABLE (grp uuid, starts timestamptz, ends timestamptz, booked_at timestamptz, noshow boolean, patient uuid)
+-- entered in error, proposed, pending or on the waitlist), with their group
+-- and their day in the tenant's zone: one row each (n = 1, noshows 0 or 1,
+-- their minutes and the whole days from booking to visit), or with
+-- p_per_day one row per group and day (their count, no-shows and minutes;
+-- no lead time), which is what most aggregates need and a tenth of the
+-- rows to hand over.
+CREATE FUNCTION schedphi._analytics_rows(p_tenant uuid, p_during tstzrange, p_by text, p_per_day boolean)
+RETURNS TABLE (grp uuid, day date, n bigint, noshows bigint, minutes bigint, lead_days int)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	-- (PL/pgSQL: Citus cannot plan a SQL function's parameters)
-	IF p_by = 'actor' THEN
-		RETURN QUERY
-		SELECT x.actor, d.starts, d.ends, d.booked_at, d.status = 'noshow', d.patient
-		FROM schedphi.appointment_deid d
-		JOIN schedphi.appointment_actor x ON x.tenant = d.tenant AND x.appointment = d.appointment AND x.active
-		WHERE d.tenant = p_tenant AND x.tenant = p_tenant AND p_during @> d.starts
-		  AND d.status IN ('booked', 'arrived', 'checked-in', 'fulfilled', 'noshow');
-	ELSE
-		RETURN QUERY
-		SELECT CASE p_by WHEN 'practitioner' THEN d.practitioner ELSE d.location END,
-			   d.starts, d.ends, d.booked_at, d.status = 'noshow', d.patient
-		FROM schedphi.appointment_deid d
-		WHERE d.tenant = p_tenant AND p_during @> d.starts
-		  AND d.status IN ('booked', 'arrived', 'checked-in', 'fulfilled', 'noshow');
-	END IF;
+	-- (the period as two comparisons, which the planner can estimate from
+	-- the column's statistics: for "range @> column" it guesses 0.5 percent, and
+	-- a year of a tenant's rows would be sorted as if it were a few)
+	RETURN QUERY EXECUTE pg_catalog.format(
+		$q$SELECT %1$s AS grp, d.local_date, %2$s
+		   FROM schedphi.appointment_deid d %3$s
+		   WHERE d.tenant = $1 AND d.starts %5$s $2 AND d.starts %6$s $3
+			 AND d.status IN ('booked', 'arrived', 'checked-in', 'fulfilled', 'noshow') %4$s$q$,
+		CASE p_by WHEN 'actor' THEN 'x.actor' WHEN 'practitioner' THEN 'd.practitioner' ELSE 'd.location' END,
+		CASE WHEN p_per_day
+			 THEN $s$count(*), count(*) FILTER (WHERE d.status = 'noshow'),
+					 sum(date_part('epoch', d.ends - d.starts) / 60)::bigint, NULL::int$s$
+			 ELSE $s$1::bigint, (d.status = 'noshow')::int::bigint, (date_part('epoch', d.ends - d.starts) / 60)::bigint,
+					 floor(date_part('epoch', d.starts - d.booked_at) / 86400)::int$s$ END,
+		CASE WHEN p_by = 'actor'
+			 THEN 'JOIN schedphi.appointment_actor x ON x.tenant = $1 AND x.appointment = d.appointment AND x.active'
+			 ELSE '' END,
+		CASE WHEN p_per_day THEN 'GROUP BY 1, 2' ELSE '' END,
+		CASE WHEN lower_inc(p_during) THEN '>=' ELSE '>' END,
+		CASE WHEN upper_inc(p_during) THEN '<=' ELSE '<' END)
+	USING p_tenant, lower(p_during), upper(p_during);
 END
 $$;
 
@@ -646,14 +762,12 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
-DECLARE
-	v_tz text := schedphi._analytics_args($1, 'no_show_rates', $2, $3, ARRAY['practitioner', 'location', 'actor']);
 BEGIN
+	PERFORM schedphi._analytics_args($1, 'no_show_rates', $2, $3, ARRAY['practitioner', 'location', 'actor']);
 	CREATE TEMP TABLE schedphi_cells ON COMMIT DROP AS
-	SELECT r.grp, date_trunc('week', r.starts AT TIME ZONE v_tz)::date AS period,
-		   extract(year FROM r.starts AT TIME ZONE v_tz)::int AS yr,
-		   count(*) AS n, count(*) FILTER (WHERE r.noshow) AS m, false AS sup
-	FROM schedphi._analytics_rows($1, $2, $3) r
+	SELECT r.grp, date_trunc('week', r.day::timestamp)::date AS period, extract(year FROM r.day)::int AS yr,
+		   sum(r.n)::bigint AS n, sum(r.noshows)::bigint AS m, false AS sup
+	FROM schedphi._analytics_rows($1, $2, $3, true) r
 	GROUP BY 1, 2, 3;
 	UPDATE pg_temp.schedphi_cells c SET sup = c.n BETWEEN 1 AND 10 OR c.m BETWEEN 1 AND 10 OR c.n - c.m BETWEEN 1 AND 10;
 	PERFORM schedphi._suppress_complements();
@@ -672,17 +786,16 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
-DECLARE
-	v_tz text := schedphi._analytics_args($1, 'lead_times', $2, $3, ARRAY['practitioner', 'location', 'actor']);
 BEGIN
+	PERFORM schedphi._analytics_args($1, 'lead_times', $2, $3, ARRAY['practitioner', 'location', 'actor']);
 	CREATE TEMP TABLE schedphi_cells ON COMMIT DROP AS
-	SELECT r.grp, date_trunc('week', r.starts AT TIME ZONE v_tz)::date AS period,
-		   extract(year FROM r.starts AT TIME ZONE v_tz)::int AS yr, count(*) AS n,
+	SELECT r.grp, date_trunc('week', r.day::timestamp)::date AS period, extract(year FROM r.day)::int AS yr,
+		   count(*) AS n,
 		   -- whole days, so that no exact booking time can be worked back
-		   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY floor(date_part('epoch', r.starts - r.booked_at) / 86400))::numeric, 0) AS p50,
-		   round(percentile_cont(0.9) WITHIN GROUP (ORDER BY floor(date_part('epoch', r.starts - r.booked_at) / 86400))::numeric, 0) AS p90,
+		   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY r.lead_days)::numeric, 0) AS p50,
+		   round(percentile_cont(0.9) WITHIN GROUP (ORDER BY r.lead_days)::numeric, 0) AS p90,
 		   false AS sup
-	FROM schedphi._analytics_rows($1, $2, $3) r
+	FROM schedphi._analytics_rows($1, $2, $3, false) r
 	GROUP BY 1, 2, 3;
 	UPDATE pg_temp.schedphi_cells c SET sup = c.n BETWEEN 1 AND 10;
 	PERFORM schedphi._suppress_complements();
@@ -719,10 +832,8 @@ BEGIN
 		FROM schedphi._windows($1, v_actors, $2) w
 		GROUP BY 1, 2),
 	booked AS (
-		SELECT r.grp, (r.starts AT TIME ZONE v_tz)::date AS period, count(*) AS n,
-			   sum(date_part('epoch', r.ends - r.starts) / 60)::bigint AS mins
-		FROM schedphi._analytics_rows($1, $2, 'actor') r
-		GROUP BY 1, 2)
+		SELECT r.grp, r.day AS period, r.n, r.minutes AS mins
+		FROM schedphi._analytics_rows($1, $2, 'actor', true) r)
 	SELECT coalesce(a.grp, b.grp) AS grp, coalesce(a.period, b.period) AS period,
 		   extract(year FROM coalesce(a.period, b.period))::int AS yr, coalesce(b.n, 0) AS n,
 		   coalesce(a.mins, 0) AS avail, coalesce(b.mins, 0) AS booked, false AS sup
@@ -854,9 +965,9 @@ BEGIN
 	SELECT d.tenant, s.agreement, d.patient_token::text, d.token::text,
 		   extract(year FROM (d.starts AT TIME ZONE s.timezone) + coalesce(sh.weeks, 0) * interval '7 days')::int,
 		   CASE WHEN d.age >= 90 THEN '90+' ELSE d.age::text END,
-		   CASE WHEN d.zip5 IS NULL THEN NULL
-				WHEN left(d.zip5, 3) IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
-				ELSE left(d.zip5, 3) END,
+		   CASE WHEN d.zip3 = '' THEN NULL
+				WHEN d.zip3 IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
+				ELSE d.zip3 END,
 		   d.zip5, d.status, d.kind,
 		   ((d.starts AT TIME ZONE s.timezone) + coalesce(sh.weeks, 0) * interval '7 days') AT TIME ZONE s.timezone,
 		   ((d.ends AT TIME ZONE s.timezone) + coalesce(sh.weeks, 0) * interval '7 days') AT TIME ZONE s.timezone,

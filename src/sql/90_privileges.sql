@@ -30,7 +30,8 @@ BEGIN
 			 WHERE p.pronamespace = 'schedphi'::regnamespace
 			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_my_roles', '_patient_json', '_patient_field',
 													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
-													   '_appointment_reason', '_analytics_scope', '_lead_band', '_deid_rows', '_lds_rows',
+													   '_appointment_reason', '_analytics_scope', '_analytics_tenants', '_lead_band',
+													   '_deid_rows', '_lds_rows',
 													   '_may_review', '_is_auditor',
 													   -- the sealed type's input and output: a cast
 													   -- at run time asks for EXECUTE on them

@@ -84,6 +84,8 @@ BEGIN
 		SELECT * FROM schedphi._citus_appointments();
 	CREATE OR REPLACE VIEW schedphi.break_glass_pending WITH (security_barrier) AS
 		SELECT * FROM schedphi._citus_break_glass_pending();
+	CREATE OR REPLACE VIEW schedphi.deid_appointments AS
+		SELECT * FROM schedphi._deid_rows();
 
 	-- Auditors read the ledger through its functions (access_report,
 	-- verify_audit, audit_digest): its row-level security would be decided

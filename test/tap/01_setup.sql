@@ -152,7 +152,7 @@ SELECT is((SELECT count(*)::int FROM pg_proc p
 		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname ~ '^_'
 			 AND p.proname NOT IN ('_member_role', '_my_roles', '_patient_json', '_patient_field', '_patient_visible',
 								   '_appointment_access', '_appointment_access_compute', '_appointment_reason',
-								   '_tenant_readable', '_may_review', '_is_auditor', '_analytics_scope', '_lead_band', '_deid_rows', '_lds_rows',
+								   '_tenant_readable', '_may_review', '_is_auditor', '_analytics_scope', '_analytics_tenants', '_lead_band', '_deid_rows', '_lds_rows',
 								   '_citus_patients', '_citus_appointments', '_citus_break_glass_pending',
 								   '_sealed_in', '_sealed_out', '_sealed_recv', '_sealed_send')
 			 AND has_function_privilege('public', p.oid, 'EXECUTE')), 0,

@@ -14,6 +14,14 @@ CREATE ROLE tst_a_admin LOGIN;
 SELECT schedphi.add_member(:'tenant', 'tst_a_analyst', 'analyst');
 SELECT schedphi.add_member(:'tenant', 'tst_a_desk', 'scheduler');
 SELECT schedphi.add_member(:'tenant', 'tst_a_admin', 'admin');
+-- The k-anonymity classes (deid_class) kept by triggers must always equal
+-- what the derived rows give; the rows where they differ:
+CREATE TEMP VIEW class_drift AS
+	WITH truth AS (SELECT tenant, visit_year, coalesce(age, -1::smallint) AS age, coalesce(left(zip5, 3), '') AS zip3,
+						  patient, count(*)::int AS visits
+				   FROM schedphi.appointment_deid GROUP BY 1, 2, 3, 4, 5),
+	kept AS (SELECT tenant, visit_year, age, zip3, patient, visits FROM schedphi.deid_class)
+	(SELECT * FROM truth EXCEPT ALL SELECT * FROM kept) UNION ALL (SELECT * FROM kept EXCEPT ALL SELECT * FROM truth);
 
 -- ages: a patient born 1936-06-30 is 89 on 2026-03-02 and 90+ from 2026-06-30;
 -- one born on 29 February has a birthday on 28 February in a common year
@@ -108,6 +116,17 @@ SELECT is((SELECT string_agg(age_at_visit || '/' || zip3, ',' ORDER BY age_at_vi
 		   WHERE d.patient_token = :'old_token'),
 		  '89/021,89/021,89/021,89/021', 'a corrected birth date and ZIP are derived again for every visit');
 RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(age || '/' || zip3 || '/' || visits, ',') FROM schedphi.deid_class
+		   WHERE tenant = :'tenant' AND patient = :'old'), '89/021/4',
+	'the patient''s k-anonymity class moved with the correction (one class, four visits)');
+SELECT is((SELECT count(*)::int FROM class_drift), 0, 'the kept classes equal the derived rows after a correction');
+-- a visit moved to another year moves its class
+SELECT schedphi.reschedule(:'o1', '[2027-03-02 14:00Z, 2027-03-02 14:30Z)') \g /dev/null
+SELECT is((SELECT string_agg(visit_year || '/' || age || '/' || visits, ',' ORDER BY visit_year) FROM schedphi.deid_class
+		   WHERE tenant = :'tenant' AND patient = :'old'), '2026/89/3,2027/90/1',
+	'a visit rescheduled into the next year (and past the 90th birthday) leaves its class for the new one');
+SELECT is((SELECT count(*)::int FROM class_drift), 0, 'and the kept classes still equal the derived rows');
+SELECT schedphi.reschedule(:'o1', '[2026-03-02 14:00Z, 2026-03-02 14:30Z)') \g /dev/null
 SELECT schedphi.rotate_key(:'tenant') \g /dev/null
 SELECT schedphi.reencrypt(1000) \g /dev/null
 SELECT is((SELECT count(*)::int FROM schedphi.appointment_deid WHERE tenant = :'tenant' AND age IS NULL), 0,
@@ -209,6 +228,8 @@ SELECT schedphi.shred_tenant(:'t2');
 SELECT is((SELECT count(*)::int FROM schedphi.appointment_deid WHERE tenant = :'t2')
 		+ (SELECT count(*)::int FROM schedphi.patient_deid WHERE tenant = :'t2'), 0,
 	'shred_tenant removes the tenant''s derived rows');
+SELECT is((SELECT count(*)::int FROM schedphi.deid_class WHERE tenant = :'t2'), 0, 'and its k-anonymity classes');
+SELECT is((SELECT count(*)::int FROM class_drift), 0, 'the kept classes equal the derived rows after a rebuild and a shredding');
 
 -- k-anonymity over (age at visit, ZIP3, visit year), here with k = 3:
 --   A: 3 patients aged 40 in 021 -> shown as they are (exactly k)
@@ -239,8 +260,10 @@ SELECT is((SELECT row(quasi_identifiers, k, rows_generalised, rows_suppressed)::
 		  '("{age_at_visit,zip3,visit_year}",3,3,2)', 'k_anonymity reports k, the rows generalised and the rows suppressed');
 SELECT is(tst.sqlstate_of(format('SELECT * FROM schedphi.k_anonymity(%L)', :'tenant')), '42501',
 	'k_anonymity is for the tenant''s analysts');
-SELECT is(tst.sqlstate_of('SELECT * FROM schedphi._deid_k(''k_anonymity'')'), '42501',
-	'the function that sees the suppressed rows is not the analyst''s to call');
+SELECT is(tst.sqlstate_of('SELECT * FROM schedphi._deid_classes'), '42501',
+	'the classes with their sizes, suppressed ones too, are not the analyst''s to read');
+SELECT is(tst.sqlstate_of('SELECT * FROM schedphi._deid_appointments'), '42501',
+	'nor is the view under deid_appointments');
 SELECT is((SELECT count(*)::int FROM schedphi._deid_rows()), 6, 'the rows the view reads are the shown ones only');
 RESET SESSION AUTHORIZATION;
 SET LOCAL schedphi.analytics_min_k = 2;
@@ -298,6 +321,16 @@ SELECT is((SELECT string_agg(object || ':' || (detail->>'rows'), ',' ORDER BY id
 SET SESSION AUTHORIZATION tst_a_desk;
 SELECT is(tst.sqlstate_of(format($$SELECT * FROM schedphi.lead_times(%L, '[2026-03-01, 2026-04-01)')$$, :'tenant')), '42501',
 	'a scheduler: 42501');
+RESET SESSION AUTHORIZATION;
+-- a period's bounds are kept as given: dr's 20 visits of 16 March start at 14:00, 14:15, ... 18:45
+SET SESSION AUTHORIZATION tst_a_agg;
+SELECT is((SELECT string_agg(coalesce(x.n::text, '-'), ',' ORDER BY p.o)
+		   FROM unnest(ARRAY['[2026-03-16 14:00Z, 2026-03-16 19:00Z)', '(2026-03-16 14:00Z, 2026-03-16 19:00Z)',
+							 '(2026-03-16 14:00Z, 2026-03-16 18:45Z]', '(2026-03-16 14:00Z, 2026-03-16 18:45Z)']::tstzrange[])
+				WITH ORDINALITY p(r, o)
+		   CROSS JOIN LATERAL (SELECT sum(l.appointments) AS n FROM schedphi.lead_times(:'t5', p.r, 'practitioner') l
+							   WHERE l.grp = :'t5dr') x), '20,19,19,18',
+	'an aggregate''s period includes or excludes each bound as the range says');
 RESET SESSION AUTHORIZATION;
 
 -- the Limited Data Set: only under a current data use agreement; dates
@@ -379,6 +412,9 @@ SELECT is((SELECT string_agg(v.z || '=' || s.zip3, ',' ORDER BY v.z) FROM zone_v
 		  '035=035,036=000,037=037,059=000,063=000,102=000,203=000,556=000,692=000,790=000,821=000,823=000,830=000,'
 		  || '831=000,878=000,879=000,884=000,890=000,893=000,894=894',
 	'each of the 17 restricted zones shows as 000; their neighbours as themselves');
+
+SELECT ok((SELECT count(*) FROM schedphi.deid_class) > 20 AND (SELECT count(*) FROM class_drift) = 0,
+	'at the end, the kept classes (more than 20) still equal the derived rows');
 
 SELECT * FROM finish();
 ROLLBACK;
