@@ -81,23 +81,31 @@ CREATE TABLE schedphi.appointment_deid (
 -- a tenant's rows, which a scan serves.)
 CREATE INDEX appointment_deid_patient ON schedphi.appointment_deid (tenant, patient);
 
--- The k-anonymity classes, kept as the derived rows change (a trigger on
--- appointment_deid): one row per patient and class as stored (visit year,
--- age at the visit, the first three digits of the ZIP), with the number of
--- that patient's appointments in it.  A query of deid_appointments counts
--- the patients of each class from here (a row per patient and class, not
--- per appointment) and joins the answer to the appointments' rows once.
--- The classes are kept before the restricted zones are applied (a new list
--- of zones applies at once); age -1 and zip3 '' stand for unknown.
+-- The k-anonymity classes, kept as the derived rows change (triggers on
+-- appointment_deid): a row per patient and class in which the patient has
+-- a visit (visit year, age at the visit, the first three digits of the
+-- ZIP).  A query of deid_appointments counts the patients of each class
+-- from here (a row per patient and class, not per appointment).  A booking
+-- adds its pair when it sees none, and waits for nobody: no unique key
+-- (two bookings of one patient, each in the middle of its own booking,
+-- could otherwise wait for each other and deadlock), so two racing
+-- bookings can both add it, and the views count distinct patients.  A
+-- pair goes when its patient's last visit in the class has gone.  (Should
+-- two transactions race there, a pair can only go missing, never be left
+-- over: a class counted smaller is generalised sooner, the safe side;
+-- rebuild_analytics() makes them exact again.)  The classes are kept
+-- before the restricted zones are applied (a new list of zones applies at
+-- once); age -1 and zip3 '' stand for unknown.
 CREATE TABLE schedphi.deid_class (
 	tenant		uuid NOT NULL,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
 	visit_year	int NOT NULL,
 	age			smallint NOT NULL CHECK (age BETWEEN -1 AND 90),
 	zip3		text NOT NULL CHECK (zip3 ~ '^([0-9]{3})?$'),
 	patient		uuid NOT NULL,
-	visits		int NOT NULL CHECK (visits > 0),
-	PRIMARY KEY (tenant, visit_year, age, zip3, patient)
+	PRIMARY KEY (tenant, id)
 );
+CREATE INDEX deid_class_key ON schedphi.deid_class (tenant, visit_year, age, zip3, patient);
 
 -- Data use agreements and their date shifts (the Limited Data Set, below).
 CREATE TABLE schedphi.data_use_agreement (
@@ -180,9 +188,9 @@ AS 'MODULE_PATHNAME', 'schedphi_analytics_note' LANGUAGE C VOLATILE;
 --   appointment_deleted   its row goes with it
 --   patient_deleted       and a patient's
 --   class_inserted, class_updated, class_deleted
---                         (on appointment_deid) the patients' visits per
---                         k-anonymity class follow its rows: a class row
---                         whose last visit leaves goes
+--                         (on appointment_deid) a patient's k-anonymity
+--                         classes follow its rows: a new pair is added, a
+--                         pair whose last visit has left goes
 -- A visit's date is taken where it happens: in its location's time zone,
 -- or the tenant's.
 CREATE FUNCTION schedphi._deid_sql(p_which text)
@@ -251,40 +259,44 @@ $q$
 WHEN 'appointment_deleted' THEN $q$
 	DELETE FROM %3$s d USING old_rows o WHERE d.tenant = o.tenant AND d.appointment = o.id
 $q$
-ELSE replace($q$
-	WITH x AS (@rows@),
-	delta AS MATERIALIZED (
-		SELECT x.tenant, x.visit_year, x.age, x.zip3, x.patient, sum(x.d)::int AS d
-		FROM x GROUP BY x.tenant, x.visit_year, x.age, x.zip3, x.patient HAVING sum(x.d) <> 0),
+WHEN 'class_inserted' THEN $q$
+	INSERT INTO %7$s (tenant, visit_year, age, zip3, patient)
+	SELECT x.tenant, x.visit_year, x.age, x.zip3, x.patient
+	FROM (SELECT DISTINCT n.tenant, n.visit_year, coalesce(n.age, -1::smallint) AS age, n.zip3, n.patient
+		  FROM new_rows n) x
+	WHERE NOT EXISTS (SELECT 1 FROM %7$s c WHERE c.tenant = x.tenant AND c.visit_year = x.visit_year
+						AND c.age = x.age AND c.zip3 = x.zip3 AND c.patient = x.patient)
+$q$
+WHEN 'class_updated' THEN $q$
+	WITH moved AS MATERIALIZED (
+		SELECT o.tenant, o.visit_year AS o_year, coalesce(o.age, -1::smallint) AS o_age, o.zip3 AS o_zip3,
+			   o.patient AS o_patient, n.visit_year AS n_year, coalesce(n.age, -1::smallint) AS n_age,
+			   n.zip3 AS n_zip3, n.patient AS n_patient
+		FROM old_rows o JOIN new_rows n ON n.tenant = o.tenant AND n.appointment = o.appointment
+		WHERE (o.visit_year, o.age, o.zip3, o.patient) IS DISTINCT FROM (n.visit_year, n.age, n.zip3, n.patient)),
 	gone AS (
-		DELETE FROM %7$s c USING delta
-		WHERE delta.d < 0 AND c.tenant = delta.tenant AND c.visit_year = delta.visit_year AND c.age = delta.age
-		  AND c.zip3 = delta.zip3 AND c.patient = delta.patient AND c.visits + delta.d <= 0),
-	fewer AS (
-		UPDATE %7$s c SET visits = c.visits + delta.d FROM delta
-		WHERE delta.d < 0 AND c.tenant = delta.tenant AND c.visit_year = delta.visit_year AND c.age = delta.age
-		  AND c.zip3 = delta.zip3 AND c.patient = delta.patient AND c.visits + delta.d > 0)
-	INSERT INTO %7$s AS c (tenant, visit_year, age, zip3, patient, visits)
-	SELECT delta.tenant, delta.visit_year, delta.age, delta.zip3, delta.patient, delta.d FROM delta
-	WHERE delta.d > 0
-	ORDER BY delta.tenant, delta.visit_year, delta.age, delta.zip3, delta.patient
-	ON CONFLICT (tenant, visit_year, age, zip3, patient) DO UPDATE SET visits = c.visits + excluded.visits
-$q$, '@rows@', CASE p_which
-	WHEN 'class_inserted' THEN $r$
-		SELECT n.tenant, n.visit_year, coalesce(n.age, -1::smallint) AS age, n.zip3,
-			   n.patient, 1 AS d
-		FROM new_rows n$r$
-	WHEN 'class_deleted' THEN $r$
-		SELECT o.tenant, o.visit_year, coalesce(o.age, -1::smallint) AS age, o.zip3,
-			   o.patient, -1 AS d
-		FROM old_rows o$r$
-	WHEN 'class_updated' THEN $r$
-		SELECT v.* FROM old_rows o JOIN new_rows n ON n.tenant = o.tenant AND n.appointment = o.appointment
-		CROSS JOIN LATERAL (VALUES (o.tenant, o.visit_year, coalesce(o.age, -1::smallint), o.zip3, o.patient, -1),
-								   (n.tenant, n.visit_year, coalesce(n.age, -1::smallint), n.zip3, n.patient, 1))
-				v(tenant, visit_year, age, zip3, patient, d)
-		WHERE (o.visit_year, o.age, o.zip3, o.patient) IS DISTINCT FROM (n.visit_year, n.age, n.zip3, n.patient)$r$
-	END)
+		DELETE FROM %7$s c
+		USING (SELECT DISTINCT m.tenant, m.o_year, m.o_age, m.o_zip3, m.o_patient FROM moved m) x
+		WHERE c.tenant = x.tenant AND c.visit_year = x.o_year AND c.age = x.o_age AND c.zip3 = x.o_zip3
+		  AND c.patient = x.o_patient
+		  AND NOT EXISTS (SELECT 1 FROM %3$s d WHERE d.tenant = x.tenant AND d.patient = x.o_patient
+							AND d.visit_year = x.o_year AND coalesce(d.age, -1::smallint) = x.o_age
+							AND d.zip3 = x.o_zip3))
+	INSERT INTO %7$s (tenant, visit_year, age, zip3, patient)
+	SELECT x.* FROM (SELECT DISTINCT m.tenant, m.n_year, m.n_age, m.n_zip3, m.n_patient FROM moved m) x
+	WHERE NOT EXISTS (SELECT 1 FROM %7$s c WHERE c.tenant = x.tenant AND c.visit_year = x.n_year
+						AND c.age = x.n_age AND c.zip3 = x.n_zip3 AND c.patient = x.n_patient)
+$q$
+WHEN 'class_deleted' THEN $q$
+	DELETE FROM %7$s c
+	USING (SELECT DISTINCT o.tenant, o.visit_year, coalesce(o.age, -1::smallint) AS age, o.zip3, o.patient
+		   FROM old_rows o) x
+	WHERE c.tenant = x.tenant AND c.visit_year = x.visit_year AND c.age = x.age AND c.zip3 = x.zip3
+	  AND c.patient = x.patient
+	  AND NOT EXISTS (SELECT 1 FROM %3$s d WHERE d.tenant = x.tenant AND d.patient = x.patient
+						AND d.visit_year = x.visit_year AND coalesce(d.age, -1::smallint) = x.age
+						AND d.zip3 = x.zip3)
+$q$
 END
 $$;
 
@@ -457,8 +469,7 @@ $$;
 -- everything the caller may read, before any condition of the caller's
 -- query, so that a query's own WHERE cannot single a small class out.
 -- One row per class as kept in deid_class (age -1 and zip3 '' unknown),
--- with what its rows show, the patients of the class they are shown in,
--- and its visits.  Keys are numbers while counting: a ZIP3 (-1 unknown, 0
+-- with what its rows show and the patients of the class they are shown in.  Keys are numbers while counting: a ZIP3 (-1 unknown, 0
 -- for 000), a band (its first year; 90 for 90 and over).  Internal: the
 -- analysts' views read it (as their owner), never an analyst.
 CREATE VIEW schedphi._deid_classes WITH (security_barrier) AS
@@ -466,7 +477,7 @@ WITH s AS MATERIALIZED (
 	SELECT schedphi._analytics_tenants('deid_appointments') AS tenants,
 		   pg_catalog.current_setting('schedphi.analytics_min_k')::int AS k),
 r AS MATERIALIZED (
-	SELECT c.tenant, c.visit_year, c.age, c.zip3, c.patient, c.visits,
+	SELECT c.tenant, c.visit_year, c.age, c.zip3, c.patient,
 		   CASE WHEN c.zip3 = '' THEN -1
 				WHEN c.zip3 IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN 0
 				ELSE c.zip3::int END AS kz,
@@ -492,8 +503,7 @@ SELECT r.tenant, r.visit_year, r.age, r.zip3,
 	   END AS zip3_shown,
 	   NOT e.ok AS generalised,
 	   e.ok OR coalesce(g.n >= (SELECT s.k FROM s), false) AS shown,
-	   CASE WHEN e.ok THEN e.n ELSE g.n END AS class_patients,
-	   sum(r.visits) AS visits
+	   CASE WHEN e.ok THEN e.n ELSE g.n END AS class_patients
 FROM r
 JOIN exact e ON e.tenant = r.tenant AND e.visit_year = r.visit_year AND e.age = r.age AND e.kz = r.kz
 LEFT JOIN gen g ON NOT e.ok AND g.tenant = r.tenant AND g.visit_year = r.visit_year AND g.kb = r.kb AND g.zu = (r.kz = -1)
@@ -564,12 +574,16 @@ AS $$
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['analyst']);
 	PERFORM schedphi._analytics_scope('k_anonymity');
+	-- (the rows of the generalised classes, few, counted from the tenant's rows)
 	RETURN QUERY
-	SELECT ARRAY['age_at_visit', 'zip3', 'visit_year'], min(c.class_patients) FILTER (WHERE c.shown),
-		   coalesce(sum(c.visits) FILTER (WHERE c.generalised AND c.shown), 0)::bigint,
-		   coalesce(sum(c.visits) FILTER (WHERE NOT c.shown), 0)::bigint
-	FROM schedphi._deid_classes c
-	WHERE c.tenant = tenant;
+	SELECT ARRAY['age_at_visit', 'zip3', 'visit_year'],
+		   (SELECT min(c.class_patients) FROM schedphi._deid_classes c WHERE c.tenant = tenant AND c.shown),
+		   count(*) FILTER (WHERE g.shown), count(*) FILTER (WHERE NOT g.shown)
+	FROM schedphi.appointment_deid d
+	JOIN schedphi._deid_classes g
+	  ON g.generalised AND g.tenant = d.tenant AND g.visit_year = d.visit_year
+	 AND g.age = coalesce(d.age, -1::smallint) AND g.zip3 = d.zip3
+	WHERE d.tenant = tenant;
 END
 $$;
 

@@ -17,10 +17,10 @@ SELECT schedphi.add_member(:'tenant', 'tst_a_admin', 'admin');
 -- The k-anonymity classes (deid_class) kept by triggers must always equal
 -- what the derived rows give; the rows where they differ:
 CREATE TEMP VIEW class_drift AS
-	WITH truth AS (SELECT tenant, visit_year, coalesce(age, -1::smallint) AS age, coalesce(left(zip5, 3), '') AS zip3,
-						  patient, count(*)::int AS visits
-				   FROM schedphi.appointment_deid GROUP BY 1, 2, 3, 4, 5),
-	kept AS (SELECT tenant, visit_year, age, zip3, patient, visits FROM schedphi.deid_class)
+	WITH truth AS (SELECT DISTINCT tenant, visit_year, coalesce(age, -1::smallint) AS age, coalesce(left(zip5, 3), '') AS zip3,
+						  patient
+				   FROM schedphi.appointment_deid),
+	kept AS (SELECT tenant, visit_year, age, zip3, patient FROM schedphi.deid_class)
 	(SELECT * FROM truth EXCEPT ALL SELECT * FROM kept) UNION ALL (SELECT * FROM kept EXCEPT ALL SELECT * FROM truth);
 
 -- ages: a patient born 1936-06-30 is 89 on 2026-03-02 and 90+ from 2026-06-30;
@@ -116,17 +116,20 @@ SELECT is((SELECT string_agg(age_at_visit || '/' || zip3, ',' ORDER BY age_at_vi
 		   WHERE d.patient_token = :'old_token'),
 		  '89/021,89/021,89/021,89/021', 'a corrected birth date and ZIP are derived again for every visit');
 RESET SESSION AUTHORIZATION;
-SELECT is((SELECT string_agg(age || '/' || zip3 || '/' || visits, ',') FROM schedphi.deid_class
-		   WHERE tenant = :'tenant' AND patient = :'old'), '89/021/4',
-	'the patient''s k-anonymity class moved with the correction (one class, four visits)');
+SELECT is((SELECT string_agg(age || '/' || zip3, ',') FROM schedphi.deid_class
+		   WHERE tenant = :'tenant' AND patient = :'old'), '89/021',
+	'the patient''s k-anonymity class moved with the correction (its four visits in one class)');
 SELECT is((SELECT count(*)::int FROM class_drift), 0, 'the kept classes equal the derived rows after a correction');
 -- a visit moved to another year moves its class
 SELECT schedphi.reschedule(:'o1', '[2027-03-02 14:00Z, 2027-03-02 14:30Z)') \g /dev/null
-SELECT is((SELECT string_agg(visit_year || '/' || age || '/' || visits, ',' ORDER BY visit_year) FROM schedphi.deid_class
-		   WHERE tenant = :'tenant' AND patient = :'old'), '2026/89/3,2027/90/1',
+SELECT is((SELECT string_agg(visit_year || '/' || age, ',' ORDER BY visit_year) FROM schedphi.deid_class
+		   WHERE tenant = :'tenant' AND patient = :'old'), '2026/89,2027/90',
 	'a visit rescheduled into the next year (and past the 90th birthday) leaves its class for the new one');
 SELECT is((SELECT count(*)::int FROM class_drift), 0, 'and the kept classes still equal the derived rows');
 SELECT schedphi.reschedule(:'o1', '[2026-03-02 14:00Z, 2026-03-02 14:30Z)') \g /dev/null
+SELECT is((SELECT string_agg(visit_year || '/' || age, ',' ORDER BY visit_year) FROM schedphi.deid_class
+		   WHERE tenant = :'tenant' AND patient = :'old'), '2026/89',
+	'moved back, its last visit gone from the 2027 class, the patient leaves that class');
 SELECT schedphi.rotate_key(:'tenant') \g /dev/null
 SELECT schedphi.reencrypt(1000) \g /dev/null
 SELECT is((SELECT count(*)::int FROM schedphi.appointment_deid WHERE tenant = :'tenant' AND age IS NULL), 0,
