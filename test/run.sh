@@ -106,6 +106,16 @@ echo "== leaks (canaries in files, WAL, dumps and the server log)"
 . "$here/leak.sh"
 if leak_check; then note ok; else note fail "leaks"; fi
 
+echo "== codecs (C, no server: HL7 v2 against the public samples in test/samples)"
+codec_out=$(bash "$here/codec/run.sh" 2>&1) && codec_rc=0 || codec_rc=$?
+echo "$codec_out"
+codec_ok=$(grep -c '^codec: ok - ' <<<"$codec_out" || true)
+codec_bad=$(grep -c '^codec: NOT OK - ' <<<"$codec_out" || true)
+passed=$((passed + codec_ok))
+failed=$((failed + codec_bad))
+[ "$codec_bad" -gt 0 ] && failures+=("codecs: $codec_bad checks")
+if [ "$codec_rc" -ne 0 ] && [ "$codec_bad" -eq 0 ]; then note fail "codecs (did not build or run)"; fi
+
 echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:=15}s per harness)"
 if FUZZ_SECONDS=$FUZZ_SECONDS bash "$here/fuzz/run.sh"; then note ok; else note fail "fuzz"; fi
 

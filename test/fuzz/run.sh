@@ -11,7 +11,7 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=0
-for h in sealed:sealed_codec sqlmask:sqlmask jose:jose fields:fields; do
+for h in sealed:sealed_codec sqlmask:sqlmask jose:jose fields:fields hl7:hl7; do
 	name=${h%%:*}
 	src=${h##*:}
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I"$root/src" \
