@@ -315,6 +315,20 @@ ok "with a shift of whole weeks drawn for each patient, on the tenant's node" \
 ok "an admin rotates the analytics tokens" \
 	"$(q -c "SELECT schedphi.rotate_analytics_tokens('$T')")" 2
 
+# --------------------------------------------------------------- HL7 v2
+q -c "DROP ROLE IF EXISTS cz_engine" -c "CREATE ROLE cz_engine LOGIN" \
+	-c "SELECT schedphi.add_member('$T', 'cz_engine', 'integration')" \
+	-c "SELECT schedphi.add_hl7_sender('$T', 'CZEHR', 'CZFAC', 'America/Chicago')" >/dev/null
+siu() {
+	printf 'MSH|^~\\&|CZEHR|CZFAC|SCHEDPHI|C|20260301||SIU^%s^SIU_S12|%s|P|2.5\rSCH||CZF1|||||ROUTINE|NORMAL|30|min|^^30^202607011000||||||||||||||Booked\rPID|1||CZ-HL7-1^^^CZ^MR||Hl7citus-Synthetic^Ann||19800101|F\rRGS|1|A\rAIP|1|A|CZDR^Synthetic^Dr||||||30|min\r' "$1" "$2"
+}
+ok "an SIU S12 through the coordinator books on the tenant's node, and S15 cancels it" \
+	"$(as cz_engine -v m1="$(siu S12 CZ1)" -v m2="$(siu S15 CZ2)" <<<"SELECT split_part(split_part(schedphi.hl7_ingest(:'m1'), E'\r', 2), '|', 2);
+		SELECT lower(during) AT TIME ZONE 'UTC' FROM schedphi.appointments WHERE tenant = '$T' AND status = 'booked'
+		  AND lower(during) = '2026-07-01 15:00Z';
+		SELECT split_part(split_part(schedphi.hl7_ingest(:'m2'), E'\r', 2), '|', 2);" | tr '\n' ' ')" \
+	"AA 2026-07-01 15:00:00 AA "
+
 # ------------------------------------------------------------- shredding
 T2=$(q -c "SELECT schedphi.create_tenant('Citus Shred Clinic', 'UTC')")
 q -c "SELECT schedphi.add_member('$T2', 'cz_desk', 'scheduler')" >/dev/null

@@ -45,6 +45,8 @@ psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE schedphi_tap" >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 -d schedphi_tap \
 	-c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION schedphi CASCADE" \
 	-f "$here/lib/fixtures.sql" >/dev/null 2>&1 || { echo "could not prepare the pgTAP database" >&2; note fail "pgTAP setup"; }
+. "$here/lib/samples.sh"
+sp_load_samples schedphi_tap || { echo "could not load the sample messages" >&2; note fail "pgTAP samples"; }
 if pg_prove -v -d schedphi_tap "$here"/tap/*.sql >"$SP_TMP/tap.txt" 2>&1; then tap_rc=0; else tap_rc=1; fi
 grep -Ev '^\s*ok [0-9]' "$SP_TMP/tap.txt"
 tap_ok=$(grep -Ec '^\s*ok [0-9]' "$SP_TMP/tap.txt")

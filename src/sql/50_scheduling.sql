@@ -102,7 +102,7 @@ $$;
 -- fail having changed nothing: 22023 when an actor is not available or is
 -- blocked, 23P01 when an actor has no free seat.
 CREATE FUNCTION schedphi._reserve(p_tenant uuid, p_appointment uuid, p_actors uuid[],
-								  p_during tstzrange, p_expires timestamptz)
+								  p_during tstzrange, p_expires timestamptz, p_rules boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -122,10 +122,15 @@ BEGIN
 	-- Each actor: available for the whole time, not blocked; its span is
 	-- the time widened by its buffers.  The availability first, in a query
 	-- of its own (under Citus a function that reads tables must not run
-	-- inside a query on a shard).
-	SELECT coalesce(array_agg(x.actor), '{}') INTO v_available
-	FROM (SELECT w.actor FROM schedphi._windows(p_tenant, p_actors, p_during) w
-		  GROUP BY w.actor HAVING range_agg(tstzrange(w.starts, w.ends)) @> p_during) x;
+	-- inside a query on a shard).  Without p_rules (an EHR's own booking,
+	-- src/sql/85_hl7.sql) neither is checked: only a clash refuses it.
+	IF p_rules THEN
+		SELECT coalesce(array_agg(x.actor), '{}') INTO v_available
+		FROM (SELECT w.actor FROM schedphi._windows(p_tenant, p_actors, p_during) w
+			  GROUP BY w.actor HAVING range_agg(tstzrange(w.starts, w.ends)) @> p_during) x;
+	ELSE
+		v_available := p_actors;
+	END IF;
 	FOR a IN SELECT ac.id, ac.name, ac.capacity,
 					tstzrange(lower(p_during) - ac.buffer_before, upper(p_during) + ac.buffer_after) AS span,
 					ac.id = ANY (v_available) AS available,
@@ -138,7 +143,7 @@ BEGIN
 			RAISE EXCEPTION 'actor % (%) is not available during %', a.name, a.id, p_during
 				USING ERRCODE = '22023', HINT = 'Use schedphi.find_slots() to find free times.';
 		END IF;
-		IF a.blocked THEN
+		IF a.blocked AND p_rules THEN
 			RAISE EXCEPTION 'actor % (%) is blocked during %', a.name, a.id, p_during
 				USING ERRCODE = '22023', HINT = 'Use schedphi.find_slots() to find free times.';
 		END IF;

@@ -6,6 +6,11 @@
 -- transaction, which is rolled back at the end.
 CREATE SCHEMA tst;
 
+-- The public sample messages of test/samples (loaded by sp_load_samples,
+-- test/lib/samples.sh): name (the file's, without .hl7) and body.
+CREATE TABLE tst.sample (name text PRIMARY KEY, body text NOT NULL);
+GRANT SELECT ON tst.sample TO PUBLIC;
+
 CREATE FUNCTION tst.clinic(tz text DEFAULT 'America/New_York')
 RETURNS TABLE (tenant uuid, loc uuid, dr uuid, dr2 uuid, room uuid, chair uuid,
 			   p1 uuid, p2 uuid, p3 uuid)

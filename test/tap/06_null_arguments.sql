@@ -74,7 +74,11 @@ INSERT INTO calls VALUES
 	('access_report', ARRAY[quote_literal(:'p1'), quote_literal('[2026-01-01, 2027-01-01)')], '{2}'),
 	('access_report_text', ARRAY[quote_literal(:'p1'), quote_literal('[2026-01-01, 2027-01-01)')], '{2}'),
 	('purge_audit', ARRAY[quote_literal('2000-01-01')], '{}'),
-	('distribute', '{}', '{}');
+	('distribute', '{}', '{}'),
+	('add_external_id', ARRAY[quote_literal(:'tenant'), quote_literal('urn:null'), quote_literal('N-1'), quote_literal(:'dr')], '{}'),
+	('add_hl7_sender', ARRAY[quote_literal(:'tenant'), quote_literal('NAPP'), quote_literal('NFAC'), quote_literal('UTC'), 'true'],
+		'{3}'),
+	('hl7_ingest', ARRAY[quote_literal(E'MSH|^~\\&|NOAPP|NOFAC|||20260101||SIU^S12|N1|P|2.5\r')], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused
 -- there, and its scope defaults to the transaction.
 

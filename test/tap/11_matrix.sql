@@ -78,6 +78,10 @@ INSERT INTO calls VALUES
 	('access_report_text', format($$schedphi.access_report_text(%L)$$, :'p1'), '{auditor}'),
 	('purge_audit', $$schedphi.purge_audit('2000-01-01')$$, '{}'),
 	('distribute', $$schedphi.distribute()$$, '{}'),
+	('add_external_id', format($$schedphi.add_external_id(%L, 'urn:m', 'M-1', %L)$$, :'tenant', :'dr'), '{admin}'),
+	('add_hl7_sender', format($$schedphi.add_hl7_sender(%L, 'MAPP', 'MFAC', 'UTC')$$, :'tenant'), '{admin}'),
+	-- (an integration login gets an ACK, here AR: no such sender)
+	('hl7_ingest', $$schedphi.hl7_ingest(E'MSH|^~\&|NOAPP|NOFAC|||20260101||SIU^S12|M1|P|2.5\r')$$, '{integration}'),
 	('whoami', $$schedphi.whoami()$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}'),
 	('set_purpose', $$schedphi.set_purpose('TREAT')$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}');
 

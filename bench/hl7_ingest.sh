@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# hl7_ingest throughput (issue #14: at least 2,000 SIU messages/s with 4
+# clients on this machine, p99 under 10 ms), measured in the database
+# (pgbench calling hl7_ingest, as the agent will), and book() of the same
+# kind of booking with the same clients in the same run, for the ratio.  Each message is an S12 for one of
+# 2,000 synthetic patients (registered by their first messages, during the
+# warm-up) with one of 50 practitioners (made by their first messages) at a
+# random quarter hour of the next eight years, so nearly every one books.
+# Prints figures; never part of CI.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+DB=schedphi_bench_hl7
+SECS=${BENCH_HL7_SECONDS:-15}
+CLIENTS=${BENCH_HL7_CLIENTS:-4}
+
+bench_cluster
+echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+psql -X -q -c "CREATE ROLE bench_engine LOGIN" >/dev/null 2>&1 || true
+bench_load /dev/null
+q -c "SET client_min_messages = warning" -c "CREATE EXTENSION schedphi CASCADE" >/dev/null
+T=$(q -c "SELECT schedphi.create_tenant('HL7 Bench Clinic', 'America/Chicago')")
+q -c "SET client_min_messages = warning" -c "SELECT schedphi.add_member('$T', 'bench_engine', 'integration')" \
+	-c "SELECT schedphi.add_hl7_sender('$T', 'BENCHEHR', 'BENCHFAC', 'America/Chicago')" >/dev/null
+
+cat >"$out/s12.pgbench" <<'PGB'
+\set n random(1, 2000000000)
+\set p random(1, 2000)
+\set dr random(1, 50)
+\set q random(0, 280000)
+SELECT schedphi.hl7_ingest(format(E'MSH|^~\\&|BENCHEHR|BENCHFAC|SCHEDPHI|C|20260301120000||SIU^S12^SIU_S12|B%s|P|2.5.1\rSCH||BF%s|||||ROUTINE|NORMAL|15|min|^^15^%s||||||||||||||Booked\rPID|1||BM%s^^^BENCHEHR^MR||Benchsynthetic^Pat||19800101|F\rRGS|1|A\rAIP|1|A|DR%s^Bench^Dr|ATTENDING||||||15|min\r', :n::bigint, :n::bigint, to_char(timestamp '2027-01-04 00:00' + :q::int * interval '15 minutes', 'YYYYMMDDHH24MI'), :p::int, :dr::int));
+PGB
+chmod 644 "$out/s12.pgbench"
+
+# warm-up: patients and practitioners made by their first messages
+pgb warm bench_engine -c "$CLIENTS" -j 2 -T 10 -f "$out/s12.pgbench"
+q -c "VACUUM ANALYZE" >/dev/null
+mark=$(q -c "SELECT coalesce(max(id), 0) FROM schedphi.audit_log")
+pgb s12 bench_engine -c "$CLIENTS" -j 2 -T "$SECS" -f "$out/s12.pgbench" -l --log-prefix="$out/s12lat"
+s12_tps=$TPS
+read -r p50 p99 < <(cat "$out"/s12lat.* | awk '{print $3}' | sort -n |
+	awk '{v[NR] = $1} END {if (NR) printf "%.2f %.2f\n", v[int(NR * 0.5)] / 1000, v[int(NR * 0.99)] / 1000; else print "? ?"}')
+outcomes=$(q -c "SELECT string_agg(o || ' ' || n, ', ' ORDER BY o) FROM (SELECT detail->>'outcome' AS o, count(*) AS n
+	FROM schedphi.audit_log WHERE id > $mark AND action = 'hl7_in' GROUP BY 1) x")
+
+# the same bookings through book(), same clients: the practitioners the
+# messages made get a location and availability around the clock first
+L=$(q -c "SELECT schedphi.add_location('$T', 'Bench site', 'America/Chicago')")
+q -c "SET client_min_messages = warning" -c "SELECT schedphi.add_member('$T', 'bench_engine', 'scheduler')" \
+	-c "SELECT count(schedphi.add_availability(e.target, '$L', '{1,2,3,4,5,6,7}', '00:00', '24:00',
+			daterange('2026-01-01', NULL), 15)) FROM schedphi.external_id e WHERE e.tenant = '$T'" >/dev/null
+q -c "CREATE TABLE public.bp AS SELECT row_number() OVER (ORDER BY id) AS n, id FROM schedphi.patient WHERE tenant = '$T'" \
+	-c "CREATE TABLE public.bd AS SELECT row_number() OVER (ORDER BY target) AS n, target AS id FROM schedphi.external_id WHERE tenant = '$T'" \
+	-c "GRANT SELECT ON public.bp, public.bd TO bench_engine" >/dev/null
+# (a clash is answered, not fatal, as hl7_ingest answers it AE)
+q -c "CREATE FUNCTION public.try_book(p uuid, a uuid[], d tstzrange) RETURNS uuid LANGUAGE plpgsql AS \$f\$
+	BEGIN RETURN schedphi.book(p, a, d); EXCEPTION WHEN exclusion_violation THEN RETURN NULL; END \$f\$" >/dev/null
+np=$(q -c "SELECT count(*) FROM public.bp"); nd=$(q -c "SELECT count(*) FROM public.bd")
+cat >"$out/book.pgbench" <<PGB
+\\set p random(1, $np)
+\\set dr random(1, $nd)
+\\set q random(290000, 560000)
+SELECT public.try_book((SELECT id FROM public.bp WHERE n = :p), ARRAY[(SELECT id FROM public.bd WHERE n = :dr)],
+	tstzrange(timestamptz '2027-01-04 06:00Z' + :q::int * interval '15 minutes', timestamptz '2027-01-04 06:15Z' + :q::int * interval '15 minutes'));
+PGB
+chmod 644 "$out/book.pgbench"
+pgb book bench_engine -c "$CLIENTS" -j 2 -T "$SECS" -f "$out/book.pgbench"
+book_tps=$TPS
+
+echo
+echo "| measure | figure | ratio | goal |"
+echo "|---|---|---|---|"
+echo "| hl7_ingest, S12, $CLIENTS clients (messages/s) | $(f '%.0f' "$s12_tps") | | >= 2,000: $(verdict "${s12_tps:-}" '>=' 2000) |"
+echo "| its latency p50 / p99 (ms) | $p50 / $p99 | | p99 < 10 ms: $(verdict "$p99" '<' 10) |"
+echo "| book() of the same bookings, same clients (bookings/s) | $(f '%.0f' "$book_tps") | $(ratio "$s12_tps" "$book_tps") x (hl7_ingest / book) | |"
+echo "| outcomes on the ledger | ${outcomes:-?} | | |"
+echo "bench: hl7 ingest done"

@@ -1,0 +1,570 @@
+-- schedphi install script, part 8b: HL7 v2 scheduling messages from EHRs
+-- (docs/integration.md).
+--
+-- An interface engine (or schedphi-agent mllp) hands each SIU message to
+-- hl7_ingest() as an integration login and returns the ACK it gets.  The
+-- message is read by the C codec (src/codec/hl7.c, fuzzed), its sender
+-- decides the tenant and the time zone of times written without an
+-- offset, and the appointment it names is made, moved or ended as the
+-- trigger event says.  The EHR is the system of record for its own
+-- bookings: availability and blocks are not checked, but a clash is (the
+-- exclusion constraint decides, as everywhere), and answered AE.  The
+-- message itself is never kept: a keyed digest of it, its control id and
+-- the ACK are, for idempotency; the ledger has one record per message.
+
+-- An EHR's identifiers of actors: (system, value) -> an actor of the tenant.
+CREATE TABLE schedphi.external_id (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	system		text NOT NULL CHECK (length(system) BETWEEN 1 AND 200),
+	value		text NOT NULL CHECK (length(value) BETWEEN 1 AND 200),
+	target		uuid NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, system, value),
+	FOREIGN KEY (tenant, target) REFERENCES schedphi.actor (tenant, id) ON DELETE CASCADE
+);
+
+-- The senders of HL7 messages: MSH-3 and MSH-4 (first components) name one.
+CREATE TABLE schedphi.hl7_sender (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	application text NOT NULL CHECK (length(application) BETWEEN 1 AND 200),
+	facility	text NOT NULL CHECK (length(facility) <= 200),	-- '' when the sender names none
+	timezone	text NOT NULL,
+	create_unknown boolean NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	created_by	name NOT NULL DEFAULT schedphi._login(),
+	PRIMARY KEY (tenant, id),
+	UNIQUE (tenant, application, facility)
+);
+CREATE INDEX hl7_sender_name ON schedphi.hl7_sender (application, facility);
+
+-- Each message accepted (AA), by its sender and control id: the keyed
+-- digest of its bytes and the ACK it was answered with.
+CREATE TABLE schedphi.hl7_message (
+	tenant		uuid NOT NULL,
+	sender		uuid NOT NULL,
+	control_id	text NOT NULL,
+	digest		bytea NOT NULL,
+	event		text NOT NULL,
+	appointment uuid,
+	ack			text NOT NULL,
+	received_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, sender, control_id),
+	FOREIGN KEY (tenant, sender) REFERENCES schedphi.hl7_sender (tenant, id) ON DELETE CASCADE
+);
+
+-- An EHR's ids of appointments (SCH-2 filler, else SCH-1 placer).
+CREATE TABLE schedphi.appointment_ref (
+	tenant		uuid NOT NULL,
+	system		text NOT NULL,
+	value		text NOT NULL CHECK (length(value) BETWEEN 1 AND 200),
+	appointment uuid NOT NULL,
+	PRIMARY KEY (tenant, system, value),
+	FOREIGN KEY (tenant, appointment) REFERENCES schedphi.appointment (tenant, id) ON DELETE CASCADE
+);
+CREATE INDEX appointment_ref_appointment ON schedphi.appointment_ref (tenant, appointment);
+
+DO $config$
+BEGIN
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.external_id', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.hl7_sender', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.hl7_message', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.appointment_ref', '');
+END
+$config$;
+
+CREATE FUNCTION schedphi._hl7_read(message text) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'schedphi_hl7_read' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION schedphi._hl7_escape(value text) RETURNS text
+AS 'MODULE_PATHNAME', 'schedphi_hl7_escape' LANGUAGE C IMMUTABLE STRICT;
+
+CREATE FUNCTION schedphi.add_external_id(tenant uuid, system text, value text, target uuid)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
+	IF system IS NULL OR length(btrim(system)) NOT BETWEEN 1 AND 200
+	   OR value IS NULL OR length(btrim(value)) NOT BETWEEN 1 AND 200 THEN
+		RAISE EXCEPTION 'system and value must be 1 to 200 characters' USING ERRCODE = '22023';
+	END IF;
+	IF target IS NULL OR NOT EXISTS (SELECT 1 FROM schedphi.actor a WHERE a.tenant = tenant AND a.id = target) THEN
+		RAISE EXCEPTION 'target must be an actor of the tenant' USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO schedphi.external_id AS e (tenant, system, value, target)
+	VALUES (tenant, btrim(system), btrim(value), target)
+	ON CONFLICT ON CONSTRAINT external_id_pkey DO UPDATE SET target = excluded.target;
+END
+$$;
+
+CREATE FUNCTION schedphi.add_hl7_sender(tenant uuid, application text, facility text, timezone text,
+										create_unknown boolean DEFAULT true)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
+	IF application IS NULL OR length(btrim(application)) NOT BETWEEN 1 AND 200
+	   OR length(btrim(coalesce(facility, ''))) > 200 THEN
+		RAISE EXCEPTION 'application must be 1 to 200 characters, facility at most 200' USING ERRCODE = '22023';
+	END IF;
+	IF create_unknown IS NULL THEN
+		RAISE EXCEPTION 'create_unknown must not be null' USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO schedphi.hl7_sender (tenant, application, facility, timezone, create_unknown)
+	VALUES (tenant, btrim(application), btrim(coalesce(facility, '')), schedphi._check_timezone(timezone),
+			create_unknown)
+	ON CONFLICT ON CONSTRAINT hl7_sender_tenant_application_facility_key DO UPDATE
+	SET timezone = excluded.timezone, create_unknown = excluded.create_unknown
+	RETURNING id INTO v_id;
+	RETURN v_id;
+END
+$$;
+
+-- An ACK: MSH (receiver and sender swapped), MSA, and for AE and AR an ERR
+-- (ERR-2 location, ERR-3 an HL7 table 0357 code, ERR-4 severity E) with
+-- the reason in MSA-3 too (versions before 2.5 read only that).  Nothing
+-- from the message but its routing fields, its control id and version.
+CREATE FUNCTION schedphi._hl7_ack(p_msh jsonb, p_code text, p_error text, p_err_code text, p_location text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT concat_ws(E'\r',
+		concat_ws('|', 'MSH', '^~\&', schedphi._hl7_escape(coalesce(p_msh->>'receiving_application', 'SCHEDPHI')),
+				  schedphi._hl7_escape(coalesce(p_msh->>'receiving_facility', '')),
+				  schedphi._hl7_escape(coalesce(p_msh->>'sending_application', '')),
+				  schedphi._hl7_escape(coalesce(p_msh->>'sending_facility', '')),
+				  to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS') || '+0000', '',
+				  'ACK^' || schedphi._hl7_escape(coalesce(p_msh->>'event', '')) || '^ACK',
+				  -- (20 characters: versions before 2.5 allow no more)
+				  'SP' || left(replace(gen_random_uuid()::text, '-', ''), 18), 'P',
+				  schedphi._hl7_escape(coalesce(p_msh->>'version', '2.5'))),
+		concat_ws('|', 'MSA', p_code, schedphi._hl7_escape(coalesce(p_msh->>'control_id', '')),
+				  schedphi._hl7_escape(p_error)),
+		CASE WHEN p_code <> 'AA' THEN
+			-- (the location is ours, seg^seq^field, with its components as written)
+			concat_ws('|', 'ERR', '', CASE WHEN p_location ~ '^[A-Z0-9]{3}(\^[0-9]+){0,3}$' THEN p_location ELSE '' END,
+					  p_err_code || '^' || CASE p_err_code
+						  WHEN '100' THEN 'Segment sequence error' WHEN '101' THEN 'Required field missing'
+						  WHEN '102' THEN 'Data type error' WHEN '103' THEN 'Table value not found'
+						  WHEN '200' THEN 'Unsupported message type' WHEN '201' THEN 'Unsupported event code'
+						  WHEN '204' THEN 'Unknown key identifier' WHEN '205' THEN 'Duplicate key identifier'
+						  WHEN '206' THEN 'Application record locked'
+						  ELSE 'Application internal error' END || '^HL70357',
+					  'E', '', '', schedphi._hl7_escape(coalesce(p_error, '')))
+		END) || E'\r'
+$$;
+
+-- A DTM read by _hl7_read as a time: with its offset, or in the sender's zone.
+CREATE FUNCTION schedphi._hl7_time(p_dtm jsonb, p_timezone text)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN p_dtm IS NULL OR jsonb_typeof(p_dtm) <> 'object' THEN NULL
+				WHEN p_dtm->'offset' = 'null'::jsonb THEN (p_dtm->>'local')::timestamp AT TIME ZONE p_timezone
+				ELSE ((p_dtm->>'local')::timestamp - (p_dtm->>'offset')::int * interval '1 minute') AT TIME ZONE 'UTC' END
+$$;
+
+-- A duration and its unit as senders write them: s, sec, seconds; m, min,
+-- minutes, MIN^MINUTES; h, hr, hours; blank means minutes.  NULL when the
+-- unit is not one of these.
+CREATE FUNCTION schedphi._hl7_duration(p_value text, p_unit text, p_unit2 text)
+RETURNS interval
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN p_value IS NULL OR p_value !~ '^[0-9]{1,6}(\.[0-9]+)?$' THEN NULL
+				ELSE p_value::numeric * CASE lower(coalesce(nullif(btrim(p_unit), ''), nullif(btrim(p_unit2), ''), 'min'))
+					WHEN 's' THEN interval '1 second' WHEN 'sec' THEN interval '1 second'
+					WHEN 'second' THEN interval '1 second' WHEN 'seconds' THEN interval '1 second'
+					WHEN 'm' THEN interval '1 minute' WHEN 'min' THEN interval '1 minute'
+					WHEN 'mins' THEN interval '1 minute' WHEN 'minute' THEN interval '1 minute'
+					WHEN 'minutes' THEN interval '1 minute'
+					WHEN 'h' THEN interval '1 hour' WHEN 'hr' THEN interval '1 hour'
+					WHEN 'hour' THEN interval '1 hour' WHEN 'hours' THEN interval '1 hour' END END
+$$;
+
+-- The actor an AIG, AIL or AIP resource names, by the sender's external
+-- ids ('hl7:<sender>:<segment>'); made when the sender allows it.  NULL:
+-- unknown and not to be made.
+CREATE FUNCTION schedphi._hl7_actor(p_tenant uuid, p_sender schedphi.hl7_sender, p_res jsonb)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_system text := 'hl7:' || p_sender.id || ':' || (p_res->>'segment');
+	v_value text := left(p_res->>'id', 200);
+	v_id uuid;
+	v_name text;
+	v_kind text;
+BEGIN
+	SELECT e.target INTO v_id FROM schedphi.external_id e
+	WHERE e.tenant = p_tenant AND e.system = v_system AND e.value = v_value;
+	IF v_id IS NOT NULL OR NOT p_sender.create_unknown THEN
+		RETURN v_id;
+	END IF;
+	v_name := left(coalesce(CASE p_res->>'segment' WHEN 'AIP' THEN nullif(concat_ws(' ', p_res->>'name2', p_res->>'name'), '')
+													ELSE coalesce(p_res->>'name', p_res->>'name2') END, v_value), 200);
+	-- (values worked out first: Citus sends the statement to the tenant's
+	-- node, and writes a CASE on a parameter there as one it cannot run)
+	v_kind := CASE p_res->>'segment' WHEN 'AIP' THEN 'practitioner' WHEN 'AIL' THEN 'room' ELSE 'device' END;
+	v_name := schedphi._check_name('name', v_name);
+	INSERT INTO schedphi.actor (tenant, kind, name, capacity) VALUES (p_tenant, v_kind, v_name, 1)
+	RETURNING id INTO v_id;
+	INSERT INTO schedphi.external_id (tenant, system, value, target) VALUES (p_tenant, v_system, v_value, v_id);
+	RETURN v_id;
+END
+$$;
+
+-- An HL7 filler status (table 0278) as an appointment status, or NULL.
+CREATE FUNCTION schedphi._hl7_status(p_code text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE lower(btrim(p_code))
+		WHEN 'pending' THEN 'pending' WHEN 'waitlist' THEN 'waitlist' WHEN 'booked' THEN 'booked'
+		WHEN 'overbook' THEN 'booked' WHEN 'started' THEN 'arrived' WHEN 'complete' THEN 'fulfilled'
+		WHEN 'cancelled' THEN 'cancelled' WHEN 'dc' THEN 'cancelled' WHEN 'deleted' THEN 'entered-in-error'
+		WHEN 'noshow' THEN 'noshow' END
+$$;
+
+-- The work of one message, in its own subtransaction (hl7_ingest): the
+-- patient, the actors, the appointment.  Raises with SQLSTATE 'SPH01' and
+-- "code|location|text" as its message for what the sender must fix; any
+-- other error (a clash: 23P01) is answered AE by the caller too.
+CREATE FUNCTION schedphi._hl7_apply(p_sender schedphi.hl7_sender, p_doc jsonb, OUT appointment uuid,
+									OUT outcome text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t uuid := p_sender.tenant;
+	v_event text := upper(p_doc->'msh'->>'event');
+	sch jsonb := p_doc->'sch';
+	pid jsonb := p_doc->'pid';
+	v_ref_system text;
+	v_ref text;
+	v_start timestamptz;
+	v_end timestamptz;
+	v_dur interval;
+	v_actors uuid[] := '{}';
+	v_actor uuid;
+	r jsonb;
+	n int := 0;
+	v_patient uuid;
+	v_mrn text;
+	v_idx bytea;
+	v_kind text := 'routine';
+	v_reason text;
+	v schedphi.appointment;
+	v_to text;
+	v_exists boolean;
+BEGIN
+	IF NOT (sch->>'present')::boolean THEN
+		RAISE EXCEPTION '100|SCH|an SIU message needs its SCH segment' USING ERRCODE = 'SPH01';
+	END IF;
+	IF sch->>'filler_id' IS NOT NULL THEN
+		v_ref_system := 'hl7:' || p_sender.id || ':filler';
+		v_ref := left(sch->>'filler_id', 200);
+	ELSIF sch->>'placer_id' IS NOT NULL THEN
+		v_ref_system := 'hl7:' || p_sender.id || ':placer';
+		v_ref := left(sch->>'placer_id', 200);
+	ELSE
+		RAISE EXCEPTION '101|SCH^1^2|SCH-2 (filler appointment id) or SCH-1 (placer appointment id) is required'
+			USING ERRCODE = 'SPH01';
+	END IF;
+	SELECT a.* INTO v FROM schedphi.appointment_ref x
+	JOIN schedphi.appointment a ON a.tenant = x.tenant AND a.id = x.appointment
+	WHERE x.tenant = t AND x.system = v_ref_system AND x.value = v_ref
+	FOR UPDATE OF a;
+	v_exists := FOUND;
+
+	-- ending events: the appointment must be known
+	IF v_event IN ('S15', 'S16', 'S17', 'S26') THEN
+		IF NOT v_exists THEN
+			RAISE EXCEPTION '204|SCH^1^2|no appointment with this id is known' USING ERRCODE = 'SPH01';
+		END IF;
+		v_to := CASE v_event WHEN 'S17' THEN 'entered-in-error' WHEN 'S26' THEN 'noshow'
+							 ELSE CASE WHEN schedphi._hl7_status(sch->>'status') = 'noshow' THEN 'noshow'
+									   ELSE 'cancelled' END END;
+		appointment := v.id;
+		IF v.status = v_to THEN
+			outcome := 'unchanged';
+		ELSIF schedphi._transition_allowed(v.status, v_to) THEN
+			PERFORM schedphi._set_status(v, v_to);
+			outcome := v_to;
+		ELSE
+			RAISE EXCEPTION '207|SCH^1^25|the appointment is %; it cannot become %', v.status, v_to
+				USING ERRCODE = 'SPH01';
+		END IF;
+		RETURN;
+	END IF;
+
+	-- S12, S13, S14: the time (TQ1, else SCH-11, else the first resource)
+	v_start := coalesce(schedphi._hl7_time(p_doc->'tq1'->'start', p_sender.timezone),
+						schedphi._hl7_time(sch->'start', p_sender.timezone));
+	v_end := coalesce(schedphi._hl7_time(p_doc->'tq1'->'end', p_sender.timezone),
+					  schedphi._hl7_time(sch->'end', p_sender.timezone));
+	FOR r IN SELECT x FROM jsonb_array_elements(p_doc->'resources') x LOOP
+		v_start := coalesce(v_start, schedphi._hl7_time(r->'start', p_sender.timezone));
+		v_dur := coalesce(v_dur, schedphi._hl7_duration(r->>'duration', r->>'units', r->>'units2'));
+	END LOOP;
+	IF v_start IS NULL THEN
+		RAISE EXCEPTION '101|TQ1^1^7|the start is required (TQ1-7, SCH-11.4 or a resource''s start)'
+			USING ERRCODE = 'SPH01';
+	END IF;
+	IF v_end IS NULL THEN
+		v_dur := coalesce(schedphi._hl7_duration(sch->>'duration', sch->>'units', sch->>'units2'),
+						  schedphi._hl7_duration(sch->>'tq_duration', NULL, NULL), v_dur);
+		IF v_dur IS NULL AND sch->>'duration' IS NOT NULL THEN
+			RAISE EXCEPTION '103|SCH^1^10|the duration''s unit is not one of s, min, h (or their long forms)'
+				USING ERRCODE = 'SPH01';
+		END IF;
+		v_end := v_start + v_dur;
+	END IF;
+	IF v_end IS NULL OR v_end <= v_start OR v_end > v_start + interval '1 day' THEN
+		RAISE EXCEPTION '102|TQ1^1^8|the end must come after the start, within a day' USING ERRCODE = 'SPH01';
+	END IF;
+
+	-- the resources, each known by the sender's ids
+	FOR r IN SELECT x FROM jsonb_array_elements(p_doc->'resources') x LOOP
+		n := n + 1;
+		IF r->>'id' IS NULL THEN
+			CONTINUE;
+		END IF;
+		v_actor := schedphi._hl7_actor(t, p_sender, r);
+		IF v_actor IS NULL THEN
+			RAISE EXCEPTION '103|%^%^3|the resource is not known to schedphi (add_external_id)',
+				r->>'segment', n USING ERRCODE = 'SPH01';
+		END IF;
+		IF NOT v_actor = ANY (v_actors) THEN
+			v_actors := v_actors || v_actor;
+		END IF;
+	END LOOP;
+	IF cardinality(v_actors) = 0 THEN
+		RAISE EXCEPTION '101|AIP|a resource (AIG, AIL or AIP with its id) is required' USING ERRCODE = 'SPH01';
+	END IF;
+	v_actors := ARRAY(SELECT u FROM unnest(v_actors) u ORDER BY u);
+
+	IF v_exists THEN
+		appointment := v.id;
+		IF v.status IN ('cancelled', 'noshow', 'entered-in-error', 'fulfilled') THEN
+			-- late or out of order: an ended appointment stays ended
+			outcome := 'ignored: the appointment has ended (' || v.status || ')';
+			RETURN;
+		END IF;
+		IF v.during IS DISTINCT FROM tstzrange(v_start, v_end) OR v.actors IS DISTINCT FROM v_actors THEN
+			IF schedphi._occupies(v.status) THEN
+				DELETE FROM schedphi.appointment_actor x WHERE x.tenant = t AND x.appointment = v.id;
+				PERFORM schedphi._reserve(t, v.id, v_actors, tstzrange(v_start, v_end), v.hold_expires, false);
+			END IF;
+			UPDATE schedphi.appointment a SET during = tstzrange(v_start, v_end), actors = v_actors,
+											  updated_at = now()
+			WHERE a.tenant = t AND a.id = v.id;
+			outcome := 'moved';
+		ELSE
+			outcome := 'unchanged';
+		END IF;
+		v_to := schedphi._hl7_status(sch->>'status');
+		IF v_event = 'S14' AND v_to IS NOT NULL AND v_to <> v.status
+		   AND schedphi._transition_allowed(v.status, v_to) THEN
+			SELECT a.* INTO v FROM schedphi.appointment a WHERE a.tenant = t AND a.id = v.id;
+			PERFORM schedphi._set_status(v, v_to);
+			outcome := v_to;
+		END IF;
+		RETURN;
+	END IF;
+
+	-- a new appointment: its patient, by an identifier (MR first), or registered
+	IF NOT (pid->>'present')::boolean THEN
+		RAISE EXCEPTION '100|PID|a new appointment needs its patient (PID)' USING ERRCODE = 'SPH01';
+	END IF;
+	SELECT schedphi._norm_mrn(i->>'id') INTO v_mrn
+	FROM jsonb_array_elements(pid->'identifiers') WITH ORDINALITY AS u(i, o)
+	WHERE schedphi._norm_mrn(i->>'id') IS NOT NULL
+	ORDER BY upper(coalesce(i->>'type', '')) = 'MR' DESC, o
+	LIMIT 1;
+	IF v_mrn IS NULL THEN
+		RAISE EXCEPTION '101|PID^1^3|the patient needs an identifier (PID-3) that is an MRN' USING ERRCODE = 'SPH01';
+	END IF;
+	-- (the blind index first: under Citus a query on the tables runs on
+	-- the tenant's node, and the tenant's key is the coordinator's to use)
+	v_idx := schedphi._blind(t, 'mrn', v_mrn);
+	SELECT p.id INTO v_patient FROM schedphi.patient p WHERE p.tenant = t AND p.mrn_idx = v_idx;
+	IF v_patient IS NULL THEN
+		IF pid->>'family' IS NULL OR pid->>'given' IS NULL THEN
+			RAISE EXCEPTION '101|PID^1^5|a new patient needs a family and a given name (PID-5)' USING ERRCODE = 'SPH01';
+		END IF;
+		IF coalesce(pid->>'birth_date', '') !~ '^[0-9]{8}' THEN
+			RAISE EXCEPTION '101|PID^1^7|a new patient needs a birth date (PID-7)' USING ERRCODE = 'SPH01';
+		END IF;
+		BEGIN
+			v_patient := schedphi.register_patient(t, pid->>'given', pid->>'family',
+				to_date(left(pid->>'birth_date', 8), 'YYYYMMDD'), NULL, NULL, v_mrn,
+				CASE WHEN pid->>'zip' ~ '^[0-9]{5}(-?[0-9]{4})?$' THEN pid->>'zip' END);
+		EXCEPTION WHEN invalid_parameter_value OR datetime_field_overflow OR invalid_datetime_format THEN
+			RAISE EXCEPTION '102|PID^1^7|the patient''s name or birth date is not valid' USING ERRCODE = 'SPH01';
+		END;
+	END IF;
+
+	-- kind (SCH-7 from table 0276 when it is one), else the reason, sealed
+	IF lower(sch->>'reason_code') IN ('routine', 'followup', 'walkin', 'checkup', 'emergency') THEN
+		v_kind := lower(sch->>'reason_code');
+	ELSE
+		v_reason := left(coalesce(sch->>'reason', sch->>'reason_code'), 2000);
+	END IF;
+	appointment := schedphi._appointment_id();
+	INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind, reason)
+	VALUES (t, appointment, v_patient, v_actors, tstzrange(v_start, v_end), 'booked', v_kind,
+			schedphi._seal(t, 'appointment', 'reason', appointment, v_reason));
+	PERFORM schedphi._reserve(t, appointment, v_actors, tstzrange(v_start, v_end), NULL, false);
+	INSERT INTO schedphi.appointment_ref (tenant, system, value, appointment) VALUES (t, v_ref_system, v_ref, appointment);
+	outcome := 'booked';
+END
+$$;
+
+CREATE FUNCTION schedphi.hl7_ingest(message text)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_doc jsonb;
+	v_msh jsonb;
+	s schedphi.hl7_sender;
+	n int;
+	c record := schedphi._context();
+	v_login name := session_user;
+	v_oid oid := schedphi._session_user_oid();
+	v_digest bytea;
+	v_prior schedphi.hl7_message;
+	v_ack text;
+	v_res record;
+	v_parts text[];
+	v_detail jsonb;
+BEGIN
+	IF message IS NULL THEN
+		RAISE EXCEPTION 'message must not be null' USING ERRCODE = '22023';
+	END IF;
+	-- only an integration login (or token) hands messages in: anyone else
+	-- is refused before the message is read (42501, recorded)
+	IF NOT (CASE WHEN c.via = 'token' THEN c.role = 'integration'
+				 ELSE EXISTS (SELECT 1 FROM schedphi.member m
+							  WHERE m.role = 'integration' AND m.login = v_login AND m.login_oid = v_oid
+								AND pg_catalog.pg_has_role(v_login, 'schedphi_integration', 'MEMBER')) END) THEN
+		PERFORM schedphi._deny(CASE WHEN c.via = 'token' THEN c.tenant END,
+			'permission denied: HL7 messages are handed in by the integration role',
+			'hl7_ingest needs the integration role in a tenant.');
+	END IF;
+	v_doc := schedphi._hl7_read(message);
+	v_msh := coalesce(v_doc->'msh', '{}');
+	-- (an unreadable message has no sender to trust: AR, on the ledger without a tenant)
+	IF v_doc ? 'error' THEN
+		PERFORM schedphi._audit_event('hl7_in', NULL, 'hl7_message', NULL, NULL,
+			jsonb_build_object('outcome', 'AR', 'error', v_doc->>'code', 'location', v_doc->>'location'));
+		RETURN schedphi._hl7_ack(v_msh, 'AR', v_doc->>'error', v_doc->>'code', v_doc->>'location');
+	END IF;
+
+	-- the sender, among the tenants where the caller integrates
+	SELECT count(*) INTO n FROM schedphi.hl7_sender x
+	WHERE x.application = coalesce(v_msh->>'sending_application', '')
+	  AND x.facility = coalesce(v_msh->>'sending_facility', '')
+	  AND CASE WHEN c.via = 'token' THEN c.role = 'integration' AND x.tenant = c.tenant
+			   ELSE EXISTS (SELECT 1 FROM schedphi.member m
+							WHERE m.tenant = x.tenant AND m.role = 'integration' AND m.login = v_login
+							  AND m.login_oid = v_oid
+							  AND pg_catalog.pg_has_role(v_login, 'schedphi_integration', 'MEMBER')) END;
+	IF n <> 1 THEN
+		PERFORM schedphi._audit_event('hl7_in', NULL, 'hl7_message', NULL, NULL,
+			jsonb_build_object('outcome', 'AR', 'error', 'unknown sender', 'type', v_msh->>'type',
+							   'event', v_msh->>'event', 'control_id', left(v_msh->>'control_id', 64)));
+		RETURN schedphi._hl7_ack(v_msh, 'AR',
+			CASE WHEN n = 0 THEN 'unknown sender (MSH-3, MSH-4) for this login'
+				 ELSE 'the sender (MSH-3, MSH-4) names several tenants of this login' END, '207', 'MSH^1^3');
+	END IF;
+	SELECT x.* INTO s FROM schedphi.hl7_sender x
+	WHERE x.application = coalesce(v_msh->>'sending_application', '')
+	  AND x.facility = coalesce(v_msh->>'sending_facility', '')
+	  AND CASE WHEN c.via = 'token' THEN c.role = 'integration' AND x.tenant = c.tenant
+			   ELSE EXISTS (SELECT 1 FROM schedphi.member m
+							WHERE m.tenant = x.tenant AND m.role = 'integration' AND m.login = v_login
+							  AND m.login_oid = v_oid) END;
+	PERFORM schedphi._authorize(s.tenant, ARRAY['integration']);
+
+	v_detail := jsonb_build_object('sender', s.id, 'type', v_msh->>'type', 'event', v_msh->>'event',
+								   'control_id', left(v_msh->>'control_id', 64), 'version', v_msh->>'version');
+	IF upper(coalesce(v_msh->>'type', '')) <> 'SIU'
+	   OR upper(coalesce(v_msh->>'event', '')) NOT IN ('S12', 'S13', 'S14', 'S15', 'S16', 'S17', 'S26') THEN
+		PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', NULL, NULL,
+			v_detail || jsonb_build_object('outcome', 'AR'));
+		RETURN schedphi._hl7_ack(v_msh, 'AR', 'only SIU S12 to S17 and S26 are taken', '200', 'MSH^1^9');
+	END IF;
+	IF v_msh->>'control_id' IS NULL OR length(v_msh->>'control_id') > 199 THEN
+		PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', NULL, NULL,
+			v_detail || jsonb_build_object('outcome', 'AR'));
+		RETURN schedphi._hl7_ack(v_msh, 'AR', 'MSH-10 (message control id) is required, at most 199 characters',
+								 '101', 'MSH^1^10');
+	END IF;
+
+	-- the same control id again: its ACK, or AE when the content differs
+	v_digest := schedphi._blind(s.tenant, 'hl7', message);
+	v_detail := v_detail || jsonb_build_object('digest', encode(v_digest, 'hex'));
+	SELECT * INTO v_prior FROM schedphi.hl7_message x
+	WHERE x.tenant = s.tenant AND x.sender = s.id AND x.control_id = v_msh->>'control_id';
+	IF FOUND THEN
+		IF v_prior.digest = v_digest THEN
+			PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', v_prior.appointment, NULL,
+				v_detail || jsonb_build_object('outcome', 'AA', 'duplicate', true));
+			RETURN v_prior.ack;
+		END IF;
+		PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', NULL, NULL,
+			v_detail || jsonb_build_object('outcome', 'AE', 'error', '205'));
+		RETURN schedphi._hl7_ack(v_msh, 'AE', 'this control id was already used for another message',
+								 '205', 'MSH^1^10');
+	END IF;
+
+	IF v_doc ? 'bad' THEN
+		PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', NULL, NULL,
+			v_detail || jsonb_build_object('outcome', 'AE', 'error', v_doc->'bad'->>'code',
+										   'location', v_doc->'bad'->>'location'));
+		RETURN schedphi._hl7_ack(v_msh, 'AE', v_doc->'bad'->>'error', v_doc->'bad'->>'code',
+								 v_doc->'bad'->>'location');
+	END IF;
+	BEGIN
+		v_res := schedphi._hl7_apply(s, v_doc);
+	EXCEPTION
+		WHEN SQLSTATE 'SPH01' THEN
+			v_parts := regexp_match(SQLERRM, '^([0-9]{3})\|([^|]*)\|(.*)$');
+			PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', NULL, NULL,
+				v_detail || jsonb_build_object('outcome', 'AE', 'error', v_parts[1], 'location', v_parts[2]));
+			RETURN schedphi._hl7_ack(v_msh, 'AE', v_parts[3], v_parts[1], v_parts[2]);
+		WHEN exclusion_violation THEN
+			-- names the actor and the interval, never the other patient
+			PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', NULL, NULL,
+				v_detail || jsonb_build_object('outcome', 'AE', 'error', '23P01'));
+			RETURN schedphi._hl7_ack(v_msh, 'AE', SQLERRM, '207', 'AIP');
+		WHEN OTHERS THEN
+			PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', NULL, NULL,
+				v_detail || jsonb_build_object('outcome', 'AE', 'error', SQLSTATE));
+			RETURN schedphi._hl7_ack(v_msh, 'AE', 'the message could not be applied (' || SQLSTATE || ')', '207', NULL);
+	END;
+	v_ack := schedphi._hl7_ack(v_msh, 'AA', NULL, NULL, NULL);
+	INSERT INTO schedphi.hl7_message (tenant, sender, control_id, digest, event, appointment, ack)
+	VALUES (s.tenant, s.id, v_msh->>'control_id', v_digest, upper(v_msh->>'event'), v_res.appointment, v_ack);
+	PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', v_res.appointment, NULL,
+		v_detail || jsonb_build_object('outcome', 'AA', 'applied', v_res.outcome));
+	RETURN v_ack;
+END
+$$;

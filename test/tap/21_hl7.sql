@@ -1,0 +1,206 @@
+-- HL7 v2 scheduling messages in (issue #14): the public samples answered
+-- with the right ACK, times in the sender's zone, idempotency on the
+-- control id, the trigger events, out-of-order messages, clashes, unknown
+-- senders and resources, and one ledger record per message.
+BEGIN;
+SELECT no_plan();
+SET LOCAL client_min_messages = warning;
+-- the session's zone must not matter
+SET LOCAL TimeZone = 'Asia/Tokyo';
+SELECT * FROM tst.clinic('America/New_York') \gset
+CREATE ROLE tst_h_eng LOGIN;
+CREATE ROLE tst_h_admin LOGIN;
+CREATE ROLE tst_h_desk LOGIN;
+SELECT schedphi.add_member(:'tenant', 'tst_h_eng', 'integration');
+SELECT schedphi.add_member(:'tenant', 'tst_h_admin', 'admin');
+SELECT schedphi.add_member(:'tenant', 'tst_h_desk', 'scheduler');
+
+-- senders: an admin's
+SET SESSION AUTHORIZATION tst_h_desk;
+SELECT is(tst.sqlstate_of(format($$SELECT schedphi.add_hl7_sender(%L, 'ATHENANET', '235', 'America/New_York')$$,
+								 :'tenant')), '42501', 'a scheduler cannot add a sender');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_h_admin;
+SELECT is(tst.sqlstate_of(format($$SELECT schedphi.add_hl7_sender(%L, 'X', 'Y', 'Mars/Olympus')$$, :'tenant')),
+		  '22023', 'a sender''s time zone must be a zone');
+SELECT schedphi.add_hl7_sender(:'tenant', 'ATHENANET', '235', 'America/New_York') AS s2 \gset
+SELECT schedphi.add_hl7_sender(:'tenant', 'SCHApp', 'GHHSFacility', 'Europe/Berlin') AS s1 \gset
+SELECT schedphi.add_hl7_sender(:'tenant', 'ORSOS', 'G', 'America/Toronto') AS s3 \gset
+SELECT schedphi.add_hl7_sender(:'tenant', 'MESA_OP', 'XYZ_HOSPITAL', 'America/Indiana/Indianapolis') AS s4 \gset
+SELECT schedphi.add_hl7_sender(:'tenant', 'ATHENANET', '99999', 'America/New_York') AS s5 \gset
+SELECT schedphi.add_hl7_sender(:'tenant', 'TESTEHR', 'TESTFAC', 'America/New_York', false) AS st \gset
+RESET SESSION AUTHORIZATION;
+
+-- a synthetic SIU: control id, event, filler id, start (local, or with an
+-- offset), minutes, AIP id, MRN, family name, SCH-25
+CREATE FUNCTION pg_temp.siu(ctl text, ev text, filler text, start text, mins int, aip text, mrn text,
+							family text DEFAULT 'Synthetic', status text DEFAULT 'Booked')
+RETURNS text LANGUAGE sql AS $$
+	SELECT concat_ws(E'\r',
+		'MSH|^~\&|TESTEHR|TESTFAC|SCHEDPHI|CLINIC|20260301120000||SIU^' || ev || '^SIU_S12|' || ctl || '|P|2.5.1',
+		'SCH||' || filler || '|||||ROUTINE^Routine visit|NORMAL|' || mins || '|min|^^' || mins || '^' || start
+			|| '||||||||||||||' || status,
+		'PID|1||' || mrn || '^^^TESTEHR^MR||' || family || '^Hl7Test||19800101|F|||1 Main St^^Town^ST^02139',
+		'RGS|1|A',
+		'AIP|1|A|' || aip || '^Provider^Test|ATTENDING||' || start || '|||' || mins || '|min') || E'\r'
+$$;
+-- the values of an ACK: MSA-1, MSA-2, ERR-3's code, ERR-2
+CREATE FUNCTION pg_temp.ack(a text) RETURNS text LANGUAGE sql AS $$
+	SELECT concat_ws(' ', (regexp_match(a, E'\rMSA\\|([A-Z]{2})\\|'))[1], (regexp_match(a, E'\rMSA\\|[A-Z]{2}\\|([^|\r]*)'))[1],
+					 (regexp_match(a, E'\rERR\\|[^|]*\\|([^|]*)\\|([0-9]{3})'))[2],
+					 nullif((regexp_match(a, E'\rERR\\|[^|]*\\|([^|]*)\\|'))[1], ''))
+$$;
+SELECT coalesce(max(id), 0) AS mark FROM schedphi.audit_log \gset
+
+-- the public samples (test/samples/hl7v2), as the integration login
+SET SESSION AUTHORIZATION tst_h_eng;
+CREATE TEMP TABLE acks AS
+SELECT s.name, schedphi.hl7_ingest(s.body) AS ack FROM tst.sample s WHERE s.name ~ '^0[1-5]_' ORDER BY s.name;
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(left(name, 2) || ' ' || pg_temp.ack(ack), '; ' ORDER BY name) FROM acks),
+		  '01 AA MSG00012; 02 AA 501; 03 AE 38762 101 PID^1^7; 04 AA 24916560; 05 AE 189M90009 204 SCH^1^2',
+		  'the samples: three bookings accepted; an S14 of an unknown appointment whose patient has no birth date, and an S15 of an unknown appointment, refused with ERR');
+SELECT is((SELECT string_agg(split_part(ack, '|', 9) || ' ' || split_part(split_part(ack, E'\r', 1), '|', 12), ',' ORDER BY name)
+		   FROM acks),
+		  'ACK^S12^ACK 2.8,ACK^S12^ACK 2.2,ACK^S14^ACK 2.3,ACK^S12^ACK 2.3,ACK^S15^ACK 2.3.1',
+		  'each ACK names the event and answers in the message''s version');
+SELECT is((SELECT string_agg(split_part(ack, '|', 3) || '/' || split_part(ack, '|', 5) || '/' || split_part(ack, '|', 6), ','
+						   ORDER BY name) FROM acks WHERE name ~ '^0[12]'),
+		  'EHRApp/SCHApp/GHHSFacility,ATHENA/ATHENANET/235', 'an ACK goes back from the receiver to the sender');
+SELECT is((SELECT string_agg(lower(a.during)::text || ' ' || upper(a.during)::text || ' ' || a.kind, '; ' ORDER BY lower(a.during))
+		   FROM schedphi.appointment_ref r JOIN schedphi.appointment a ON a.tenant = r.tenant AND a.id = r.appointment
+		   WHERE r.tenant = :'tenant'),
+		  '2004-03-23 05:40:00+09 2004-03-23 05:50:00+09 routine; 2011-06-17 21:45:00+09 2011-06-17 22:30:00+09 routine; '
+		  || '2021-09-24 16:15:00+09 2021-09-24 17:05:00+09 emergency',
+	'times: 02 in the sender''s zone (15:40 New York) for 10 minutes; 04 from SCH-11 in Indianapolis; 01 from TQ1 with its offsets, and EMERGENCY from SCH-7');
+SELECT is((SELECT count(*)::int FROM schedphi.find_patient(:'tenant', mrn => '70690')), 1,
+		  'the patient of 02 was registered with the MRN of its PID');
+SELECT is((SELECT string_agg(a.kind || ':' || a.name, ',' ORDER BY a.kind, a.name) FROM schedphi.external_id e
+		   JOIN schedphi.actor a ON a.tenant = e.tenant AND a.id = e.target
+		   WHERE e.tenant = :'tenant' AND e.system LIKE 'hl7:' || :'s2' || ':%'),
+		  'device:medickinson2,room:Brockton', 'its unknown AIG and AIL became actors with the sender''s external ids');
+
+-- the same message again: the same ACK, nothing new
+SELECT count(*) AS appts_before FROM schedphi.appointment WHERE tenant = :'tenant' \gset
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(schedphi.hl7_ingest((SELECT body FROM tst.sample WHERE name LIKE '02%')),
+		  (SELECT ack FROM acks WHERE name LIKE '02%'), 'the same message again gets the ACK it got the first time');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(replace((SELECT body FROM tst.sample WHERE name LIKE '02%'), '|10|minutes|', '|20|minutes|'))),
+		  'AE 501 205 MSH^1^10', 'the same control id with other content: AE');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT count(*) FROM schedphi.appointment WHERE tenant = :'tenant'), :'appts_before'::bigint,
+		  'and neither changed anything');
+
+-- the trigger events on a synthetic sender (create_unknown off: resources by external id)
+SELECT schedphi.add_external_id(:'tenant', 'hl7:' || :'st' || ':AIP', 'DR-A', :'dr');
+SELECT schedphi.add_external_id(:'tenant', 'hl7:' || :'st' || ':AIP', 'DR-B', :'dr2');
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C1', 'S12', 'F1', '202603100900', 30, 'DR-A', 'SYN-H1'))),
+		  'AA C1', 'S12 books');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C1B', 'S12', 'F9', '202603101000', 30, 'DR-X', 'SYN-H9'))),
+		  'AE C1B 103 AIP^1^3', 'a resource unknown to a sender that may not make actors: AE naming AIP-3');
+RESET SESSION AUTHORIZATION;
+SELECT r.appointment AS h1 FROM schedphi.appointment_ref r WHERE r.tenant = :'tenant' AND r.value = 'F1' \gset
+SELECT is((SELECT lower(during) AT TIME ZONE 'UTC' FROM schedphi.appointment WHERE tenant = :'tenant' AND id = :'h1'),
+		  timestamp '2026-03-10 13:00', 'a time without an offset is the sender''s (09:00 in New York, EDT), not the session''s');
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C2', 'S13', 'F1', '202603101100', 45, 'DR-A', 'SYN-H1'))),
+		  'AA C2', 'S13 moves it');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT format('%s %s %s', lower(during) AT TIME ZONE 'UTC', upper(during) - lower(during), status)
+		   FROM schedphi.appointment WHERE tenant = :'tenant' AND id = :'h1'),
+		  '2026-03-10 15:00:00 00:45:00 booked', 'to 11:00 for 45 minutes');
+SELECT is((SELECT count(*)::int FROM schedphi.appointment_actor WHERE tenant = :'tenant' AND appointment = :'h1'
+			 AND active AND lower(span) AT TIME ZONE 'UTC' = '2026-03-10 15:00'), 1, 'its actor''s time moved with it');
+
+-- a clash: another patient at an overlapping time with the same practitioner
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C3', 'S12', 'F2', '202603101130', 30, 'DR-A', 'SYN-H2', 'Clashing')))
+	AS clash_ack, schedphi.hl7_ingest(pg_temp.siu('C3', 'S12', 'F2', '202603101130', 30, 'DR-A', 'SYN-H2', 'Clashing'))
+	AS clash_raw \gset
+RESET SESSION AUTHORIZATION;
+SELECT is(:'clash_ack'::text, 'AE C3 207 AIP', 'a message that would double-book: AE');
+SELECT ok(:'clash_raw' ~ 'Dr Alpha Synthetic' AND :'clash_raw' !~* '(Synthetic\^|Hl7Test|SYN-H1|Clashing)',
+		  'naming the practitioner and the interval, never the other patient');
+SELECT is((SELECT count(*)::int FROM schedphi.appointment_ref WHERE tenant = :'tenant' AND value = 'F2')
+		  + (SELECT count(*)::int FROM schedphi.find_patient(:'tenant', mrn => 'SYN-H2')), 0,
+		  'and changes nothing: no appointment, no patient registered');
+
+-- ending events, case-insensitive SCH-25, out of order
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C4', 'S15', 'F1', '202603101100', 45, 'DR-A', 'SYN-H1', status => 'NoShow'))),
+		  'AA C4', 'S15 with SCH-25 NOSHOW (any case)');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT status FROM schedphi.appointment WHERE tenant = :'tenant' AND id = :'h1'), 'noshow',
+		  'is a no-show, not a cancellation');
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C5', 'S13', 'F1', '202603101400', 30, 'DR-A', 'SYN-H1'))),
+		  'AA C5', 'a late S13 is accepted');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT format('%s %s', status, lower(during) AT TIME ZONE 'UTC') FROM schedphi.appointment
+		   WHERE tenant = :'tenant' AND id = :'h1'), 'noshow 2026-03-10 15:00:00',
+		  'but never revives an ended appointment');
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C6', 'S17', 'F1', '202603101100', 45, 'DR-A', 'SYN-H1'))),
+		  'AA C6', 'S17 deletes');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C7', 'S12', 'F3', '202603111100', 30, 'DR-B', 'SYN-H1'))),
+		  'AA C7', 'another booking of the same patient, known by MRN');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C8', 'S26', 'F3', '202603111100', 30, 'DR-B', 'SYN-H1'))),
+		  'AA C8', 'S26');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C9', 'S12', 'F4', '202603121100', 30, 'DR-B', 'SYN-H1'))),
+		  'AA C9', 'and another');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('C10', 'S16', 'F4', '202603121100', 30, 'DR-B', 'SYN-H1'))),
+		  'AA C10', 'S16');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(r.value || '=' || a.status, ',' ORDER BY r.value)
+		   FROM schedphi.appointment_ref r JOIN schedphi.appointment a ON a.tenant = r.tenant AND a.id = r.appointment
+		   WHERE r.tenant = :'tenant' AND r.system LIKE 'hl7:' || :'st' || ':%'),
+		  'F1=entered-in-error,F3=noshow,F4=cancelled', 'S17 entered in error, S26 no-show, S16 cancelled');
+SELECT is((SELECT count(*)::int FROM schedphi.find_patient(:'tenant', mrn => 'SYN-H1')), 1,
+		  'one patient for the MRN, however many messages name it');
+
+-- what is refused outright (AR)
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(replace(pg_temp.siu('D1', 'S12', 'F5', '202603131100', 30, 'DR-B', 'SYN-H3'),
+												  'TESTEHR|TESTFAC', 'OTHER|PLACE'))),
+		  'AR D1 207 MSH^1^3', 'an unknown sender: AR');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(replace(pg_temp.siu('D2', 'S12', 'F5', '202603131100', 30, 'DR-B', 'SYN-H3'),
+												  'SIU^S12^SIU_S12', 'ADT^A01^ADT_A01'))),
+		  'AR D2 200 MSH^1^9', 'a message that is not SIU: AR');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('D3', 'S23', 'F5', '202603131100', 30, 'DR-B', 'SYN-H3'))),
+		  'AR D3 200 MSH^1^9', 'an SIU event not taken (S23): AR');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('', 'S12', 'F5', '202603131100', 30, 'DR-B', 'SYN-H3'))),
+		  'AR  101 MSH^1^10', 'no control id: AR');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(E'PID|1||Zqxcanary\r')), 'AR  100', 'not HL7: AR');
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('D4', 'S12', 'F5', '2026031311', 30, 'DR-B', 'SYN-H3'))),
+		  'AE D4 102 SCH^1^11', 'a start that is not a time to the minute: AE with its location');
+SELECT is(tst.sqlstate_of('SELECT schedphi.hl7_ingest(NULL)'), '22023', 'a NULL message: 22023');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_h_desk;
+SELECT is(tst.sqlstate_of(format('SELECT schedphi.hl7_ingest(%L)',
+								 pg_temp.siu('E1', 'S12', 'F6', '202603131100', 30, 'DR-B', 'SYN-H4'))),
+		  '42501', 'a login without the integration role hands in nothing: 42501');
+RESET SESSION AUTHORIZATION;
+
+-- the ledger: one record per message, with its outcome, never its content
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE id > :mark AND action = 'hl7_in'), 25,
+		  'every message handed in left one hl7_in record');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE id > :mark AND action = 'hl7_in'
+			 AND detail::text ~* '(Synthetic|Hl7Test|SYN-H|Zqxcanary|70690|HALL|ROSCOE|Main St)'), 0,
+		  'no name, MRN or address in them');
+SELECT is((SELECT string_agg(detail->>'outcome', ',' ORDER BY id) FROM schedphi.audit_log
+		   WHERE id > :mark AND action = 'hl7_in' AND detail->>'control_id' IN ('501', 'C3', 'D2')),
+		  'AA,AA,AE,AE,AE,AR', 'with the outcome (the duplicate marked as one)');
+SELECT is((SELECT count(*)::int FROM schedphi.audit_log WHERE id > :mark AND action = 'hl7_in'
+			 AND detail->>'digest' IS NOT NULL AND detail->>'control_id' = 'C1'), 1, 'and the message''s keyed digest');
+
+-- units of duration as found in the wild
+SELECT is((SELECT string_agg(coalesce(schedphi._hl7_duration(v, u, u2)::text, '-'), ',')
+		   FROM (VALUES ('60', 's', NULL), ('45', 'm', NULL), ('10', 'minutes', NULL), ('379', 'MIN', 'MINUTES'),
+						('15', NULL, NULL), ('2', 'hours', NULL), ('5', '', 'MINUTES'), ('5', 'fortnights', NULL),
+						('x', 'min', NULL)) t(v, u, u2)),
+		  '00:01:00,00:45:00,00:10:00,06:19:00,00:15:00,02:00:00,00:05:00,-,-',
+		  'duration units: s, m, minutes, MIN^MINUTES, blank (minutes), hours; others refused');
+
+SELECT * FROM finish();
+ROLLBACK;
