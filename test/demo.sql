@@ -239,10 +239,43 @@ SELECT login, action, object, detail ->> 'rows' AS rows FROM schedphi.audit_log
 WHERE login = 'demo_analyst' ORDER BY id;
 
 \echo
-\echo '== The EHR interfaces (HL7 v2, FHIR R4) arrive with the next issues (docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts).'
+\echo '== 12. The EHR books through its interface engine: an HL7 v2 SIU S12 in, an ACK out (docs/integration.md)'
+DROP ROLE IF EXISTS demo_engine;
+CREATE ROLE demo_engine LOGIN;
+SELECT schedphi.add_member(:'clinic', 'demo_engine', 'integration') \g /dev/null
+SELECT schedphi.add_hl7_sender(:'clinic', 'DEMOEHR', 'DEMOFAC', 'America/New_York', create_unknown => false) \g /dev/null
+SELECT schedphi.add_external_id(:'clinic', 'hl7:' || s.id || ':AIP', 'EHR-ADA', (SELECT id FROM staff WHERE name = 'Dr Ada Example'))
+FROM schedphi.hl7_sender s WHERE s.tenant = :'clinic' \g /dev/null
+SELECT format(E'MSH|^~\\&|DEMOEHR|DEMOFAC|SCHEDPHI|SYNTHETIC|%s||SIU^S12^SIU_S12|DEMO-0001|P|2.5.1\r'
+			  'SCH||EHR-APPT-1|||||ROUTINE|NORMAL|30|min|^^30^%s||||||||||||||Booked\r'
+			  'PID|1||EHR-MRN-77^^^DEMOEHR^MR||Examplefamily^Robin||19750505|F|||1 Sample Way^^Boston^MA^02110\r'
+			  'RGS|1|A\rAIP|1|A|EHR-ADA^Example^Ada|ATTENDING\r',
+			  to_char(now() AT TIME ZONE 'America/New_York', 'YYYYMMDDHH24MISS'),
+			  to_char(current_date + 63, 'YYYYMMDD') || '1000') AS siu \gset
+\echo 'The message (its patient a synthetic one), as the EHR sends it:'
+SELECT replace(:'siu', E'\r', E'\n') AS "SIU^S12";
+SET SESSION AUTHORIZATION demo_engine;
+\echo 'The ACK the interface engine gets back (the time read in the sender''s zone; the patient registered by MRN):'
+SELECT replace(schedphi.hl7_ingest(:'siu'), E'\r', E'\n') AS "ACK";
+\echo 'The same message again: the same ACK, nothing booked twice:'
+SELECT split_part(schedphi.hl7_ingest(:'siu'), E'\r', 2) AS "MSA";
+RESET SESSION AUTHORIZATION;
+SELECT to_char(lower(a.during) AT TIME ZONE 'America/New_York', 'YYYY-MM-DD HH24:MI') || ' New York' AS starts,
+	   a.status, a.kind, (SELECT s.name FROM staff s WHERE s.id = ANY (a.actors)) AS practitioner
+FROM schedphi.appointment_ref r JOIN schedphi.appointment a ON a.tenant = r.tenant AND a.id = r.appointment
+WHERE r.tenant = :'clinic' AND r.value = 'EHR-APPT-1';
+\echo 'On the ledger: one record per message, its outcome and a keyed digest, never its content:'
+SELECT login, action, detail ->> 'event' AS event, detail ->> 'control_id' AS control_id, detail ->> 'outcome' AS outcome,
+	   coalesce(detail ->> 'applied', CASE WHEN (detail ->> 'duplicate')::boolean THEN 'duplicate' END) AS applied
+FROM schedphi.audit_log WHERE action = 'hl7_in' ORDER BY id;
+
+\echo
+\echo '== Next: SIU out to receivers, FHIR R4 and the MLLP agent (docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts; docs/integration.md: EHRs).'
 DROP OWNED BY demo_frontdesk;
 DROP ROLE demo_frontdesk;
 DROP OWNED BY demo_auditor;
 DROP ROLE demo_auditor;
 DROP OWNED BY demo_analyst;
 DROP ROLE demo_analyst;
+DROP OWNED BY demo_engine;
+DROP ROLE demo_engine;

@@ -135,9 +135,13 @@ $$;
 -- from the message but its routing fields, its control id and version.
 CREATE FUNCTION schedphi._hl7_ack(p_msh jsonb, p_code text, p_error text, p_err_code text, p_location text)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+	-- (PL/pgSQL: its plan is kept, where a SQL function with a SET clause
+	-- would be parsed again at every call)
+	RETURN (
 	SELECT concat_ws(E'\r',
 		concat_ws('|', 'MSH', '^~\&', schedphi._hl7_escape(coalesce(p_msh->>'receiving_application', 'SCHEDPHI')),
 				  schedphi._hl7_escape(coalesce(p_msh->>'receiving_facility', '')),
@@ -161,16 +165,19 @@ AS $$
 						  WHEN '206' THEN 'Application record locked'
 						  ELSE 'Application internal error' END || '^HL70357',
 					  'E', '', '', schedphi._hl7_escape(coalesce(p_error, '')))
-		END) || E'\r'
+		END) || E'\r');
+END
 $$;
 
 -- A DTM read by _hl7_read as a time: with its offset, or in the sender's zone.
+-- (This and the next: one expression, no SET clause, every name qualified,
+-- so that the planner inlines them into the statements that call them.)
 CREATE FUNCTION schedphi._hl7_time(p_dtm jsonb, p_timezone text)
 RETURNS timestamptz
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
+-- (STABLE as the cast from text is: declared IMMUTABLE it would not be inlined)
+LANGUAGE sql STABLE
 AS $$
-	SELECT CASE WHEN p_dtm IS NULL OR jsonb_typeof(p_dtm) <> 'object' THEN NULL
+	SELECT CASE WHEN p_dtm IS NULL OR pg_catalog.jsonb_typeof(p_dtm) <> 'object' THEN NULL
 				WHEN p_dtm->'offset' = 'null'::jsonb THEN (p_dtm->>'local')::timestamp AT TIME ZONE p_timezone
 				ELSE ((p_dtm->>'local')::timestamp - (p_dtm->>'offset')::int * interval '1 minute') AT TIME ZONE 'UTC' END
 $$;
@@ -181,10 +188,10 @@ $$;
 CREATE FUNCTION schedphi._hl7_duration(p_value text, p_unit text, p_unit2 text)
 RETURNS interval
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE WHEN p_value IS NULL OR p_value !~ '^[0-9]{1,6}(\.[0-9]+)?$' THEN NULL
-				ELSE p_value::numeric * CASE lower(coalesce(nullif(btrim(p_unit), ''), nullif(btrim(p_unit2), ''), 'min'))
+				ELSE p_value::numeric * CASE pg_catalog.lower(coalesce(nullif(pg_catalog.btrim(p_unit), ''),
+																	 nullif(pg_catalog.btrim(p_unit2), ''), 'min'))
 					WHEN 's' THEN interval '1 second' WHEN 'sec' THEN interval '1 second'
 					WHEN 'second' THEN interval '1 second' WHEN 'seconds' THEN interval '1 second'
 					WHEN 'm' THEN interval '1 minute' WHEN 'min' THEN interval '1 minute'
@@ -201,6 +208,9 @@ CREATE FUNCTION schedphi._hl7_actor(p_tenant uuid, p_sender schedphi.hl7_sender,
 RETURNS uuid
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- the same statements every time: generic plans save planning them
+-- (distribute() takes it off: Citus routes by the values)
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	v_system text := 'hl7:' || p_sender.id || ':' || (p_res->>'segment');
@@ -247,6 +257,9 @@ CREATE FUNCTION schedphi._hl7_apply(p_sender schedphi.hl7_sender, p_doc jsonb, O
 									OUT outcome text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- the same statements every time: generic plans save planning them
+-- (distribute() takes it off: Citus routes by the values)
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	t uuid := p_sender.tenant;
@@ -439,6 +452,9 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the same statements every time: generic plans save planning them
+-- (distribute() takes it off: Citus routes by the values)
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	v_doc jsonb;
@@ -454,16 +470,25 @@ DECLARE
 	v_res record;
 	v_parts text[];
 	v_detail jsonb;
+	v_mine uuid[];
+	v_ids uuid[];
+	v_tenants uuid[];
 BEGIN
 	IF message IS NULL THEN
 		RAISE EXCEPTION 'message must not be null' USING ERRCODE = '22023';
 	END IF;
 	-- only an integration login (or token) hands messages in: anyone else
 	-- is refused before the message is read (42501, recorded)
-	IF NOT (CASE WHEN c.via = 'token' THEN c.role = 'integration'
-				 ELSE EXISTS (SELECT 1 FROM schedphi.member m
-							  WHERE m.role = 'integration' AND m.login = v_login AND m.login_oid = v_oid
-								AND pg_catalog.pg_has_role(v_login, 'schedphi_integration', 'MEMBER')) END) THEN
+	IF c.via = 'token' THEN
+		IF c.role = 'integration' THEN
+			v_mine := ARRAY[c.tenant];
+		END IF;
+	ELSE
+		v_mine := ARRAY(SELECT m.tenant FROM schedphi.member m
+						WHERE m.role = 'integration' AND m.login = v_login AND m.login_oid = v_oid
+						  AND pg_catalog.pg_has_role(v_login, 'schedphi_integration', 'MEMBER'));
+	END IF;
+	IF coalesce(cardinality(v_mine), 0) = 0 THEN
 		PERFORM schedphi._deny(CASE WHEN c.via = 'token' THEN c.tenant END,
 			'permission denied: HL7 messages are handed in by the integration role',
 			'hl7_ingest needs the integration role in a tenant.');
@@ -478,14 +503,11 @@ BEGIN
 	END IF;
 
 	-- the sender, among the tenants where the caller integrates
-	SELECT count(*) INTO n FROM schedphi.hl7_sender x
+	SELECT array_agg(x.id), array_agg(x.tenant) INTO v_ids, v_tenants FROM schedphi.hl7_sender x
 	WHERE x.application = coalesce(v_msh->>'sending_application', '')
 	  AND x.facility = coalesce(v_msh->>'sending_facility', '')
-	  AND CASE WHEN c.via = 'token' THEN c.role = 'integration' AND x.tenant = c.tenant
-			   ELSE EXISTS (SELECT 1 FROM schedphi.member m
-							WHERE m.tenant = x.tenant AND m.role = 'integration' AND m.login = v_login
-							  AND m.login_oid = v_oid
-							  AND pg_catalog.pg_has_role(v_login, 'schedphi_integration', 'MEMBER')) END;
+	  AND x.tenant = ANY (v_mine);
+	n := coalesce(cardinality(v_ids), 0);
 	IF n <> 1 THEN
 		PERFORM schedphi._audit_event('hl7_in', NULL, 'hl7_message', NULL, NULL,
 			jsonb_build_object('outcome', 'AR', 'error', 'unknown sender', 'type', v_msh->>'type',
@@ -494,13 +516,7 @@ BEGIN
 			CASE WHEN n = 0 THEN 'unknown sender (MSH-3, MSH-4) for this login'
 				 ELSE 'the sender (MSH-3, MSH-4) names several tenants of this login' END, '207', 'MSH^1^3');
 	END IF;
-	SELECT x.* INTO s FROM schedphi.hl7_sender x
-	WHERE x.application = coalesce(v_msh->>'sending_application', '')
-	  AND x.facility = coalesce(v_msh->>'sending_facility', '')
-	  AND CASE WHEN c.via = 'token' THEN c.role = 'integration' AND x.tenant = c.tenant
-			   ELSE EXISTS (SELECT 1 FROM schedphi.member m
-							WHERE m.tenant = x.tenant AND m.role = 'integration' AND m.login = v_login
-							  AND m.login_oid = v_oid) END;
+	SELECT x.* INTO s FROM schedphi.hl7_sender x WHERE x.tenant = v_tenants[1] AND x.id = v_ids[1];
 	PERFORM schedphi._authorize(s.tenant, ARRAY['integration']);
 
 	v_detail := jsonb_build_object('sender', s.id, 'type', v_msh->>'type', 'event', v_msh->>'event',
@@ -563,7 +579,10 @@ BEGIN
 	v_ack := schedphi._hl7_ack(v_msh, 'AA', NULL, NULL, NULL);
 	INSERT INTO schedphi.hl7_message (tenant, sender, control_id, digest, event, appointment, ack)
 	VALUES (s.tenant, s.id, v_msh->>'control_id', v_digest, upper(v_msh->>'event'), v_res.appointment, v_ack);
-	PERFORM schedphi._audit_event('hl7_in', s.tenant, 'hl7_message', v_res.appointment, NULL,
+	-- (in this transaction, as the changes it records: no wait for the
+	-- ledger's worker; every refusal above is recorded through it, durable
+	-- whatever the caller's transaction does)
+	PERFORM schedphi._audit_change('hl7_in', s.tenant, 'hl7_message', v_res.appointment, NULL,
 		v_detail || jsonb_build_object('outcome', 'AA', 'applied', v_res.outcome));
 	RETURN v_ack;
 END

@@ -77,6 +77,9 @@ BEGIN
 	ALTER FUNCTION schedphi.register_patient(uuid, text, text, date, text, text, text, text) RESET plan_cache_mode;
 	ALTER FUNCTION schedphi._create_appointment(uuid, uuid[], tstzrange, text, text, text, text, timestamptz)
 		RESET plan_cache_mode;
+	ALTER FUNCTION schedphi.hl7_ingest(text) RESET plan_cache_mode;
+	ALTER FUNCTION schedphi._hl7_apply(schedphi.hl7_sender, jsonb) RESET plan_cache_mode;
+	ALTER FUNCTION schedphi._hl7_actor(uuid, schedphi.hl7_sender, jsonb) RESET plan_cache_mode;
 	-- The views readers use, through the coordinator (see below).
 	CREATE OR REPLACE VIEW schedphi._patients_visible WITH (security_barrier) AS
 		SELECT * FROM schedphi._citus_patients();
