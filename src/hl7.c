@@ -240,7 +240,8 @@ PG_FUNCTION_INFO_V1(schedphi_hl7_read);
  * _hl7_read(message text) -> jsonb.  Strict.  The values of an SIU message
  * that hl7_ingest uses:
  *   msh: sending/receiving application and facility, type, event,
- *        control_id, processing_id, version, encoding (MSH-2)
+ *        control_id, processing_id, version
+ *   msa: code, control_id (an ACK's MSA-1 and MSA-2)
  *   sch: placer_id, filler_id, reason, kind, duration, units, units2,
  *        start, end (SCH-11), status (SCH-25)
  *   tq1: start, end (the first TQ1)
@@ -296,6 +297,15 @@ schedphi_hl7_read(PG_FUNCTION_ARGS)
 	put(&r, "processing_id", msh, 11, 1, 1, 0);
 	put(&r, "version", msh, 12, 1, 1, 0);
 	close_obj(&r);
+
+	{
+		int			msa = sp_hl7_find(r.m, "MSA", 0);
+
+		open_obj(&r, "msa");
+		put(&r, "code", msa, 1, 1, 1, 0);
+		put(&r, "control_id", msa, 2, 1, 1, 0);
+		close_obj(&r);
+	}
 
 	open_obj(&r, "sch");
 	key(&r, "present");

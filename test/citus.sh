@@ -329,6 +329,13 @@ ok "an SIU S12 through the coordinator books on the tenant's node, and S15 cance
 		SELECT split_part(split_part(schedphi.hl7_ingest(:'m2'), E'\r', 2), '|', 2);" | tr '\n' ' ')" \
 	"AA 2026-07-01 15:00:00 AA "
 
+R=$(q -c "SELECT schedphi.add_hl7_receiver('$T', 'CZRIS', 'CZRAD')")
+as cz_desk -c "SELECT schedphi.book('$P', ARRAY['$DR']::uuid[], '[2026-07-08 11:00Z, 2026-07-08 11:30Z)')" >/dev/null
+ok "a booking through the coordinator is queued on the tenant's node and fetched as an SIU" \
+	"$(as cz_engine <<<"BEGIN; SELECT schedphi.set_purpose('OPERATIONS') \\g /dev/null
+		SELECT count(*) || ' ' || min(split_part(split_part(message, E'\r', 1), '|', 9)) FROM schedphi.hl7_outbound('$R');
+		COMMIT;" | tr -d '\n')" "1 SIU^S12^SIU_S12"
+
 # ------------------------------------------------------------- shredding
 T2=$(q -c "SELECT schedphi.create_tenant('Citus Shred Clinic', 'UTC')")
 q -c "SELECT schedphi.add_member('$T2', 'cz_desk', 'scheduler')" >/dev/null

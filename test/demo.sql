@@ -270,7 +270,7 @@ SELECT login, action, detail ->> 'event' AS event, detail ->> 'control_id' AS co
 FROM schedphi.audit_log WHERE action = 'hl7_in' ORDER BY id;
 
 \echo
-\echo '== Next: SIU out to receivers, FHIR R4 and the MLLP agent (docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts; docs/integration.md: EHRs).'
+\echo '== Next: FHIR R4 and the MLLP agent (docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts; docs/integration.md: EHRs).'
 DROP OWNED BY demo_frontdesk;
 DROP ROLE demo_frontdesk;
 DROP OWNED BY demo_auditor;

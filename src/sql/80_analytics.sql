@@ -300,17 +300,18 @@ $q$
 END
 $$;
 
--- The tables the derivations use, for a trigger fired on p_relname: the
--- tables themselves, or on a Citus node (a shard's name) the shards of
--- p_tenant's.
-CREATE FUNCTION schedphi._deid_tables(p_relname name, p_tenant uuid)
+-- The tables the derivations use (or p_tables), for a trigger fired on
+-- p_relname: the tables themselves, or on a Citus node (a shard's name)
+-- the shards of p_tenant's.
+CREATE FUNCTION schedphi._deid_tables(p_relname name, p_tenant uuid, p_tables text[] DEFAULT NULL)
 RETURNS text[]
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v text[] := ARRAY['schedphi.patient', 'schedphi.patient_deid', 'schedphi.appointment_deid',
-					  'schedphi.actor', 'schedphi.location', 'schedphi.tenant', 'schedphi.deid_class'];
+	v text[] := coalesce(p_tables,
+						 ARRAY['schedphi.patient', 'schedphi.patient_deid', 'schedphi.appointment_deid',
+							   'schedphi.actor', 'schedphi.location', 'schedphi.tenant', 'schedphi.deid_class']);
 	r text[];
 BEGIN
 	IF p_relname IN ('patient', 'appointment', 'appointment_deid') THEN

@@ -576,6 +576,10 @@ BEGIN
 				v_detail || jsonb_build_object('outcome', 'AE', 'error', SQLSTATE));
 			RETURN schedphi._hl7_ack(v_msh, 'AE', 'the message could not be applied (' || SQLSTATE || ')', '207', NULL);
 	END;
+	-- the EHR's own changes are the EHR's to tell: nothing queued for the
+	-- receivers by this message
+	DELETE FROM schedphi.hl7_outbox o
+	WHERE o.tenant = s.tenant AND o.appointment = v_res.appointment AND o.created_at = now() AND o.sent_at IS NULL;
 	v_ack := schedphi._hl7_ack(v_msh, 'AA', NULL, NULL, NULL);
 	INSERT INTO schedphi.hl7_message (tenant, sender, control_id, digest, event, appointment, ack)
 	VALUES (s.tenant, s.id, v_msh->>'control_id', v_digest, upper(v_msh->>'event'), v_res.appointment, v_ack);
@@ -587,3 +591,317 @@ BEGIN
 	RETURN v_ack;
 END
 $$;
+
+-- ---------------------------------------------------------- SIU out
+-- Receivers: systems that want an SIU for every change of an appointment
+-- made through schedphi (an EHR's own changes, handed in by hl7_ingest,
+-- are the EHR's to tell).  Each change is queued at once, in the
+-- transaction that makes it, with what it changed (no PHI: ids, times,
+-- status); hl7_outbound builds the messages when they are fetched
+-- (decrypting the patient's identity then, as a read by the integration
+-- login), one appointment's in the order of its changes, the next only
+-- once the one before is acknowledged AA; hl7_ack takes the ACKs.
+CREATE TABLE schedphi.hl7_receiver (
+	tenant		uuid NOT NULL REFERENCES schedphi.tenant,
+	id			uuid NOT NULL DEFAULT gen_random_uuid(),
+	name		text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+	facility	text NOT NULL CHECK (length(facility) <= 200),
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	created_by	name NOT NULL DEFAULT schedphi._login(),
+	PRIMARY KEY (tenant, id),
+	UNIQUE (tenant, name, facility)
+);
+
+CREATE SEQUENCE schedphi.hl7_outbox_seq;
+CREATE TABLE schedphi.hl7_outbox (
+	tenant		uuid NOT NULL,
+	receiver	uuid NOT NULL,
+	id			bigint NOT NULL DEFAULT nextval('schedphi.hl7_outbox_seq'),
+	appointment uuid NOT NULL,
+	event		text NOT NULL CHECK (event IN ('S12', 'S13', 'S14', 'S15', 'S17', 'S26')),
+	status		text NOT NULL,
+	during		tstzrange NOT NULL,
+	actors		uuid[] NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	control_id	text,
+	attempts	int NOT NULL DEFAULT 0,
+	sent_at		timestamptz,
+	ack			text CHECK (ack IN ('AA', 'AE', 'AR', 'CA', 'CE', 'CR')),
+	acked_at	timestamptz,	-- by an AA (or CA)
+	PRIMARY KEY (tenant, receiver, id),
+	FOREIGN KEY (tenant, receiver) REFERENCES schedphi.hl7_receiver (tenant, id) ON DELETE CASCADE
+);
+CREATE INDEX hl7_outbox_pending ON schedphi.hl7_outbox (tenant, receiver, appointment, id) WHERE acked_at IS NULL;
+CREATE UNIQUE INDEX hl7_outbox_control ON schedphi.hl7_outbox (tenant, receiver, control_id) WHERE control_id IS NOT NULL;
+
+DO $config$
+BEGIN
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.hl7_receiver', '');
+	PERFORM pg_catalog.pg_extension_config_dump('schedphi.hl7_outbox', '');
+END
+$config$;
+
+-- The event a change of an appointment is, for a receiver: a booking (or
+-- a hold confirmed) S12, a new time or new actors S13, a cancellation S15,
+-- a no-show S26, entered in error S17, arrival and after S14.  NULL: not
+-- told (a hold, a proposal, or a hold that ends).
+CREATE FUNCTION schedphi._hl7_out_event(p_old_status text, p_new_status text, p_moved boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE
+		WHEN p_old_status IS NULL THEN CASE WHEN p_new_status = 'booked' THEN 'S12' END
+		WHEN p_old_status = p_new_status THEN
+			CASE WHEN p_moved AND p_new_status IN ('booked', 'arrived', 'checked-in') THEN 'S13' END
+		WHEN p_old_status IN ('pending', 'proposed', 'waitlist') THEN
+			CASE WHEN p_new_status = 'booked' THEN 'S12' END
+		WHEN p_new_status = 'cancelled' THEN 'S15'
+		WHEN p_new_status = 'noshow' THEN 'S26'
+		WHEN p_new_status = 'entered-in-error' THEN 'S17'
+		WHEN p_new_status IN ('arrived', 'checked-in', 'fulfilled', 'booked') THEN 'S14'
+	END
+$$;
+
+CREATE FUNCTION schedphi.add_hl7_receiver(tenant uuid, name text, facility text)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	v_id uuid;
+BEGIN
+	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
+	IF name IS NULL OR length(btrim(name)) NOT BETWEEN 1 AND 200 OR length(btrim(coalesce(facility, ''))) > 200 THEN
+		RAISE EXCEPTION 'name must be 1 to 200 characters, facility at most 200' USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO schedphi.hl7_receiver AS r (tenant, name, facility)
+	VALUES (tenant, btrim(name), btrim(coalesce(facility, '')))
+	ON CONFLICT ON CONSTRAINT hl7_receiver_tenant_name_facility_key DO UPDATE SET name = excluded.name
+	RETURNING r.id INTO v_id;
+	RETURN v_id;
+END
+$$;
+
+-- Queue the changes of a statement for the tenant's receivers: the
+-- statement as written (kept plan) on the tables themselves; on a Citus
+-- node (a trigger fired on a shard) the same on the tenant's shards.  (The
+-- id from the sequence by name: a shard has no column defaults; under
+-- Citus each node draws from its own range of it.)
+-- %1$s hl7_receiver, %2$s hl7_outbox; old_rows is empty for an INSERT.
+CREATE FUNCTION schedphi._hl7_outbox_sql(p_with_old boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT pg_catalog.format($q$
+	INSERT INTO %%1$s (tenant, receiver, id, appointment, event, status, during, actors)
+	SELECT n.tenant, r.id, pg_catalog.nextval('schedphi.hl7_outbox_seq'), n.id, e.event, n.status, n.during, n.actors
+	FROM new_rows n
+	%s
+	JOIN %%2$s r ON r.tenant = n.tenant
+	CROSS JOIN LATERAL (SELECT schedphi._hl7_out_event(%s, n.status,
+								   %s) AS event) e
+	WHERE e.event IS NOT NULL
+	ORDER BY n.tenant, n.id
+	$q$,
+	CASE WHEN p_with_old THEN 'JOIN old_rows o ON o.tenant = n.tenant AND o.id = n.id' ELSE '' END,
+	CASE WHEN p_with_old THEN 'o.status' ELSE 'NULL' END,
+	CASE WHEN p_with_old THEN 'o.during IS DISTINCT FROM n.during OR o.actors IS DISTINCT FROM n.actors' ELSE 'false' END)
+$$;
+
+DO $make$
+DECLARE
+	f record;
+BEGIN
+	FOR f IN SELECT * FROM (VALUES ('_hl7_outbox_inserted', false), ('_hl7_outbox_updated', true)) x(fn, with_old) LOOP
+		EXECUTE pg_catalog.format($f$
+			CREATE FUNCTION schedphi.%1$I() RETURNS trigger
+			LANGUAGE plpgsql
+			SECURITY DEFINER
+			SET search_path = pg_catalog, pg_temp
+			AS $body$
+			BEGIN
+				IF TG_TABLE_NAME = 'appointment' THEN
+					%2$s;
+				ELSIF EXISTS (SELECT 1 FROM new_rows) THEN
+					EXECUTE pg_catalog.format(schedphi._hl7_outbox_sql(%3$L),
+						VARIADIC schedphi._deid_tables(TG_TABLE_NAME, (SELECT n.tenant FROM new_rows n LIMIT 1),
+													   ARRAY['schedphi.hl7_outbox', 'schedphi.hl7_receiver']));
+				END IF;
+				RETURN NULL;
+			END
+			$body$
+			$f$, f.fn, pg_catalog.format(schedphi._hl7_outbox_sql(f.with_old), 'schedphi.hl7_outbox', 'schedphi.hl7_receiver'),
+			f.with_old);
+	END LOOP;
+END
+$make$;
+CREATE TRIGGER hl7_outbox_insert AFTER INSERT ON schedphi.appointment REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._hl7_outbox_inserted();
+CREATE TRIGGER hl7_outbox_update AFTER UPDATE ON schedphi.appointment
+	REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION schedphi._hl7_outbox_updated();
+ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER hl7_outbox_insert;
+ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER hl7_outbox_update;
+
+-- A change queued for a receiver, as an SIU message: MSH, SCH (schedphi's
+-- id as the filler id), TQ1, PID (the patient's MRN, name and birth date,
+-- decrypted through patient_record: a read by the caller, on the ledger),
+-- RGS and one AIP, AIL or AIG per actor.  Times in UTC with their offset.
+CREATE FUNCTION schedphi._hl7_siu(r schedphi.hl7_receiver, o schedphi.hl7_outbox)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a schedphi.appointment;
+	p jsonb;
+	v_segs text[];
+	v_n int := 0;
+	x record;
+	v_status text := CASE o.status WHEN 'booked' THEN 'Booked' WHEN 'arrived' THEN 'Started'
+								   WHEN 'checked-in' THEN 'Started' WHEN 'fulfilled' THEN 'Complete'
+								   WHEN 'cancelled' THEN 'Cancelled' WHEN 'noshow' THEN 'Noshow'
+								   WHEN 'entered-in-error' THEN 'Deleted' WHEN 'pending' THEN 'Pending'
+								   ELSE 'Waitlist' END;
+	v_start text := to_char(lower(o.during) AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS') || '+0000';
+	v_end text := to_char(upper(o.during) AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS') || '+0000';
+	v_mins int := (extract(epoch FROM upper(o.during) - lower(o.during)) / 60)::int;
+BEGIN
+	SELECT * INTO a FROM schedphi.appointment ap WHERE ap.tenant = o.tenant AND ap.id = o.appointment;
+	p := schedphi.patient_record(a.patient);
+	v_segs := ARRAY[
+		concat_ws('|', 'MSH', '^~\&', 'SCHEDPHI', '', schedphi._hl7_escape(r.name), schedphi._hl7_escape(r.facility),
+				  to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS') || '+0000', '',
+				  'SIU^' || o.event || '^SIU_S12', o.control_id, 'P', '2.5.1'),
+		-- SCH-2 filler id, SCH-7 the kind (table 0276), SCH-9/10 duration, SCH-11 the TQ, SCH-25 status
+		concat_ws('|', 'SCH', '', o.appointment::text || '^SCHEDPHI', '', '', '', '',
+				  upper(a.kind) || '^' || initcap(a.kind) || '^HL70276', '', v_mins::text, 'min',
+				  '^^' || v_mins || '^' || v_start || '^' || v_end,
+				  '', '', '', '', '', '', '', '', '', '', '', '', '', v_status),
+		concat_ws('|', 'TQ1', '1', '', '', '', '', '', v_start, v_end),
+		concat_ws('|', 'PID', '1', '',
+				  CASE WHEN p->>'mrn' IS NOT NULL THEN schedphi._hl7_escape(p->>'mrn') || '^^^SCHEDPHI^MR' ELSE '' END
+				  || CASE WHEN p->>'mrn' IS NOT NULL THEN '~' ELSE '' END || a.patient::text || '^^^SCHEDPHI^PI',
+				  '', schedphi._hl7_escape(coalesce(p->>'family', '')) || '^' || schedphi._hl7_escape(coalesce(p->>'given', '')),
+				  '', coalesce(replace(p->>'birth_date', '-', ''), '')),
+		'RGS|1|A'];
+	FOR x IN SELECT ac.id, ac.kind, ac.name FROM schedphi.actor ac
+			 WHERE ac.tenant = o.tenant AND ac.id = ANY (o.actors) ORDER BY ac.kind, ac.id LOOP
+		v_n := v_n + 1;
+		v_segs := v_segs || CASE x.kind
+			WHEN 'practitioner' THEN concat_ws('|', 'AIP', v_n::text, 'A', x.id::text || '^' || schedphi._hl7_escape(x.name),
+											  '', '', v_start, '', '', v_mins::text, 'min')
+			WHEN 'room' THEN concat_ws('|', 'AIL', v_n::text, 'A', '^' || x.id::text || '^^^^^^^' || schedphi._hl7_escape(x.name),
+									   '', '', v_start, '', '', v_mins::text, 'min')
+			ELSE concat_ws('|', 'AIG', v_n::text, 'A', x.id::text || '^' || schedphi._hl7_escape(x.name), '', '', '', '',
+						   v_start, '', '', v_mins::text, 'min') END;
+	END LOOP;
+	RETURN array_to_string(v_segs, E'\r') || E'\r';
+END
+$$;
+
+-- A receiver, for its tenant's integration role (unknown: 22023).
+CREATE FUNCTION schedphi._hl7_receiver(p_id uuid)
+RETURNS schedphi.hl7_receiver
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r schedphi.hl7_receiver;
+BEGIN
+	SELECT x.* INTO r FROM schedphi.hl7_receiver x WHERE x.id = p_id;
+	IF NOT FOUND THEN
+		PERFORM schedphi._unknown('receiver', p_id);
+	END IF;
+	PERFORM schedphi._authorize(r.tenant, ARRAY['integration']);
+	RETURN r;
+END
+$$;
+
+-- What the receiver has to be sent now, at most max messages: for each
+-- appointment its oldest change not yet acknowledged AA, sent again when
+-- it was last sent more than a minute ago.  Each gets its control id the
+-- first time (SO<id>, the same on every attempt).  The integration role of
+-- the receiver's tenant, with a purpose of use set (the messages carry the
+-- patient's identity).
+CREATE FUNCTION schedphi.hl7_outbound(receiver uuid, max int DEFAULT 100)
+RETURNS TABLE (id bigint, control_id text, message text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	r schedphi.hl7_receiver;
+	o schedphi.hl7_outbox;
+BEGIN
+	IF $1 IS NULL THEN
+		RAISE EXCEPTION 'receiver must not be null' USING ERRCODE = '22023';
+	END IF;
+	IF $2 IS NULL OR $2 NOT BETWEEN 1 AND 1000 THEN
+		RAISE EXCEPTION 'max must be between 1 and 1000' USING ERRCODE = '22023';
+	END IF;
+	r := schedphi._hl7_receiver($1);
+	-- what was acknowledged more than a week ago goes
+	DELETE FROM schedphi.hl7_outbox x
+	WHERE x.tenant = r.tenant AND x.receiver = r.id AND x.acked_at < now() - interval '7 days';
+	FOR o IN
+		SELECT x.* FROM schedphi.hl7_outbox x
+		WHERE x.tenant = r.tenant AND x.receiver = r.id AND x.acked_at IS NULL
+		  AND (x.sent_at IS NULL OR x.sent_at < now() - interval '1 minute')
+		  AND NOT EXISTS (SELECT 1 FROM schedphi.hl7_outbox y
+						  WHERE y.tenant = x.tenant AND y.receiver = x.receiver AND y.appointment = x.appointment
+							AND y.acked_at IS NULL AND y.id < x.id)
+		ORDER BY x.id
+		LIMIT $2
+		FOR UPDATE SKIP LOCKED
+	LOOP
+		UPDATE schedphi.hl7_outbox x
+		SET control_id = coalesce(x.control_id, 'SO' || x.id), attempts = x.attempts + 1, sent_at = now()
+		WHERE x.tenant = o.tenant AND x.receiver = o.receiver AND x.id = o.id
+		RETURNING x.* INTO o;
+		id := o.id;
+		control_id := o.control_id;
+		message := schedphi._hl7_siu(r, o);
+		RETURN NEXT;
+	END LOOP;
+END
+$$;
+
+-- An ACK from the receiver, matched on MSA-2: AA (or CA) ends the change
+-- (the appointment's next may go); AE or AR keep it, to be sent again.
+CREATE FUNCTION schedphi.hl7_ack(receiver uuid, ack text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r schedphi.hl7_receiver;
+	v_doc jsonb;
+	v_code text;
+	n int;
+BEGIN
+	IF $1 IS NULL OR $2 IS NULL THEN
+		RAISE EXCEPTION 'receiver and ack must not be null' USING ERRCODE = '22023';
+	END IF;
+	r := schedphi._hl7_receiver($1);
+	v_doc := schedphi._hl7_read($2);
+	v_code := upper(v_doc->'msa'->>'code');
+	IF v_doc ? 'error' OR v_code IS NULL OR v_code NOT IN ('AA', 'AE', 'AR', 'CA', 'CE', 'CR')
+	   OR v_doc->'msa'->>'control_id' IS NULL THEN
+		RAISE EXCEPTION 'ack must be an HL7 ACK with MSA-1 (AA, AE, AR, CA, CE, CR) and MSA-2' USING ERRCODE = '22023';
+	END IF;
+	UPDATE schedphi.hl7_outbox x
+	SET ack = v_code, acked_at = CASE WHEN v_code IN ('AA', 'CA') THEN now() END
+	WHERE x.tenant = r.tenant AND x.receiver = r.id AND x.control_id = v_doc->'msa'->>'control_id'
+	  AND x.acked_at IS NULL;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	IF n = 0 THEN
+		RAISE EXCEPTION 'no message awaiting an ACK has this control id (MSA-2)' USING ERRCODE = '22023';
+	END IF;
+END
+$$;
+

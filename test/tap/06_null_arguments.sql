@@ -9,6 +9,7 @@ CREATE ROLE tst_member LOGIN;
 SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt \gset
 SELECT schedphi.book(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt2 \gset
 SELECT schedphi.waitlist_add(:'p3', ARRAY[:'dr']::uuid[], '[2026-06-15 13:00Z, 2026-06-15 20:00Z)', '30 minutes') AS wl \gset
+SELECT schedphi.add_hl7_receiver(:'tenant', 'NULLRECV', 'NULLFAC') AS recv \gset
 CREATE ROLE tst_glass LOGIN;
 SELECT schedphi.add_member(:'tenant', 'tst_glass', 'clinician', :'dr2');
 SET SESSION AUTHORIZATION tst_glass;
@@ -78,7 +79,10 @@ INSERT INTO calls VALUES
 	('add_external_id', ARRAY[quote_literal(:'tenant'), quote_literal('urn:null'), quote_literal('N-1'), quote_literal(:'dr')], '{}'),
 	('add_hl7_sender', ARRAY[quote_literal(:'tenant'), quote_literal('NAPP'), quote_literal('NFAC'), quote_literal('UTC'), 'true'],
 		'{3}'),
-	('hl7_ingest', ARRAY[quote_literal(E'MSH|^~\\&|NOAPP|NOFAC|||20260101||SIU^S12|N1|P|2.5\r')], '{}');
+	('hl7_ingest', ARRAY[quote_literal(E'MSH|^~\\&|NOAPP|NOFAC|||20260101||SIU^S12|N1|P|2.5\r')], '{}'),
+	('add_hl7_receiver', ARRAY[quote_literal(:'tenant'), quote_literal('NRECV'), quote_literal('NFAC')], '{3}'),
+	('hl7_outbound', ARRAY[quote_literal(:'recv'), '10'], '{}'),
+	('hl7_ack', ARRAY[quote_literal(:'recv'), quote_literal(E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused
 -- there, and its scope defaults to the transaction.
 

@@ -16,6 +16,7 @@ BEGIN
 		EXECUTE format('CREATE ROLE %I LOGIN', 'tst_m_' || r);
 	END LOOP;
 END $$;
+SELECT schedphi.add_hl7_receiver(:'tenant', 'MRECV', 'MFAC') AS recv \gset
 SELECT schedphi.add_member(:'tenant', 'tst_m_' || r, r, CASE WHEN r = 'clinician' THEN :'dr'::uuid END)
 FROM unnest(ARRAY['admin', 'scheduler', 'clinician', 'billing', 'support', 'analyst', 'integration', 'auditor']) r \g /dev/null
 SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt \gset
@@ -82,6 +83,10 @@ INSERT INTO calls VALUES
 	('add_hl7_sender', format($$schedphi.add_hl7_sender(%L, 'MAPP', 'MFAC', 'UTC')$$, :'tenant'), '{admin}'),
 	-- (an integration login gets an ACK, here AR: no such sender)
 	('hl7_ingest', $$schedphi.hl7_ingest(E'MSH|^~\&|NOAPP|NOFAC|||20260101||SIU^S12|M1|P|2.5\r')$$, '{integration}'),
+	('add_hl7_receiver', format($$schedphi.add_hl7_receiver(%L, 'MR2', 'MF2')$$, :'tenant'), '{admin}'),
+	-- (an integration login: nothing queued yet; an ACK for nothing sent, 22023)
+	('hl7_outbound', format($$schedphi.hl7_outbound(%L)$$, :'recv'), '{integration}'),
+	('hl7_ack', format($$schedphi.hl7_ack(%L, E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')$$, :'recv'), '{integration}'),
 	('whoami', $$schedphi.whoami()$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}'),
 	('set_purpose', $$schedphi.set_purpose('TREAT')$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}');
 

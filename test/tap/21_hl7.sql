@@ -202,5 +202,67 @@ SELECT is((SELECT string_agg(coalesce(schedphi._hl7_duration(v, u, u2)::text, '-
 		  '00:01:00,00:45:00,00:10:00,06:19:00,00:15:00,02:00:00,00:05:00,-,-',
 		  'duration units: s, m, minutes, MIN^MINUTES, blank (minutes), hours; others refused');
 
+-- SIU out: a receiver gets every change made through schedphi, in order per
+-- appointment, each again until it is acknowledged AA; an EHR's own changes
+-- are not echoed
+SET SESSION AUTHORIZATION tst_h_desk;
+SELECT is(tst.sqlstate_of(format($$SELECT schedphi.add_hl7_receiver(%L, 'RIS', 'RAD')$$, :'tenant')), '42501',
+		  'a scheduler cannot add a receiver');
+RESET SESSION AUTHORIZATION;
+SELECT schedphi.add_hl7_receiver(:'tenant', 'RIS', 'RAD') AS recv \gset
+SET SESSION AUTHORIZATION tst_h_desk;
+SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-07-06 14:00Z, 2026-07-06 14:30Z)') AS ob1 \gset
+SELECT schedphi.book(:'p2', ARRAY[:'dr2', :'room']::uuid[], '[2026-07-06 14:00Z, 2026-07-06 14:45Z)') AS ob2 \gset
+SELECT schedphi.reschedule(:'ob1', '[2026-07-06 15:00Z, 2026-07-06 15:30Z)');
+SELECT schedphi.cancel(:'ob1');
+SELECT schedphi.hold(:'p3', ARRAY[:'dr']::uuid[], '[2026-07-07 14:00Z, 2026-07-07 14:30Z)') \g /dev/null
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('O1', 'S12', 'FO1', '202607081000', 30, 'DR-B', 'SYN-H7'))),
+		  'AA O1', 'an EHR''s booking handed in');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(CASE appointment WHEN :'ob1' THEN 'a' WHEN :'ob2' THEN 'b' ELSE '?' END || ':' || event, ',' ORDER BY id)
+		   FROM schedphi.hl7_outbox WHERE tenant = :'tenant' AND receiver = :'recv'),
+		  'a:S12,b:S12,a:S13,a:S15', 'queued: two bookings, a reschedule, a cancellation; not the hold, not the EHR''s own booking');
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(tst.sqlstate_of(format('SELECT * FROM schedphi.hl7_outbound(%L)', :'recv')), '42501',
+		  'fetching messages, which carry the patient''s identity, needs a purpose of use');
+SELECT schedphi.set_purpose('OPERATIONS');
+CREATE TEMP TABLE out1 AS SELECT * FROM schedphi.hl7_outbound(:'recv');
+SELECT is((SELECT count(*)::int FROM schedphi.hl7_outbound(:'recv')), 0, 'sent a moment ago: not sent again yet');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(control_id || ' ' || split_part(split_part(message, E'\r', 1), '|', 9), ',' ORDER BY id) FROM out1),
+		  (SELECT string_agg('SO' || id || ' SIU^S12^SIU_S12', ',' ORDER BY id) FROM schedphi.hl7_outbox
+		   WHERE tenant = :'tenant' AND receiver = :'recv' AND event = 'S12'),
+		  'each appointment''s first change only, with its control id');
+CREATE TEMP TABLE out1_read AS SELECT o.id, schedphi._hl7_read(o.message) AS d FROM out1 o;
+SELECT is((SELECT string_agg(format('%s %s %s %s %s', d->'msh'->>'receiving_application', d->'sch'->>'status',
+								 d->'tq1'->'start'->>'local', d->'pid'->>'family', jsonb_array_length(d->'resources')), ',' ORDER BY id)
+		   FROM out1_read),
+		  'RIS Booked 2026-07-06 14:00:00.000000 Synthetica 1,RIS Booked 2026-07-06 14:00:00.000000 Fictional 2',
+		  'the messages read back: receiver, status, start (UTC), the patient, one resource segment per actor');
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT schedphi.hl7_ack(:'recv', E'MSH|^~\\&|RIS|RAD|SCHEDPHI||20260706||ACK^S12^ACK|R1|P|2.5.1\rMSA|AA|'
+						 || (SELECT control_id FROM out1 ORDER BY id LIMIT 1) || E'\r');
+SELECT schedphi.hl7_ack(:'recv', E'MSH|^~\\&|RIS|RAD|SCHEDPHI||20260706||ACK^S12^ACK|R2|P|2.5.1\rMSA|AE|'
+						 || (SELECT control_id FROM out1 ORDER BY id DESC LIMIT 1) || E'\r');
+SELECT is(tst.sqlstate_of(format('SELECT schedphi.hl7_ack(%L, %L)', :'recv', E'MSH|^~\\&|R|F|||2026||ACK|R3|P|2.5\rMSA|AA|SO0\r')),
+		  '22023', 'an ACK for no message sent: 22023');
+RESET SESSION AUTHORIZATION;
+UPDATE schedphi.hl7_outbox SET sent_at = sent_at - interval '2 minutes' WHERE tenant = :'tenant' AND receiver = :'recv';
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT schedphi.set_purpose('OPERATIONS');
+CREATE TEMP TABLE out2 AS SELECT id, control_id FROM schedphi.hl7_outbound(:'recv');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(CASE o.appointment WHEN :'ob1' THEN 'a' ELSE 'b' END || ':' || o.event || ':' || x.control_id, ','
+							 ORDER BY x.id)
+		   FROM out2 x JOIN schedphi.hl7_outbox o ON o.tenant = :'tenant' AND o.id = x.id),
+		  (SELECT 'b:S12:SO' || min(id) FILTER (WHERE event = 'S12' AND appointment = :'ob2') || ',a:S13:SO' || min(id) FILTER (WHERE event = 'S13')
+		   FROM schedphi.hl7_outbox WHERE tenant = :'tenant' AND receiver = :'recv'),
+		  'after AA the appointment''s next change goes; after AE the same message again, with the same control id');
+SELECT is((SELECT string_agg(event || ':' || attempts || ':' || coalesce(ack, '-'), ',' ORDER BY id) FROM schedphi.hl7_outbox
+		   WHERE tenant = :'tenant' AND receiver = :'recv'),
+		  'S12:1:AA,S12:2:AE,S13:1:-,S15:0:-', 'attempts and ACKs kept per change; the cancellation waits for the reschedule');
+
 SELECT * FROM finish();
 ROLLBACK;
