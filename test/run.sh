@@ -118,6 +118,16 @@ failed=$((failed + codec_bad))
 [ "$codec_bad" -gt 0 ] && failures+=("codecs: $codec_bad checks")
 if [ "$codec_rc" -ne 0 ] && [ "$codec_bad" -eq 0 ]; then note fail "codecs (did not build or run)"; fi
 
+echo "== FHIR R4 (schedphi's resources through Medplum's validator, from npm)"
+fhir_out=$(bash "$here/fhir.sh" 2>&1) && fhir_rc=0 || fhir_rc=$?
+echo "$fhir_out"
+fhir_ok=$(grep -c '^fhir: ok - ' <<<"$fhir_out" || true)
+fhir_bad=$(grep -c '^fhir: NOT OK - ' <<<"$fhir_out" || true)
+passed=$((passed + fhir_ok))
+failed=$((failed + fhir_bad))
+[ "$fhir_bad" -gt 0 ] && failures+=("FHIR: $fhir_bad checks")
+if [ "$fhir_rc" -ne 0 ] && [ "$fhir_bad" -eq 0 ]; then note fail "FHIR (did not run)"; fi
+
 echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:=15}s per harness)"
 if FUZZ_SECONDS=$FUZZ_SECONDS bash "$here/fuzz/run.sh"; then note ok; else note fail "fuzz"; fi
 

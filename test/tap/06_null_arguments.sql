@@ -81,6 +81,8 @@ INSERT INTO calls VALUES
 		'{3}'),
 	('hl7_ingest', ARRAY[quote_literal(E'MSH|^~\\&|NOAPP|NOFAC|||20260101||SIU^S12|N1|P|2.5\r')], '{}'),
 	('add_hl7_receiver', ARRAY[quote_literal(:'tenant'), quote_literal('NRECV'), quote_literal('NFAC')], '{3}'),
+	('fhir_appointment', ARRAY[quote_literal(:'appt')], '{}'),
+	('fhir_schedule', ARRAY[quote_literal(:'dr')], '{}'),
 	('hl7_outbound', ARRAY[quote_literal(:'recv'), '10'], '{}'),
 	('hl7_ack', ARRAY[quote_literal(:'recv'), quote_literal(E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused

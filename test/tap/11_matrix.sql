@@ -84,6 +84,8 @@ INSERT INTO calls VALUES
 	-- (an integration login gets an ACK, here AR: no such sender)
 	('hl7_ingest', $$schedphi.hl7_ingest(E'MSH|^~\&|NOAPP|NOFAC|||20260101||SIU^S12|M1|P|2.5\r')$$, '{integration}'),
 	('add_hl7_receiver', format($$schedphi.add_hl7_receiver(%L, 'MR2', 'MF2')$$, :'tenant'), '{admin}'),
+	('fhir_appointment', format($$schedphi.fhir_appointment(%L)$$, :'appt'), '{scheduler,integration,clinician,billing,support,admin}'),
+	('fhir_schedule', format($$schedphi.fhir_schedule(%L)$$, :'dr'), '{admin,scheduler,clinician,integration,support}'),
 	-- (an integration login: nothing queued yet; an ACK for nothing sent, 22023)
 	('hl7_outbound', format($$schedphi.hl7_outbound(%L)$$, :'recv'), '{integration}'),
 	('hl7_ack', format($$schedphi.hl7_ack(%L, E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')$$, :'recv'), '{integration}'),

