@@ -336,6 +336,12 @@ ok "a booking through the coordinator is queued on the tenant's node and fetched
 		SELECT count(*) || ' ' || min(split_part(split_part(message, E'\r', 1), '|', 9)) FROM schedphi.hl7_outbound('$R');
 		COMMIT;" | tr -d '\n')" "1 SIU^S12^SIU_S12"
 
+A9=$(as cz_desk -c "SELECT schedphi.book('$P', ARRAY['$DR']::uuid[], '[2026-07-10 10:00Z, 2026-07-10 10:30Z)')")
+ok "FHIR through the coordinator: the Appointment as a scheduler sees it, \$find's free Slots" \
+	"$(as cz_desk -c "SELECT (schedphi.fhir_appointment('$A9') ->> 'status') || ' ' ||
+		(schedphi.fhir_find(jsonb_build_object('start', '2026-07-10T09:00:00Z', 'end', '2026-07-10T12:00:00Z',
+			'actor', jsonb_build_array('Practitioner/$DR'), 'duration', 30)) ->> 'total')")" "booked 5"
+
 # ------------------------------------------------------------- shredding
 T2=$(q -c "SELECT schedphi.create_tenant('Citus Shred Clinic', 'UTC')")
 q -c "SELECT schedphi.add_member('$T2', 'cz_desk', 'scheduler')" >/dev/null

@@ -66,14 +66,29 @@ as fhir_desk -c "SELECT schedphi.fhir_appointment('$A2')" >"$work/appt-cancelled
 as fhir_desk -c "SELECT schedphi.fhir_appointment('$H')" >"$work/appt-pending.json"
 as fhir_support -c "SELECT schedphi.fhir_appointment('$A1')" >"$work/appt-support.json"
 for a in "$DR" "$ROOM" "$DEV"; do as fhir_desk -c "SELECT schedphi.fhir_schedule('$a')" >"$work/schedule-$a.json"; done
+as fhir_desk <<<"BEGIN; SELECT schedphi.set_purpose('TREAT') \\g /dev/null
+SELECT schedphi.fhir_patient('$P'); COMMIT;" >"$work/patient.json"
+as fhir_desk -c "SELECT schedphi.fhir_find(jsonb_build_object('start', '2026-07-09T13:00:00Z', 'end', '2026-07-09T15:00:00Z',
+	'actor', jsonb_build_array('Practitioner/$DR'), 'duration', 30, '_count', 3))" >"$work/bundle-find-one.json"
+as fhir_desk -c "SELECT schedphi.fhir_find(jsonb_build_object('start', '2026-07-06T13:00:00Z', 'end', '2026-07-06T16:00:00Z',
+	'actor', jsonb_build_array('Practitioner/$DR', 'Location/$ROOM'), 'duration', 30))" >"$work/bundle-find-two.json"
+A3=$(as fhir_desk -c "SELECT schedphi.book('$P', ARRAY['$DEV']::uuid[], '[2026-07-10 14:00Z, 2026-07-10 14:30Z)')")
+as fhir_desk -c "SELECT schedphi.fhir_cancel('$A3', 'synthetic reason')" >"$work/appt-fhircancel.json"
 # a resource the validator must refuse: an Appointment without status or participants
 echo '{"resourceType": "Appointment", "start": "2026-07-06T14:00:00Z"}' >"$work/bad-appointment.json"
 
-node "$work/validate.mjs" "$work"/appt-*.json "$work"/schedule-*.json "$work/bad-appointment.json" \
+node "$work/validate.mjs" "$work"/appt-*.json "$work"/schedule-*.json "$work/patient.json" "$work"/bundle-*.json \
+	"$work/bad-appointment.json" \
 	"$root"/test/samples/fhir-r4/*.json >"$work/validation.txt" 2>&1
 sed 's|^.*/||' "$work/validation.txt" | sed 's/^/fhir: | /'
-ok "schedphi's Appointments (booked, cancelled, pending; as a scheduler and as support) are valid R4" \
-	"$(grep -c '/appt-[a-z]*\.json ok$' "$work/validation.txt")" 4
+ok "schedphi's Appointments (booked, cancelled, pending, cancelled by fhir_cancel; as a scheduler and as support) are valid R4" \
+	"$(grep -c '/appt-[a-z]*\.json ok$' "$work/validation.txt")" 5
+ok "its Patient (as a scheduler, under a purpose of use) is valid R4" "$(grep -c '/patient\.json ok$' "$work/validation.txt")" 1
+ok "its \$find Bundles (free Slots of one actor; proposed Appointments of two) are valid R4" \
+	"$(grep -c '/bundle-find-[a-z]*\.json ok$' "$work/validation.txt")" 2
+ok "\$find: 3 free Slots of the practitioner's Schedule from 09:00 New York; the two actors free together, on the 15-minute grid" \
+	"$(python3 -c "import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); print(a['total'], a['entry'][0]['resource']['start'], a['entry'][0]['resource']['schedule']['reference'].split('/')[0], b['entry'][0]['resource']['status'], len(b['entry'][0]['resource']['participant']))" "$work/bundle-find-one.json" "$work/bundle-find-two.json")" \
+	"3 2026-07-09T13:00:00Z Schedule proposed 2"
 ok "its Schedules for a practitioner, a room and a device are valid R4" \
 	"$(grep -c '/schedule-.*\.json ok$' "$work/validation.txt")" 3
 ok "the official R4 examples of test/samples/fhir-r4 are valid to the same validator" \
@@ -90,7 +105,7 @@ ok "participants: the patient, a Practitioner, a Location (the room) and a Devic
 ok "a support login gets no patient identity (minimum necessary)" \
 	"$(python3 -c "import json,sys; a=json.load(open(sys.argv[1])); print(sum(p['actor']['reference'].startswith('Patient/') for p in a['participant']), len(a['participant']))" "$work/appt-support.json")" \
 	"0 3"
-ok "no name, birth date or MRN of the patient in any resource" \
-	"$(cat "$work"/appt-*.json "$work"/schedule-*.json | grep -Eci 'Fhira|1980-02-02|FHIR-1')" 0
+ok "no name, birth date or MRN of the patient in any resource but the Patient" \
+	"$(cat "$work"/appt-*.json "$work"/schedule-*.json "$work"/bundle-*.json | grep -Eci 'Fhira|1980-02-02|FHIR-1')/$(grep -c 'FHIR-1' "$work/patient.json")" "0/1"
 psql -X -q -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 exit $fail

@@ -113,3 +113,112 @@ BEGIN
 		'actor', jsonb_build_array(schedphi._fhir_actor_ref(a.kind, a.id, a.name)));
 END
 $$;
+
+-- An R4 Patient with the fields the caller's role may see, decrypted
+-- through patient_record (its rules, rate limit and read record): MRN as
+-- identifier, name, birth date, phone and e-mail, postal code.
+CREATE FUNCTION schedphi.fhir_patient(patient uuid)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	p jsonb;
+BEGIN
+	IF $1 IS NULL THEN
+		RAISE EXCEPTION 'patient must not be null' USING ERRCODE = '22023';
+	END IF;
+	p := schedphi.patient_record($1);
+	RETURN jsonb_strip_nulls(jsonb_build_object(
+		'resourceType', 'Patient',
+		'id', $1::text,
+		'identifier', jsonb_build_array(jsonb_build_object('system', 'urn:schedphi:patient', 'value', $1::text))
+			|| CASE WHEN p ? 'mrn' THEN jsonb_build_array(jsonb_build_object(
+				   'type', jsonb_build_object('coding', jsonb_build_array(jsonb_build_object(
+					   'system', 'http://terminology.hl7.org/CodeSystem/v2-0203', 'code', 'MR'))),
+				   'system', 'urn:schedphi:mrn', 'value', p->>'mrn')) ELSE '[]'::jsonb END,
+		'name', CASE WHEN p ? 'family' OR p ? 'given' THEN jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+					'family', p->>'family', 'given', CASE WHEN p ? 'given' THEN jsonb_build_array(p->>'given') END))) END,
+		'birthDate', p->>'birth_date',
+		'telecom', nullif(jsonb_path_query_array(jsonb_build_array(
+				CASE WHEN p ? 'phone' THEN jsonb_build_object('system', 'phone', 'value', p->>'phone') END,
+				CASE WHEN p ? 'email' THEN jsonb_build_object('system', 'email', 'value', p->>'email') END),
+			'$[*] ? (@ != null)'), '[]'::jsonb),
+		'address', CASE WHEN p ? 'zip' THEN jsonb_build_array(jsonb_build_object('postalCode', p->>'zip')) END));
+END
+$$;
+
+-- Cancel, and the Appointment as it now is.
+CREATE FUNCTION schedphi.fhir_cancel(appointment uuid, reason text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM schedphi.cancel($1, $2);
+	RETURN schedphi.fhir_appointment($1);
+END
+$$;
+
+-- $find: free times as a searchset Bundle.  params: start, end (instants),
+-- actor (an array of references "Practitioner/<id>", "Location/<id>",
+-- "Device/<id>", or of schedphi ids), duration (minutes), _count (default
+-- 100).  One actor: free R4 Slots of its Schedule; several at once:
+-- proposed Appointments holding them all.
+CREATE FUNCTION schedphi.fhir_find(params jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_actors uuid[];
+	v_window tstzrange;
+	v_minutes int;
+	v_count int;
+	v_entries jsonb;
+BEGIN
+	IF $1 IS NULL OR jsonb_typeof($1) <> 'object' THEN
+		RAISE EXCEPTION 'params must be a JSON object' USING ERRCODE = '22023';
+	END IF;
+	BEGIN
+		v_actors := ARRAY(SELECT (regexp_match(a, '^(?:(?:Practitioner|Location|Device)/)?([0-9a-fA-F-]{36})$'))[1]::uuid
+						  FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof($1->'actor') = 'array' THEN $1->'actor'
+															   ELSE jsonb_build_array($1->'actor') END) a);
+		v_window := tstzrange(($1->>'start')::timestamptz, ($1->>'end')::timestamptz);
+		v_minutes := coalesce(($1->>'duration')::int, 15);
+		v_count := coalesce(($1->>'_count')::int, 100);
+	EXCEPTION WHEN invalid_text_representation OR invalid_datetime_format OR datetime_field_overflow
+					OR numeric_value_out_of_range OR data_exception THEN
+		RAISE EXCEPTION 'params: start and end must be instants, actor references, duration and _count whole numbers'
+			USING ERRCODE = '22023';
+	END;
+	IF cardinality(v_actors) = 0 OR array_position(v_actors, NULL) IS NOT NULL THEN
+		RAISE EXCEPTION 'params: actor must name one or more actors (Practitioner/<id>, Location/<id>, Device/<id>)'
+			USING ERRCODE = '22023';
+	END IF;
+	IF v_count NOT BETWEEN 1 AND 1000 OR v_minutes NOT BETWEEN 1 AND 1440 THEN
+		RAISE EXCEPTION 'params: _count must be 1 to 1000, duration 1 to 1440 minutes' USING ERRCODE = '22023';
+	END IF;
+	SELECT coalesce(jsonb_agg(e ORDER BY s), '[]') INTO v_entries FROM (
+		SELECT f.starts AS s, jsonb_build_object('resource',
+			CASE WHEN cardinality(v_actors) = 1 THEN
+				jsonb_build_object('resourceType', 'Slot',
+					'schedule', jsonb_build_object('reference', 'Schedule/' || v_actors[1]::text),
+					'status', 'free', 'start', schedphi._fhir_instant(f.starts), 'end', schedphi._fhir_instant(f.ends))
+			ELSE
+				jsonb_build_object('resourceType', 'Appointment', 'status', 'proposed',
+					'start', schedphi._fhir_instant(f.starts), 'end', schedphi._fhir_instant(f.ends),
+					'minutesDuration', v_minutes,
+					'participant', (SELECT jsonb_agg(jsonb_build_object(
+										'actor', schedphi._fhir_actor_ref(ac.kind, ac.id, ac.name),
+										'required', 'required', 'status', 'needs-action') ORDER BY ac.id)
+									FROM schedphi.actor ac WHERE ac.id = ANY (f.actors)))
+			END, 'search', jsonb_build_object('mode', 'match')) AS e
+		FROM schedphi.find_slots(v_actors, v_window, v_minutes * interval '1 minute', v_count) f) x;
+	RETURN jsonb_build_object('resourceType', 'Bundle', 'type', 'searchset',
+							  'total', jsonb_array_length(v_entries), 'entry', v_entries);
+END
+$$;

@@ -83,6 +83,9 @@ INSERT INTO calls VALUES
 	('add_hl7_receiver', ARRAY[quote_literal(:'tenant'), quote_literal('NRECV'), quote_literal('NFAC')], '{3}'),
 	('fhir_appointment', ARRAY[quote_literal(:'appt')], '{}'),
 	('fhir_schedule', ARRAY[quote_literal(:'dr')], '{}'),
+	('fhir_patient', ARRAY[quote_literal(:'p1')], '{}'),
+	('fhir_cancel', ARRAY[quote_literal(:'appt2'), quote_literal('null test')], '{2}'),
+	('fhir_find', ARRAY[quote_literal(format('{"start": "2026-06-15T13:00:00Z", "end": "2026-06-15T16:00:00Z", "actor": ["%s"], "duration": 30}', :'dr'))], '{}'),
 	('hl7_outbound', ARRAY[quote_literal(:'recv'), '10'], '{}'),
 	('hl7_ack', ARRAY[quote_literal(:'recv'), quote_literal(E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused

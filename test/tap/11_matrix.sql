@@ -86,6 +86,10 @@ INSERT INTO calls VALUES
 	('add_hl7_receiver', format($$schedphi.add_hl7_receiver(%L, 'MR2', 'MF2')$$, :'tenant'), '{admin}'),
 	('fhir_appointment', format($$schedphi.fhir_appointment(%L)$$, :'appt'), '{scheduler,integration,clinician,billing,support,admin}'),
 	('fhir_schedule', format($$schedphi.fhir_schedule(%L)$$, :'dr'), '{admin,scheduler,clinician,integration,support}'),
+	('fhir_patient', format($$schedphi.fhir_patient(%L)$$, :'p1'), '{scheduler,integration,clinician,billing}'),
+	('fhir_cancel', format($$schedphi.fhir_cancel(%L)$$, :'appt'), '{scheduler,integration}'),
+	('fhir_find', format($$schedphi.fhir_find('{"start": "2026-06-15T13:00:00Z", "end": "2026-06-15T16:00:00Z", "actor": ["Practitioner/%s"], "duration": 30}')$$, :'dr'),
+	 '{admin,scheduler,clinician,integration,support}'),
 	-- (an integration login: nothing queued yet; an ACK for nothing sent, 22023)
 	('hl7_outbound', format($$schedphi.hl7_outbound(%L)$$, :'recv'), '{integration}'),
 	('hl7_ack', format($$schedphi.hl7_ack(%L, E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')$$, :'recv'), '{integration}'),
