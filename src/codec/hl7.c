@@ -498,8 +498,9 @@ sp_hl7_parse_dtm(const char *in, size_t len, sp_hl7_dtm *out)
 					om;
 
 		p++;
-		if (!digits(p, e, 2, &oh) || !digits(p + 2, e, 2, &om) || om > 59 || oh > 14 ||
-			(sign < 0 && oh > 12) || (oh == 14 && om > 0))
+		/* the offsets in use: -12:00 to +14:00 */
+		if (!digits(p, e, 2, &oh) || !digits(p + 2, e, 2, &om) || om > 59 ||
+			oh * 60 + om > (sign < 0 ? 12 * 60 : 14 * 60))
 			return false;
 		p += 4;
 		out->has_offset = true;

@@ -263,8 +263,10 @@ edges(void)
 		  && !sp_hl7_parse_dtm("2021092409300", 13, &t) && !sp_hl7_parse_dtm("", 0, &t)
 		  && !sp_hl7_parse_dtm("+0200", 5, &t) && !sp_hl7_parse_dtm("20210924+2500", 13, &t)
 		  && !sp_hl7_parse_dtm("20210924.5", 10, &t) && !sp_hl7_parse_dtm("00000101", 8, &t)
-		  && !sp_hl7_parse_dtm("20210924093060", 14, &t),
-		  "DTM: 29 February only in a leap year; no 31 April, hour 25, odd digits, empty, bad offset, stray fraction, year 0, second 60");
+		  && !sp_hl7_parse_dtm("20210924093060", 14, &t) && !sp_hl7_parse_dtm("99151231-1234", 13, &t)
+		  && sp_hl7_parse_dtm("20260101-1200", 13, &t) && sp_hl7_parse_dtm("20260101+1400", 13, &t)
+		  && !sp_hl7_parse_dtm("20260101+1401", 13, &t),
+		  "DTM: 29 February only in a leap year; no 31 April, hour 25, odd digits, empty, bad offset, stray fraction, year 0, second 60; offsets from -12:00 to +14:00 only");
 }
 
 int
