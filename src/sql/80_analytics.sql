@@ -409,22 +409,12 @@ AS $$
 DECLARE
 	c record := schedphi._context();
 	v uuid[];
-	v_login name := session_user;
-	v_oid oid := schedphi._session_user_oid();
 BEGIN
 	IF p_view IS NULL OR p_view NOT IN ('deid_appointments', 'lds_appointments', 'k_anonymity') THEN
 		RAISE EXCEPTION 'view must be deid_appointments, lds_appointments or k_anonymity' USING ERRCODE = '22023';
 	END IF;
-	IF c.via = 'token' THEN
-		IF c.role = 'analyst' THEN
-			v := ARRAY[c.tenant];
-		END IF;
-	ELSE
-		v := ARRAY(SELECT DISTINCT m.tenant FROM schedphi.member m
-				   WHERE m.role = 'analyst' AND m.login = v_login AND m.login_oid = v_oid
-					 AND pg_catalog.pg_has_role(v_login, 'schedphi_analyst', 'MEMBER'));
-	END IF;
-	v := ARRAY(SELECT t.tenant FROM schedphi.tenant t WHERE t.tenant = ANY (v) AND t.shredded_at IS NULL
+	v := ARRAY(SELECT t.tenant FROM schedphi.tenant t
+			   WHERE t.tenant = ANY (schedphi._role_tenants('analyst')) AND t.shredded_at IS NULL
 			   ORDER BY t.tenant);
 	IF cardinality(v) = 0 THEN
 		PERFORM schedphi._deny(CASE WHEN c.via = 'token' THEN c.tenant END,

@@ -462,8 +462,6 @@ DECLARE
 	s schedphi.hl7_sender;
 	n int;
 	c record := schedphi._context();
-	v_login name := session_user;
-	v_oid oid := schedphi._session_user_oid();
 	v_digest bytea;
 	v_prior schedphi.hl7_message;
 	v_ack text;
@@ -479,16 +477,8 @@ BEGIN
 	END IF;
 	-- only an integration login (or token) hands messages in: anyone else
 	-- is refused before the message is read (42501, recorded)
-	IF c.via = 'token' THEN
-		IF c.role = 'integration' THEN
-			v_mine := ARRAY[c.tenant];
-		END IF;
-	ELSE
-		v_mine := ARRAY(SELECT m.tenant FROM schedphi.member m
-						WHERE m.role = 'integration' AND m.login = v_login AND m.login_oid = v_oid
-						  AND pg_catalog.pg_has_role(v_login, 'schedphi_integration', 'MEMBER'));
-	END IF;
-	IF coalesce(cardinality(v_mine), 0) = 0 THEN
+	v_mine := schedphi._role_tenants('integration');
+	IF cardinality(v_mine) = 0 THEN
 		PERFORM schedphi._deny(CASE WHEN c.via = 'token' THEN c.tenant END,
 			'permission denied: HL7 messages are handed in by the integration role',
 			'hl7_ingest needs the integration role in a tenant.');
