@@ -541,8 +541,10 @@ seal(void)
 		Oid			types[1] = {OIDOID};
 		Datum		args[1] = {ObjectIdGetDatum(MyDatabaseId)};
 
+		/* pg_restore, or a plain SQL dump loading through psql (COPY ... FROM stdin) */
 		if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_stat_activity a "
-								  "WHERE a.datid = $1 AND a.application_name = 'pg_restore' LIMIT 1",
+								  "WHERE a.datid = $1 AND (a.application_name = 'pg_restore' "
+								  "OR a.query ~ '^COPY schedphi\\.[a-z_0-9]+ .* FROM stdin;') LIMIT 1",
 								  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "schedphi audit worker: could not look for a restore");
 		if (SPI_processed > 0)

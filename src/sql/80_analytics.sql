@@ -413,8 +413,10 @@ BEGIN
 	IF p_view IS NULL OR p_view NOT IN ('deid_appointments', 'lds_appointments', 'k_anonymity') THEN
 		RAISE EXCEPTION 'view must be deid_appointments, lds_appointments or k_anonymity' USING ERRCODE = '22023';
 	END IF;
-	v := ARRAY(SELECT t.tenant FROM schedphi.tenant t
-			   WHERE t.tenant = ANY (schedphi._role_tenants('analyst')) AND t.shredded_at IS NULL
+	-- (first, in a statement of its own: under Citus a function that reads
+	-- tables must not run inside a query on the shards)
+	v := schedphi._role_tenants('analyst');
+	v := ARRAY(SELECT t.tenant FROM schedphi.tenant t WHERE t.tenant = ANY (v) AND t.shredded_at IS NULL
 			   ORDER BY t.tenant);
 	IF cardinality(v) = 0 THEN
 		PERFORM schedphi._deny(CASE WHEN c.via = 'token' THEN c.tenant END,
