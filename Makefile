@@ -8,6 +8,7 @@ MODULE_big = schedphi
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/codec/*.c)))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 EXTRA_CLEAN = $(EXTENSION)--*.sql
+EXTRA_CLEAN += schedphi-agent
 
 PG_CPPFLAGS = -Isrc
 SHLIB_LINK  = -lcrypto
@@ -30,6 +31,23 @@ all install installcheck:
 	@exit 1
 endif
 
+# schedphi-agent (docs/agent.md): a libpq client, not part of the module, so
+# built by its own rule (PGXS's PROGRAM would share OBJS with MODULE_big).
+# libpq's headers: pg_config's includedir, else pkg-config's.
+AGENT_SRCS     = $(sort $(wildcard src/agent/*.c))
+AGENT_CPPFLAGS = -D_GNU_SOURCE -I$(shell $(PG_CONFIG) --includedir) $(shell pkg-config --cflags libpq 2>/dev/null)
+AGENT_CFLAGS   = -std=gnu11 -O2 -g -Wall -Wextra -Werror
+AGENT_LIBS     = -L$(shell $(PG_CONFIG) --libdir) -lpq -lssl -lcrypto
+
+schedphi-agent: $(AGENT_SRCS) $(wildcard src/agent/*.h)
+	$(CC) $(AGENT_CPPFLAGS) $(AGENT_CFLAGS) -o $@ $(AGENT_SRCS) $(LDFLAGS_EX) $(AGENT_LIBS)
+
+all: schedphi-agent
+install: install-agent
+install-agent: schedphi-agent
+	install -d '$(DESTDIR)$(shell $(PG_CONFIG) --bindir)'
+	install -m 755 schedphi-agent '$(DESTDIR)$(shell $(PG_CONFIG) --bindir)/schedphi-agent'
+
 # The install script is the concatenation of src/sql/*.sql in name order.
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql)) $(EXTENSION).control
 	cat $(sort $(wildcard src/sql/*.sql)) > $@
@@ -47,4 +65,4 @@ bench:
 fuzz:
 	bash test/fuzz/run.sh
 
-.PHONY: test demo bench fuzz
+.PHONY: test demo bench fuzz install-agent

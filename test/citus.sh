@@ -342,6 +342,25 @@ ok "FHIR through the coordinator: the Appointment as a scheduler sees it, \$find
 		(schedphi.fhir_find(jsonb_build_object('start', '2026-07-10T09:00:00Z', 'end', '2026-07-10T12:00:00Z',
 			'actor', jsonb_build_array('Practitioner/$DR'), 'duration', 30)) ->> 'total')")" "booked 5"
 
+fappt() { # patient, actor reference, start, end
+	echo "{\"resourceType\": \"Appointment\", \"status\": \"booked\", \"start\": \"$3\", \"end\": \"$4\", \"participant\": [{\"actor\": {\"reference\": \"Patient/$1\"}}, {\"actor\": {\"reference\": \"$2\"}}]}"
+}
+ok "FHIR writes through the coordinator: fhir_hold, fhir_book of the hold, a clash as an OperationOutcome" \
+	"$(as cz_desk <<<"SELECT schedphi.fhir_hold('$(fappt "$P" "Practitioner/$DR" 2026-07-10T11:00:00Z 2026-07-10T11:30:00Z)') ->> 'id' AS h \\gset
+		SELECT schedphi.fhir_book(jsonb_build_object('resourceType', 'Appointment', 'id', :'h')) ->> 'status';
+		SELECT schedphi.fhir_book_oo('$(fappt "$P" "Practitioner/$DR" 2026-07-10T11:15:00Z 2026-07-10T11:45:00Z)') #>> '{issue,0,code}';" | tr '\n' ' ')" \
+	"booked conflict "
+ok "fhir_search through the coordinator: a patient's Appointments, an actor's Slots" \
+	"$(as cz_desk -c "SELECT (schedphi.fhir_search('Appointment', jsonb_build_object('patient', 'Patient/$P', 'date', 'ge2026-07-10', 'status', 'booked')) ->> 'total')
+		|| ' ' || (SELECT count(*) FROM jsonb_array_elements(schedphi.fhir_search('Slot', jsonb_build_object('schedule', 'Schedule/$DR',
+			'start', jsonb_build_array('ge2026-07-10T09:00:00Z', 'lt2026-07-10T12:00:00Z'), 'status', 'busy')) -> 'entry'))")" "2 2"
+q -c "SELECT schedphi.add_external_id('$T', 'fhir:Practitioner', 'cz-example', '$DR')" >/dev/null
+ok "an EHR's transaction Bundle through the coordinator: a patient registered and an appointment made, idempotent" \
+	"$(as cz_engine -v b='{"resourceType": "Bundle", "type": "transaction", "entry": [{"fullUrl": "urn:uuid:0b0b0b0b-0000-4000-8000-000000000001", "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:cz:mrn", "value": "CZ-FHIR-1"}], "name": [{"family": "Fhircitus-Synthetic", "given": ["Eve"]}], "birthDate": "1981-01-01"}}, {"resource": {"resourceType": "Appointment", "status": "booked", "identifier": [{"system": "urn:cz:ehr", "value": "CZ-A-1"}], "start": "2026-07-11T10:00:00Z", "end": "2026-07-11T10:30:00Z", "participant": [{"actor": {"reference": "urn:uuid:0b0b0b0b-0000-4000-8000-000000000001"}}, {"actor": {"reference": "Practitioner/cz-example"}}]}}]}' \
+		<<<"SELECT string_agg(e #>> '{response,status}', ',') FROM jsonb_array_elements(schedphi.fhir_ingest(:'b') -> 'entry') e;
+			SELECT string_agg(e #>> '{response,status}', ',') FROM jsonb_array_elements(schedphi.fhir_ingest(:'b') -> 'entry') e;" | tr '\n' ' ')" \
+	"201 Created,201 Created 200 OK,200 OK "
+
 # ------------------------------------------------------------- shredding
 T2=$(q -c "SELECT schedphi.create_tenant('Citus Shred Clinic', 'UTC')")
 q -c "SELECT schedphi.add_member('$T2', 'cz_desk', 'scheduler')" >/dev/null

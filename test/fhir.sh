@@ -30,7 +30,8 @@ cp "$here/fhir/validate.mjs" "$work/"
 
 PGOPTIONS="-c client_min_messages=warning" psql -X -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" \
 	-c "DROP ROLE IF EXISTS fhir_desk" -c "CREATE ROLE fhir_desk LOGIN" \
-	-c "DROP ROLE IF EXISTS fhir_support" -c "CREATE ROLE fhir_support LOGIN" >/dev/null
+	-c "DROP ROLE IF EXISTS fhir_support" -c "CREATE ROLE fhir_support LOGIN" \
+	-c "DROP ROLE IF EXISTS fhir_engine" -c "CREATE ROLE fhir_engine LOGIN" >/dev/null
 q >/dev/null <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION schedphi CASCADE;
@@ -43,18 +44,22 @@ DECLARE
 	dr uuid := schedphi.add_practitioner(t, 'Dr Fhir Synthetic', '1234567893');
 	room uuid := schedphi.add_resource(t, 'room', 'Exam room F', 1, l);
 	dev uuid := schedphi.add_resource(t, 'device', 'Ultrasound F', 1, l);
+	chairs uuid := schedphi.add_resource(t, 'device', 'Infusion chairs F', 2, l);
 	a uuid;
 BEGIN
-	FOREACH a IN ARRAY ARRAY[dr, room, dev] LOOP
+	FOREACH a IN ARRAY ARRAY[dr, room, dev, chairs] LOOP
 		PERFORM schedphi.add_availability(a, l, '{1,2,3,4,5,6,7}', '08:00', '18:00', daterange('2026-01-01', NULL), 15);
 	END LOOP;
 	PERFORM schedphi.add_member(t, 'fhir_desk', 'scheduler');
 	PERFORM schedphi.add_member(t, 'fhir_support', 'support');
-	INSERT INTO public.ids VALUES ('tenant', t), ('dr', dr), ('room', room), ('dev', dev);
+	PERFORM schedphi.add_member(t, 'fhir_engine', 'integration');
+	PERFORM schedphi.add_external_id(t, 'fhir:Practitioner', 'example', dr);
+	PERFORM schedphi.add_external_id(t, 'fhir:Location', '1', room);
+	INSERT INTO public.ids VALUES ('tenant', t), ('dr', dr), ('room', room), ('dev', dev), ('chairs', chairs);
 END $$;
 SQL
 ids() { q -c "SELECT id FROM public.ids WHERE name = '$1'"; }
-T=$(ids tenant); DR=$(ids dr); ROOM=$(ids room); DEV=$(ids dev)
+T=$(ids tenant); DR=$(ids dr); ROOM=$(ids room); DEV=$(ids dev); CHAIRS=$(ids chairs)
 as() { local who=$1; shift; PGUSER=$who psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
 P=$(as fhir_desk -c "SELECT schedphi.register_patient('$T', 'Fhira', 'Synthetic', '1980-02-02', mrn => 'FHIR-1')")
 A1=$(as fhir_desk -c "SELECT schedphi.book('$P', ARRAY['$DR', '$ROOM', '$DEV']::uuid[], '[2026-07-06 14:00Z, 2026-07-06 14:30Z)')")
@@ -74,10 +79,43 @@ as fhir_desk -c "SELECT schedphi.fhir_find(jsonb_build_object('start', '2026-07-
 	'actor', jsonb_build_array('Practitioner/$DR', 'Location/$ROOM'), 'duration', 30))" >"$work/bundle-find-two.json"
 A3=$(as fhir_desk -c "SELECT schedphi.book('$P', ARRAY['$DEV']::uuid[], '[2026-07-10 14:00Z, 2026-07-10 14:30Z)')")
 as fhir_desk -c "SELECT schedphi.fhir_cancel('$A3', 'synthetic reason')" >"$work/appt-fhircancel.json"
+# searches, holds, bookings, an OperationOutcome, an EHR's bundle (the official example)
+as fhir_desk -c "SELECT schedphi.book('$P', ARRAY['$CHAIRS']::uuid[], '[2026-07-13 14:00Z, 2026-07-13 15:00Z)')" >/dev/null
+as fhir_desk -c "SELECT schedphi.book('$P', ARRAY['$CHAIRS']::uuid[], '[2026-07-13 14:30Z, 2026-07-13 15:30Z)')" >/dev/null
+as fhir_desk -c "SELECT schedphi.fhir_search('Appointment', jsonb_build_object('patient', 'Patient/$P'))" >"$work/ops-search-appointments.json"
+as fhir_desk -c "SELECT schedphi.fhir_search('Slot', jsonb_build_object('schedule', 'Schedule/$CHAIRS',
+	'start', jsonb_build_array('ge2026-07-13T13:00:00Z', 'lt2026-07-13T16:00:00Z'), 'duration', 30))" >"$work/ops-search-slots.json"
+as fhir_desk -c "SELECT schedphi.fhir_search('Schedule', jsonb_build_object('actor', 'Practitioner/$DR'))" >"$work/ops-search-schedules.json"
+appt() { # patient, actor reference, start, end
+	echo "{\"resourceType\": \"Appointment\", \"status\": \"booked\", \"start\": \"$3\", \"end\": \"$4\", \"participant\": [{\"actor\": {\"reference\": \"Patient/$1\"}, \"status\": \"accepted\"}, {\"actor\": {\"reference\": \"$2\"}, \"status\": \"accepted\"}]}"
+}
+as fhir_desk -c "SELECT schedphi.fhir_hold('$(appt "$P" "Practitioner/$DR" 2026-07-14T14:00:00Z 2026-07-14T14:30:00Z)')" >"$work/ops-hold.json"
+HID=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['id'])" "$work/ops-hold.json")
+as fhir_desk -c "SELECT schedphi.fhir_book('{\"resourceType\": \"Appointment\", \"id\": \"$HID\"}')" >"$work/ops-book-hold.json"
+as fhir_desk -c "SELECT schedphi.fhir_book_oo('$(appt "$P" "Practitioner/$DR" 2026-07-14T14:15:00Z 2026-07-14T14:45:00Z)')" >"$work/ops-outcome-conflict.json"
+as fhir_desk -c "SELECT schedphi.fhir_search_oo('Appointment', '{\"date\": \"ge2026-01-01\"}')" >"$work/ops-outcome-invalid.json"
+python3 - "$root/test/samples/fhir-r4/Appointment-example.json" >"$work/bundle-in.json" <<'PY'
+import json, sys
+appt = json.load(open(sys.argv[1]))
+patient = {"resourceType": "Patient", "id": "example",
+           "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+                           "system": "urn:example:mrn", "value": "FHIRSYN-9"}],
+           "name": [{"family": "Fhirsynthetic", "given": ["Ingesta"]}], "birthDate": "1970-03-03"}
+print(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+    {"fullUrl": "urn:uuid:6a4f4a52-9c1e-4d7e-9f5e-000000000009", "resource": patient, "request": {"method": "POST", "url": "Patient"}},
+    {"resource": appt, "request": {"method": "PUT", "url": "Appointment/example"}}]}))
+PY
+cp "$work/bundle-in.json" "$work/ops-bundle-in.json"
+PGUSER=fhir_engine psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" -v b="$(cat "$work/bundle-in.json")" \
+	<<<"SELECT schedphi.fhir_ingest(:'b')" >"$work/ops-ingest-response.json"
+INGESTED=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['entry'][1]['response']['location'].split('/')[1])" "$work/ops-ingest-response.json")
+as fhir_desk -c "SELECT schedphi.fhir_appointment('$INGESTED')" >"$work/ops-ingested-appointment.json"
+
 # a resource the validator must refuse: an Appointment without status or participants
 echo '{"resourceType": "Appointment", "start": "2026-07-06T14:00:00Z"}' >"$work/bad-appointment.json"
 
-node "$work/validate.mjs" "$work"/appt-*.json "$work"/schedule-*.json "$work/patient.json" "$work"/bundle-*.json \
+node "$work/validate.mjs" "$work"/appt-*.json "$work"/schedule-*.json "$work/patient.json" "$work"/bundle-find-*.json \
+	"$work"/ops-*.json \
 	"$work/bad-appointment.json" \
 	"$root"/test/samples/fhir-r4/*.json >"$work/validation.txt" 2>&1
 sed 's|^.*/||' "$work/validation.txt" | sed 's/^/fhir: | /'
@@ -95,6 +133,17 @@ ok "the official R4 examples of test/samples/fhir-r4 are valid to the same valid
 	"$(grep -c 'fhir-r4/.*\.json ok$' "$work/validation.txt")" "$(ls "$root"/test/samples/fhir-r4/*.json | wc -l)"
 ok "and an Appointment without status and participants is refused by it" \
 	"$(grep -c '/bad-appointment\.json invalid: .*status' "$work/validation.txt")" 1
+ok "fhir_search Bundles (Appointments, Slots free and busy, Schedules), fhir_hold, fhir_book, two OperationOutcomes, a transaction Bundle and its response, the ingested Appointment: valid R4" \
+	"$(grep -c '/ops-.*\.json ok$' "$work/validation.txt")" "$(ls "$work"/ops-*.json | wc -l)"
+ok "Slots of shared seats: busy and overbooked; the hold and its booking fill Appointment.slot" \
+	"$(python3 -c "import json,sys; s=json.load(open(sys.argv[1])); h=json.load(open(sys.argv[2])); b=json.load(open(sys.argv[3])); print(sum(1 for e in s['entry'] if e['resource'].get('overbooked')), h['status'], b['status'], b['slot'][0]['reference'] == h['slot'][0]['reference'])" "$work/ops-search-slots.json" "$work/ops-hold.json" "$work/ops-book-hold.json")" \
+	"2 pending booked True"
+ok "a conflict as an OperationOutcome naming the actor, never the other patient" \
+	"$(python3 -c "import json,sys; o=json.load(open(sys.argv[1]))['issue'][0]; print(o['code'], 'Dr Fhir Synthetic' in o['diagnostics'], 'Fhira' in json.dumps(o))" "$work/ops-outcome-conflict.json")" \
+	"conflict True False"
+ok "the official Appointment example ingested: the patient registered, the appointment booked with its practitioner and room" \
+	"$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); a=json.load(open(sys.argv[2])); print(' '.join(e['response']['status'] for e in r['entry']), a['status'], a['start'], sorted(p['actor']['reference'].split('/')[0] for p in a['participant']))" "$work/ops-ingest-response.json" "$work/ops-ingested-appointment.json")" \
+	"201 Created 201 Created booked 2013-12-10T09:00:00Z ['Location', 'Patient', 'Practitioner']"
 ok "statuses and times as booked (UTC instants)" \
 	"$(python3 -c "import json,sys; a=[json.load(open(f)) for f in sys.argv[1:]]; print(' '.join(x['status'] + '/' + x['start'] + '/' + str(x['minutesDuration']) for x in a))" \
 		"$work/appt-booked.json" "$work/appt-cancelled.json" "$work/appt-pending.json")" \
@@ -106,6 +155,6 @@ ok "a support login gets no patient identity (minimum necessary)" \
 	"$(python3 -c "import json,sys; a=json.load(open(sys.argv[1])); print(sum(p['actor']['reference'].startswith('Patient/') for p in a['participant']), len(a['participant']))" "$work/appt-support.json")" \
 	"0 3"
 ok "no name, birth date or MRN of the patient in any resource but the Patient" \
-	"$(cat "$work"/appt-*.json "$work"/schedule-*.json "$work"/bundle-*.json | grep -Eci 'Fhira|1980-02-02|FHIR-1')/$(grep -c 'FHIR-1' "$work/patient.json")" "0/1"
+	"$(cat "$work"/appt-*.json "$work"/schedule-*.json "$work"/bundle-find-*.json "$work"/ops-search-*.json "$work"/ops-outcome-*.json | grep -Eci 'Fhira|1980-02-02|FHIR-1')/$(grep -c 'FHIR-1' "$work/patient.json")" "0/1"
 psql -X -q -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 exit $fail

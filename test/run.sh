@@ -128,8 +128,19 @@ failed=$((failed + fhir_bad))
 [ "$fhir_bad" -gt 0 ] && failures+=("FHIR: $fhir_bad checks")
 if [ "$fhir_rc" -ne 0 ] && [ "$fhir_bad" -eq 0 ]; then note fail "FHIR (did not run)"; fi
 
-echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:=15}s per harness)"
+echo "== schedphi-agent (MLLP in and out, TLS; Medplum's HL7 client and server from npm)"
+agent_out=$(bash "$here/agent.sh" 2>&1) && agent_rc=0 || agent_rc=$?
+echo "$agent_out"
+agent_ok=$(grep -c '^agent: ok - ' <<<"$agent_out" || true)
+agent_bad=$(grep -c '^agent: NOT OK - ' <<<"$agent_out" || true)
+passed=$((passed + agent_ok))
+failed=$((failed + agent_bad))
+[ "$agent_bad" -gt 0 ] && failures+=("agent: $agent_bad checks")
+if [ "$agent_rc" -ne 0 ] && [ "$agent_bad" -eq 0 ]; then note fail "agent (did not run)"; fi
+
+echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:=15}s per harness; fhir_ingest under hostile bundles)"
 if FUZZ_SECONDS=$FUZZ_SECONDS bash "$here/fuzz/run.sh"; then note ok; else note fail "fuzz"; fi
+if FHIR_FUZZ_CASES=${FHIR_FUZZ_CASES:-1500} bash "$here/fuzz/fhir_ingest.sh"; then note ok; else note fail "fuzz fhir_ingest"; fi
 
 # ----------------------------------------------------------------- load mode
 echo "== load modes"

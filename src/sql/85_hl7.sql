@@ -249,6 +249,47 @@ AS $$
 		WHEN 'noshow' THEN 'noshow' END
 $$;
 
+-- An EHR's appointment (HL7 v2 or FHIR), as the EHR made it: availability
+-- and blocks are not checked (the EHR decides its own bookings), a clash
+-- is (23P01), the reason sealed.
+CREATE FUNCTION schedphi._ehr_create(p_tenant uuid, p_patient uuid, p_actors uuid[], p_during tstzrange,
+									 p_status text, p_kind text, p_reason text)
+RETURNS uuid
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_id uuid := schedphi._appointment_id();
+BEGIN
+	INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind, reason)
+	VALUES (p_tenant, v_id, p_patient, p_actors, p_during, p_status, p_kind,
+			schedphi._seal(p_tenant, 'appointment', 'reason', v_id, p_reason));
+	IF schedphi._occupies(p_status) THEN
+		PERFORM schedphi._reserve(p_tenant, v_id, p_actors, p_during, NULL, false);
+	END IF;
+	RETURN v_id;
+END
+$$;
+
+-- An EHR's appointment given its new time and actors, when they changed
+-- (its seats taken again where it occupies them).  Whether it moved.
+CREATE FUNCTION schedphi._ehr_move(v schedphi.appointment, p_during tstzrange, p_actors uuid[])
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF v.during IS NOT DISTINCT FROM p_during AND v.actors IS NOT DISTINCT FROM p_actors THEN
+		RETURN false;
+	END IF;
+	IF schedphi._occupies(v.status) THEN
+		DELETE FROM schedphi.appointment_actor x WHERE x.tenant = v.tenant AND x.appointment = v.id;
+		PERFORM schedphi._reserve(v.tenant, v.id, p_actors, p_during, v.hold_expires, false);
+	END IF;
+	UPDATE schedphi.appointment a SET during = p_during, actors = p_actors, updated_at = now()
+	WHERE a.tenant = v.tenant AND a.id = v.id;
+	RETURN true;
+END
+$$;
+
 -- The work of one message, in its own subtransaction (hl7_ingest): the
 -- patient, the actors, the appointment.  Raises with SQLSTATE 'SPH01' and
 -- "code|location|text" as its message for what the sender must fix; any
@@ -377,18 +418,7 @@ BEGIN
 			outcome := 'ignored: the appointment has ended (' || v.status || ')';
 			RETURN;
 		END IF;
-		IF v.during IS DISTINCT FROM tstzrange(v_start, v_end) OR v.actors IS DISTINCT FROM v_actors THEN
-			IF schedphi._occupies(v.status) THEN
-				DELETE FROM schedphi.appointment_actor x WHERE x.tenant = t AND x.appointment = v.id;
-				PERFORM schedphi._reserve(t, v.id, v_actors, tstzrange(v_start, v_end), v.hold_expires, false);
-			END IF;
-			UPDATE schedphi.appointment a SET during = tstzrange(v_start, v_end), actors = v_actors,
-											  updated_at = now()
-			WHERE a.tenant = t AND a.id = v.id;
-			outcome := 'moved';
-		ELSE
-			outcome := 'unchanged';
-		END IF;
+		outcome := CASE WHEN schedphi._ehr_move(v, tstzrange(v_start, v_end), v_actors) THEN 'moved' ELSE 'unchanged' END;
 		v_to := schedphi._hl7_status(sch->>'status');
 		IF v_event = 'S14' AND v_to IS NOT NULL AND v_to <> v.status
 		   AND schedphi._transition_allowed(v.status, v_to) THEN
@@ -437,11 +467,7 @@ BEGIN
 	ELSE
 		v_reason := left(coalesce(sch->>'reason', sch->>'reason_code'), 2000);
 	END IF;
-	appointment := schedphi._appointment_id();
-	INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind, reason)
-	VALUES (t, appointment, v_patient, v_actors, tstzrange(v_start, v_end), 'booked', v_kind,
-			schedphi._seal(t, 'appointment', 'reason', appointment, v_reason));
-	PERFORM schedphi._reserve(t, appointment, v_actors, tstzrange(v_start, v_end), NULL, false);
+	appointment := schedphi._ehr_create(t, v_patient, v_actors, tstzrange(v_start, v_end), 'booked', v_kind, v_reason);
 	INSERT INTO schedphi.appointment_ref (tenant, system, value, appointment) VALUES (t, v_ref_system, v_ref, appointment);
 	outcome := 'booked';
 END

@@ -24,6 +24,46 @@ AS $$
 	SELECT pg_catalog.to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 $$;
 
+-- A Slot's id: schedphi keeps no Slot rows (free time is worked out from
+-- availability and bookings), so a Slot is named by what it is: its
+-- actor, its start (UTC, to the minute) and its length in minutes, as
+-- "<actor>-<YYYYMMDDHHMI>-<minutes>" (at most 54 characters of
+-- [A-Za-z0-9-], a valid FHIR id).  Appointment.slot, $find and Slot
+-- searches use it; fhir_hold and fhir_book take it back.
+CREATE FUNCTION schedphi._fhir_slot_id(p_actor uuid, p_during tstzrange)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT p_actor::text || '-' || pg_catalog.to_char(pg_catalog.lower(p_during) AT TIME ZONE 'UTC', 'YYYYMMDDHH24MI')
+		|| '-' || ((extract(epoch FROM pg_catalog.upper(p_during) - pg_catalog.lower(p_during)) / 60)::bigint)::text
+$$;
+
+-- The actor and time a Slot id names, or NULL when it names none.
+CREATE FUNCTION schedphi._fhir_slot_parse(p_id text, OUT actor uuid, OUT during tstzrange)
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+	m text[] := pg_catalog.regexp_match(p_id,
+		'^(?:Slot/)?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-([0-9]{12})-([0-9]{1,4})$');
+	v_start timestamptz;
+BEGIN
+	IF m IS NULL OR m[3]::int NOT BETWEEN 1 AND 1440 THEN
+		RETURN;
+	END IF;
+	BEGIN
+		v_start := pg_catalog.to_timestamp(m[2], 'YYYYMMDDHH24MI')::timestamp AT TIME ZONE 'UTC';
+	EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+		RETURN;
+	END;
+	-- (to_timestamp is lenient: a month 13 rolls over; such an id names nothing)
+	IF pg_catalog.to_char(v_start AT TIME ZONE 'UTC', 'YYYYMMDDHH24MI') <> m[2] THEN
+		RETURN;
+	END IF;
+	actor := m[1]::uuid;
+	during := pg_catalog.tstzrange(v_start, v_start + m[3]::int * interval '1 minute');
+END
+$$;
+
 -- An R4 Appointment: status, start and end, its kind (HL7 table 0276),
 -- the appointment's ids (schedphi's, and an EHR's filler or placer id), and
 -- a participant for the patient (when the caller's role shows it) and for
@@ -59,7 +99,8 @@ BEGIN
 	SELECT jsonb_agg(i ORDER BY o) INTO v_ids FROM (
 		SELECT 1 AS o, jsonb_build_object('system', 'urn:schedphi:appointment', 'value', v.id::text) AS i
 		UNION ALL
-		SELECT 2, jsonb_build_object('system', 'urn:schedphi:' || r.system, 'value', r.value)
+		SELECT 2, jsonb_build_object('system', CASE WHEN r.system LIKE 'fhir:%' THEN substr(r.system, 6)
+													 ELSE 'urn:schedphi:' || r.system END, 'value', r.value)
 		FROM schedphi.appointment_ref r WHERE r.tenant = v_tenant AND r.appointment = v.id) x;
 	SELECT coalesce(jsonb_agg(p ORDER BY o, n), '[]') INTO v_parts FROM (
 		SELECT 0 AS o, '' AS n, jsonb_build_object('actor', jsonb_build_object('reference', 'Patient/' || v.patient::text),
@@ -82,7 +123,9 @@ BEGIN
 		'end', schedphi._fhir_instant(upper(v.during)),
 		'minutesDuration', (extract(epoch FROM upper(v.during) - lower(v.during)) / 60)::int,
 		'created', schedphi._fhir_instant(v.created_at),
-		'participant', v_parts));
+		'participant', v_parts,
+		'slot', (SELECT jsonb_agg(jsonb_build_object('reference', 'Slot/' || schedphi._fhir_slot_id(u, v.during)) ORDER BY u)
+				 FROM unnest(v.actors) u)));
 END
 $$;
 
@@ -206,12 +249,16 @@ BEGIN
 		SELECT f.starts AS s, jsonb_build_object('resource',
 			CASE WHEN cardinality(v_actors) = 1 THEN
 				jsonb_build_object('resourceType', 'Slot',
+					'id', schedphi._fhir_slot_id(v_actors[1], tstzrange(f.starts, f.ends)),
 					'schedule', jsonb_build_object('reference', 'Schedule/' || v_actors[1]::text),
 					'status', 'free', 'start', schedphi._fhir_instant(f.starts), 'end', schedphi._fhir_instant(f.ends))
 			ELSE
 				jsonb_build_object('resourceType', 'Appointment', 'status', 'proposed',
 					'start', schedphi._fhir_instant(f.starts), 'end', schedphi._fhir_instant(f.ends),
 					'minutesDuration', v_minutes,
+					'slot', (SELECT jsonb_agg(jsonb_build_object('reference',
+								'Slot/' || schedphi._fhir_slot_id(u, tstzrange(f.starts, f.ends))) ORDER BY u)
+							 FROM unnest(f.actors) u),
 					'participant', (SELECT jsonb_agg(jsonb_build_object(
 										'actor', schedphi._fhir_actor_ref(ac.kind, ac.id, ac.name),
 										'required', 'required', 'status', 'needs-action') ORDER BY ac.id)

@@ -86,6 +86,21 @@ INSERT INTO calls VALUES
 	('fhir_patient', ARRAY[quote_literal(:'p1')], '{}'),
 	('fhir_cancel', ARRAY[quote_literal(:'appt2'), quote_literal('null test')], '{2}'),
 	('fhir_find', ARRAY[quote_literal(format('{"start": "2026-06-15T13:00:00Z", "end": "2026-06-15T16:00:00Z", "actor": ["%s"], "duration": 30}', :'dr'))], '{}'),
+	('fhir_search', ARRAY[quote_literal('Appointment'), quote_literal(format('{"patient": "Patient/%s"}', :'p1'))], '{}'),
+	('fhir_hold', ARRAY[quote_literal(format('{"resourceType": "Appointment", "start": "2026-06-16T14:00:00Z", "end": "2026-06-16T14:30:00Z", "participant": [{"actor": {"reference": "Patient/%s"}}, {"actor": {"reference": "Practitioner/%s"}}]}', :'p3', :'dr'))], '{}'),
+	('fhir_book', ARRAY[quote_literal(format('{"resourceType": "Appointment", "start": "2026-06-16T15:00:00Z", "end": "2026-06-16T15:30:00Z", "participant": [{"actor": {"reference": "Patient/%s"}}, {"actor": {"reference": "Practitioner/%s"}}]}', :'p3', :'dr'))], '{}'),
+	('fhir_ingest', ARRAY[quote_literal('{"resourceType": "Bundle", "type": "batch", "entry": [{"resource": {"resourceType": "Slot"}}]}')], '{}'),
+	-- (the _oo variants answer a NULL, as any bad argument, with an
+	-- OperationOutcome of issue type invalid: test/tap/22_fhir.sql)
+	('fhir_appointment_oo', ARRAY[quote_literal(:'appt')], '{1}'),
+	('fhir_schedule_oo', ARRAY[quote_literal(:'dr')], '{1}'),
+	('fhir_patient_oo', ARRAY[quote_literal(:'p1')], '{1}'),
+	('fhir_cancel_oo', ARRAY[quote_literal(:'appt2'), quote_literal('null test')], '{1,2}'),
+	('fhir_find_oo', ARRAY['NULL'], '{1}'),
+	('fhir_search_oo', ARRAY[quote_literal('Slot'), quote_literal('{}')], '{1,2}'),
+	('fhir_hold_oo', ARRAY[quote_literal('{}')], '{1}'),
+	('fhir_book_oo', ARRAY[quote_literal('{}')], '{1}'),
+	('fhir_ingest_oo', ARRAY[quote_literal('{}')], '{1}'),
 	('hl7_outbound', ARRAY[quote_literal(:'recv'), '10'], '{}'),
 	('hl7_ack', ARRAY[quote_literal(:'recv'), quote_literal(E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused

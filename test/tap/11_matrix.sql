@@ -90,6 +90,28 @@ INSERT INTO calls VALUES
 	('fhir_cancel', format($$schedphi.fhir_cancel(%L)$$, :'appt'), '{scheduler,integration}'),
 	('fhir_find', format($$schedphi.fhir_find('{"start": "2026-06-15T13:00:00Z", "end": "2026-06-15T16:00:00Z", "actor": ["Practitioner/%s"], "duration": 30}')$$, :'dr'),
 	 '{admin,scheduler,clinician,integration,support}'),
+	('fhir_search', format($$schedphi.fhir_search('Appointment', '{"patient": "Patient/%s"}')$$, :'p1'),
+	 '{scheduler,integration,clinician,billing,support,admin}'),
+	('fhir_hold', format($$schedphi.fhir_hold('{"resourceType": "Appointment", "start": "2026-06-16T14:00:00Z", "end": "2026-06-16T14:30:00Z", "participant": [{"actor": {"reference": "Patient/%s"}}, {"actor": {"reference": "Practitioner/%s"}}]}')$$, :'p3', :'dr'),
+	 '{scheduler,integration}'),
+	('fhir_book', format($$schedphi.fhir_book('{"resourceType": "Appointment", "start": "2026-06-16T14:00:00Z", "end": "2026-06-16T14:30:00Z", "participant": [{"actor": {"reference": "Patient/%s"}}, {"actor": {"reference": "Practitioner/%s"}}]}')$$, :'p3', :'dr'),
+	 '{scheduler,integration}'),
+	('fhir_ingest', $$schedphi.fhir_ingest('{"resourceType": "Bundle", "type": "batch", "entry": [{"resource": {"resourceType": "Slot"}}]}')$$, '{integration}'),
+	-- the _oo variants: the same rules, a refusal as an OperationOutcome
+	-- (pg_temp.oo turns an issue of type forbidden back into 42501)
+	('fhir_appointment_oo', format($$pg_temp.oo(schedphi.fhir_appointment_oo(%L))$$, :'appt'), '{scheduler,integration,clinician,billing,support,admin}'),
+	('fhir_schedule_oo', format($$pg_temp.oo(schedphi.fhir_schedule_oo(%L))$$, :'dr'), '{admin,scheduler,clinician,integration,support}'),
+	('fhir_patient_oo', format($$pg_temp.oo(schedphi.fhir_patient_oo(%L))$$, :'p1'), '{scheduler,integration,clinician,billing}'),
+	('fhir_cancel_oo', format($$pg_temp.oo(schedphi.fhir_cancel_oo(%L))$$, :'appt'), '{scheduler,integration}'),
+	('fhir_find_oo', format($$pg_temp.oo(schedphi.fhir_find_oo('{"start": "2026-06-15T13:00:00Z", "end": "2026-06-15T16:00:00Z", "actor": ["Practitioner/%s"], "duration": 30}'))$$, :'dr'),
+	 '{admin,scheduler,clinician,integration,support}'),
+	('fhir_search_oo', format($$pg_temp.oo(schedphi.fhir_search_oo('Appointment', '{"patient": "Patient/%s"}'))$$, :'p1'),
+	 '{scheduler,integration,clinician,billing,support,admin}'),
+	('fhir_hold_oo', format($$pg_temp.oo(schedphi.fhir_hold_oo('{"resourceType": "Appointment", "start": "2026-06-16T14:00:00Z", "end": "2026-06-16T14:30:00Z", "participant": [{"actor": {"reference": "Patient/%s"}}, {"actor": {"reference": "Practitioner/%s"}}]}'))$$, :'p3', :'dr'),
+	 '{scheduler,integration}'),
+	('fhir_book_oo', format($$pg_temp.oo(schedphi.fhir_book_oo('{"resourceType": "Appointment", "start": "2026-06-16T14:00:00Z", "end": "2026-06-16T14:30:00Z", "participant": [{"actor": {"reference": "Patient/%s"}}, {"actor": {"reference": "Practitioner/%s"}}]}'))$$, :'p3', :'dr'),
+	 '{scheduler,integration}'),
+	('fhir_ingest_oo', $$pg_temp.oo(schedphi.fhir_ingest_oo('{"resourceType": "Bundle", "type": "batch", "entry": [{"resource": {"resourceType": "Slot"}}]}'))$$, '{integration}'),
 	-- (an integration login: nothing queued yet; an ACK for nothing sent, 22023)
 	('hl7_outbound', format($$schedphi.hl7_outbound(%L)$$, :'recv'), '{integration}'),
 	('hl7_ack', format($$schedphi.hl7_ack(%L, E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')$$, :'recv'), '{integration}'),
@@ -100,6 +122,13 @@ SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
 		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname !~ '^_' AND p.proname <> 'assume'),
 		  (SELECT array_agg(fn ORDER BY fn) FROM calls), 'every public function is in the matrix (assume: test/tokens.sh)');
 
+CREATE FUNCTION pg_temp.oo(r jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	IF r->>'resourceType' = 'OperationOutcome' AND r #>> '{issue,0,code}' = 'forbidden' THEN
+		RAISE EXCEPTION 'forbidden' USING ERRCODE = '42501';
+	END IF;
+	RETURN r;
+END $$;
 CREATE TEMP TABLE outcome (fn text, role text, state text);
 GRANT ALL ON outcome TO PUBLIC;
 DO $$
