@@ -270,7 +270,30 @@ SELECT login, action, detail ->> 'event' AS event, detail ->> 'control_id' AS co
 FROM schedphi.audit_log WHERE action = 'hl7_in' ORDER BY id;
 
 \echo
-\echo '== Next: FHIR R4 and the MLLP agent (docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts; docs/integration.md: EHRs).'
+\echo '== 13. An app speaks FHIR R4: a free Slot found, held and booked; a clash answered with an OperationOutcome (docs/integration.md)'
+SET SESSION AUTHORIZATION demo_frontdesk;
+SELECT e -> 'resource' ->> 'id' AS slot FROM jsonb_array_elements(schedphi.fhir_search('Slot', jsonb_build_object(
+	'schedule', 'Schedule/' || :'ada', 'status', 'free', 'duration', 30, '_count', 1,
+	'start', 'ge' || to_char((:'monday'::date + 14 + time '09:00') AT TIME ZONE 'America/New_York' AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')))
+	-> 'entry') e \gset
+\echo 'The first free 30-minute Slot of Dr Ada Example two weeks on (its id names the actor, the UTC start and the minutes):'
+SELECT :'slot' AS "Slot.id";
+SELECT schedphi.fhir_hold(jsonb_build_object('resourceType', 'Appointment', 'status', 'pending',
+	'slot', jsonb_build_array(jsonb_build_object('reference', 'Slot/' || :'slot')),
+	'participant', jsonb_build_array(jsonb_build_object('actor', jsonb_build_object('reference', 'Patient/' || :'patient')))))
+	AS held \gset
+\echo 'Held for ten minutes (it expires by itself), then booked:'
+SELECT :'held'::jsonb ->> 'status' AS held, schedphi.fhir_book(jsonb_build_object('resourceType', 'Appointment', 'id', :'held'::jsonb ->> 'id')) ->> 'status' AS booked;
+\echo 'Another patient asks for the same time: an OperationOutcome naming what blocks it (never who):'
+SELECT i ->> 'code' AS "issue.code", i #>> '{details,coding,0,code}' AS sqlstate, i ->> 'diagnostics' AS diagnostics
+FROM (SELECT schedphi.fhir_book_oo(jsonb_build_object('resourceType', 'Appointment', 'status', 'booked',
+	'slot', jsonb_build_array(jsonb_build_object('reference', 'Slot/' || :'slot')),
+	'participant', jsonb_build_array(jsonb_build_object('actor', jsonb_build_object('reference', 'Patient/' || :'other')))))
+	-> 'issue' -> 0 AS i) x;
+RESET SESSION AUTHORIZATION;
+
+\echo
+\echo '== Next: the MLLP agent, schedphi-agent (docs/agent.md); docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts; docs/integration.md: EHRs.'
 DROP OWNED BY demo_frontdesk;
 DROP ROLE demo_frontdesk;
 DROP OWNED BY demo_auditor;

@@ -55,6 +55,7 @@ BEGIN
 	PERFORM schedphi.add_member(t, 'fhir_engine', 'integration');
 	PERFORM schedphi.add_external_id(t, 'fhir:Practitioner', 'example', dr);
 	PERFORM schedphi.add_external_id(t, 'fhir:Location', '1', room);
+	PERFORM schedphi.add_hl7_sender(t, 'SCHApp', 'GHHSFacility', 'America/New_York');
 	INSERT INTO public.ids VALUES ('tenant', t), ('dr', dr), ('room', room), ('dev', dev), ('chairs', chairs);
 END $$;
 SQL
@@ -111,6 +112,12 @@ PGUSER=fhir_engine psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" -v b="$(cat "$work
 INGESTED=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['entry'][1]['response']['location'].split('/')[1])" "$work/ops-ingest-response.json")
 as fhir_desk -c "SELECT schedphi.fhir_appointment('$INGESTED')" >"$work/ops-ingested-appointment.json"
 
+# HL7 v2 sample 01 (from Microsoft's FHIR-Converter) in, as an R4 Appointment out
+PGUSER=fhir_engine psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" -v m="$(cat "$root/test/samples/hl7v2/01_siu_s12_v28_msft_fhirconverter.hl7")" \
+	<<<"SELECT split_part(split_part(schedphi.hl7_ingest(:'m'), E'\r', 2), '|', 2)" >"$work/converter-ack.txt"
+CONV=$(q -c "SELECT appointment FROM schedphi.appointment_ref WHERE value = '36996'")
+PGUSER=fhir_engine psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" -c "SELECT schedphi.fhir_appointment('$CONV')" >"$work/ops-converter-01.json"
+
 # a resource the validator must refuse: an Appointment without status or participants
 echo '{"resourceType": "Appointment", "start": "2026-07-06T14:00:00Z"}' >"$work/bad-appointment.json"
 
@@ -144,6 +151,19 @@ ok "a conflict as an OperationOutcome naming the actor, never the other patient"
 ok "the official Appointment example ingested: the patient registered, the appointment booked with its practitioner and room" \
 	"$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); a=json.load(open(sys.argv[2])); print(' '.join(e['response']['status'] for e in r['entry']), a['status'], a['start'], sorted(p['actor']['reference'].split('/')[0] for p in a['participant']))" "$work/ops-ingest-response.json" "$work/ops-ingested-appointment.json")" \
 	"201 Created 201 Created booked 2013-12-10T09:00:00Z ['Location', 'Patient', 'Practitioner']"
+ok "HL7 sample 01 as an Appointment: the same instants, status, placer and filler ids and participants as Microsoft FHIR-Converter's expected output for it" \
+	"$(cat "$work/converter-ack.txt") $(python3 - "$work/ops-converter-01.json" "$root/test/samples/fhir-converter/SIU-S12-01-expected-appointment.json" <<'PY'
+import json, sys
+from datetime import datetime
+ours, theirs = (json.load(open(f)) for f in sys.argv[1:3])
+def t(x): return datetime.fromisoformat(x.replace('Z', '+00:00'))
+def ids(a): return sorted((i['type']['coding'][0]['code'], i['value']) for i in a.get('identifier', []) if 'type' in i)
+def kinds(a): return sorted(p['actor']['reference'].split('/')[0] for p in a['participant'])
+print(t(ours['start']) == t(theirs['start']), t(ours['end']) == t(theirs['end']), ours['status'] == theirs['status'],
+      ids(ours) == ids(theirs), kinds(ours) == kinds(theirs),
+      ours['appointmentType']['coding'][0]['code'] == theirs['appointmentType']['coding'][0]['code'])
+PY
+)" "AA True True True True True True"
 ok "statuses and times as booked (UTC instants)" \
 	"$(python3 -c "import json,sys; a=[json.load(open(f)) for f in sys.argv[1:]]; print(' '.join(x['status'] + '/' + x['start'] + '/' + str(x['minutesDuration']) for x in a))" \
 		"$work/appt-booked.json" "$work/appt-cancelled.json" "$work/appt-pending.json")" \

@@ -394,7 +394,9 @@ BEGIN
 	-- the resources, each known by the sender's ids
 	FOR r IN SELECT x FROM jsonb_array_elements(p_doc->'resources') x LOOP
 		n := n + 1;
-		IF r->>'id' IS NULL THEN
+		-- (a resource without an id, or one the message deletes (action
+		-- code D), is not the appointment's)
+		IF r->>'id' IS NULL OR upper(coalesce(r->>'action', '')) = 'D' THEN
 			CONTINUE;
 		END IF;
 		v_actor := schedphi._hl7_actor(t, p_sender, r);
@@ -468,7 +470,14 @@ BEGIN
 		v_reason := left(coalesce(sch->>'reason', sch->>'reason_code'), 2000);
 	END IF;
 	appointment := schedphi._ehr_create(t, v_patient, v_actors, tstzrange(v_start, v_end), 'booked', v_kind, v_reason);
-	INSERT INTO schedphi.appointment_ref (tenant, system, value, appointment) VALUES (t, v_ref_system, v_ref, appointment);
+	-- (the placer's id too, when the filler's names it: a later message
+	-- that carries only one of them finds it)
+	INSERT INTO schedphi.appointment_ref (tenant, system, value, appointment)
+	SELECT t, x.s, x.v, appointment
+	FROM (VALUES (v_ref_system, v_ref),
+				 ('hl7:' || p_sender.id || ':placer', left(sch->>'placer_id', 200))) AS x(s, v)
+	WHERE x.v IS NOT NULL
+	ON CONFLICT ON CONSTRAINT appointment_ref_pkey DO NOTHING;
 	outcome := 'booked';
 END
 $$;

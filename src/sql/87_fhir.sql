@@ -96,11 +96,16 @@ BEGIN
 			'A clinician reads the appointments of their own practitioner.');
 	END IF;
 	v_pstatus := CASE WHEN v.status IN ('proposed', 'pending', 'waitlist') THEN 'tentative' ELSE 'accepted' END;
-	SELECT jsonb_agg(i ORDER BY o) INTO v_ids FROM (
+	SELECT jsonb_agg(i ORDER BY o, i->>'system', i->>'value') INTO v_ids FROM (
 		SELECT 1 AS o, jsonb_build_object('system', 'urn:schedphi:appointment', 'value', v.id::text) AS i
 		UNION ALL
-		SELECT 2, jsonb_build_object('system', CASE WHEN r.system LIKE 'fhir:%' THEN substr(r.system, 6)
-													 ELSE 'urn:schedphi:' || r.system END, 'value', r.value)
+		SELECT 2, jsonb_strip_nulls(jsonb_build_object(
+			'type', CASE WHEN r.system LIKE 'hl7:%:filler' OR r.system LIKE 'hl7:%:placer' THEN
+						jsonb_build_object('coding', jsonb_build_array(jsonb_build_object(
+							'system', 'http://terminology.hl7.org/CodeSystem/v2-0203',
+							'code', CASE WHEN r.system LIKE '%:filler' THEN 'FILL' ELSE 'PLAC' END))) END,
+			'system', CASE WHEN r.system LIKE 'fhir:%' THEN substr(r.system, 6) ELSE 'urn:schedphi:' || r.system END,
+			'value', r.value))
 		FROM schedphi.appointment_ref r WHERE r.tenant = v_tenant AND r.appointment = v.id) x;
 	SELECT coalesce(jsonb_agg(p ORDER BY o, n), '[]') INTO v_parts FROM (
 		SELECT 0 AS o, '' AS n, jsonb_build_object('actor', jsonb_build_object('reference', 'Patient/' || v.patient::text),

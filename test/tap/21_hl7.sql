@@ -69,10 +69,13 @@ SELECT is((SELECT string_agg(split_part(ack, '|', 3) || '/' || split_part(ack, '
 		  'EHRApp/SCHApp/GHHSFacility,ATHENA/ATHENANET/235', 'an ACK goes back from the receiver to the sender');
 SELECT is((SELECT string_agg(lower(a.during)::text || ' ' || upper(a.during)::text || ' ' || a.kind, '; ' ORDER BY lower(a.during))
 		   FROM schedphi.appointment_ref r JOIN schedphi.appointment a ON a.tenant = r.tenant AND a.id = r.appointment
-		   WHERE r.tenant = :'tenant'),
+		   WHERE r.tenant = :'tenant' AND r.system LIKE '%:filler'),
 		  '2004-03-23 05:40:00+09 2004-03-23 05:50:00+09 routine; 2011-06-17 21:45:00+09 2011-06-17 22:30:00+09 routine; '
 		  || '2021-09-24 16:15:00+09 2021-09-24 17:05:00+09 emergency',
 	'times: 02 in the sender''s zone (15:40 New York) for 10 minutes; 04 from SCH-11 in Indianapolis; 01 from TQ1 with its offsets, and EMERGENCY from SCH-7');
+SELECT is((SELECT string_agg(DISTINCT split_part(r.system, ':', 3), ',') || ' ' || count(DISTINCT r.appointment)
+		   FROM schedphi.appointment_ref r WHERE r.tenant = :'tenant' AND r.value IN ('12345', '36996')),
+		  'filler,placer 1', 'an appointment is known by its filler id (SCH-2) and its placer id (SCH-1) both');
 SELECT is((SELECT count(*)::int FROM schedphi.find_patient(:'tenant', mrn => '70690')), 1,
 		  'the patient of 02 was registered with the MRN of its PID');
 SELECT is((SELECT string_agg(a.kind || ':' || a.name, ',' ORDER BY a.kind, a.name) FROM schedphi.external_id e
@@ -263,6 +266,24 @@ SELECT is((SELECT string_agg(CASE o.appointment WHEN :'ob1' THEN 'a' ELSE 'b' EN
 SELECT is((SELECT string_agg(event || ':' || attempts || ':' || coalesce(ack, '-'), ',' ORDER BY id) FROM schedphi.hl7_outbox
 		   WHERE tenant = :'tenant' AND receiver = :'recv'),
 		  'S12:1:AA,S12:2:AE,S13:1:-,S15:0:-', 'attempts and ACKs kept per change; the cancellation waits for the reschedule');
+
+-- a resource the message deletes (segment action code D) is not the appointment's
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT pg_temp.ack(schedphi.hl7_ingest(concat_ws(E'\r',
+	'MSH|^~\&|ATHENANET|235|SCHEDPHI|CLINIC|20260301120000||SIU^S12^SIU_S12|DEL-1|P|2.5.1',
+	'SCH||DEL-F1|||||ROUTINE|NORMAL|30|min|^^30^202609011000||||||||||||||Booked',
+	'PID|1||DEL-MRN-1^^^X^MR||Delsynthetic^Dee||19800101|F',
+	'RGS|1|A', 'AIP|1|A|DELDR1^One^Dr|ATTENDING', 'AIP|2|A|DELDR2^Two^Dr|ATTENDING') || E'\r')) AS del1 \gset
+SELECT pg_temp.ack(schedphi.hl7_ingest(concat_ws(E'\r',
+	'MSH|^~\&|ATHENANET|235|SCHEDPHI|CLINIC|20260301120100||SIU^S13^SIU_S12|DEL-2|P|2.5.1',
+	'SCH||DEL-F1|||||ROUTINE|NORMAL|30|min|^^30^202609011000||||||||||||||Booked',
+	'PID|1||DEL-MRN-1^^^X^MR||Delsynthetic^Dee||19800101|F',
+	'RGS|1|U', 'AIP|1|U|DELDR1^One^Dr|ATTENDING', 'AIP|2|D|DELDR2^Two^Dr|ATTENDING') || E'\r')) AS del2 \gset
+RESET SESSION AUTHORIZATION;
+SELECT is(:'del1' || ' / ' || :'del2' || ' / ' || (SELECT cardinality(a.actors) FROM schedphi.appointment_ref r
+		JOIN schedphi.appointment a ON a.tenant = r.tenant AND a.id = r.appointment
+		WHERE r.tenant = :'tenant' AND r.value = 'DEL-F1' AND r.system LIKE '%:filler'),
+		  'AA DEL-1 / AA DEL-2 / 1', 'an S13 whose AIP has action code D takes that practitioner off the appointment');
 
 SELECT * FROM finish();
 ROLLBACK;
