@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "access/parallel.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -32,7 +33,9 @@
 #include "utils/uuid.h"
 
 #include "actor.h"
+#include "audit.h"
 #include "common.h"
+#include "membership.h"
 
 static SchedphiActor actor;
 static uint64 actor_generation = 0;
@@ -42,6 +45,7 @@ static LocalTransactionId purpose_lxid = InvalidLocalTransactionId;
 int			schedphi_max_token_lifetime = 900;
 bool		schedphi_require_mfa = true;
 bool		schedphi_allow_session_scope = false;
+bool		schedphi_require_training = false;
 
 /* End the actor context; its memory is zeroed. */
 static void
@@ -236,6 +240,69 @@ schedphi_actor_utility(Node *node)
 	}
 }
 
+/*
+ * A session-scope context whose subject has been terminated in its tenant
+ * (terminate_member) ends at its next statement, refused and recorded.
+ * Called at the start of every statement (audit.c's ExecutorStart hook);
+ * looks only when memberships changed since it last looked (a generation
+ * in shared memory; not preloaded, once per transaction), so its cost does
+ * not grow with the session.  A transaction-scope context needs assume()
+ * in each transaction, which refuses a terminated subject itself.
+ */
+void
+schedphi_actor_check_terminated(void)
+{
+	static SPIPlanPtr plan = NULL;
+	static bool busy = false;
+	static uint64 checked_actor = 0;
+	static uint64 checked_members = 0;
+	static LocalTransactionId checked_lxid = InvalidLocalTransactionId;
+	uint64		members = 0;
+	bool		known;
+	bool		terminated = false;
+	pg_uuid_t	tenant;
+
+	if (!actor.active || !actor.session_scope || busy || IsParallelWorker() || !IsTransactionState())
+		return;
+	known = schedphi_membership_version(&members);
+	if (checked_actor == actor_generation &&
+		(known ? checked_members == members : checked_lxid == MyProc->lxid))
+		return;
+	busy = true;
+	PG_TRY();
+	{
+		bool		isnull;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		schedphi_keep_plan(&plan, "SELECT schedphi._actor_terminated()", 0, NULL);
+		if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "schedphi: termination check failed");
+		terminated = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		busy = false;
+	}
+	PG_END_TRY();
+	if (terminated)
+	{
+		/* recorded while the context still names whom it refuses, then ended */
+		tenant = actor.tenant;
+		schedphi_audit_record_denial(&tenant, ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied: termination rule");
+		forget_actor();
+		purpose[0] = '\0';
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied: termination rule"),
+				 errdetail("The token's subject was terminated in this tenant (terminate_member); its session context has ended.")));
+	}
+	checked_actor = actor_generation;
+	checked_members = known ? members : 0;
+	checked_lxid = MyProc->lxid;
+}
+
 /* The actor context's settings and its (sub)transaction callbacks. */
 void
 schedphi_actor_init(void)
@@ -267,6 +334,15 @@ schedphi_actor_init(void)
 							 "Whether assume(token, 'session') is allowed (never for a login behind a transaction pool).",
 							 NULL,
 							 &schedphi_allow_session_scope,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	/* Off by default; compliance_report() and check_config() say so. */
+	DefineCustomBoolVariable("schedphi.require_training",
+							 "Whether reading or writing patient data needs current training (record_training).",
+							 NULL,
+							 &schedphi_require_training,
 							 false,
 							 PGC_SUSET,
 							 0,

@@ -33,10 +33,12 @@ typedef struct SchedphiActor
 extern int	schedphi_max_token_lifetime;
 extern bool schedphi_require_mfa;
 extern bool schedphi_allow_session_scope;
+extern bool schedphi_require_training;
 extern void schedphi_actor_init(void);
 extern void schedphi_actor_utility(struct Node *node);
 extern const SchedphiActor *schedphi_current_actor(void);
 extern uint64 schedphi_actor_generation(void);
+extern void schedphi_actor_check_terminated(void);
 extern void schedphi_set_actor(const SchedphiActor *a);
 extern const char *schedphi_current_purpose(void);
 extern void schedphi_set_current_purpose(const char *p);

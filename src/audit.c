@@ -463,12 +463,12 @@ schedphi_audit_target(PG_FUNCTION_ARGS)
 static char recorded_denial[256];
 
 /*
- * A denial: record it (durably), then raise 42501 with the rule.  Never
- * returns.  rule is the message, e.g. "permission denied: role rule".
+ * Record a denial (durably) without raising it: for a caller that must
+ * change state between the record, which names who was refused, and the
+ * error.  The error report hook will not record the same message again.
  */
 void
-schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, const char *detail,
-					const char *hint)
+schedphi_audit_record_denial(const pg_uuid_t *tenant, int sqlstate, const char *message)
 {
 	StringInfoData js;
 	const char *action = sqlstate == SCHEDPHI_RATE_LIMITED ? "rate_limited" : "denied";
@@ -488,6 +488,18 @@ schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, 
 							  deny_target.has_patient ? &deny_target.patient : NULL, js.data, true);
 	else
 		schedphi_audit_record(action, tenant, NULL, NULL, NULL, js.data, true);
+	pfree(js.data);
+}
+
+/*
+ * A denial: record it (durably), then raise 42501 with the rule.  Never
+ * returns.  rule is the message, e.g. "permission denied: role rule".
+ */
+void
+schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message, const char *detail,
+					const char *hint)
+{
+	schedphi_audit_record_denial(tenant, sqlstate, message);
 	/*
 	 * No CONTEXT lines: they would only show schedphi's own call of _deny.
 	 * Whoever catches the error restores the context stack (PG_TRY saves it).
@@ -836,6 +848,7 @@ audit_executor_start(QueryDesc *queryDesc, int eflags)
 {
 	ensure_citus_sealer();
 	prepare_for_refusals();
+	schedphi_actor_check_terminated();
 	if (prev_executor_start_hook)
 		prev_executor_start_hook(queryDesc, eflags);
 	else

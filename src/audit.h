@@ -21,6 +21,7 @@ extern void schedphi_audit_deny_target(const char *object, const pg_uuid_t *id, 
 extern void schedphi_audit_record(const char *action, const pg_uuid_t *tenant, const char *object,
 								  const pg_uuid_t *object_id, const pg_uuid_t *patient, const char *detail,
 								  bool wait);
+extern void schedphi_audit_record_denial(const pg_uuid_t *tenant, int sqlstate, const char *message);
 extern void schedphi_audit_deny(const pg_uuid_t *tenant, int sqlstate, const char *message,
 								const char *detail, const char *hint) pg_attribute_noreturn();
 

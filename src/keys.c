@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/core_names.h>
@@ -32,6 +33,7 @@
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -1036,4 +1038,68 @@ schedphi_keys_init_guc(void)
 							PGC_SUSET,
 							GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_key_source_check);
+
+/*
+ * _key_source_check() -> (status text, detail text), for check_config():
+ * whether what schedphi.key_command reads is readable by the server's user
+ * only.  The setting itself is visible to superusers only; this says
+ * neither the command nor the file, only what was found.  A command that is
+ * not a plain "cat FILE" cannot be judged from here: 'warn'.
+ */
+Datum
+schedphi_key_source_check(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	const char *status;
+	char	   *detail;
+	const char *cmd = schedphi_key_command;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (cmd == NULL || cmd[0] == '\0')
+	{
+		status = "fail";
+		detail = pstrdup("schedphi.key_command is not set: no master key can be loaded");
+	}
+	else if (strncmp(cmd, "cat ", 4) == 0 && strpbrk(cmd + 4, " \t;|&$`<>'\"\\*?") == NULL && cmd[4] == '/')
+	{
+		struct stat st;
+
+		if (stat(cmd + 4, &st) != 0)
+		{
+			status = "warn";
+			detail = psprintf("the key file named by schedphi.key_command cannot be examined (%m)");
+		}
+		else if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		{
+			status = "fail";
+			detail = psprintf("the key file is open to group or others (mode %04o); it must be 0600 or 0400",
+							  (unsigned int) (st.st_mode & 07777));
+		}
+		else if (st.st_uid != geteuid())
+		{
+			status = "warn";
+			detail = psprintf("the key file (mode %04o) is owned by another user than the server's",
+							  (unsigned int) (st.st_mode & 07777));
+		}
+		else
+		{
+			status = "pass";
+			detail = psprintf("the key file is the server user's only (mode %04o); the setting is shown to superusers only",
+							  (unsigned int) (st.st_mode & 07777));
+		}
+	}
+	else
+	{
+		status = "warn";
+		detail = pstrdup("schedphi.key_command is not a plain \"cat FILE\": check that what it reads is readable by the server's user only");
+	}
+	values[0] = CStringGetTextDatum(status);
+	values[1] = CStringGetTextDatum(detail);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

@@ -56,6 +56,15 @@ static pg_uuid_t reveal_tenant;
 static Oid	reveal_user = InvalidOid;
 static uint64 reveal_generation = 0;
 
+/* The training rule's yes, remembered like the reveal check's. */
+static SPIPlanPtr training_plan = NULL;
+static LocalTransactionId training_lxid = InvalidLocalTransactionId;
+static pg_uuid_t training_tenant;
+static Oid	training_user = InvalidOid;
+static uint64 training_generation = 0;
+
+static void check_training(const pg_uuid_t *tenant);
+
 /* ---------------------------------------------------------------- the type */
 
 static void
@@ -323,6 +332,9 @@ schedphi_seal(PG_FUNCTION_ARGS)
 	text	   *plain = PG_GETARG_TEXT_PP(4);
 
 	schedphi_note_phi();
+	/* (an issuer's secret is key material, not patient data) */
+	if (strcmp(text_to_cstring(PG_GETARG_TEXT_PP(1)), "issuer") != 0)
+		check_training(PG_GETARG_UUID_P(0));
 	PG_RETURN_BYTEA_P(seal_bytes(PG_GETARG_UUID_P(0), PG_GETARG_TEXT_PP(1), PG_GETARG_TEXT_PP(2),
 								 PG_GETARG_UUID_P(3), (const uint8 *) VARDATA_ANY(plain),
 								 VARSIZE_ANY_EXHDR(plain)));
@@ -546,6 +558,44 @@ check_reveal(const pg_uuid_t *tenant, text *tbl, const pg_uuid_t *row)
 	reveal_generation = schedphi_actor_generation();
 }
 
+/*
+ * With schedphi.require_training on, refuse to read or write patient data
+ * for a caller (the session user, or the assumed token's subject) without
+ * current training in the tenant (record_training), and record the
+ * refusal.  A yes is remembered for the rest of the transaction, for the
+ * same tenant, session user and actor context only.
+ */
+static void
+check_training(const pg_uuid_t *tenant)
+{
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+	bool		isnull;
+	bool		ok;
+
+	if (!schedphi_require_training)
+		return;
+	if (training_lxid == MyProc->lxid && memcmp(training_tenant.data, tenant->data, UUID_LEN) == 0 &&
+		training_user == GetSessionUserId() && training_generation == schedphi_actor_generation())
+		return;
+	values[0] = UUIDPGetDatum(tenant);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	schedphi_keep_plan(&training_plan, "SELECT schedphi._training_current($1)", 1, types);
+	if (SPI_execute_plan(training_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "schedphi: training check failed");
+	ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+	SPI_finish();
+	if (!ok)
+		schedphi_audit_deny(tenant, ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied: training rule",
+							"Reading or writing patient data needs current training in the tenant (schedphi.require_training is on).",
+							"An admin records it with schedphi.record_training().");
+	training_lxid = MyProc->lxid;
+	training_tenant = *tenant;
+	training_user = GetSessionUserId();
+	training_generation = schedphi_actor_generation();
+}
+
 PG_FUNCTION_INFO_V1(schedphi_open);
 
 /*
@@ -564,6 +614,7 @@ schedphi_open(PG_FUNCTION_ARGS)
 
 	schedphi_note_phi();
 	check_reveal(tenant, tbl, row);
+	check_training(tenant);
 	schedphi_audit_note_read(tenant, text_to_cstring(tbl), text_to_cstring(col), row);
 	PG_RETURN_TEXT_P(open_bytes(PG_GETARG_BYTEA_PP(0), tenant, tbl, col, row, false));
 }
@@ -578,6 +629,7 @@ bytea *
 schedphi_seal_value(const pg_uuid_t *tenant, const char *tbl, const char *col, const pg_uuid_t *row,
 					const char *plain, int n)
 {
+	check_training(tenant);
 	return seal_bytes(tenant, cstring_to_text(tbl), cstring_to_text(col), row, (const uint8 *) plain, n);
 }
 

@@ -361,6 +361,31 @@ ok "an EHR's transaction Bundle through the coordinator: a patient registered an
 			SELECT string_agg(e #>> '{response,status}', ',') FROM jsonb_array_elements(schedphi.fhir_ingest(:'b') -> 'entry') e;" | tr '\n' ' ')" \
 	"201 Created,201 Created 200 OK,200 OK "
 
+# ------------------------------------------------------------- compliance evidence
+q -c "DROP ROLE IF EXISTS cz_audit" -c "CREATE ROLE cz_audit LOGIN" -c "SELECT schedphi.add_member('$T', 'cz_audit', 'auditor')" \
+	-c "DROP ROLE IF EXISTS cz_gone" -c "CREATE ROLE cz_gone LOGIN" -c "SELECT schedphi.add_member('$T', 'cz_gone', 'scheduler')" >/dev/null
+ok "compliance evidence through the coordinator: an associate, training, a risk, an incident, a termination, an access review" \
+	"$(q 2>&1 <<<"SELECT schedphi.add_business_associate('$T', 'Citus SMS Co', '{sms}', current_date - 10, current_date + 300, 'limited') IS NOT NULL;
+		SELECT schedphi.record_training('$T', 'cz_desk', 'HIPAA', current_date - 1, current_date + 300);
+		SELECT count(*) = 1 FROM schedphi.training WHERE tenant = '$T' AND login = 'cz_desk';
+		SELECT schedphi.add_risk('$T', 'Citus risk', 'technical', 2, 3, 'postgres', current_date + 30) IS NOT NULL;
+		SELECT schedphi.record_incident('$T', 'security', now() - interval '1 day', 'synthetic', 3) IS NOT NULL;
+		SELECT schedphi.terminate_member('$T', 'cz_gone');
+		SELECT count(*) = 1 FROM schedphi.termination WHERE tenant = '$T' AND login = 'cz_gone';
+		SELECT schedphi.start_access_review('$T') AS review \\gset
+		SELECT count(*) > 0 FROM schedphi.access_review_item WHERE tenant = '$T' AND review = :'review';" | grep -v '^$' | tr '\n' '|')" \
+	"t|t|t|t|t|t|"
+q -c "ALTER ROLE cz_desk SET schedphi.require_training = on" -c "ALTER ROLE cz_engine SET schedphi.require_training = on" >/dev/null
+ok "the training rule through the coordinator: a scheduler with training reads, an engine without is refused" \
+	"$(as cz_desk <<<"BEGIN; SELECT schedphi.set_purpose('TREAT') \\g /dev/null
+		SELECT schedphi.patient_record('$P') IS NOT NULL; COMMIT;" | tr -d '\n') $(as cz_engine <<<"BEGIN; SELECT schedphi.set_purpose('TREAT') \\g /dev/null
+		SELECT schedphi.patient_record('$P') IS NOT NULL; COMMIT;" 2>&1 | grep -c 'permission denied: training rule')" "t 1"
+q -c "ALTER ROLE cz_desk RESET schedphi.require_training" -c "ALTER ROLE cz_engine RESET schedphi.require_training" >/dev/null
+ok "check_config and the signed report through the coordinator, as the tenant's auditor" \
+	"$(as cz_audit -c "SELECT (SELECT count(*) >= 15 FROM schedphi.check_config()),
+		length(schedphi.compliance_report('$T')::jsonb #>> '{signature,value}'),
+		schedphi.compliance_report('$T', 'html') LIKE '<!DOCTYPE html>%'")" "t|64|t"
+
 # ------------------------------------------------------------- shredding
 T2=$(q -c "SELECT schedphi.create_tenant('Citus Shred Clinic', 'UTC')")
 q -c "SELECT schedphi.add_member('$T2', 'cz_desk', 'scheduler')" >/dev/null

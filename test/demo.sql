@@ -293,7 +293,26 @@ FROM (SELECT schedphi.fhir_book_oo(jsonb_build_object('resourceType', 'Appointme
 RESET SESSION AUTHORIZATION;
 
 \echo
-\echo '== Next: the MLLP agent, schedphi-agent (docs/agent.md); docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts; docs/integration.md: EHRs.'
+\echo '== 14. Compliance evidence on demand: business associates, training, a risk, an access review, the server''s configuration, and the signed report (docs/compliance.md)'
+SELECT schedphi.add_business_associate(:'clinic', 'Synthetic SMS Gateway', '{sms}', current_date - 300, current_date + 430, 'limited') AS ba \gset
+SELECT schedphi.verify_business_associate(:'ba', current_date - 20, 'SOC 2 Type II report reviewed') \g /dev/null
+SELECT schedphi.add_business_associate(:'clinic', 'Synthetic Old Hosting', '{hosting}', current_date - 800, current_date - 5, 'full') \g /dev/null
+SELECT schedphi.record_training(:'clinic', 'demo_frontdesk', 'HIPAA privacy and security', current_date - 30, current_date + 335) \g /dev/null
+SELECT schedphi.add_risk(:'clinic', 'Front-desk screens visible from the waiting room', 'physical', 3, 3, 'postgres', current_date + 60) \g /dev/null
+SELECT schedphi.record_evidence(:'clinic', 'penetration_test', current_date - 45, 'external firm, report on file') \g /dev/null
+SELECT schedphi.start_access_review(:'clinic') AS review \gset
+SELECT schedphi.review_access(:'review', 'demo_frontdesk', 'keep', 'front desk, current') \g /dev/null
+\echo 'The server reviewed from inside (CIS PostgreSQL Benchmark items, HIPAA sections); this throwaway cluster fails several on purpose:'
+SELECT check_id, status, reference FROM schedphi.check_config() ORDER BY status <> 'fail', check_id;
+\echo 'The report an auditor gets (Markdown; also JSON and a self-contained HTML page), signed and anchored to the ledger:'
+\pset format unaligned
+\pset tuples_only on
+SELECT schedphi.compliance_report(:'clinic', 'markdown');
+\pset format aligned
+\pset tuples_only off
+
+\echo
+\echo '== Next: the MLLP agent, schedphi-agent (docs/agent.md); docs/security.md: roles, tokens, break-glass; docs/audit.md: the ledger; docs/analytics.md: analysts; docs/integration.md: EHRs; docs/compliance.md: evidence.'
 DROP OWNED BY demo_frontdesk;
 DROP ROLE demo_frontdesk;
 DROP OWNED BY demo_auditor;

@@ -21,6 +21,22 @@ note() {
 	if [ "$1" = ok ]; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$2"); fi
 }
 
+# counted SUITE PREFIX LABEL SCRIPT...: run a suite that prints
+# "PREFIX: ok - ..." and "PREFIX: NOT OK - ..." lines; count each line
+counted() {
+	local prefix=$1 label=$2 out rc n_ok n_bad
+	shift 2
+	out=$("$@" 2>&1) && rc=0 || rc=$?
+	echo "$out"
+	n_ok=$(grep -c "^$prefix: ok - " <<<"$out" || true)
+	n_bad=$(grep -c "^$prefix: NOT OK - " <<<"$out" || true)
+	passed=$((passed + n_ok))
+	failed=$((failed + n_bad))
+	[ "$n_bad" -gt 0 ] && failures+=("$label: $n_bad checks")
+	if [ "$rc" -ne 0 ] && [ "$n_bad" -eq 0 ]; then note fail "$label (did not build or run)"; fi
+	return 0
+}
+
 # ---------------------------------------------------------------- pg_regress
 echo "== pg_regress"
 pgxs_dir=$(dirname "$("$PG_CONFIG" --pgxs)")
@@ -109,34 +125,19 @@ echo "== leaks (canaries in files, WAL, dumps and the server log)"
 if leak_check; then note ok; else note fail "leaks"; fi
 
 echo "== codecs (C, no server: HL7 v2 against the public samples in test/samples)"
-codec_out=$(bash "$here/codec/run.sh" 2>&1) && codec_rc=0 || codec_rc=$?
-echo "$codec_out"
-codec_ok=$(grep -c '^codec: ok - ' <<<"$codec_out" || true)
-codec_bad=$(grep -c '^codec: NOT OK - ' <<<"$codec_out" || true)
-passed=$((passed + codec_ok))
-failed=$((failed + codec_bad))
-[ "$codec_bad" -gt 0 ] && failures+=("codecs: $codec_bad checks")
-if [ "$codec_rc" -ne 0 ] && [ "$codec_bad" -eq 0 ]; then note fail "codecs (did not build or run)"; fi
+counted codec codecs bash "$here/codec/run.sh"
 
 echo "== FHIR R4 (schedphi's resources through Medplum's validator, from npm)"
-fhir_out=$(bash "$here/fhir.sh" 2>&1) && fhir_rc=0 || fhir_rc=$?
-echo "$fhir_out"
-fhir_ok=$(grep -c '^fhir: ok - ' <<<"$fhir_out" || true)
-fhir_bad=$(grep -c '^fhir: NOT OK - ' <<<"$fhir_out" || true)
-passed=$((passed + fhir_ok))
-failed=$((failed + fhir_bad))
-[ "$fhir_bad" -gt 0 ] && failures+=("FHIR: $fhir_bad checks")
-if [ "$fhir_rc" -ne 0 ] && [ "$fhir_bad" -eq 0 ]; then note fail "FHIR (did not run)"; fi
+counted fhir FHIR bash "$here/fhir.sh"
 
 echo "== schedphi-agent (MLLP in and out, TLS; Medplum's HL7 client and server from npm)"
-agent_out=$(bash "$here/agent.sh" 2>&1) && agent_rc=0 || agent_rc=$?
-echo "$agent_out"
-agent_ok=$(grep -c '^agent: ok - ' <<<"$agent_out" || true)
-agent_bad=$(grep -c '^agent: NOT OK - ' <<<"$agent_out" || true)
-passed=$((passed + agent_ok))
-failed=$((failed + agent_bad))
-[ "$agent_bad" -gt 0 ] && failures+=("agent: $agent_bad checks")
-if [ "$agent_rc" -ne 0 ] && [ "$agent_bad" -eq 0 ]; then note fail "agent (did not run)"; fi
+counted agent agent bash "$here/agent.sh"
+
+echo "== compliance report (its HTML page in headless Chromium, from Debian)"
+counted report "compliance report" bash "$here/report.sh"
+
+echo "== check_config (a cluster configured badly on purpose and one configured well, with TLS)"
+counted config check_config bash "$here/config.sh"
 
 echo "== fuzz (libFuzzer, ${FUZZ_SECONDS:=15}s per harness; fhir_ingest under hostile bundles)"
 if FUZZ_SECONDS=$FUZZ_SECONDS bash "$here/fuzz/run.sh"; then note ok; else note fail "fuzz"; fi

@@ -273,6 +273,25 @@ ok "a session-scope context ends when its token expires" \
 		-c "SELECT coalesce(schedphi.whoami()->>'via', 'none')" \
 		-c "SELECT schedphi.register_patient('$T', 'Late', 'Synthetic', '1990-01-01')" 2>&1 | grep -v '^$' | tr '\n' ' ' | sed 's/ERROR: *permission denied: tenant rule.*/denied/')" "token none denied"
 
+# --- termination: a terminated subject's tokens are refused -------------------
+gone=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims scheduler | sed 's/"sub":"user-scheduler"/"sub":"user-gone"/')")
+ok "a token of a subject not terminated is accepted" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$gone')->>'actor'" -c "COMMIT" | tr -d '\n')" user-gone
+q -c "SELECT schedphi.terminate_member('$T', 'user-gone')" >/dev/null
+ok "once terminated in the tenant (terminate_member), its tokens are refused, on the ledger" \
+	"$(as_pool -c "BEGIN" -c "SELECT schedphi.assume('$gone')" 2>&1 | grep -c 'permission denied: termination rule') $(q -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'denied' AND actor = 'user-gone' AND detail::text LIKE '%termination rule%'")" "1 1"
+leaving=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims scheduler | sed 's/"sub":"user-scheduler"/"sub":"user-leaving"/')")
+ok "a session-scope context of a subject terminated meanwhile is refused at its next statement, ends, and is recorded" \
+	"$(as_direct <<EOF | grep -v '^$' | sed 's/^ERROR: *\(permission denied: termination rule\).*/\1/' | grep -v '^DETAIL' | tr '\n' '|'
+SELECT schedphi.assume('$leaving', 'session')->>'actor';
+SELECT count(*) >= 0 FROM schedphi.patients;
+\\! psql -X -q -At -d $db -c "SELECT schedphi.terminate_member('$T', 'user-leaving')" >/dev/null
+SELECT count(*) >= 0 FROM schedphi.patients;
+SELECT coalesce(schedphi.whoami()->>'via', 'none');
+EOF
+)$(q -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'denied' AND actor = 'user-leaving' AND detail::text LIKE '%termination rule%'")" \
+	"user-leaving|t|permission denied: termination rule|none|1"
+
 psql -X -q -c "DROP DATABASE $db" >/dev/null
 echo "tokens: $count checks"
 exit $fail

@@ -188,6 +188,9 @@ field_span(const sp_hl7_msg *m, int i, int field, sp_hl7_span *out)
 	{
 		if (field == 1)
 		{
+			/* a later segment may be a bare "MSH": it has no MSH-1 */
+			if (s->len < 4)
+				return false;
 			out->p = s->p + 3;
 			out->len = 1;
 			return true;
@@ -267,7 +270,7 @@ sp_hl7_nfields(const sp_hl7_msg *m, int i)
 		if (s->p[k] == m->d.field)
 			pieces++;
 	if (is_msh(m, i))
-		return pieces;
+		return s->len > 3 ? pieces : 0;
 	return pieces - 1;
 }
 

@@ -152,6 +152,8 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	c record;
 BEGIN
 	IF token IS NULL THEN
 		RAISE EXCEPTION 'token must not be null' USING ERRCODE = '22023';
@@ -160,6 +162,14 @@ BEGIN
 		RAISE EXCEPTION 'scope must be transaction or session' USING ERRCODE = '22023';
 	END IF;
 	PERFORM schedphi._assume_token(token, scope);
+	-- a subject terminated in the tenant is refused, whatever its token says
+	-- (the context first, in a statement of its own: under Citus the look-up
+	-- runs on the tenant's node)
+	c := schedphi._context();
+	IF schedphi._terminated(c.tenant, c.actor) THEN
+		PERFORM schedphi._deny(c.tenant, 'permission denied: termination rule',
+			'The token''s subject was terminated in this tenant (terminate_member).');
+	END IF;
 	RETURN schedphi.whoami();
 END
 $$;

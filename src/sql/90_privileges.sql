@@ -32,7 +32,7 @@ BEGIN
 													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
 													   '_appointment_reason', '_analytics_scope', '_analytics_tenants', '_lead_band',
 													   '_deid_rows', '_lds_rows',
-													   '_may_review', '_is_auditor',
+													   '_may_review', '_is_auditor', '_actor_terminated',
 													   -- the sealed type's input and output: a cast
 													   -- at run time asks for EXECUTE on them
 													   '_sealed_in', '_sealed_out', '_sealed_recv', '_sealed_send'))

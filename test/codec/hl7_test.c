@@ -228,6 +228,15 @@ edges(void)
 	n = sp_hl7_unescape(&m.d, "trunc\\P\\ated\\X41\\", 17, buf, sizeof(buf));
 	check(n == 11 && memcmp(buf, "trunc#atedA", 11) == 0, "\\P\\ is the truncation character, \\X41\\ the byte 0x41");
 
+	{
+		sp_hl7_span v;
+		int			last;
+
+		check(parse("MSH|^~\\&|A\rNTE|1\rMSH", 20) && m.nseg == 3
+			  && (last = sp_hl7_find(&m, "MSH", 1)) == 2 && sp_hl7_nfields(&m, last) == 0
+			  && !sp_hl7_get(&m, last, 1, 0, 0, 0, &v) && sp_hl7_reps(&m, last, 1) == 0,
+			  "a bare MSH segment later in the message has no MSH-1 (nothing read past its end)");
+	}
 	check(parse("MSH|^~\\&|A", 10), "a minimal MSH");
 	{
 		const char *in = "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\X0D0A\\g\\.br\\h\\H\\i\\N\\j\\Cxxyy\\k\\";

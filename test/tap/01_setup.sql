@@ -153,10 +153,10 @@ SELECT is((SELECT count(*)::int FROM pg_proc p
 			 AND p.proname NOT IN ('_member_role', '_my_roles', '_patient_json', '_patient_field', '_patient_visible',
 								   '_appointment_access', '_appointment_access_compute', '_appointment_reason',
 								   '_tenant_readable', '_may_review', '_is_auditor', '_analytics_scope', '_analytics_tenants', '_lead_band', '_deid_rows', '_lds_rows',
-								   '_citus_patients', '_citus_appointments', '_citus_break_glass_pending',
+								   '_citus_patients', '_citus_appointments', '_citus_break_glass_pending', '_actor_terminated',
 								   '_sealed_in', '_sealed_out', '_sealed_recv', '_sealed_send')
 			 AND has_function_privilege('public', p.oid, 'EXECUTE')), 0,
-	'internal functions are not executable by PUBLIC (but those the views and policies call, which check the caller, and the sealed type''s input and output)');
+	'internal functions are not executable by PUBLIC (but those the views and policies call, which check the caller, the termination check on the caller''s own token, and the sealed type''s input and output)');
 
 -- Row-level security: enabled and forced everywhere, a second wall.
 SELECT is((SELECT count(*)::int FROM pg_class c WHERE c.relnamespace = 'schedphi'::regnamespace AND c.relkind = 'r'

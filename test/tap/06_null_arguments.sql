@@ -10,11 +10,14 @@ SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-1
 SELECT schedphi.book(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt2 \gset
 SELECT schedphi.waitlist_add(:'p3', ARRAY[:'dr']::uuid[], '[2026-06-15 13:00Z, 2026-06-15 20:00Z)', '30 minutes') AS wl \gset
 SELECT schedphi.add_hl7_receiver(:'tenant', 'NULLRECV', 'NULLFAC') AS recv \gset
+SELECT schedphi.add_business_associate(:'tenant', 'Null BA', '{sms}', '2026-01-01', '2027-01-01', 'limited') AS ba \gset
+SELECT schedphi.add_risk(:'tenant', 'Null risk', 'technical', 2, 2, 'postgres', '2027-01-01') AS risk \gset
 CREATE ROLE tst_glass LOGIN;
 SELECT schedphi.add_member(:'tenant', 'tst_glass', 'clinician', :'dr2');
 SET SESSION AUTHORIZATION tst_glass;
 SELECT schedphi.break_glass(:'p3', 'synthetic emergency for the NULL test') AS grant_id \gset
 RESET SESSION AUTHORIZATION;
+SELECT schedphi.start_access_review(:'tenant') AS review \gset
 
 -- fn: the function; args: valid literal arguments; nullable: positions
 -- (1-based) where NULL is a documented "none".
@@ -66,6 +69,23 @@ INSERT INTO calls VALUES
 	('set_purpose', ARRAY[quote_literal('TREAT')], '{}'),
 	('set_rate_limit', ARRAY[quote_literal(:'tenant'), quote_literal('integration'), 'NULL', '600', '50000'], '{3,4,5}'),
 	('whoami', '{}', '{}'),
+	('add_business_associate', ARRAY[quote_literal(:'tenant'), quote_literal('Null BA 2'), quote_literal('{email}'), quote_literal('2026-01-01'),
+		quote_literal('2027-01-01'), quote_literal('none')], '{}'),
+	('verify_business_associate', ARRAY[quote_literal(:'ba'), quote_literal('2026-06-01'), quote_literal('null test')], '{3}'),
+	('record_training', ARRAY[quote_literal(:'tenant'), quote_literal('tst_member'), quote_literal('HIPAA'), quote_literal('2026-01-01'),
+		quote_literal('2027-01-01')], '{}'),
+	('terminate_member', ARRAY[quote_literal(:'tenant'), quote_literal('tst_glass'), 'now()'], '{}'),
+	('add_risk', ARRAY[quote_literal(:'tenant'), quote_literal('Null risk 2'), quote_literal('physical'), '3', '3', quote_literal('postgres'),
+		quote_literal('2027-01-01')], '{}'),
+	('update_risk', ARRAY[quote_literal(:'risk'), quote_literal('mitigating'), quote_literal('null test')], '{3}'),
+	('record_incident', ARRAY[quote_literal(:'tenant'), quote_literal('security'), quote_literal('2026-11-01 10:00Z'),
+		quote_literal('null test (synthetic)'), '3'], '{5}'),
+	('record_evidence', ARRAY[quote_literal(:'tenant'), quote_literal('restore_test'), quote_literal('2026-06-01'), quote_literal('null test')], '{4}'),
+	('start_access_review', ARRAY[quote_literal(:'tenant')], '{}'),
+	('review_access', ARRAY[quote_literal(:'review'), quote_literal('tst_glass'), quote_literal('keep'), quote_literal('null test')], '{4}'),
+	('check_config', '{}', '{}'),
+	('compliance_report', ARRAY[quote_literal(:'tenant'), quote_literal('markdown')], '{}'),
+	('verify_report', ARRAY[quote_literal(:'tenant'), quote_literal(schedphi.compliance_report(:'tenant', 'markdown'))], '{}'),
 	('break_glass', ARRAY[quote_literal(:'p1'), quote_literal('synthetic emergency reason'), '30'], '{}'),
 	('review_break_glass', ARRAY[quote_literal(:'grant_id'), quote_literal('justified'), quote_literal('checked')], '{}'),
 	('verify_audit', '{}', '{}'),

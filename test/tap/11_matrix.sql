@@ -17,6 +17,8 @@ BEGIN
 	END LOOP;
 END $$;
 SELECT schedphi.add_hl7_receiver(:'tenant', 'MRECV', 'MFAC') AS recv \gset
+SELECT schedphi.add_business_associate(:'tenant', 'Matrix BA', '{sms}', '2026-01-01', '2027-01-01', 'limited') AS ba \gset
+SELECT schedphi.add_risk(:'tenant', 'Matrix risk', 'technical', 2, 2, 'postgres', '2027-01-01') AS risk \gset
 SELECT schedphi.add_member(:'tenant', 'tst_m_' || r, r, CASE WHEN r = 'clinician' THEN :'dr'::uuid END)
 FROM unnest(ARRAY['admin', 'scheduler', 'clinician', 'billing', 'support', 'analyst', 'integration', 'auditor']) r \g /dev/null
 SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)') AS appt \gset
@@ -29,6 +31,7 @@ SELECT schedphi.add_member(:'tenant', 'tst_m_glass', 'clinician', :'dr2');
 SET SESSION AUTHORIZATION tst_m_glass;
 SELECT schedphi.break_glass(:'p1', 'synthetic emergency for the matrix') AS grant_id \gset
 RESET SESSION AUTHORIZATION;
+SELECT schedphi.start_access_review(:'tenant') AS review \gset
 
 CREATE TEMP TABLE calls (fn text, call text, allowed text[]);
 INSERT INTO calls VALUES
@@ -116,6 +119,19 @@ INSERT INTO calls VALUES
 	('hl7_outbound', format($$schedphi.hl7_outbound(%L)$$, :'recv'), '{integration}'),
 	('hl7_ack', format($$schedphi.hl7_ack(%L, E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')$$, :'recv'), '{integration}'),
 	('whoami', $$schedphi.whoami()$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}'),
+	('add_business_associate', format($$schedphi.add_business_associate(%L, 'M BA', '{email}', '2026-01-01', '2027-01-01', 'none')$$, :'tenant'), '{admin}'),
+	('verify_business_associate', format($$schedphi.verify_business_associate(%L, '2026-06-01', 'matrix')$$, :'ba'), '{admin}'),
+	('record_training', format($$schedphi.record_training(%L, 'tst_m_scheduler', 'HIPAA', '2026-01-01', '2027-01-01')$$, :'tenant'), '{admin}'),
+	('terminate_member', format($$schedphi.terminate_member(%L, 'tst_m_billing')$$, :'tenant'), '{admin}'),
+	('add_risk', format($$schedphi.add_risk(%L, 'M risk', 'physical', 3, 3, 'postgres', '2027-01-01')$$, :'tenant'), '{admin}'),
+	('update_risk', format($$schedphi.update_risk(%L, 'mitigating', 'matrix')$$, :'risk'), '{admin}'),
+	('record_incident', format($$schedphi.record_incident(%L, 'security', '2026-11-01 10:00Z', 'matrix (synthetic)', 3)$$, :'tenant'), '{admin}'),
+	('record_evidence', format($$schedphi.record_evidence(%L, 'restore_test', '2026-06-01')$$, :'tenant'), '{admin}'),
+	('start_access_review', format($$schedphi.start_access_review(%L)$$, :'tenant'), '{admin}'),
+	('review_access', format($$schedphi.review_access(%L, 'tst_m_billing', 'keep')$$, :'review'), '{admin}'),
+	('check_config', $$schedphi.check_config()$$, '{admin,auditor}'),
+	('compliance_report', format($$schedphi.compliance_report(%L, 'markdown')$$, :'tenant'), '{admin,auditor}'),
+	('verify_report', format($$schedphi.verify_report(%L, %L)$$, :'tenant', schedphi.compliance_report(:'tenant', 'markdown')), '{admin,auditor}'),
 	('set_purpose', $$schedphi.set_purpose('TREAT')$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}');
 
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p

@@ -387,7 +387,7 @@ SET SESSION AUTHORIZATION tst_a_analyst;
 SELECT is(tst.error_of('SELECT count(*) FROM schedphi.lds_appointments'),
 		  '42501: permission denied: no current data use agreement', 'an analyst without an agreement: 42501');
 RESET SESSION AUTHORIZATION;
-UPDATE schedphi.data_use_agreement SET expires = current_date - 1 WHERE id = :'dua';
+UPDATE schedphi.data_use_agreement d SET expires = (now() AT TIME ZONE t.timezone)::date - 1 FROM schedphi.tenant t WHERE t.tenant = d.tenant AND d.id = :'dua';
 SET SESSION AUTHORIZATION tst_a_lds;
 SELECT is(tst.sqlstate_of('SELECT count(*) FROM schedphi.lds_appointments'), '42501', 'an expired agreement: 42501');
 RESET SESSION AUTHORIZATION;
