@@ -37,7 +37,7 @@ endif
 AGENT_SRCS     = $(sort $(wildcard src/agent/*.c))
 AGENT_CPPFLAGS = -D_GNU_SOURCE -I$(shell $(PG_CONFIG) --includedir) $(shell pkg-config --cflags libpq 2>/dev/null)
 AGENT_CFLAGS   = -std=gnu11 -O2 -g -Wall -Wextra -Werror
-AGENT_LIBS     = -L$(shell $(PG_CONFIG) --libdir) -lpq -lssl -lcrypto
+AGENT_LIBS     = -L$(shell $(PG_CONFIG) --libdir) -lpq $(or $(shell pkg-config --libs libcurl 2>/dev/null),-lcurl) -lssl -lcrypto
 
 schedphi-agent: $(AGENT_SRCS) $(wildcard src/agent/*.h)
 	$(CC) $(AGENT_CPPFLAGS) $(AGENT_CFLAGS) -o $@ $(AGENT_SRCS) $(LDFLAGS_EX) $(AGENT_LIBS)

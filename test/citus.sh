@@ -386,6 +386,23 @@ ok "check_config and the signed report through the coordinator, as the tenant's 
 		length(schedphi.compliance_report('$T')::jsonb #>> '{signature,value}'),
 		schedphi.compliance_report('$T', 'html') LIKE '<!DOCTYPE html>%'")" "t|64|t"
 
+# ------------------------------------------------------------- patient communications
+PM=$(as cz_desk -c "SELECT schedphi.register_patient('$T', 'Mona', 'Msgcitus-Synthetic', '1979-09-09', email => 'mona@example.org')")
+MAIL=$(q -c "SELECT schedphi.add_business_associate('$T', 'Citus Mail Co', '{email}', current_date - 10, current_date + 300, 'limited')")
+q -c "SELECT schedphi.add_message_template('$T', 'confirmation', 'email', 'Hi {given_name}, {date} {time} at {location}')" \
+	-c "SELECT schedphi.add_message_template('$T', 'reminder', 'email', 'Tomorrow {time} at {location}')" \
+	-c "SELECT schedphi.set_reminder_policy('$T', '{1 day}', '00:00-00:00')" >/dev/null
+as cz_desk -c "SELECT schedphi.set_contact_preference('$PM', 'email', true, true)" >/dev/null
+AM=$(as cz_desk -c "SELECT schedphi.book('$PM', ARRAY['$DR2']::uuid[], '[2027-01-13 10:00Z, 2027-01-13 10:30Z)')")
+ok "patient communications through the coordinator: a booking queues its messages on the tenant's node, an integration login claims them" \
+	"$(q -c "SELECT string_agg(kind, ',' ORDER BY kind) FROM schedphi.message WHERE tenant = '$T' AND appointment = '$AM'" 2>&1) $(as cz_engine <<<"BEGIN; SELECT schedphi.set_purpose('TREAT') \\g /dev/null
+		SELECT address || ' ' || (body LIKE 'Hi Mona, %Citus site') FROM schedphi.claim_messages('$MAIL', 10); COMMIT;" | tr -d '\n')" \
+	"confirmation,reminder mona@example.org true"
+MID=$(as cz_admin -c "SELECT id FROM schedphi.message_queue('$T') WHERE appointment = '$AM' AND kind = 'confirmation'")
+ok "and reports them; the admin's queue; a portal link previewed" \
+	"$(as cz_engine -c "SELECT schedphi.mark_sent($MID, 'delivered', 'CZ-1')" | tr -d '\n')$(as cz_admin -c "SELECT string_agg(kind || '/' || status, ',' ORDER BY kind) FROM schedphi.message_queue('$T') WHERE appointment = '$AM'") $(as cz_desk -c "SELECT schedphi.redeem_portal_link(schedphi.portal_link('$AM'), false) ->> 'time'")" \
+	"confirmation/delivered,reminder/pending 10:00"
+
 # ------------------------------------------------------------- shredding
 T2=$(q -c "SELECT schedphi.create_tenant('Citus Shred Clinic', 'UTC')")
 q -c "SELECT schedphi.add_member('$T2', 'cz_desk', 'scheduler')" >/dev/null

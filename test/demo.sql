@@ -293,7 +293,34 @@ FROM (SELECT schedphi.fhir_book_oo(jsonb_build_object('resourceType', 'Appointme
 RESET SESSION AUTHORIZATION;
 
 \echo
-\echo '== 14. Compliance evidence on demand: business associates, training, a risk, an access review, the server''s configuration, and the signed report (docs/compliance.md)'
+\echo '== 14. Reminders on the channel the patient chose, through a vendor under a current BAA (docs/communications.md)'
+SELECT schedphi.set_reminder_policy(:'clinic', '{1 day, 2 hours}', '21:00-09:00', '+1 555 0100 999', 'https://portal.example.org/l/') \g /dev/null
+SELECT schedphi.add_message_template(:'clinic', k, 'sms', 'Hi {given_name}, ' || k || ': {date} at {time}, {location}. {portal_link}')
+FROM unnest(ARRAY['confirmation', 'reminder']) k \g /dev/null
+\echo 'A template naming the reason of the visit is refused (the minimum necessary):'
+\set ON_ERROR_STOP off
+SELECT schedphi.add_message_template(:'clinic', 'reminder', 'sms', 'Your {reason} visit');
+\set ON_ERROR_STOP on
+SELECT schedphi.add_business_associate(:'clinic', 'Synthetic Texting Co', '{sms}', current_date - 30, current_date + 335, 'limited') AS texter \gset
+SET SESSION AUTHORIZATION demo_frontdesk;
+SELECT schedphi.set_contact_preference(:'patient', 'sms', true, unencrypted_ok => true, source => 'front desk: warned, chose SMS') \g /dev/null
+SELECT schedphi.book(:'patient', ARRAY[:'ada']::uuid[],
+	tstzrange((:'monday'::date + 15 + time '10:00') AT TIME ZONE 'America/New_York',
+			  (:'monday'::date + 15 + time '10:30') AT TIME ZONE 'America/New_York')) AS reminded \gset
+RESET SESSION AUTHORIZATION;
+\echo 'The booking queued, in its own transaction, a confirmation and two reminders (no PHI in the queue):'
+SELECT kind, channel, status, not_before AT TIME ZONE 'America/New_York' AS "not before (New York)"
+FROM schedphi.message_queue(:'clinic') WHERE appointment = :'reminded' ORDER BY not_before;
+\echo 'The texting vendor''s agent claims what is due (outside quiet hours; a disclosure on the ledger):'
+SET SESSION AUTHORIZATION demo_engine;
+BEGIN;
+SELECT schedphi.set_purpose('TREAT') \g /dev/null
+SELECT id, channel, address, left(body, 60) || '...' AS body FROM schedphi.claim_messages(:'texter', 10);
+COMMIT;
+RESET SESSION AUTHORIZATION;
+
+\echo
+\echo '== 15. Compliance evidence on demand: business associates, training, a risk, an access review, the server''s configuration, and the signed report (docs/compliance.md)'
 SELECT schedphi.add_business_associate(:'clinic', 'Synthetic SMS Gateway', '{sms}', current_date - 300, current_date + 430, 'limited') AS ba \gset
 SELECT schedphi.verify_business_associate(:'ba', current_date - 20, 'SOC 2 Type II report reviewed') \g /dev/null
 SELECT schedphi.add_business_associate(:'clinic', 'Synthetic Old Hosting', '{hosting}', current_date - 800, current_date - 5, 'full') \g /dev/null

@@ -133,6 +133,9 @@ counted fhir FHIR bash "$here/fhir.sh"
 echo "== schedphi-agent (MLLP in and out, TLS; Medplum's HL7 client and server from npm)"
 counted agent agent bash "$here/agent.sh"
 
+echo "== schedphi-agent deliver (patient messages: Debian's aiosmtpd with STARTTLS, Python's HTTPS server)"
+counted deliver deliver bash "$here/deliver.sh"
+
 echo "== compliance report (its HTML page in headless Chromium, from Debian)"
 counted report "compliance report" bash "$here/report.sh"
 

@@ -129,4 +129,7 @@ extern void serve_client(int fd, const char *peer, SSL_CTX *tls) __attribute__((
 /* deliver.c */
 extern void deliver_main(void) __attribute__((noreturn));
 
+/* send.c: schedphi-agent deliver (patient messages over SMTP and HTTPS) */
+extern int	send_main(int argc, char **argv);
+
 #endif

@@ -62,6 +62,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 			"Usage: " AGENT_NAME " mllp --listen HOST:PORT --dsn CONNINFO [options]\n"
+			"       " AGENT_NAME " deliver --dsn CONNINFO --vendor UUID [--smtp URL] [--https URL] ... (deliver --help)\n"
 			"\n"
 			"Carries HL7 v2 over MLLP to and from schedphi (docs/agent.md).\n"
 			"\n"
@@ -163,7 +164,7 @@ parse_options(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "mllp") != 0)
 	{
-		fprintf(stderr, AGENT_NAME ": unknown command \"%s\" (this build has: mllp)\n", argv[1]);
+		fprintf(stderr, AGENT_NAME ": unknown command \"%s\" (this build has: mllp, deliver)\n", argv[1]);
 		exit(2);
 	}
 	optind = 2;
@@ -474,6 +475,8 @@ main(int argc, char **argv)
 	struct rlimit nocore = {0, 0};
 	int64_t		restart_deliverer = 0;
 
+	if (argc >= 2 && strcmp(argv[1], "deliver") == 0)
+		return send_main(argc, argv);
 	parse_options(argc, argv);
 
 	/* no core dumps: memory holds PHI */

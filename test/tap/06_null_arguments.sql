@@ -18,6 +18,12 @@ SET SESSION AUTHORIZATION tst_glass;
 SELECT schedphi.break_glass(:'p3', 'synthetic emergency for the NULL test') AS grant_id \gset
 RESET SESSION AUTHORIZATION;
 SELECT schedphi.start_access_review(:'tenant') AS review \gset
+-- a message as a vendor has claimed it, for mark_sent
+SELECT schedphi.add_message_template(:'tenant', 'confirmation', 'sms', 'Booked {date} {time}') AS tpl \gset
+INSERT INTO schedphi.message (tenant, appointment, patient, kind, channel, template, timezone, not_before, expires,
+							  status, claimed_at, claims)
+VALUES (:'tenant', :'appt', :'p1', 'confirmation', 'sms', :'tpl', 'UTC', now(), now() + interval '1 day', 'claimed', now(), 1)
+RETURNING id AS msg \gset
 
 -- fn: the function; args: valid literal arguments; nullable: positions
 -- (1-based) where NULL is a documented "none".
@@ -122,7 +128,18 @@ INSERT INTO calls VALUES
 	('fhir_book_oo', ARRAY[quote_literal('{}')], '{1}'),
 	('fhir_ingest_oo', ARRAY[quote_literal('{}')], '{1}'),
 	('hl7_outbound', ARRAY[quote_literal(:'recv'), '10'], '{}'),
-	('hl7_ack', ARRAY[quote_literal(:'recv'), quote_literal(E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')], '{}');
+	('hl7_ack', ARRAY[quote_literal(:'recv'), quote_literal(E'MSH|^~\\&|R|F|||20260101||ACK|A1|P|2.5\rMSA|AA|SO999\r')], '{}'),
+	('set_reminder_policy', ARRAY[quote_literal(:'tenant'), quote_literal('{1 day}'), quote_literal('21:00-09:00'),
+		quote_literal('+1 555 0100 999'), quote_literal('https://portal.example.org/l/')], '{4,5}'),
+	('add_message_template', ARRAY[quote_literal(:'tenant'), quote_literal('reminder'), quote_literal('sms'),
+		quote_literal('See you {date} at {time}')], '{}'),
+	('set_contact_preference', ARRAY[quote_literal(:'p1'), quote_literal('sms'), 'true', 'false', quote_literal('null test')], '{5}'),
+	('opt_out', ARRAY[quote_literal(:'tenant'), quote_literal('sms'), quote_literal('+1 555 0100 001')], '{}'),
+	('portal_link', ARRAY[quote_literal(:'appt'), quote_literal('1 hour')], '{}'),
+	('redeem_portal_link', ARRAY[quote_literal(schedphi.portal_link(:'appt')), 'false'], '{}'),
+	('claim_messages', ARRAY[quote_literal(:'ba'), '10'], '{}'),
+	('mark_sent', ARRAY[:'msg', quote_literal('sent'), quote_literal('REF-1')], '{3}'),
+	('message_queue', ARRAY[quote_literal(:'tenant')], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused
 -- there, and its scope defaults to the transaction.
 

@@ -32,6 +32,12 @@ SET SESSION AUTHORIZATION tst_m_glass;
 SELECT schedphi.break_glass(:'p1', 'synthetic emergency for the matrix') AS grant_id \gset
 RESET SESSION AUTHORIZATION;
 SELECT schedphi.start_access_review(:'tenant') AS review \gset
+SELECT schedphi.add_business_associate(:'tenant', 'Matrix SMS', '{sms}', current_date - 30, current_date + 300, 'limited') AS sms_ba \gset
+SELECT schedphi.add_message_template(:'tenant', 'confirmation', 'sms', 'See you {date} at {time}') \g /dev/null
+SELECT schedphi.set_contact_preference(:'p1', 'sms', true);
+SELECT schedphi.book(:'p1', ARRAY[:'dr']::uuid[], '[2026-06-16 14:00Z, 2026-06-16 14:30Z)') AS msg_appt \gset
+SELECT max(id) AS msg FROM schedphi.message WHERE tenant = :'tenant' \gset
+SELECT schedphi.portal_link(:'appt') AS tok \gset
 
 CREATE TEMP TABLE calls (fn text, call text, allowed text[]);
 INSERT INTO calls VALUES
@@ -132,6 +138,15 @@ INSERT INTO calls VALUES
 	('check_config', $$schedphi.check_config()$$, '{admin,auditor}'),
 	('compliance_report', format($$schedphi.compliance_report(%L, 'markdown')$$, :'tenant'), '{admin,auditor}'),
 	('verify_report', format($$schedphi.verify_report(%L, %L)$$, :'tenant', schedphi.compliance_report(:'tenant', 'markdown')), '{admin,auditor}'),
+	('set_reminder_policy', format($$schedphi.set_reminder_policy(%L, '{1 day}')$$, :'tenant'), '{admin}'),
+	('add_message_template', format($$schedphi.add_message_template(%L, 'reminder', 'sms', 'See you {date}')$$, :'tenant'), '{admin}'),
+	('set_contact_preference', format($$schedphi.set_contact_preference(%L, 'email', true)$$, :'p2'), '{admin,scheduler,integration}'),
+	('opt_out', format($$schedphi.opt_out(%L, 'sms', '+1 555 0100 002')$$, :'tenant'), '{admin,scheduler,integration}'),
+	('portal_link', format($$schedphi.portal_link(%L)$$, :'appt'), '{admin,scheduler,integration}'),
+	('redeem_portal_link', format($$schedphi.redeem_portal_link(%L, false)$$, :'tok'), '{scheduler,integration}'),
+	('claim_messages', format($$schedphi.claim_messages(%L)$$, :'sms_ba'), '{integration}'),
+	('mark_sent', format($$schedphi.mark_sent(%s, 'sent')$$, :'msg'), '{integration}'),
+	('message_queue', format($$schedphi.message_queue(%L)$$, :'tenant'), '{admin}'),
 	('set_purpose', $$schedphi.set_purpose('TREAT')$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}');
 
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
