@@ -37,6 +37,15 @@ SELECT schedphi.register_patient('$t', 'Zqxcanarygiven', 'Zqxcanaryfamily', '191
 SELECT schedphi.book(:'p', ARRAY['$dr']::uuid[], '[2026-06-15 14:00Z, 2026-06-15 14:30Z)', reason => 'Zqxcanaryreason') AS a \gset
 SELECT schedphi.cancel(:'a', 'Zqxcanarycancel');
 SQL
+	# a portal link's token, passed as a literal (a preview, then a use):
+	# it must reach neither the log nor any file (only its keyed hash is kept)
+	tok=$(lq -c "SELECT schedphi.portal_link(schedphi.book((SELECT id FROM schedphi.patient LIMIT 1), ARRAY['$dr']::uuid[],
+		'[2026-06-16 14:00Z, 2026-06-16 14:30Z)'))")
+	lcheck "a portal link's token is made" "$(echo "$tok" | grep -cE '^[A-Za-z0-9_-]{64}$')" "1"
+	lcheck "it previews and redeems" \
+		"$(lq -c "SELECT schedphi.redeem_portal_link('$tok', false) ->> 'time'" -c "SELECT schedphi.redeem_portal_link('$tok') ->> 'time'" | tr '\n' ' ')" \
+		"10:00 10:00 "
+	canaries+=("${tok:16:40}")
 	# failing calls: a bad email after a canary name, and a bad date literal
 	out=$(lq -c "SELECT schedphi.register_patient('$t', 'Zqxcanaryfailed', 'Synthetic', '1950-01-01', email => 'not-an-email')")
 	lcheck "a failed registration reports the rule" "$(echo "$out" | grep -c 'invalid email address')" "1"

@@ -265,17 +265,7 @@ AS $$
 		SELECT n.tenant, n.id, n.patient, n.during, n.actors, n.status,
 			   schedphi._message_event(%s, n.status, %s) AS event
 		FROM new_rows n %s),
-	e AS MATERIALIZED (SELECT * FROM ev WHERE event IS NOT NULL),
-	withdrawn AS (
-		UPDATE %%1$s m SET status = 'withdrawn',
-			reason = CASE WHEN e.event = 'reschedule' THEN 'rescheduled' ELSE 'appointment ' || e.status END
-		FROM e WHERE m.tenant = e.tenant AND m.appointment = e.id AND m.status = 'pending' AND e.event <> 'confirmation'
-		RETURNING m.id),
-	revoked AS (
-		UPDATE %%8$s k SET revoked_at = pg_catalog.now()
-		FROM e WHERE k.tenant = e.tenant AND k.appointment = e.id AND k.revoked_at IS NULL
-		  AND e.event IN ('cancellation', 'withdraw')
-		RETURNING k.id)
+	e AS MATERIALIZED (SELECT * FROM ev WHERE event IS NOT NULL)%s
 	INSERT INTO %%1$s (tenant, id, appointment, patient, kind, channel, template, timezone, not_before, expires)
 	SELECT e.tenant, pg_catalog.nextval('schedphi.message_seq'), e.id, e.patient, k.kind, cp.channel, tpl.id, z.tz,
 		   k.at, CASE WHEN k.kind = 'cancellation' THEN lower(e.during) + interval '1 day' ELSE lower(e.during) END
@@ -305,7 +295,20 @@ AS $$
 	$q$,
 	CASE WHEN p_with_old THEN 'o.status' ELSE 'NULL' END,
 	CASE WHEN p_with_old THEN 'o.during IS DISTINCT FROM n.during' ELSE 'false' END,
-	CASE WHEN p_with_old THEN 'JOIN old_rows o ON o.tenant = n.tenant AND o.id = n.id' ELSE '' END)
+	CASE WHEN p_with_old THEN 'JOIN old_rows o ON o.tenant = n.tenant AND o.id = n.id' ELSE '' END,
+	-- a new appointment ends nothing: only changes withdraw and revoke
+	-- (nor does a booking then pay for two joins that find nothing)
+	CASE WHEN p_with_old THEN $w$,
+	withdrawn AS (
+		UPDATE %1$s m SET status = 'withdrawn',
+			reason = CASE WHEN e.event = 'reschedule' THEN 'rescheduled' ELSE 'appointment ' || e.status END
+		FROM e WHERE m.tenant = e.tenant AND m.appointment = e.id AND m.status = 'pending' AND e.event <> 'confirmation'
+		RETURNING m.id),
+	revoked AS (
+		UPDATE %8$s k SET revoked_at = pg_catalog.now()
+		FROM e WHERE k.tenant = e.tenant AND k.appointment = e.id AND k.revoked_at IS NULL
+		  AND e.event IN ('cancellation', 'withdraw')
+		RETURNING k.id)$w$ ELSE '' END)
 $$;
 
 DO $make$
@@ -752,10 +755,6 @@ BEGIN
 	END IF;
 	v_channels := ARRAY(SELECT unnest(b.services) INTERSECT SELECT unnest(ARRAY['sms', 'email', 'voice', 'portal']));
 	SELECT x.* INTO s FROM schedphi.message_settings x WHERE x.tenant = b.tenant;
-	-- what can no longer be sent in time
-	UPDATE schedphi.message x SET status = 'expired', reason = 'its time passed unsent'
-	WHERE x.tenant = b.tenant AND x.status IN ('pending', 'claimed') AND x.not_before <= v_now AND x.expires <= v_now
-	  AND (x.status = 'pending' OR x.claimed_at < v_now - interval '15 minutes');
 	FOR m IN
 		SELECT x.* FROM schedphi.message x
 		WHERE x.tenant = b.tenant AND x.status IN ('pending', 'claimed') AND x.not_before <= v_now
@@ -766,6 +765,13 @@ BEGIN
 		FOR UPDATE SKIP LOCKED
 	LOOP
 		EXIT WHEN v_got >= claim_messages.max;
+		-- what can no longer be sent in time (only the candidates: the cost
+		-- of a claim does not grow with the queue)
+		IF m.expires <= v_now THEN
+			UPDATE schedphi.message x SET status = 'expired', reason = 'its time passed unsent'
+			WHERE x.tenant = m.tenant AND x.id = m.id;
+			CONTINUE;
+		END IF;
 		-- the patient's choice, as it stands now
 		SELECT c.unencrypted_ok INTO v_plain FROM schedphi.contact_preference c
 		WHERE c.tenant = m.tenant AND c.patient = m.patient AND c.channel = m.channel AND c.allowed;

@@ -158,6 +158,14 @@ SELECT is((SELECT count(*)::int FROM schedphi.claim_messages(:'sms_ba', 10)), 0,
 RESET SESSION AUTHORIZATION;
 SELECT is((SELECT min(not_before) FROM schedphi.message WHERE appointment = :'a1' AND kind = 'reminder'),
 	now() - interval '6 days 23 hours' + interval '7 days', 'until the oldest of the three is a week old');
+-- the week limit at its boundary: a claim exactly 7 days before no longer counts
+UPDATE schedphi.message SET claimed_at = now() - interval '7 days' WHERE appointment = :'h1' AND kind = 'reminder' AND status = 'sent';
+UPDATE schedphi.message SET not_before = now() - interval '1 minute' WHERE appointment = :'a1' AND kind = 'reminder';
+SET SESSION AUTHORIZATION tst_g_engine;
+SELECT schedphi.set_purpose('TREAT');
+SELECT is((SELECT count(*)::int FROM schedphi.claim_messages(:'sms_ba', 10)), 1,
+	'a claim exactly 7 days before no longer counts: the next goes (one: the day limit holds the other)');
+RESET SESSION AUTHORIZATION;
 
 -- email without unencrypted_ok: a portal link only
 SET SESSION AUTHORIZATION tst_g_engine;
