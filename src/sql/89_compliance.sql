@@ -365,33 +365,42 @@ BEGIN
 END
 $$;
 
--- End, now, every open break-glass grant of a login (or a token's subject)
--- in a tenant; how many.  (The time is taken first and each expiry is a
--- value, not an expression of the row: Citus runs no volatile function,
--- nor a stable one of a column, in an UPDATE.)  A grant cannot end before
--- it starts: one that starts after now ends a microsecond after it starts.
-CREATE FUNCTION schedphi._end_grants(p_tenant uuid, p_login name)
-RETURNS int
+-- End, now, everything a login (or a token's subject) holds in a tenant:
+-- its memberships (each with its event, and the group role it no longer
+-- needs) and its open break-glass grants; how many of each.  Sessions
+-- already open are refused at their next statement (the membership cache
+-- is invalidated at commit).  Each grant's expiry is a value, not an
+-- expression of the row: Citus runs no volatile function, nor a stable
+-- one of a column, in an UPDATE.  A grant cannot end before it starts:
+-- one that starts after now ends a microsecond after it starts.
+CREATE FUNCTION schedphi._end_access(p_tenant uuid, p_login name, OUT memberships int, OUT grants int)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_now timestamptz := clock_timestamp();
-	v_ended int;
+	v_now timestamptz;
+	r record;
 	g record;
 BEGIN
+	memberships := 0;
+	FOR r IN DELETE FROM schedphi.member m WHERE m.tenant = p_tenant AND m.login = p_login RETURNING m.role LOOP
+		INSERT INTO schedphi.member_event (tenant, action, login, role) VALUES (p_tenant, 'remove', p_login, r.role);
+		PERFORM schedphi._release_group_role(p_login, r.role);
+		memberships := memberships + 1;
+	END LOOP;
+	PERFORM schedphi._note_members_changed();
+	v_now := clock_timestamp();
 	UPDATE schedphi.break_glass_grant x SET expires = v_now
 	WHERE x.tenant = p_tenant AND (x.login = p_login OR x.actor = p_login::text) AND x.expires > v_now
 	  AND x.starts < v_now;
-	GET DIAGNOSTICS v_ended = ROW_COUNT;
+	GET DIAGNOSTICS grants = ROW_COUNT;
 	FOR g IN SELECT x.id, x.starts FROM schedphi.break_glass_grant x
 			 WHERE x.tenant = p_tenant AND (x.login = p_login OR x.actor = p_login::text) AND x.expires > v_now
 			   AND x.starts >= v_now LOOP
 		UPDATE schedphi.break_glass_grant x SET expires = g.starts + interval '1 microsecond'
 		WHERE x.tenant = p_tenant AND x.id = g.id;
-		v_ended := v_ended + 1;
+		grants := grants + 1;
 	END LOOP;
-	RETURN v_ended;
 END
 $$;
 
@@ -407,11 +416,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-	r record;
-	v_roles text[] := '{}';
-	v_role text;
-	v_members int;
-	v_grants int;
+	e record;
 BEGIN
 	PERFORM schedphi._authorize(schedphi._tenant_arg(tenant), ARRAY['admin']);
 	IF login IS NULL OR btrim(login) = '' THEN
@@ -420,21 +425,12 @@ BEGIN
 	IF at IS NULL OR NOT isfinite(at) OR at > now() + interval '1 minute' THEN
 		RAISE EXCEPTION 'at must be a time, not in the future (when the access ended)' USING ERRCODE = '22023';
 	END IF;
-	FOR r IN DELETE FROM schedphi.member m WHERE m.tenant = tenant AND m.login = login RETURNING m.role LOOP
-		INSERT INTO schedphi.member_event (tenant, action, login, role) VALUES (tenant, 'remove', login, r.role);
-		v_roles := v_roles || r.role;
-	END LOOP;
-	v_members := cardinality(v_roles);
-	v_grants := schedphi._end_grants(tenant, login);
+	SELECT x.memberships, x.grants INTO e FROM schedphi._end_access(tenant, login) x;
 	INSERT INTO schedphi.termination (tenant, login, at, memberships, grants)
-	VALUES (tenant, login, least(at, now()), v_members, v_grants);
-	PERFORM schedphi._note_members_changed();
-	FOREACH v_role IN ARRAY v_roles LOOP
-		PERFORM schedphi._release_group_role(login, v_role);
-	END LOOP;
+	VALUES (tenant, login, least(at, now()), e.memberships, e.grants);
 	PERFORM schedphi._audit_change('compliance', tenant, 'termination', NULL, NULL,
 		jsonb_build_object('event', 'terminate', 'login', login, 'at', least(at, now()),
-						   'memberships', v_members, 'grants', v_grants));
+						   'memberships', e.memberships, 'grants', e.grants));
 END
 $$;
 
@@ -672,7 +668,6 @@ AS $$
 #variable_conflict use_variable
 DECLARE
 	v schedphi.access_review;
-	r record;
 	v_items int;
 BEGIN
 	IF review IS NULL THEN
@@ -699,12 +694,7 @@ BEGIN
 		RAISE EXCEPTION 'the login has no item in this review' USING ERRCODE = '22023';
 	END IF;
 	IF decision = 'revoke' THEN
-		FOR r IN DELETE FROM schedphi.member m WHERE m.tenant = v.tenant AND m.login = login RETURNING m.role LOOP
-			INSERT INTO schedphi.member_event (tenant, action, login, role) VALUES (v.tenant, 'remove', login, r.role);
-			PERFORM schedphi._release_group_role(login, r.role);
-		END LOOP;
-		PERFORM schedphi._end_grants(v.tenant, login);
-		PERFORM schedphi._note_members_changed();
+		PERFORM schedphi._end_access(v.tenant, login);
 	END IF;
 	PERFORM schedphi._audit_change('compliance', v.tenant, 'access_review', v.id, NULL,
 		jsonb_build_object('event', 'decide', 'login', login, 'decision', decision, 'items', v_items));
