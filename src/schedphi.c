@@ -29,6 +29,7 @@
 #include "analytics.h"
 #include "audit.h"
 #include "common.h"
+#include "estimates.h"
 #include "import.h"
 #include "keys.h"
 #include "ledger.h"
@@ -132,6 +133,7 @@ _PG_init(void)
 	schedphi_membership_init();
 	schedphi_origin_init();
 	schedphi_analytics_init();
+	schedphi_estimates_init();
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = schedphi_utility_hook;
 	MarkGUCPrefixReserved("schedphi");

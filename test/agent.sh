@@ -6,7 +6,8 @@
 # concurrent clients get their own ACKs and the appointments are booked;
 # garbage, a bad frame, an oversized message and a stalled sender are
 # handled without harm to others; TLS (client certificates required);
-# outbound SIU delivered and acknowledged; SIGTERM stops everything
+# outbound SIU delivered and acknowledged, also over TLS to a receiver
+# behind Debian's stunnel (its certificate verified, ours presented); SIGTERM stops everything
 # promptly with status 0; no PHI in the agent's log.  Needs the
 # PGHOST/PGPORT/PGUSER of a running cluster.  Prints "agent: ok - ..."
 # per check; exits non-zero on any failure.
@@ -188,6 +189,65 @@ sleep 2.5
 ok "a receiver that cannot be reached is logged, the agent keeps running and the S15 waits in the outbox" \
 	"$(grep -c "receiver=$R cannot connect" "$work/deliver.log" | sed 's/^[1-9][0-9]*$/logged/')/$(kill -0 "$DELIVER_PID" 2>/dev/null && echo up)/$(q -c "SELECT count(*) FROM schedphi.hl7_outbox WHERE acked_at IS NULL")" \
 	"logged/up/1"
+
+# ---------------------------------------------------------- outbound TLS
+# A receiver behind stunnel (Debian's), which speaks TLS with the test CA's
+# certificate, wants a client certificate from the same CA, and hands the
+# plain MLLP to another Medplum Hl7Server.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+(cd "$work" && exec node receiver.mjs) >"$work/receiver2.out" 2>&1 &
+pids+=("$!")
+for i in $(seq 100); do grep -q '^port ' "$work/receiver2.out" && break; sleep 0.1; done
+RPORT2=$(sed -n 's/^port //p' "$work/receiver2.out")
+SPORT=$(free_port)
+cat >"$work/stunnel.conf" <<CONF
+foreground = yes
+pid =
+debug = 4
+[mllp]
+accept = 127.0.0.1:$SPORT
+connect = 127.0.0.1:$RPORT2
+cert = $work/server.pem
+key = $work/server.key
+CAfile = $work/ca.pem
+verifyChain = yes
+requireCert = yes
+CONF
+stunnel4 "$work/stunnel.conf" >"$work/stunnel.out" 2>&1 &
+pids+=("$!")
+for i in $(seq 100); do grep -q 'Configuration successful' "$work/stunnel.out" && break; sleep 0.1; done
+read -r R2 R3 < <(q -c "SELECT schedphi.add_hl7_receiver('$T', 'AGENTTLS', 'AGENTRAD') || ' ' || schedphi.add_hl7_receiver('$T', 'AGENTBAD', 'AGENTRAD')")
+A2=$(PGUSER=agent_desk psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" \
+	-c "SELECT schedphi.book('$P', ARRAY['$DR']::uuid[], '[2027-03-02 15:00Z, 2027-03-02 15:30Z)')")
+# the agent without the test CA (the system's anchors only): no TLS
+# session, nothing sent, the S12 waits (and is offered again in a minute)
+start_agent badca --listen 127.0.0.1:0 --deliver "$R3=tls://localhost:$SPORT" --poll 1
+BAD_PID=$PID
+for i in $(seq 100); do grep -q 'no TLS session' "$work/badca.log" && break; sleep 0.1; done
+kill -TERM "$BAD_PID"; wait "$BAD_PID"
+# then with the CA but without its own certificate, for another booking:
+# stunnel ends the session (with TLS 1.3 after the handshake), no ACK
+PGUSER=agent_desk psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" \
+	-c "SELECT schedphi.book('$P', ARRAY['$DR']::uuid[], '[2027-03-02 16:00Z, 2027-03-02 16:30Z)')" >/dev/null
+start_agent nocert --listen 127.0.0.1:0 --deliver "$R3=tls://localhost:$SPORT" --deliver-ca "$work/ca.pem" --poll 1
+NOCERT_PID=$PID
+for i in $(seq 100); do grep -Eq "receiver=$R3 (no TLS session|control_id=SO[0-9]+ (no ACK|could not be sent))" "$work/nocert.log" && break; sleep 0.1; done
+kill -TERM "$NOCERT_PID"; wait "$NOCERT_PID"
+ok "tls:// to a receiver whose certificate does not verify (no --deliver-ca), or that wants a client certificate the agent lacks: logged, nothing sent, both S12s wait" \
+	"$(grep -c "the receiver's certificate is not accepted" "$work/badca.log" | sed 's/^[1-9][0-9]*$/logged/')/$(grep -Ec "receiver=$R3 (no TLS session|control_id=SO[0-9]+ (no ACK|could not be sent))" "$work/nocert.log" | sed 's/^[1-9][0-9]*$/logged/')/$(grep -c '^got ' "$work/receiver2.out")/$(q -c "SELECT count(*) FROM schedphi.hl7_outbox WHERE receiver = '$R3' AND acked_at IS NULL")" \
+	"logged/logged/0/2"
+start_agent tlsout --listen 127.0.0.1:0 --deliver "$R2=tls://localhost:$SPORT" --deliver-ca "$work/ca.pem" \
+	--deliver-cert "$work/client.pem" --deliver-key "$work/client.key" --poll 1
+TLSOUT_PID=$PID
+for i in $(seq 150); do [ "$(grep -c '^got ' "$work/receiver2.out")" -ge 2 ] && break; sleep 0.1; done
+sleep 0.5
+kill -TERM "$TLSOUT_PID"; wait "$TLSOUT_PID"
+ok "tls:// with --deliver-ca and a client certificate: both S12s reach Medplum's Hl7Server through stunnel, their AAs are handed back" \
+	"$(grep '^got ' "$work/receiver2.out" | sed 's/ SO[0-9]* / SO /' | tr '\n' ' ')/$(q -c "SELECT count(*) FILTER (WHERE acked_at IS NULL) || ':' || count(*) FILTER (WHERE ack = 'AA') FROM schedphi.hl7_outbox WHERE receiver = '$R2'")" \
+	"got SIU^S12^SIU_S12 SO with-PID got SIU^S12^SIU_S12 SO with-PID /0:2"
+ok "and the agent logged the TLS session (TLS 1.2 or later, certificate verified) and the delivery" \
+	"$(grep -c "receiver=$R2 connected to .* (TLSv1\.[23], .*, certificate verified)" "$work/tlsout.log" | sed 's/^[1-9][0-9]*$/logged/')/$(grep -c "receiver=$R2 control_id=SO[0-9]* delivered to .* ack=AA" "$work/tlsout.log")" \
+	"logged/2"
 
 # -------------------------------------------------------------- SIGTERM
 (cd "$work" && exec node client.mjs hold "$PLAIN" 30) >"$work/hold.out" 2>&1 &

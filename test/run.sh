@@ -87,6 +87,7 @@ if bash "$here/import.sh"; then note ok; else note fail "import"; fi
 # ------------------------------------------------------------- flat cost
 echo "== flat cost (a new database's first session: rows read per call do not grow)"
 if bash "$here/flatcost.sh"; then note ok; else note fail "flat cost"; fi
+if FLATCOST_VACUUM=1 bash "$here/flatcost.sh"; then note ok; else note fail "flat cost after VACUUM ANALYZE"; fi
 
 # ------------------------------------------------------------- documentation
 echo "== documentation"

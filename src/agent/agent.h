@@ -39,6 +39,7 @@ typedef struct Receiver
 	char		uuid[37];
 	char	   *host;
 	char	   *port;
+	bool		tls;			/* tls://HOST:PORT */
 } Receiver;
 
 typedef struct Options
@@ -48,6 +49,9 @@ typedef struct Options
 	const char *tls_cert;
 	const char *tls_key;
 	const char *tls_ca;
+	const char *deliver_ca;		/* trust anchors for tls:// receivers */
+	const char *deliver_cert;	/* the agent's own certificate for them */
+	const char *deliver_key;
 	size_t		max_bytes;
 	int			idle_timeout;	/* seconds */
 	int			max_clients;
@@ -57,6 +61,7 @@ typedef struct Options
 } Options;
 
 extern Options opt;
+extern SSL_CTX *deliver_tls;	/* for tls:// receivers, set before the fork */
 
 /* Set by the signal handlers. */
 extern volatile sig_atomic_t got_stop;
@@ -89,6 +94,7 @@ extern void sleep_until(int64_t deadline);
 extern ssize_t conn_read(Conn *c, void *buf, size_t len, int64_t deadline, bool stoppable);
 extern int	conn_write_all(Conn *c, const void *buf, size_t len, int64_t deadline);
 extern int	conn_tls_accept(Conn *c, SSL_CTX *ctx, int64_t deadline);
+extern int	conn_tls_connect(Conn *c, SSL_CTX *ctx, const char *host, int64_t deadline);
 extern void conn_close(Conn *c);
 extern int	conn_connect(Conn *c, const char *host, const char *port, int64_t deadline);
 extern void peer_name(const struct sockaddr *sa, socklen_t len, char *dst, size_t dstlen);

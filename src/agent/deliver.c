@@ -1,5 +1,6 @@
 /*
- * Outbound delivery (--deliver RECEIVER=HOST:PORT): every --poll seconds,
+ * Outbound delivery (--deliver RECEIVER=HOST:PORT, or tls://HOST:PORT for
+ * TLS with the receiver's certificate verified): every --poll seconds,
  * for each receiver, fetch what schedphi.hl7_outbound() says is due (under
  * the purpose of use OPERATIONS: the messages carry the patient's
  * identity), send each over MLLP on one connection, read its ACK and hand
@@ -136,6 +137,18 @@ deliver_round(const Receiver *rc)
 		PQclear(rows);
 		return 0;
 	}
+	if (rc->tls && conn_tls_connect(&c, deliver_tls, rc->host,
+									now_ms() + (int64_t) opt.idle_timeout * 1000) != 0)
+	{
+		log_warn("receiver=%s no TLS session with %s:%s: %d messages wait for a later attempt",
+				 rc->uuid, rc->host, rc->port, n);
+		conn_close(&c);
+		PQclear(rows);
+		return 0;
+	}
+	if (rc->tls)
+		log_info("receiver=%s connected to %s (%s, %s, certificate verified)", rc->uuid, c.peer,
+				 SSL_get_version(c.ssl), SSL_get_cipher_name(c.ssl));
 	reader_init(&r, &c);
 	for (int i = 0; i < n && !got_stop; i++)
 	{

@@ -7,6 +7,7 @@
  */
 #include "agent.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 /*
  * Wait until fd is ready for events or the deadline (monotonic ms) passes.
@@ -206,6 +208,41 @@ conn_write_all(Conn *c, const void *buf, size_t len, int64_t deadline)
 	return 0;
 }
 
+/*
+ * A TLS handshake on c->ssl, either side (SSL_accept or SSL_connect), until
+ * done or the deadline: 0, IO_TIMEOUT, IO_STOP or IO_ERR (logged).
+ */
+static int
+tls_handshake(Conn *c, int (*step) (SSL *), int64_t deadline)
+{
+	for (;;)
+	{
+		int			rc;
+		int			result = IO_ERR;
+		short		ev;
+
+		ERR_clear_error();
+		errno = 0;
+		rc = step(c->ssl);
+		if (rc == 1)
+			return 0;
+		ev = tls_wants(c, rc, "TLS handshake failed", &result);
+		if (ev == 0)
+		{
+			if (result == IO_EOF)
+				log_warn("peer=%s TLS handshake failed: connection closed by the peer", c->peer);
+			else if (SSL_get_verify_result(c->ssl) != X509_V_OK)
+				log_warn("peer=%s the %s's certificate is not accepted: %s", c->peer,
+						 SSL_is_server(c->ssl) ? "client" : "receiver",
+						 X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)));
+			return IO_ERR;
+		}
+		rc = wait_fd(c->fd, ev, deadline, true);
+		if (rc < 0)
+			return rc;
+	}
+}
+
 /* The server side of a TLS handshake: 0, IO_TIMEOUT, IO_STOP or IO_ERR. */
 int
 conn_tls_accept(Conn *c, SSL_CTX *ctx, int64_t deadline)
@@ -216,28 +253,29 @@ conn_tls_accept(Conn *c, SSL_CTX *ctx, int64_t deadline)
 		log_tls_error(c->peer, "TLS setup failed");
 		return IO_ERR;
 	}
-	for (;;)
-	{
-		int			rc;
-		int			result = IO_ERR;
-		short		ev;
+	return tls_handshake(c, SSL_accept, deadline);
+}
 
-		ERR_clear_error();
-		errno = 0;
-		rc = SSL_accept(c->ssl);
-		if (rc == 1)
-			return 0;
-		ev = tls_wants(c, rc, "TLS handshake failed", &result);
-		if (ev == 0)
-		{
-			if (result == IO_EOF)
-				log_warn("peer=%s TLS handshake failed: connection closed by the peer", c->peer);
-			return IO_ERR;
-		}
-		rc = wait_fd(c->fd, ev, deadline, true);
-		if (rc < 0)
-			return rc;
+/*
+ * The client side of a TLS handshake with a receiver: its certificate must
+ * verify against the context's anchors and name the host we asked for
+ * (an address is checked as one).  0, IO_TIMEOUT, IO_STOP or IO_ERR.
+ */
+int
+conn_tls_connect(Conn *c, SSL_CTX *ctx, const char *host, int64_t deadline)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	bool		numeric = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+
+	c->ssl = SSL_new(ctx);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+		(numeric ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1 :
+		 (SSL_set1_host(c->ssl, host) != 1 || SSL_set_tlsext_host_name(c->ssl, host) != 1)))
+	{
+		log_tls_error(c->peer, "TLS setup failed");
+		return IO_ERR;
 	}
+	return tls_handshake(c, SSL_connect, deadline);
 }
 
 void

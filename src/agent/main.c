@@ -35,6 +35,7 @@ Options		opt = {
 	.poll = 5,
 };
 
+SSL_CTX    *deliver_tls = NULL;
 volatile sig_atomic_t got_stop = 0;
 volatile sig_atomic_t got_child = 0;
 sigset_t	wait_mask;
@@ -75,7 +76,11 @@ usage(FILE *f)
 			"  --idle-timeout SECONDS    close a connection silent this long (default 60)\n"
 			"  --max-clients N           connections served at once (default 64)\n"
 			"  --deliver RECEIVER=HOST:PORT\n"
-			"                            send hl7_outbound of the receiver (uuid) there (repeatable)\n"
+			"                            send hl7_outbound of the receiver (uuid) there (repeatable);\n"
+			"                            RECEIVER=tls://HOST:PORT: over TLS, its certificate verified\n"
+			"  --deliver-ca FILE         CA certificates for tls:// receivers (default: the system's)\n"
+			"  --deliver-cert FILE       the agent's client certificate for tls:// receivers, PEM\n"
+			"  --deliver-key FILE        its private key, PEM\n"
 			"  --poll SECONDS            how often to look for outbound messages (default 5)\n"
 			"  --help                    this text\n");
 }
@@ -115,11 +120,12 @@ static void
 add_receiver(const char *spec)
 {
 	const char *eq = strchr(spec, '=');
+	const char *where;
 	Receiver   *r;
 
 	if (eq == NULL || !is_uuid(spec, (size_t) (eq - spec)))
 	{
-		fprintf(stderr, AGENT_NAME ": --deliver wants RECEIVER_UUID=HOST:PORT\n");
+		fprintf(stderr, AGENT_NAME ": --deliver wants RECEIVER_UUID=HOST:PORT or RECEIVER_UUID=tls://HOST:PORT\n");
 		exit(2);
 	}
 	opt.receivers = realloc(opt.receivers, sizeof(Receiver) * (opt.nreceivers + 1));
@@ -131,9 +137,13 @@ add_receiver(const char *spec)
 	r = &opt.receivers[opt.nreceivers++];
 	memcpy(r->uuid, spec, 36);
 	r->uuid[36] = '\0';
-	if (split_host_port(eq + 1, &r->host, &r->port) != 0 || r->host == NULL)
+	where = eq + 1;
+	r->tls = strncmp(where, "tls://", 6) == 0;
+	if (r->tls)
+		where += 6;
+	if (split_host_port(where, &r->host, &r->port) != 0 || r->host == NULL)
 	{
-		fprintf(stderr, AGENT_NAME ": --deliver wants RECEIVER_UUID=HOST:PORT\n");
+		fprintf(stderr, AGENT_NAME ": --deliver wants RECEIVER_UUID=HOST:PORT or RECEIVER_UUID=tls://HOST:PORT\n");
 		exit(2);
 	}
 }
@@ -151,6 +161,9 @@ parse_options(int argc, char **argv)
 		{"idle-timeout", required_argument, NULL, 'i'},
 		{"max-clients", required_argument, NULL, 'n'},
 		{"deliver", required_argument, NULL, 'D'},
+		{"deliver-ca", required_argument, NULL, 'A'},
+		{"deliver-cert", required_argument, NULL, 'C'},
+		{"deliver-key", required_argument, NULL, 'K'},
 		{"poll", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
@@ -199,6 +212,15 @@ parse_options(int argc, char **argv)
 			case 'D':
 				add_receiver(optarg);
 				break;
+			case 'A':
+				opt.deliver_ca = optarg;
+				break;
+			case 'C':
+				opt.deliver_cert = optarg;
+				break;
+			case 'K':
+				opt.deliver_key = optarg;
+				break;
 			case 'p':
 				opt.poll = (int) number("--poll", optarg, 1, 86400);
 				break;
@@ -229,6 +251,23 @@ parse_options(int argc, char **argv)
 	{
 		fprintf(stderr, AGENT_NAME ": --tls-cert and --tls-key go together; --tls-ca needs them\n");
 		exit(2);
+	}
+	if ((opt.deliver_cert == NULL) != (opt.deliver_key == NULL))
+	{
+		fprintf(stderr, AGENT_NAME ": --deliver-cert and --deliver-key go together\n");
+		exit(2);
+	}
+	if (opt.deliver_ca || opt.deliver_cert)
+	{
+		bool		any_tls = false;
+
+		for (int i = 0; i < opt.nreceivers; i++)
+			any_tls = any_tls || opt.receivers[i].tls;
+		if (!any_tls)
+		{
+			fprintf(stderr, AGENT_NAME ": --deliver-ca, --deliver-cert and --deliver-key are for tls:// receivers\n");
+			exit(2);
+		}
 	}
 }
 
@@ -265,6 +304,40 @@ tls_context(void)
 fail:
 	log_tls_error("-", "TLS setup (--tls-cert, --tls-key, --tls-ca)");
 	log_error("cannot set up TLS");
+	exit(1);
+}
+
+/*
+ * The client side, for tls:// receivers: TLS 1.2 or later, the receiver's
+ * certificate verified against --deliver-ca (else the system's anchors),
+ * the agent's own certificate when the receiver asks for one.
+ */
+static SSL_CTX *
+deliver_tls_context(void)
+{
+	SSL_CTX    *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+		(opt.deliver_ca ? SSL_CTX_load_verify_locations(ctx, opt.deliver_ca, NULL) != 1 :
+		 SSL_CTX_set_default_verify_paths(ctx) != 1))
+		goto fail;
+	if (opt.deliver_cert &&
+		(SSL_CTX_use_certificate_chain_file(ctx, opt.deliver_cert) != 1 ||
+		 SSL_CTX_use_PrivateKey_file(ctx, opt.deliver_key, SSL_FILETYPE_PEM) != 1 ||
+		 SSL_CTX_check_private_key(ctx) != 1))
+		goto fail;
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+						| SSL_OP_IGNORE_UNEXPECTED_EOF	/* MLLP frames show truncation */
+#endif
+		);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+
+fail:
+	log_tls_error("-", "TLS setup (--deliver-ca, --deliver-cert, --deliver-key)");
+	log_error("cannot set up TLS for the receivers");
 	exit(1);
 }
 
@@ -513,6 +586,9 @@ main(int argc, char **argv)
 		tls = tls_context();
 	if (opt.listen)
 		nfds = listen_all(fds);
+	for (int i = 0; i < opt.nreceivers && deliver_tls == NULL; i++)
+		if (opt.receivers[i].tls)
+			deliver_tls = deliver_tls_context();
 	if (opt.nreceivers > 0)
 		start_deliverer(fds, nfds);
 	log_info("started (max %zu bytes a message, idle timeout %d s, max %d clients)",

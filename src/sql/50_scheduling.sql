@@ -30,6 +30,25 @@ AS $$
 			('checked-in', 'fulfilled'))
 $$;
 
+-- The shortest way from one status to another through allowed transitions:
+-- each step's status, the last p_to; NULL when there is none.  (An EHR
+-- reports a visit Complete that schedphi saw booked: it arrived first.)
+CREATE FUNCTION schedphi._status_path(p_from text, p_to text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+AS $$
+	WITH RECURSIVE w(s, path) AS (
+		SELECT p_from, ARRAY[]::text[]
+		UNION ALL
+		SELECT n.s, w.path || n.s
+		FROM w CROSS JOIN unnest(ARRAY['proposed', 'pending', 'waitlist', 'booked', 'arrived', 'checked-in',
+									   'fulfilled', 'cancelled', 'noshow', 'entered-in-error']) AS n(s)
+		WHERE cardinality(w.path) < 4 AND w.s <> p_to AND n.s <> p_from AND n.s <> ALL (w.path)
+		  AND schedphi._transition_allowed(w.s, n.s))
+	SELECT w.path FROM w WHERE w.s = p_to AND cardinality(w.path) > 0
+	ORDER BY cardinality(w.path), w.path LIMIT 1
+$$;
+
 -- Statuses whose appointment occupies its actors' time.
 CREATE FUNCTION schedphi._occupies(p_status text)
 RETURNS boolean

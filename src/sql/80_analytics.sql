@@ -240,18 +240,24 @@ WHEN 'appointment_inserted' THEN $q$
 	CROSS JOIN LATERAL schedphi._deid_facts(%4$L::regclass, %5$L::regclass, %6$L::regclass, n.tenant, n.actors, lower(n.during)) f
 $q$
 WHEN 'appointment_updated' THEN $q$
+	WITH v AS MATERIALIZED (
+		SELECT n.tenant, n.id, n.patient, pd.token, extract(year FROM f.visit)::int AS visit_year,
+			   schedphi._age_at(p.birth_date, p.tenant, p.id, f.visit) AS age, pd.zip5, n.status, n.kind,
+			   lower(n.during) AS starts, upper(n.during) AS ends,
+			   (lower(n.during) AT TIME ZONE t.timezone)::date AS local_date, f.location, f.practitioner, f.kinds
+		FROM new_rows n
+		JOIN %1$s p ON p.tenant = n.tenant AND p.id = n.patient
+		JOIN %2$s pd ON pd.tenant = n.tenant AND pd.patient = n.patient
+		JOIN %6$s t ON t.tenant = n.tenant
+		CROSS JOIN LATERAL schedphi._deid_facts(%4$L::regclass, %5$L::regclass, %6$L::regclass, n.tenant, n.actors, lower(n.during)) f)
+	-- each row found by its key alone (joined to the tenant's row as well,
+	-- a plan could look the appointment up by the tenant only)
 	UPDATE %3$s d
-	SET patient = n.patient, patient_token = pd.token, visit_year = extract(year FROM f.visit)::int,
-		age = schedphi._age_at(p.birth_date, p.tenant, p.id, f.visit), zip5 = pd.zip5, status = n.status,
-		kind = n.kind, starts = lower(n.during), ends = upper(n.during),
-		local_date = (lower(n.during) AT TIME ZONE t.timezone)::date, location = f.location,
-		practitioner = f.practitioner, actor_kinds = f.kinds
-	FROM new_rows n
-	JOIN %1$s p ON p.tenant = n.tenant AND p.id = n.patient
-	JOIN %2$s pd ON pd.tenant = n.tenant AND pd.patient = n.patient
-	JOIN %6$s t ON t.tenant = n.tenant
-	CROSS JOIN LATERAL schedphi._deid_facts(%4$L::regclass, %5$L::regclass, %6$L::regclass, n.tenant, n.actors, lower(n.during)) f
-	WHERE d.tenant = n.tenant AND d.appointment = n.id
+	SET patient = v.patient, patient_token = v.token, visit_year = v.visit_year, age = v.age, zip5 = v.zip5,
+		status = v.status, kind = v.kind, starts = v.starts, ends = v.ends, local_date = v.local_date,
+		location = v.location, practitioner = v.practitioner, actor_kinds = v.kinds
+	FROM v
+	WHERE d.tenant = v.tenant AND d.appointment = v.id
 $q$
 WHEN 'patient_deleted' THEN $q$
 	DELETE FROM %2$s d USING old_rows o WHERE d.tenant = o.tenant AND d.patient = o.id

@@ -323,6 +323,8 @@ DECLARE
 	v_reason text;
 	v schedphi.appointment;
 	v_to text;
+	v_path text[];
+	v_step text;
 	v_exists boolean;
 BEGIN
 	IF NOT (sch->>'present')::boolean THEN
@@ -422,11 +424,20 @@ BEGIN
 		END IF;
 		outcome := CASE WHEN schedphi._ehr_move(v, tstzrange(v_start, v_end), v_actors) THEN 'moved' ELSE 'unchanged' END;
 		v_to := schedphi._hl7_status(sch->>'status');
-		IF v_event = 'S14' AND v_to IS NOT NULL AND v_to <> v.status
-		   AND schedphi._transition_allowed(v.status, v_to) THEN
-			SELECT a.* INTO v FROM schedphi.appointment a WHERE a.tenant = t AND a.id = v.id;
-			PERFORM schedphi._set_status(v, v_to);
-			outcome := v_to;
+		IF v_event = 'S14' AND v_to IS NOT NULL AND v_to <> v.status THEN
+			-- the EHR's status, through the steps it did not report (a
+			-- booked visit reported Complete arrived first); none that
+			-- leads there (back to booked, say): the status stays
+			v_path := schedphi._status_path(v.status, v_to);
+			IF v_path IS NULL THEN
+				outcome := outcome || '; status ' || v_to || ' not taken (the appointment is ' || v.status || ')';
+			ELSE
+				FOREACH v_step IN ARRAY v_path LOOP
+					SELECT a.* INTO v FROM schedphi.appointment a WHERE a.tenant = t AND a.id = v.id;
+					PERFORM schedphi._set_status(v, v_step);
+				END LOOP;
+				outcome := v_to;
+			END IF;
 		END IF;
 		RETURN;
 	END IF;

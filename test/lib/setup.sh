@@ -5,7 +5,7 @@
 SP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SP_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-pgtap
 	libtap-parser-sourcehandler-pgtap-perl libssl-dev make gcc clang libclang-rt-14-dev
-	python3 openssl perl pgbouncer libcurl4-openssl-dev python3-aiosmtpd)
+	python3 openssl perl pgbouncer libcurl4-openssl-dev python3-aiosmtpd stunnel4)
 
 sp_sudo() {
 	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi

@@ -285,5 +285,36 @@ SELECT is(:'del1' || ' / ' || :'del2' || ' / ' || (SELECT cardinality(a.actors) 
 		WHERE r.tenant = :'tenant' AND r.value = 'DEL-F1' AND r.system LIKE '%:filler'),
 		  'AA DEL-1 / AA DEL-2 / 1', 'an S13 whose AIP has action code D takes that practitioner off the appointment');
 
+-- S14's SCH-25: the EHR's status, through the steps it did not report
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(concat_ws(' / ',
+		pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('K1', 'S12', 'FK1', '202604061000', 30, 'DR-B', 'SYN-K1'))),
+		pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('K2', 'S14', 'FK1', '202604061000', 30, 'DR-B', 'SYN-K1',
+													 status => 'Complete')))),
+		  'AA K1 / AA K2', 'an S14 reporting a booked visit Complete is accepted');
+RESET SESSION AUTHORIZATION;
+CREATE FUNCTION pg_temp.filler_status(t uuid, filler text) RETURNS text LANGUAGE sql AS $$
+	SELECT a.status FROM schedphi.appointment_ref r
+	JOIN schedphi.appointment a ON a.tenant = r.tenant AND a.id = r.appointment
+	WHERE r.tenant = t AND r.value = filler AND r.system LIKE '%:filler'
+$$;
+SELECT is(pg_temp.filler_status(:'tenant', 'FK1'), 'fulfilled', 'and the visit is fulfilled (booked -> arrived -> fulfilled)');
+SELECT is(schedphi._status_path('booked', 'fulfilled'), ARRAY['arrived', 'fulfilled'],
+		  'the steps from booked to fulfilled');
+SELECT is(schedphi._status_path('pending', 'checked-in'), ARRAY['booked', 'checked-in'],
+		  'the steps from pending to checked-in');
+SELECT ok(schedphi._status_path('fulfilled', 'booked') IS NULL AND schedphi._status_path('arrived', 'booked') IS NULL
+		  AND schedphi._status_path('cancelled', 'fulfilled') IS NULL, 'no way back, none out of an end');
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(concat_ws(' / ',
+		pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('K3', 'S12', 'FK2', '202604061100', 30, 'DR-B', 'SYN-K1'))),
+		pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('K4', 'S14', 'FK2', '202604061100', 30, 'DR-B', 'SYN-K1',
+													 status => 'STARTED'))),
+		pg_temp.ack(schedphi.hl7_ingest(pg_temp.siu('K5', 'S14', 'FK2', '202604061100', 30, 'DR-B', 'SYN-K1',
+													 status => 'Booked')))),
+		  'AA K3 / AA K4 / AA K5', 'an S14 Started, then a late S14 Booked: both accepted');
+RESET SESSION AUTHORIZATION;
+SELECT is(pg_temp.filler_status(:'tenant', 'FK2'), 'arrived', 'the visit stays arrived: a status no step leads to is not taken');
+
 SELECT * FROM finish();
 ROLLBACK;
