@@ -77,7 +77,6 @@ extern void agent_log(const char *level, const char *fmt,...)
 #define log_warn(...) agent_log("warning", __VA_ARGS__)
 #define log_error(...) agent_log("error", __VA_ARGS__)
 extern void log_tls_error(const char *peer, const char *what);
-extern void safe_token(char *dst, size_t dstlen, const char *src, size_t srclen);
 extern void *xmalloc(size_t n);
 extern int64_t now_ms(void);
 
@@ -121,8 +120,12 @@ extern void reader_free(Reader *r);
 extern bool reader_partial(const Reader *r);
 extern int	read_frame(Reader *r, int timeout_s, bool stoppable);
 extern int	write_frame(Conn *c, const char *msg, size_t len, int64_t deadline);
+
+/* scan.c: what peers send, read without trusting it */
+extern void safe_token(char *dst, size_t dstlen, const char *src, size_t srclen);
 extern void hl7_field(const char *msg, size_t len, const char *segment, int field,
 					  char *dst, size_t dstlen);
+extern void vendor_ref(const char *answer, char *dst, size_t dstlen);
 
 /* db.c */
 extern PGconn *db_connect(const char *what);

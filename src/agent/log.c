@@ -75,36 +75,6 @@ log_tls_error(const char *peer, const char *what)
 		log_warn("peer=%s %s", peer, what);
 }
 
-/*
- * A field from a message, fit for a log line: at most 40 characters of
- * [A-Za-z0-9._:-], anything else shown as '?'.
- */
-void
-safe_token(char *dst, size_t dstlen, const char *src, size_t srclen)
-{
-	size_t		i;
-	size_t		n = 0;
-
-	if (dstlen == 0)
-		return;
-	for (i = 0; i < srclen && n + 1 < dstlen && n < 40; i++)
-	{
-		char		ch = src[i];
-
-		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-			ch == '.' || ch == '_' || ch == ':' || ch == '-')
-			dst[n++] = ch;
-		else
-			dst[n++] = '?';
-	}
-	dst[n] = '\0';
-	if (n == 0 && dstlen > 1)
-	{
-		dst[0] = '-';
-		dst[1] = '\0';
-	}
-}
-
 void *
 xmalloc(size_t n)
 {

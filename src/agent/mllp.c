@@ -58,7 +58,8 @@ reader_partial(const Reader *r)
 static void
 append(Reader *r, const unsigned char *p, size_t n)
 {
-	if (r->len + n > r->cap)
+	/* (allocated at the first frame even when empty: a message is never NULL) */
+	if (r->msg == NULL || r->len + n > r->cap)
 	{
 		size_t		cap = r->cap ? r->cap : 4096;
 		char	   *m;
@@ -232,55 +233,4 @@ write_frame(Conn *c, const char *msg, size_t len, int64_t deadline)
 	explicit_bzero(buf, len + 3);
 	free(buf);
 	return rc;
-}
-
-/*
- * Field number `field` of the first `segment` of an HL7 message, made safe
- * for a log (safe_token), or "-".  MSH fields count MSH-1 as the
- * separator, as HL7 does.  Only MSH-10 and MSA-1/MSA-2 are ever asked for.
- */
-void
-hl7_field(const char *msg, size_t len, const char *segment, int field, char *dst, size_t dstlen)
-{
-	size_t		i = 0;
-	char		fs = '|';
-
-	safe_token(dst, dstlen, "", 0);
-	/* the field separator is MSH-1 */
-	while (i < len && (msg[i] == '\r' || msg[i] == '\n' || msg[i] == ' ' || msg[i] == MLLP_SB))
-		i++;
-	if (len - i > 3 && memcmp(msg + i, "MSH", 3) == 0)
-		fs = msg[i + 3];
-	while (i < len)
-	{
-		size_t		eol = i;
-
-		while (eol < len && msg[eol] != '\r' && msg[eol] != '\n')
-			eol++;
-		if (eol - i > 3 && memcmp(msg + i, segment, 3) == 0 && msg[i + 3] == fs)
-		{
-			/* MSH: "MSH|" then MSH-2 is the first field after the separator */
-			int			k = strcmp(segment, "MSH") == 0 ? 2 : 1;
-			size_t		start = i + 4;
-
-			while (k < field && start < eol)
-			{
-				const char *next = memchr(msg + start, fs, eol - start);
-
-				if (next == NULL)
-					return;
-				start = (size_t) (next - msg) + 1;
-				k++;
-			}
-			if (k == field && start <= eol)
-			{
-				const char *end = memchr(msg + start, fs, eol - start);
-				size_t		flen = end ? (size_t) (end - (msg + start)) : eol - start;
-
-				safe_token(dst, dstlen, msg + start, flen);
-			}
-			return;
-		}
-		i = eol + 1;
-	}
 }

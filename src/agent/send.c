@@ -392,34 +392,6 @@ json_string(Buf *b, const char *s)
 	buf_str(b, "\"");
 }
 
-/*
- * The vendor's id for the message, from a JSON answer's "id" (a string of
- * the characters mark_sent accepts), else none.
- */
-static void
-vendor_ref(const Buf *answer, char *dst, size_t dstlen)
-{
-	const char *p = answer->data ? strstr(answer->data, "\"id\"") : NULL;
-	size_t		n = 0;
-
-	dst[0] = '\0';
-	if (p == NULL)
-		return;
-	p += 4;
-	while (*p == ' ' || *p == ':')
-		p++;
-	if (*p++ != '"')
-		return;
-	while (p[n] && p[n] != '"' && n < dstlen - 1 &&
-		   (strchr("._:@/+=-", p[n]) || (p[n] >= '0' && p[n] <= '9') ||
-			(p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z')))
-		n++;
-	if (p[n] != '"' || n == 0)
-		return;
-	memcpy(dst, p, n);
-	dst[n] = '\0';
-}
-
 /* Email through the SMTP server: STARTTLS required, or TLS from the start (no vendor id). */
 static CURLcode
 send_email(const char *id, const char *address, const char *body, char *ref)
@@ -529,7 +501,7 @@ send_post(const char *id, const char *channel, const char *address, const char *
 	{
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
 		if (*status >= 200 && *status < 300)
-			vendor_ref(&answer, ref, reflen);
+			vendor_ref(answer.data, ref, reflen);
 	}
 	/* the header list holds a copy of the token */
 	for (struct curl_slist *s = headers; s; s = s->next)

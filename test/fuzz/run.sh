@@ -11,11 +11,16 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=0
-for h in sealed:sealed_codec sqlmask:sqlmask jose:jose fields:fields hl7:hl7; do
+# harness:the sources under src/ it drives (+ between several)
+for h in sealed:codec/sealed_codec sqlmask:codec/sqlmask jose:codec/jose fields:codec/fields hl7:codec/hl7 \
+	agent:agent/scan+agent/mllp; do
 	name=${h%%:*}
-	src=${h##*:}
+	srcs=()
+	IFS=+ read -ra parts <<<"${h##*:}"
+	for s in "${parts[@]}"; do srcs+=("$root/src/$s.c"); done
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I"$root/src" \
-		"$here/fuzz_$name.c" "$root/src/codec/$src.c" -o "$work/fuzz_$name"
+		-I"$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
+		"$here/fuzz_$name.c" "${srcs[@]}" -o "$work/fuzz_$name"
 	mkdir -p "$work/corpus_$name"
 	cp "$here/corpus/$name"/* "$work/corpus_$name/" 2>/dev/null || true
 	if "$work/fuzz_$name" -max_total_time="$seconds" -max_len=4096 -artifact_prefix="$out/$name-" \
