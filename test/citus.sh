@@ -335,6 +335,11 @@ ok "a booking through the coordinator is queued on the tenant's node and fetched
 	"$(as cz_engine <<<"BEGIN; SELECT schedphi.set_purpose('OPERATIONS') \\g /dev/null
 		SELECT count(*) || ' ' || min(split_part(split_part(message, E'\r', 1), '|', 9)) FROM schedphi.hl7_outbound('$R');
 		COMMIT;" | tr -d '\n')" "1 SIU^S12^SIU_S12"
+ok "the outbound queue through the coordinator: the admin sees the sent S12 and gives it up (shown as skipped)" \
+	"$(as cz_admin <<<"SELECT state FROM schedphi.hl7_queue('$T') WHERE receiver = '$R';
+		SELECT schedphi.hl7_skip('$R', (SELECT id FROM schedphi.hl7_queue('$T') WHERE receiver = '$R'));
+		SELECT count(*) FROM schedphi.hl7_queue('$T') WHERE receiver = '$R' AND state LIKE 'skipped by cz_admin at %';" | tr '\n' ' ')" \
+	"sent, waiting for its ACK  1 "
 
 A9=$(as cz_desk -c "SELECT schedphi.book('$P', ARRAY['$DR']::uuid[], '[2026-07-10 10:00Z, 2026-07-10 10:30Z)')")
 ok "FHIR through the coordinator: the Appointment as a scheduler sees it, \$find's free Slots" \

@@ -663,7 +663,9 @@ CREATE TABLE schedphi.hl7_outbox (
 	attempts	int NOT NULL DEFAULT 0,
 	sent_at		timestamptz,
 	ack			text CHECK (ack IN ('AA', 'AE', 'AR', 'CA', 'CE', 'CR')),
-	acked_at	timestamptz,	-- by an AA (or CA)
+	acked_at	timestamptz,	-- by an AA (or CA), or given up (skipped_at)
+	skipped_at	timestamptz,	-- given up by an admin (hl7_skip): never sent again
+	skipped_by	text,
 	PRIMARY KEY (tenant, receiver, id),
 	FOREIGN KEY (tenant, receiver) REFERENCES schedphi.hl7_receiver (tenant, id) ON DELETE CASCADE
 );
@@ -839,7 +841,7 @@ END
 $$;
 
 -- A receiver, for its tenant's integration role (unknown: 22023).
-CREATE FUNCTION schedphi._hl7_receiver(p_id uuid)
+CREATE FUNCTION schedphi._hl7_receiver(p_id uuid, p_roles text[] DEFAULT ARRAY['integration'])
 RETURNS schedphi.hl7_receiver
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -851,7 +853,7 @@ BEGIN
 	IF NOT FOUND THEN
 		PERFORM schedphi._unknown('receiver', p_id);
 	END IF;
-	PERFORM schedphi._authorize(r.tenant, ARRAY['integration']);
+	PERFORM schedphi._authorize(r.tenant, p_roles);
 	RETURN r;
 END
 $$;
@@ -941,3 +943,77 @@ BEGIN
 END
 $$;
 
+-- The outbound queue as the tenant's admin sees it: every change not yet
+-- acknowledged AA, and those given up, with why each waits.  No PHI: ids,
+-- events, times, attempts and ACK codes (never an ACK's text).
+CREATE FUNCTION schedphi.hl7_queue(tenant uuid)
+RETURNS TABLE (receiver uuid, receiver_name text, id bigint, control_id text, appointment uuid, event text,
+			   created_at timestamptz, attempts int, sent_at timestamptz, ack text, state text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	v_tenant uuid := schedphi._tenant_arg(hl7_queue.tenant);
+BEGIN
+	PERFORM schedphi._authorize(v_tenant, ARRAY['admin']);
+	RETURN QUERY
+	SELECT o.receiver, r.name, o.id, o.control_id, o.appointment, o.event, o.created_at, o.attempts, o.sent_at,
+		   o.ack,
+		   CASE WHEN o.skipped_at IS NOT NULL
+				THEN 'skipped by ' || o.skipped_by || ' at ' || o.skipped_at::text || ': not sent again'
+				WHEN w.id IS NOT NULL
+				THEN 'waits for change ' || w.id || ' of the same appointment'
+				WHEN o.ack IN ('AR', 'CR')
+				THEN 'rejected by the receiver (' || o.ack || '): sent again a minute after each attempt until '
+					 || 'acknowledged AA; hl7_skip gives it up'
+				WHEN o.ack IN ('AE', 'CE')
+				THEN 'error at the receiver (' || o.ack || '): sent again a minute after each attempt'
+				WHEN o.sent_at IS NULL THEN 'due'
+				WHEN o.sent_at > now() - interval '1 minute' THEN 'sent, waiting for its ACK'
+				ELSE 'no ACK: due again' END
+	FROM schedphi.hl7_outbox o
+	JOIN schedphi.hl7_receiver r ON r.tenant = o.tenant AND r.id = o.receiver
+	LEFT JOIN LATERAL (SELECT y.id FROM schedphi.hl7_outbox y
+					   WHERE y.tenant = o.tenant AND y.receiver = o.receiver AND y.appointment = o.appointment
+						 AND y.acked_at IS NULL AND y.id < o.id
+					   ORDER BY y.id LIMIT 1) w ON o.acked_at IS NULL
+	WHERE o.tenant = v_tenant AND (o.acked_at IS NULL OR o.skipped_at IS NOT NULL)
+	ORDER BY o.receiver, o.id;
+END
+$$;
+
+-- An admin gives up one change the receiver will not take (an AR that
+-- sending again cannot cure, say): it is never sent again, and the
+-- appointment's next change goes.  Recorded on the ledger.
+CREATE FUNCTION schedphi.hl7_skip(receiver uuid, id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	r schedphi.hl7_receiver;
+	o schedphi.hl7_outbox;
+	v_by text;
+BEGIN
+	IF $1 IS NULL OR $2 IS NULL THEN
+		RAISE EXCEPTION 'receiver and id must not be null' USING ERRCODE = '22023';
+	END IF;
+	r := schedphi._hl7_receiver($1, ARRAY['admin']);
+	-- (a value, not a function in the UPDATE: Citus sends it to the node)
+	v_by := schedphi._actor_name();
+	UPDATE schedphi.hl7_outbox x
+	SET acked_at = now(), skipped_at = now(), skipped_by = v_by
+	WHERE x.tenant = r.tenant AND x.receiver = r.id AND x.id = $2 AND x.acked_at IS NULL
+	RETURNING x.* INTO o;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no change waiting for receiver % has id %', $1, $2
+			USING ERRCODE = '22023', HINT = 'schedphi.hl7_queue(tenant) lists what waits.';
+	END IF;
+	PERFORM schedphi._audit_change('hl7_skip', r.tenant, 'hl7_outbox', o.appointment, NULL,
+		jsonb_build_object('receiver', r.id, 'id', o.id, 'event', o.event, 'attempts', o.attempts, 'ack', o.ack));
+END
+$$;

@@ -139,7 +139,9 @@ INSERT INTO calls VALUES
 	('redeem_portal_link', ARRAY[quote_literal(schedphi.portal_link(:'appt')), 'false'], '{}'),
 	('claim_messages', ARRAY[quote_literal(:'ba'), '10'], '{}'),
 	('mark_sent', ARRAY[:'msg', quote_literal('sent'), quote_literal('REF-1')], '{3}'),
-	('message_queue', ARRAY[quote_literal(:'tenant')], '{}');
+	('message_queue', ARRAY[quote_literal(:'tenant')], '{}'),
+	('hl7_queue', ARRAY[quote_literal(:'tenant')], '{}'),
+	('hl7_skip', ARRAY[quote_literal(:'recv'), '999999'], '{}');
 -- assume() is covered by test/tap/08_tokens.sql: a NULL token is refused
 -- there, and its scope defaults to the transaction.
 

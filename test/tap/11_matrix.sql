@@ -147,6 +147,8 @@ INSERT INTO calls VALUES
 	('claim_messages', format($$schedphi.claim_messages(%L)$$, :'sms_ba'), '{integration}'),
 	('mark_sent', format($$schedphi.mark_sent(%s, 'sent')$$, :'msg'), '{integration}'),
 	('message_queue', format($$schedphi.message_queue(%L)$$, :'tenant'), '{admin}'),
+	('hl7_queue', format($$schedphi.hl7_queue(%L)$$, :'tenant'), '{admin}'),
+	('hl7_skip', format($$schedphi.hl7_skip(%L, 999999)$$, :'recv'), '{admin}'),
 	('set_purpose', $$schedphi.set_purpose('TREAT')$$, '{admin,scheduler,clinician,billing,support,analyst,integration,auditor,none}');
 
 SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p

@@ -267,6 +267,48 @@ SELECT is((SELECT string_agg(event || ':' || attempts || ':' || coalesce(ack, '-
 		   WHERE tenant = :'tenant' AND receiver = :'recv'),
 		  'S12:1:AA,S12:2:AE,S13:1:-,S15:0:-', 'attempts and ACKs kept per change; the cancellation waits for the reschedule');
 
+-- what waits, as the admin sees it; a change the receiver will not take, given up
+SET SESSION AUTHORIZATION tst_h_desk;
+SELECT is(tst.sqlstate_of(format('SELECT * FROM schedphi.hl7_queue(%L)', :'tenant')), '42501',
+		  'a scheduler does not see the outbound queue');
+RESET SESSION AUTHORIZATION;
+SELECT x.control_id AS s13_ctl FROM out2 x JOIN schedphi.hl7_outbox o ON o.tenant = :'tenant' AND o.id = x.id
+WHERE o.event = 'S13' \gset
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT schedphi.hl7_ack(:'recv', E'MSH|^~\\&|RIS|RAD|SCHEDPHI||20260706||ACK^S13^ACK|R4|P|2.5.1\rMSA|AR|'
+						 || :'s13_ctl' || E'\r');
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION tst_h_admin;
+CREATE TEMP TABLE q1 AS SELECT * FROM schedphi.hl7_queue(:'tenant');
+RESET SESSION AUTHORIZATION;
+GRANT SELECT ON q1 TO PUBLIC;
+SELECT is((SELECT string_agg(event || ':' || coalesce(ack, '-') || ':' || regexp_replace(state, 'change \d+', 'change N'), ' | ' ORDER BY id) FROM q1),
+		  'S12:AE:error at the receiver (AE): sent again a minute after each attempt | S13:AR:rejected by the receiver (AR): sent again a minute after each attempt until acknowledged AA; hl7_skip gives it up | S15:-:waits for change N of the same appointment',
+		  'hl7_queue: each change not acknowledged, with why it waits (the AA''d one is not listed)');
+SELECT is((SELECT count(*)::int FROM q1 WHERE state ~ ('waits for change ' || (SELECT id FROM q1 WHERE event = 'S13') || ' ')), 1,
+		  'the cancellation names the change it waits for');
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT is(tst.sqlstate_of(format('SELECT schedphi.hl7_skip(%L, %s)', :'recv', (SELECT id FROM q1 WHERE event = 'S13'))),
+		  '42501', 'the integration login cannot give a change up');
+RESET SESSION AUTHORIZATION;
+SELECT coalesce(max(id), 0) AS skipmark FROM schedphi.audit_log \gset
+SET SESSION AUTHORIZATION tst_h_admin;
+SELECT schedphi.hl7_skip(:'recv', (SELECT id FROM q1 WHERE event = 'S13'));
+SELECT is(tst.sqlstate_of(format('SELECT schedphi.hl7_skip(%L, %s)', :'recv', (SELECT id FROM q1 WHERE event = 'S13'))),
+		  '22023', 'a change already given up (or acknowledged): 22023');
+SELECT is((SELECT string_agg(event || ':' || regexp_replace(state, ' at \d{4}-\d\d-\d\d \d\d:\d\d:[0-9.]+[+-]\d\d', ''), ' | ' ORDER BY id) FROM schedphi.hl7_queue(:'tenant')),
+		  'S12:error at the receiver (AE): sent again a minute after each attempt | S13:skipped by tst_h_admin: not sent again | S15:due',
+		  'after hl7_skip the reschedule shows as skipped and the cancellation is due');
+RESET SESSION AUTHORIZATION;
+UPDATE schedphi.hl7_outbox SET sent_at = sent_at - interval '2 minutes' WHERE tenant = :'tenant' AND receiver = :'recv';
+SET SESSION AUTHORIZATION tst_h_eng;
+SELECT schedphi.set_purpose('OPERATIONS');
+SELECT is((SELECT string_agg(split_part(split_part(message, E'\r', 1), '|', 9), ',' ORDER BY id) FROM schedphi.hl7_outbound(:'recv')),
+		  'SIU^S12^SIU_S12,SIU^S15^SIU_S12', 'the skipped change is not sent again; the cancellation after it goes');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT string_agg(action || ':' || (detail->>'event') || ':' || (detail->>'ack'), ',') FROM schedphi.audit_log
+		   WHERE id > :skipmark AND action = 'hl7_skip'), 'hl7_skip:S13:AR', 'the skip is on the ledger');
+
 -- a resource the message deletes (segment action code D) is not the appointment's
 SET SESSION AUTHORIZATION tst_h_eng;
 SELECT pg_temp.ack(schedphi.hl7_ingest(concat_ws(E'\r',
