@@ -271,24 +271,37 @@ parse_options(int argc, char **argv)
 	}
 }
 
-static SSL_CTX *
-tls_context(void)
+/*
+ * What both sides share: TLS 1.2 or later, no compression, no
+ * renegotiation, and our certificate and key when given.  false on error
+ * (OpenSSL's reasons queued).
+ */
+static bool
+tls_common(SSL_CTX *ctx, const char *cert, const char *key)
 {
-	SSL_CTX    *ctx = SSL_CTX_new(TLS_server_method());
-
-	if (ctx == NULL ||
-		SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-		SSL_CTX_use_certificate_chain_file(ctx, opt.tls_cert) != 1 ||
-		SSL_CTX_use_PrivateKey_file(ctx, opt.tls_key, SSL_FILETYPE_PEM) != 1 ||
-		SSL_CTX_check_private_key(ctx) != 1)
-		goto fail;
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-						SSL_OP_CIPHER_SERVER_PREFERENCE
+	if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+		return false;
+	if (cert && (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+				 SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+				 SSL_CTX_check_private_key(ctx) != 1))
+		return false;
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
 						| SSL_OP_IGNORE_UNEXPECTED_EOF	/* MLLP frames show truncation */
 #endif
 		);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return true;
+}
+
+static SSL_CTX *
+tls_context(void)
+{
+	SSL_CTX    *ctx = SSL_CTX_new(TLS_server_method());
+
+	if (!tls_common(ctx, opt.tls_cert, opt.tls_key))
+		goto fail;
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (opt.tls_ca)
 	{
@@ -317,21 +330,10 @@ deliver_tls_context(void)
 {
 	SSL_CTX    *ctx = SSL_CTX_new(TLS_client_method());
 
-	if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+	if (!tls_common(ctx, opt.deliver_cert, opt.deliver_key) ||
 		(opt.deliver_ca ? SSL_CTX_load_verify_locations(ctx, opt.deliver_ca, NULL) != 1 :
 		 SSL_CTX_set_default_verify_paths(ctx) != 1))
 		goto fail;
-	if (opt.deliver_cert &&
-		(SSL_CTX_use_certificate_chain_file(ctx, opt.deliver_cert) != 1 ||
-		 SSL_CTX_use_PrivateKey_file(ctx, opt.deliver_key, SSL_FILETYPE_PEM) != 1 ||
-		 SSL_CTX_check_private_key(ctx) != 1))
-		goto fail;
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
-#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
-						| SSL_OP_IGNORE_UNEXPECTED_EOF	/* MLLP frames show truncation */
-#endif
-		);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	return ctx;
 
