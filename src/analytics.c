@@ -26,6 +26,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -443,6 +444,215 @@ schedphi_deid_facts(PG_FUNCTION_ARGS)
 		outnull[3] = false;
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), out, outnull)));
+}
+
+/* ------------------------------------------------ generalised classes */
+
+/*
+ * The k-anonymity classes that deid_appointments does not show as they
+ * are, looked up row by row in a parallel scan.  The view computes them
+ * once per statement, in the leader (an initPlan over _deid_generalised,
+ * which only the views' owner may read), and passes them here as one
+ * array; each process that scans rows (the leader and every parallel
+ * worker) hashes that array on its first row and probes the hash after.
+ * The function is pure: what it answers is a function of its arguments.
+ */
+typedef struct ClassKey
+{
+	pg_uuid_t	tenant;
+	int32		visit_year;
+	int16		age;			/* -1 unknown */
+	char		zip3[4];		/* "" unknown, else three digits */
+} ClassKey;
+
+typedef struct ClassEntry
+{
+	ClassKey	key;
+	bool		shown;
+} ClassEntry;
+
+typedef struct ClassCache
+{
+	Datum		source;			/* the classes argument hashed, as passed */
+	Size		size;			/* and its size */
+	int			n;				/* classes in it */
+	HTAB	   *classes;
+} ClassCache;
+
+/* Fill key; false when the values cannot be a class's (no such row). */
+static bool
+class_key(ClassKey *key, const pg_uuid_t *tenant, int32 visit_year, int16 age, text *zip3)
+{
+	int			len = VARSIZE_ANY_EXHDR(zip3);
+
+	if (len > 3)
+		return false;
+	memset(key, 0, sizeof(ClassKey));
+	key->tenant = *tenant;
+	key->visit_year = visit_year;
+	key->age = age;
+	memcpy(key->zip3, VARDATA_ANY(zip3), len);
+	return true;
+}
+
+/* Hash the classes of arr, in the function's memory. */
+static void
+class_cache_fill(FunctionCallInfo fcinfo, ClassCache *cache, Datum source)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(source);
+	MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	HASHCTL		ctl;
+
+	if (cache->classes)
+		hash_destroy(cache->classes);
+	cache->classes = NULL;
+	deconstruct_array(arr, ARR_ELEMTYPE(arr), -1, false, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(ClassKey);
+	ctl.entrysize = sizeof(ClassEntry);
+	ctl.hcxt = fcinfo->flinfo->fn_mcxt;
+	cache->classes = hash_create("schedphi generalised classes", Max(n, 16), &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTupleHeader t;
+		bool		isnull[5];
+		Datum		v[5];
+		ClassKey	key;
+		ClassEntry *e;
+
+		if (nulls[i])
+			elog(ERROR, "schedphi: a generalised class is null");
+		t = DatumGetHeapTupleHeader(elems[i]);
+		for (int a = 0; a < 5; a++)
+			v[a] = GetAttributeByNum(t, a + 1, &isnull[a]);
+		if (isnull[0] || isnull[1] || isnull[2] || isnull[3] || isnull[4] ||
+			!class_key(&key, DatumGetUUIDP(v[0]), DatumGetInt32(v[1]), DatumGetInt16(v[2]), DatumGetTextPP(v[3])))
+			elog(ERROR, "schedphi: a generalised class is incomplete");
+		e = hash_search(cache->classes, &key, HASH_ENTER, NULL);
+		e->shown = DatumGetBool(v[4]);
+	}
+	cache->source = source;
+	cache->size = VARSIZE_ANY(DatumGetPointer(source));
+	cache->n = n;
+	MemoryContextSwitchTo(old);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_deid_class_state);
+
+/*
+ * _deid_class_state(classes _deid_class_key[], tenant uuid, visit_year int,
+ *					 age smallint, zip3 text) -> int
+ * 0: the row's class is shown as it is; 1: it is generalised (its age in a
+ * ten-year band, its ZIP3 000); 2: it is suppressed.  A NULL age is the
+ * unknown age.  Fails closed: NULL classes, tenant, year or ZIP3 is 2.
+ * The classes must be one value for every row a scan passes (the view's
+ * initPlan): a new value is told by its address and size.
+ */
+Datum
+schedphi_deid_class_state(PG_FUNCTION_ARGS)
+{
+	ClassCache *cache = (ClassCache *) fcinfo->flinfo->fn_extra;
+	Datum		source;
+	ClassKey	key;
+	ClassEntry *e;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(4))
+		PG_RETURN_INT32(2);
+	source = PG_GETARG_DATUM(0);
+	if (cache == NULL)
+	{
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ClassCache));
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	if (cache->classes == NULL || cache->source != source ||
+		cache->size != VARSIZE_ANY(DatumGetPointer(source)))
+		class_cache_fill(fcinfo, cache, source);
+	if (cache->n == 0)
+		PG_RETURN_INT32(0);
+	if (!class_key(&key, PG_GETARG_UUID_P(1), PG_GETARG_INT32(2),
+				   PG_ARGISNULL(3) ? -1 : PG_GETARG_INT16(3), PG_GETARG_TEXT_PP(4)))
+		PG_RETURN_INT32(0);
+	e = hash_search(cache->classes, &key, HASH_FIND, NULL);
+	if (e == NULL)
+		PG_RETURN_INT32(0);
+	PG_RETURN_INT32(e->shown ? 1 : 2);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_zip3_shown);
+
+/*
+ * _zip3_shown(restricted text[], zip3 text) -> text
+ * A ZIP3 as Safe Harbor shows it: NULL unknown (''), '000' for one of the
+ * restricted zones, else itself.  restricted (schedphi.zip3_restricted, as
+ * one value for every row: the view's initPlan) is kept per process like
+ * the classes above.  NULL zip3: NULL; NULL restricted: '000' (fails
+ * closed).
+ */
+typedef struct ZoneCache
+{
+	Datum		source;
+	Size		size;
+	int			n;
+	char		(*zones)[4];
+} ZoneCache;
+
+Datum
+schedphi_zip3_shown(PG_FUNCTION_ARGS)
+{
+	ZoneCache  *cache = (ZoneCache *) fcinfo->flinfo->fn_extra;
+	Datum		source;
+	text	   *zip3;
+	int			len;
+
+	if (PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	zip3 = PG_GETARG_TEXT_PP(1);
+	len = VARSIZE_ANY_EXHDR(zip3);
+	if (len == 0)
+		PG_RETURN_NULL();
+	if (PG_ARGISNULL(0))
+		PG_RETURN_TEXT_P(cstring_to_text("000"));
+	source = PG_GETARG_DATUM(0);
+	if (cache == NULL)
+	{
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ZoneCache));
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	if (cache->zones == NULL || cache->source != source || cache->size != VARSIZE_ANY(DatumGetPointer(source)))
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(source);
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+		if (cache->zones)
+			pfree(cache->zones);
+		cache->zones = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(char[4]) * Max(n, 1));
+		cache->n = 0;
+		for (int i = 0; i < n; i++)
+		{
+			text	   *z;
+
+			if (nulls[i])
+				continue;
+			z = DatumGetTextPP(elems[i]);
+			if (VARSIZE_ANY_EXHDR(z) != 3)
+				continue;		/* (the table's check allows three digits only) */
+			memcpy(cache->zones[cache->n++], VARDATA_ANY(z), 3);
+		}
+		cache->source = source;
+		cache->size = VARSIZE_ANY(DatumGetPointer(source));
+	}
+	if (len == 3)
+		for (int i = 0; i < cache->n; i++)
+			if (memcmp(cache->zones[i], VARDATA_ANY(zip3), 3) == 0)
+				PG_RETURN_TEXT_P(cstring_to_text("000"));
+	PG_RETURN_TEXT_P(zip3);
 }
 
 /* ------------------------------------------------------ export records */

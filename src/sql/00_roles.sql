@@ -20,3 +20,15 @@ BEGIN
 	END LOOP;
 END
 $roles$;
+
+-- The owner of the analysts' de-identified view (80_analytics.sql): not a
+-- superuser and not BYPASSRLS, so that the view reads the derived rows
+-- through their row-level security, whose policy for this role decides the
+-- tenants and the suppressed classes.  No login is ever a member.
+DO $reader$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'schedphi_deid_reader') THEN
+		CREATE ROLE schedphi_deid_reader NOLOGIN;
+	END IF;
+END
+$reader$;

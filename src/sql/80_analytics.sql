@@ -169,7 +169,7 @@ RETURNS boolean
 AS 'MODULE_PATHNAME', 'schedphi_opens_equal' LANGUAGE C STABLE;
 CREATE FUNCTION schedphi._analytics_note(view text, tenants uuid[], agreement uuid)
 RETURNS uuid[]
-AS 'MODULE_PATHNAME', 'schedphi_analytics_note' LANGUAGE C VOLATILE;
+AS 'MODULE_PATHNAME', 'schedphi_analytics_note' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 -- The derivations, one statement each, as templates over the tables they
 -- read and write: %1$s patient, %2$s patient_deid, %3$s appointment_deid,
@@ -408,7 +408,7 @@ ALTER TABLE schedphi.appointment ENABLE ALWAYS TRIGGER deid_delete;
 -- 42501, recorded, naming p_view.
 CREATE FUNCTION schedphi._analytics_tenants(p_view text)
 RETURNS uuid[]
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -433,10 +433,13 @@ BEGIN
 END
 $$;
 
--- The same, noted for the statement's export record.
+-- The same, noted for the statement's export record.  Both run in the
+-- process that leads a statement, never in a parallel worker (PARALLEL
+-- RESTRICTED): they read who is asking, and the note is that process's.
+-- A query that calls them may still scan in parallel (deid_appointments).
 CREATE FUNCTION schedphi._analytics_scope(p_view text)
 RETURNS uuid[]
-LANGUAGE sql VOLATILE
+LANGUAGE sql STABLE PARALLEL RESTRICTED
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -508,41 +511,102 @@ JOIN exact e ON e.tenant = r.tenant AND e.visit_year = r.visit_year AND e.age = 
 LEFT JOIN gen g ON NOT e.ok AND g.tenant = r.tenant AND g.visit_year = r.visit_year AND g.kb = r.kb AND g.zu = (r.kz = -1)
 GROUP BY r.tenant, r.visit_year, r.age, r.zip3, r.kz, r.kb, e.ok, e.n, g.n;
 
+-- The classes above that are not shown as they are, as one value: what
+-- the analysts' view looks rows up in (src/analytics.c).  Read by the
+-- view's owner only: an analyst never learns which small classes exist.
+CREATE TYPE schedphi._deid_class_key AS (tenant uuid, visit_year int, age smallint, zip3 text, shown boolean);
+CREATE VIEW schedphi._deid_generalised AS
+SELECT coalesce(array_agg(ROW(c.tenant, c.visit_year, c.age, c.zip3, c.shown)::schedphi._deid_class_key),
+				'{}'::schedphi._deid_class_key[]) AS classes
+FROM schedphi._deid_classes c
+WHERE c.generalised;
+
+-- A row's class in those: 0 shown as it is, 1 generalised, 2 suppressed.
+-- Pure and parallel safe, so that parallel workers can scan the rows.
+CREATE FUNCTION schedphi._deid_class_state(classes schedphi._deid_class_key[], tenant uuid, visit_year int,
+										   age smallint, zip3 text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'schedphi_deid_class_state' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+-- A ZIP3 as Safe Harbor shows it (NULL unknown, 000 restricted), given
+-- the restricted zones as one value; parallel safe like the above.
+CREATE FUNCTION schedphi._zip3_shown(restricted text[], zip3 text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'schedphi_zip3_shown' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
 -- HIPAA Safe Harbor rows (164.514(b)(2)), one per appointment, with the
--- k-anonymity above.  A row of a class shown as it is needs nothing from
--- the classes: its age and ZIP3 are cut from its own columns.  Only the
--- generalised classes (few, and small by their nature) are looked up, in
--- a hash made once per statement: a row of a suppressed class is left
--- out, a row of a generalised one shows its class's values.  The caller's
--- scope is decided first (42501, recorded, without the role), once per
--- statement, and noted for its export record.  Internal: the public view
--- below reads it; under Citus, a function that reads it on the
--- coordinator.
-CREATE VIEW schedphi._deid_appointments WITH (security_barrier) AS
-WITH s AS MATERIALIZED (SELECT schedphi._analytics_scope('deid_appointments') AS tenants),
-g AS MATERIALIZED (SELECT c.tenant, c.visit_year, c.age, c.zip3, c.age_shown, c.zip3_shown, c.shown
-				   FROM schedphi._deid_classes c WHERE c.generalised)
-SELECT d.tenant, d.patient_token::text AS patient_token, d.token::text AS appointment_token, d.visit_year,
-	   CASE WHEN (d.tenant, d.visit_year, coalesce(d.age, -1::smallint), d.zip3) IN
-				 (SELECT g.tenant, g.visit_year, g.age, g.zip3 FROM g)
-			THEN (SELECT g.age_shown FROM g WHERE g.tenant = d.tenant AND g.visit_year = d.visit_year
-											  AND g.age = coalesce(d.age, -1::smallint) AND g.zip3 = d.zip3)
-			WHEN d.age >= 90 THEN '90+' ELSE d.age::text END AS age_at_visit,
-	   CASE WHEN (d.tenant, d.visit_year, coalesce(d.age, -1::smallint), d.zip3) IN
-				 (SELECT g.tenant, g.visit_year, g.age, g.zip3 FROM g)
-			THEN (SELECT g.zip3_shown FROM g WHERE g.tenant = d.tenant AND g.visit_year = d.visit_year
-											   AND g.age = coalesce(d.age, -1::smallint) AND g.zip3 = d.zip3)
-			WHEN d.zip3 = '' THEN NULL
-			WHEN d.zip3 IN (SELECT z.zip3 FROM schedphi.zip3_restricted z) THEN '000'
-			ELSE d.zip3 END AS zip3,
-	   d.status, d.kind,
-	   (extract(epoch FROM d.ends - d.starts) / 60)::int AS duration_minutes,
-	   schedphi._lead_band(d.booked_at, d.starts) AS lead_days_band,
-	   d.location, d.practitioner, d.actor_kinds
-FROM schedphi.appointment_deid d
-WHERE (SELECT cardinality(s.tenants) FROM s) > 0 AND d.tenant = ANY ((SELECT s.tenants FROM s)::uuid[])
-  AND (d.tenant, d.visit_year, coalesce(d.age, -1::smallint), d.zip3) NOT IN
-	  (SELECT g.tenant, g.visit_year, g.age, g.zip3 FROM g WHERE NOT g.shown);
+-- k-anonymity above.  The caller's scope is decided first, once per
+-- statement, before any row is read (42501, recorded, without the role),
+-- and noted for the statement's export record.  A row shown is in one of
+-- the caller's tenants and not in a suppressed class.  A row of a class
+-- shown as it is needs nothing from the classes but a look-up: its age
+-- and ZIP3 are cut from its own columns.  The generalised classes (few,
+-- and small by their nature) are computed once per statement in the
+-- leading process and looked up by each scanning process in a hash.
+--
+-- On a single node the view is owned by schedphi_deid_reader, which reads
+-- appointment_deid through its row-level security, whose one policy for
+-- that role holds the two conditions on a row.  They are then the table's
+-- security conditions, which PostgreSQL applies before any condition of
+-- the caller's query that could leak a value; so the view need not be a
+-- security barrier, and an analyst's query over it is planned as one
+-- query over the table: scanned in parallel, aggregated in the workers.
+-- Under Citus (distribute(), 95_citus.sql), whose distributed tables
+-- take no policy with a subquery, the conditions go into the view, owned
+-- by the extension's owner, which only a function run on the coordinator
+-- reads (_deid_rows).  Internal: the public view below reads it.
+CREATE FUNCTION schedphi._deid_view(p_citus boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_rows CONSTANT text :=
+		$q$tenant = ANY ((SELECT schedphi._analytics_tenants('deid_appointments'))::uuid[])
+		   AND schedphi._deid_class_state((SELECT g.classes FROM schedphi._deid_generalised g),
+										  tenant, visit_year, age, zip3) < 2$q$;
+BEGIN
+	EXECUTE pg_catalog.format($v$
+		CREATE OR REPLACE VIEW schedphi._deid_appointments %s AS
+		SELECT d.tenant, d.patient_token::text AS patient_token, d.token::text AS appointment_token, d.visit_year,
+			   CASE WHEN d.age IS NULL THEN NULL
+					WHEN d.age >= 90 THEN '90+'
+					WHEN schedphi._deid_class_state((SELECT g.classes FROM schedphi._deid_generalised g),
+													d.tenant, d.visit_year, d.age, d.zip3) = 1
+					THEN (d.age / 10 * 10)::text || '-' || (d.age / 10 * 10 + 9)::text
+					ELSE d.age::text END AS age_at_visit,
+			   CASE WHEN d.zip3 = '' THEN NULL
+					WHEN schedphi._deid_class_state((SELECT g.classes FROM schedphi._deid_generalised g),
+													d.tenant, d.visit_year, d.age, d.zip3) = 1 THEN '000'
+					ELSE schedphi._zip3_shown((SELECT array_agg(z.zip3) FROM schedphi.zip3_restricted z), d.zip3)
+			   END AS zip3,
+			   d.status, d.kind,
+			   (extract(epoch FROM d.ends - d.starts) / 60)::int AS duration_minutes,
+			   schedphi._lead_band(d.booked_at, d.starts) AS lead_days_band,
+			   d.location, d.practitioner, d.actor_kinds
+		FROM schedphi.appointment_deid d
+		-- (evaluated once, before any row is read: a test of no column)
+		WHERE (SELECT cardinality(schedphi._analytics_scope('deid_appointments'))) > 0 %s$v$,
+		CASE WHEN p_citus THEN 'WITH (security_barrier)' ELSE '' END,
+		CASE WHEN p_citus THEN 'AND ' || v_rows ELSE '' END);
+	IF p_citus THEN
+		DROP POLICY IF EXISTS deid_reader ON schedphi.appointment_deid;
+		EXECUTE pg_catalog.format('ALTER VIEW schedphi._deid_appointments OWNER TO %I',
+								  (SELECT c.relowner::regrole::text FROM pg_catalog.pg_class c
+								   WHERE c.oid = 'schedphi.appointment_deid'::regclass));
+	ELSE
+		ALTER VIEW schedphi._deid_appointments OWNER TO schedphi_deid_reader;
+		EXECUTE 'CREATE POLICY deid_reader ON schedphi.appointment_deid FOR SELECT TO schedphi_deid_reader USING ('
+				|| v_rows || ')';
+	END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA schedphi TO schedphi_deid_reader;
+GRANT SELECT ON schedphi.appointment_deid, schedphi._deid_generalised, schedphi.zip3_restricted
+	TO schedphi_deid_reader;
+-- (row-level security on appointment_deid is enabled with every table's,
+-- in 90_privileges.sql)
+SELECT schedphi._deid_view(false);
 
 CREATE VIEW schedphi.deid_appointments AS
 	SELECT * FROM schedphi._deid_appointments;

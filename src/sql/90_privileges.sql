@@ -31,6 +31,7 @@ BEGIN
 			   AND (p.proname !~ '^_' OR p.proname IN ('_member_role', '_my_roles', '_patient_json', '_patient_field',
 													   '_patient_visible', '_appointment_access', '_appointment_access_compute',
 													   '_appointment_reason', '_analytics_scope', '_analytics_tenants', '_lead_band',
+													   '_deid_class_state', '_zip3_shown',
 													   '_deid_rows', '_lds_rows',
 													   '_may_review', '_is_auditor', '_actor_terminated',
 													   -- the sealed type's input and output: a cast
@@ -80,6 +81,13 @@ BEGIN
 			EXECUTE pg_catalog.format('CREATE POLICY everyone ON schedphi.%I FOR SELECT USING (true)', t);
 		ELSIF t IN ('data_key', 'issuer', 'key_event') THEN
 			EXECUTE pg_catalog.format('CREATE POLICY no_rows ON schedphi.%I FOR SELECT USING (false)', t);
+		ELSIF t = 'appointment_deid' THEN
+			-- not for PUBLIC: the analysts' view reads it as schedphi_deid_reader,
+			-- under its own policy alone (80_analytics.sql)
+			EXECUTE pg_catalog.format(
+				'CREATE POLICY tenant_rows ON schedphi.%I FOR SELECT TO schedphi_admin, schedphi_scheduler, '
+				'schedphi_clinician, schedphi_billing, schedphi_support, schedphi_analyst, schedphi_integration, '
+				'schedphi_auditor USING (schedphi._tenant_readable(tenant))', t);
 		ELSE
 			EXECUTE pg_catalog.format(
 				'CREATE POLICY tenant_rows ON schedphi.%I FOR SELECT USING (schedphi._tenant_readable(tenant))', t);

@@ -51,6 +51,23 @@ $$;
 
 GRANT USAGE ON SCHEMA tst TO PUBLIC;
 
+-- The lines a statement returns as text (an EXPLAIN's plan).
+CREATE FUNCTION tst.lines(stmt text)
+RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN QUERY EXECUTE stmt;
+END
+$$;
+
+-- A condition that leaks what it is given: appends it to the setting
+-- tst.leaked (cheap, and not leakproof, as a caller's own function is).
+CREATE FUNCTION tst.leak(v text)
+RETURNS boolean
+LANGUAGE sql VOLATILE COST 0.0001 AS $$
+	SELECT set_config('tst.leaked', concat_ws(',', nullif(current_setting('tst.leaked', true), ''), v), true) IS NOT NULL
+$$;
+
 -- 'SQLSTATE: message' of the error a statement raises, or '00000'.
 CREATE FUNCTION tst.error_of(stmt text)
 RETURNS text

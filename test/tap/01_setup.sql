@@ -137,8 +137,14 @@ SELECT throws_ok(format($$SELECT schedphi.remove_member(%L, 'tst_sched', 'schedu
 	'22023', 'no such member', 'remove_member refuses a non-member');
 
 -- roles and privileges
-SELECT is((SELECT count(*)::int FROM pg_roles WHERE rolname LIKE 'schedphi\_%' AND NOT rolcanlogin), 8,
+SELECT is((SELECT count(*)::int FROM pg_roles WHERE rolname LIKE 'schedphi\_%' AND rolname <> 'schedphi_deid_reader'
+		   AND NOT rolcanlogin), 8,
 	'the eight group roles exist and cannot log in');
+SELECT is((SELECT row(rolcanlogin, rolsuper, rolbypassrls)::text FROM pg_roles WHERE rolname = 'schedphi_deid_reader'),
+		  '(f,f,f)', 'the owner of the analysts'' view cannot log in and is subject to row-level security');
+SELECT is((SELECT count(*)::int FROM pg_auth_members m WHERE m.roleid = 'schedphi_deid_reader'::regrole
+			  OR m.member = 'schedphi_deid_reader'::regrole), 0,
+	'and no role is its member, nor is it a member of any');
 SELECT is((SELECT count(*)::int
 		   FROM pg_tables t, pg_roles r, unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
 		   WHERE t.schemaname = 'schedphi' AND r.rolname LIKE 'schedphi\_%'
@@ -152,7 +158,8 @@ SELECT is((SELECT count(*)::int FROM pg_proc p
 		   WHERE p.pronamespace = 'schedphi'::regnamespace AND p.proname ~ '^_'
 			 AND p.proname NOT IN ('_member_role', '_my_roles', '_patient_json', '_patient_field', '_patient_visible',
 								   '_appointment_access', '_appointment_access_compute', '_appointment_reason',
-								   '_tenant_readable', '_may_review', '_is_auditor', '_analytics_scope', '_analytics_tenants', '_lead_band', '_deid_rows', '_lds_rows',
+								   '_tenant_readable', '_may_review', '_is_auditor', '_analytics_scope', '_analytics_tenants', '_lead_band', '_deid_class_state', '_zip3_shown',
+								   '_deid_rows', '_lds_rows',
 								   '_citus_patients', '_citus_appointments', '_citus_break_glass_pending', '_actor_terminated',
 								   '_sealed_in', '_sealed_out', '_sealed_recv', '_sealed_send')
 			 AND has_function_privilege('public', p.oid, 'EXECUTE')), 0,

@@ -276,6 +276,39 @@ SELECT is((SELECT string_agg(age_at_visit || '/' || coalesce(zip3, '-'), ',' ORD
 	'with k = 2 the class of two is shown as it is, and one alone in its generalised class is suppressed');
 RESET SESSION AUTHORIZATION;
 
+-- the view is one query over the derived rows (not a security barrier of
+-- its own): an analyst's aggregate is scanned and aggregated by parallel
+-- workers, and what they show is what one process shows
+SET LOCAL schedphi.analytics_min_k = 3;
+SET SESSION AUTHORIZATION tst_a_k;
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL min_parallel_table_scan_size = 0;
+SET LOCAL max_parallel_workers_per_gather = 2;
+SET LOCAL parallel_leader_participation = off;
+CREATE TEMP TABLE kplan AS
+SELECT string_agg(p, E'\n') AS p FROM tst.lines('EXPLAIN (COSTS OFF) SELECT count(*), max(age_at_visit), max(zip3) FROM schedphi.deid_appointments') p;
+SELECT ok((SELECT p ~ 'Gather' AND p ~ 'Partial' AND p ~ 'Parallel Seq Scan on appointment_deid' FROM kplan),
+	'an analyst''s aggregate over deid_appointments is planned for parallel workers, partial aggregates included');
+SELECT is((SELECT string_agg(format('%s/%s:%s', age_at_visit, coalesce(zip3, '-'), n), ',' ORDER BY age_at_visit, zip3)
+		   FROM (SELECT age_at_visit, zip3, count(*) AS n FROM schedphi.deid_appointments GROUP BY 1, 2) x),
+		  '40/021:3,40-49/000:3',
+	'run by the workers alone, it shows what one process shows (k = 3: generalised, suppressed)');
+RESET max_parallel_workers_per_gather;
+RESET parallel_leader_participation;
+-- a condition of the analyst's own that could leak what it sees (cheap,
+-- not leakproof) sees only the rows shown: not another tenant's, not a
+-- suppressed class's
+SELECT set_config('tst.leaked', '', true) \g /dev/null
+SELECT is((SELECT count(*)::int FROM schedphi.deid_appointments
+		   WHERE tst.leak(coalesce(age_at_visit, '-') || '/' || coalesce(zip3, '-'))), 6,
+	'a leaky condition of the caller''s keeps its rows');
+SELECT is((SELECT string_agg(v, ',' ORDER BY v) FROM unnest(string_to_array(nullif(current_setting('tst.leaked'), ''), ',')) v),
+		  '40-49/000,40-49/000,40-49/000,40/021,40/021,40/021',
+	'and was given the six rows shown and nothing else (no other tenant''s, no suppressed class''s)');
+SELECT is(tst.sqlstate_of('SELECT * FROM schedphi._deid_generalised'), '42501',
+	'the generalised classes the view looks rows up in are not the analyst''s to read');
+RESET SESSION AUTHORIZATION;
+
 -- aggregates with small-cell suppression: a clinic with, in March 2026,
 --   dr:  week of 2 March 12 visits (no no-show); of 9 March 15 visits, 12 no-shows
 --        (so 3 attended: suppressed); of 16 March 20 visits
