@@ -264,7 +264,11 @@ DECLARE
 	v_upto bigint := (SELECT max(l.id) FROM schedphi.audit_log l
 					  WHERE l.hash IS NULL AND (v_mine IS NULL OR l.xid IS DISTINCT FROM v_mine));
 	v_deadline timestamptz := clock_timestamp() + p_timeout;
+	v_pause float8 := 0.02;
 BEGIN
+	-- (the pause grows to half a second: each look reads the unsealed
+	-- records' index, which holds the sealed ones too until a vacuum, and
+	-- a long wait must not take the sealer's CPU)
 	WHILE v_upto IS NOT NULL AND EXISTS (
 		SELECT 1 FROM schedphi.audit_log l
 		WHERE l.hash IS NULL AND l.id <= v_upto AND (v_mine IS NULL OR l.xid IS DISTINCT FROM v_mine)) LOOP
@@ -273,7 +277,8 @@ BEGIN
 				USING ERRCODE = '55000', HINT = 'Check the "schedphi audit" background worker.';
 		END IF;
 		PERFORM schedphi._audit_wake();
-		PERFORM pg_sleep(0.02);
+		PERFORM pg_sleep(v_pause);
+		v_pause := least(v_pause * 1.5, 0.5);
 	END LOOP;
 END
 $$;

@@ -817,6 +817,11 @@ BEGIN
 		-- _open in it would decrypt on the worker node)
 		SELECT p.* INTO v_p FROM schedphi.patient p WHERE p.tenant = m.tenant AND p.id = m.patient;
 		v_addr := NULL;
+		-- each patient a claim discloses counts against the login's reveal
+		-- limit (schedphi.reveal_rate_limit, set_rate_limit), as every
+		-- other read does: SP429 beyond it, and the batch rolls back (its
+		-- messages wait for a higher limit or the next hour)
+		PERFORM schedphi._note_reveal(m.tenant, schedphi._actor_name(), m.patient);
 		IF m.channel IN ('sms', 'voice') THEN
 			v_addr := schedphi._open(v_p.phone, v_p.tenant, 'patient', 'phone', v_p.id);
 		ELSIF m.channel = 'email' THEN

@@ -167,6 +167,19 @@ SELECT is((SELECT count(*)::int FROM schedphi.claim_messages(:'sms_ba', 10)), 1,
 	'a claim exactly 7 days before no longer counts: the next goes (one: the day limit holds the other)');
 RESET SESSION AUTHORIZATION;
 
+-- a claim counts against the login's reveal limit like any other read:
+-- this login has revealed one patient this hour (the SMS claims above)
+SELECT schedphi.set_rate_limit(:'tenant', login => 'tst_g_engine', reveals_per_hour => 1);
+SET SESSION AUTHORIZATION tst_g_engine;
+SELECT schedphi.set_purpose('TREAT');
+SELECT is(tst.error_of(format($$SELECT * FROM schedphi.claim_messages(%L, 10)$$, :'mail_ba')),
+	'SP429: rate limit exceeded: schedphi.reveal_rate_limit',
+	'a claim that would disclose a second patient in the hour beyond a limit of 1: SP429');
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT count(*)::int FROM schedphi.message WHERE channel = 'email' AND status = 'claimed'), 0,
+	'and nothing was claimed: the message waits');
+SELECT schedphi.set_rate_limit(:'tenant', login => 'tst_g_engine');
+
 -- email without unencrypted_ok: a portal link only
 SET SESSION AUTHORIZATION tst_g_engine;
 SELECT schedphi.set_purpose('TREAT');
