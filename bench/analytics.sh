@@ -97,7 +97,7 @@ median_ms() {
 # than about the view); sets VIEW and PLAIN (medians) and RATIO (the
 # median of the rounds' ratios)
 pair() {
-	local v p rounds=()
+	local v p
 	: >"$out/pair.txt"
 	for ((i = 0; i < RUNS; i++)); do
 		v=$(once_ms bench_analyst "$(printf "$QUERY" schedphi.deid_appointments)")

@@ -479,6 +479,17 @@ typedef struct ClassCache
 	HTAB	   *classes;
 } ClassCache;
 
+/*
+ * Is the array argument now the one a cache was made from?  The value is
+ * one for every row of a scan (an initPlan's), so its address and size
+ * tell a new one.
+ */
+static inline bool
+same_array(Datum cached, Size cached_size, Datum now)
+{
+	return cached == now && cached_size == VARSIZE_ANY(DatumGetPointer(now));
+}
+
 /* Fill key; false when the values cannot be a class's (no such row). */
 static bool
 class_key(ClassKey *key, const pg_uuid_t *tenant, int32 visit_year, int16 age, text *zip3)
@@ -500,7 +511,6 @@ static void
 class_cache_fill(FunctionCallInfo fcinfo, ClassCache *cache, Datum source)
 {
 	ArrayType  *arr = DatumGetArrayTypeP(source);
-	MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
@@ -509,6 +519,7 @@ class_cache_fill(FunctionCallInfo fcinfo, ClassCache *cache, Datum source)
 	if (cache->classes)
 		hash_destroy(cache->classes);
 	cache->classes = NULL;
+	/* (the elements in the caller's memory: only the hash is kept) */
 	deconstruct_array(arr, ARR_ELEMTYPE(arr), -1, false, TYPALIGN_DOUBLE, &elems, &nulls, &n);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(ClassKey);
@@ -538,7 +549,6 @@ class_cache_fill(FunctionCallInfo fcinfo, ClassCache *cache, Datum source)
 	cache->source = source;
 	cache->size = VARSIZE_ANY(DatumGetPointer(source));
 	cache->n = n;
-	MemoryContextSwitchTo(old);
 }
 
 PG_FUNCTION_INFO_V1(schedphi_deid_class_state);
@@ -550,7 +560,7 @@ PG_FUNCTION_INFO_V1(schedphi_deid_class_state);
  * ten-year band, its ZIP3 000); 2: it is suppressed.  A NULL age is the
  * unknown age.  Fails closed: NULL classes, tenant, year or ZIP3 is 2.
  * The classes must be one value for every row a scan passes (the view's
- * initPlan): a new value is told by its address and size.
+ * initPlan; same_array).
  */
 Datum
 schedphi_deid_class_state(PG_FUNCTION_ARGS)
@@ -568,8 +578,7 @@ schedphi_deid_class_state(PG_FUNCTION_ARGS)
 		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ClassCache));
 		fcinfo->flinfo->fn_extra = cache;
 	}
-	if (cache->classes == NULL || cache->source != source ||
-		cache->size != VARSIZE_ANY(DatumGetPointer(source)))
+	if (cache->classes == NULL || !same_array(cache->source, cache->size, source))
 		class_cache_fill(fcinfo, cache, source);
 	if (cache->n == 0)
 		PG_RETURN_INT32(0);
@@ -622,7 +631,7 @@ schedphi_zip3_shown(PG_FUNCTION_ARGS)
 		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ZoneCache));
 		fcinfo->flinfo->fn_extra = cache;
 	}
-	if (cache->zones == NULL || cache->source != source || cache->size != VARSIZE_ANY(DatumGetPointer(source)))
+	if (cache->zones == NULL || !same_array(cache->source, cache->size, source))
 	{
 		ArrayType  *arr = DatumGetArrayTypeP(source);
 		Datum	   *elems;
