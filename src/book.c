@@ -25,7 +25,11 @@
  *	   so that calls with one key racing on both paths cannot deadlock.
  *
  * The actors' seats and buffers come from a per-backend cache once booked
- * (see ActorEntry), and the write then checks the patient and the blocks.
+ * (see ActorEntry).  The common write (every actor single-seated, no key)
+ * is one statement in a subtransaction that checks only the blocks; the
+ * exclusion constraint and the foreign keys refuse a seat taken or a
+ * patient of another tenant, and a refused write is undone alone before
+ * the careful path (or the reference) looks at why.
  *
  * The exclusion constraint on appointment_actor remains the guarantee
  * against double booking whatever happens here.
@@ -361,9 +365,9 @@ taken_seats(Datum tenant, Datum ids, Datum spans, BookActor *actors, int n)
  * per backend while schedphi_rules_version() stays the same: a change to
  * schedphi.actor bumps it as a change to availability does (the
  * rules_changed trigger).  An actor whose entry is here is booked without
- * the lookup query; the write then checks what that query would have (the
- * patient in the actor's tenant, no block), and anything amiss goes to the
- * reference, which says what.
+ * the lookup query; the write then checks what that query would have (no
+ * block; the patient in the actor's tenant by the foreign key), and
+ * anything amiss goes to the reference, which says what.
  */
 typedef struct ActorEntry
 {
@@ -536,22 +540,20 @@ static const char *const write_booking_sql =
 WRITE_ROWS("ap.id") " FROM ap, unnest($4, $10, $11) AS u(id, seat, span)";
 /*
  * Every actor single-seated and no key: the seats need no choosing, so
- * the booking is written in one statement that first looks whether every
- * actor is free (its seat 1 unbooked, no hold in the way, expired or not,
- * no block) and the patient of the actors' tenant, and writes nothing
- * otherwise; the careful path below (or, for actors from the cache, the
- * reference) then deals with what is in the way.  It saves the seat query
- * of nearly every booking.  Run after the per-actor-day locks, in a
- * statement of its own, so its look sees every booking that could clash.
+ * the booking is written in one statement, in a subtransaction, and the
+ * exclusion constraint and the foreign keys decide: a seat taken (or an
+ * expired hold still in the way), or a patient not of the actors' tenant,
+ * fails the write, which is rolled back, and the careful path below (or,
+ * for actors from the cache, the reference) then looks at what is in the
+ * way and says what.  The statement itself checks only what no constraint
+ * holds, the blocks, and writes nothing if one is in the way.  Looking for
+ * the seat before writing, as this path once did, searched the exclusion
+ * constraint's index twice per booking.  Run after the per-actor-day
+ * locks.
  */
 #define WRITE_IF_FREE \
-"WITH free AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($4, $11) AS u(id, span)" \
-" CROSS JOIN LATERAL (SELECT 1 FROM schedphi.appointment_actor x WHERE x.tenant = $1 AND x.actor = u.id" \
-" AND x.seat = 1 AND x.active AND x.span && u.span LIMIT 1) x)" \
-/* what the lookup checks, for actors taken from the cache */ \
-" AND NOT EXISTS (SELECT 1 FROM unnest($4) AS u(id) CROSS JOIN LATERAL (SELECT 1 FROM schedphi.block b" \
-" WHERE b.tenant = $1 AND b.actor = u.id AND b.during && $5 LIMIT 1) b)" \
-" AND EXISTS (SELECT 1 FROM schedphi.patient p WHERE p.tenant = $1 AND p.id = $3) AS ok), " \
+"WITH free AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($4) AS u(id) CROSS JOIN LATERAL (SELECT 1 FROM schedphi.block b" \
+" WHERE b.tenant = $1 AND b.actor = u.id AND b.during && $5 LIMIT 1) b) AS ok), " \
 "ap AS (INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind," \
 " reason, hold_expires, idempotency_key, request_digest)" \
 " SELECT $1, $2, $3, $4, $5, $6, $7, schedphi._seal($1, 'appointment', 'reason', $2, $8), $9, $12, $13" \
@@ -569,6 +571,41 @@ static const char *const write_keyed_appointment_sql =
 WRITE_APPOINTMENT " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
 static const char *const write_keyed_rows_sql =
 "WITH " WRITE_SERVED WRITE_ROWS("$2") " FROM unnest($4, $10, $11) AS u(id, seat, span)";
+
+/*
+ * The one-statement write, in a subtransaction (see WRITE_IF_FREE): the
+ * number of actors' rows it wrote, or -1 when the exclusion constraint or
+ * a foreign key refused it (nothing of it remains, and the caller looks at
+ * why).  Any other error is raised as it came.
+ */
+typedef struct BookWrite
+{
+	SPIPlanPtr	plan;
+	Datum	   *values;
+	const char *nulls;
+	int64		written;
+} BookWrite;
+
+static void
+book_write(void *arg)
+{
+	BookWrite  *w = (BookWrite *) arg;
+
+	if (SPI_execute_plan(w->plan, w->values, w->nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "schedphi: could not write the booking");
+	w->written = (int64) SPI_processed;
+}
+
+static int64
+write_unless_refused(SPIPlanPtr plan, Datum *values, const char *nulls)
+{
+	BookWrite	w = {plan, values, nulls, -1};
+
+	if (!schedphi_in_subtransaction(book_write, &w, ERRCODE_EXCLUSION_VIOLATION,
+									ERRCODE_FOREIGN_KEY_VIOLATION))
+		return -1;
+	return w.written;
+}
 
 /*
  * The booking itself, for book() and hold(): the arguments of
@@ -848,6 +885,7 @@ book_appointment(BookRequest *r)
 	{
 		Datum	   *ones = palloc(sizeof(Datum) * n);
 		SPIPlanPtr	plan;
+		int64		written;
 
 		for (int i = 0; i < n; i++)
 			ones[i] = Int32GetDatum(1);
@@ -857,13 +895,12 @@ book_appointment(BookRequest *r)
 			plan = schedphi_keep_plan(&insert_if_free_plan, write_if_free_sql, 13, write_types);
 		else
 			plan = schedphi_keep_plan(&insert_if_free_unwaited_plan, write_if_free_unwaited_sql, 13, write_types);
-		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "schedphi: could not write the booking");
-		if (SPI_processed == (uint64) n)
+		written = write_unless_refused(plan, values, nulls);
+		if (written == n)
 			return UUIDPGetDatum(id);
-		if (SPI_processed != 0)
-			elog(ERROR, "schedphi: wrote %d of %d actors' rows", (int) SPI_processed, n);
-		/* not checked here: the patient and the blocks; the reference says what is wrong */
+		if (written > 0)
+			elog(ERROR, "schedphi: wrote %d of %d actors' rows", (int) written, n);
+		/* refused or blocked: for actors from the cache, the reference says what is wrong */
 		if (cached)
 			return book_reference(r);
 		/* something is in the way: look at what, below */

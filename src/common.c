@@ -8,12 +8,14 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "common.h"
 
@@ -147,4 +149,44 @@ schedphi_cache_table(MemoryContext *cxt, const char *name, Size keysize, Size en
 	ctl.entrysize = entrysize;
 	ctl.hcxt = *cxt;
 	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * Run fn(arg) in a subtransaction.  True when it completed; false when it
+ * raised refused_code or refused_code2 (0: none), in which case its work is
+ * undone and the error dropped.  Any other error is raised as it came.
+ * The caller's memory context and resource owner are current afterwards.
+ */
+bool
+schedphi_in_subtransaction(void (*fn) (void *arg), void *arg, int refused_code, int refused_code2)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool done = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode == 0 ||
+			(edata->sqlerrcode != refused_code && edata->sqlerrcode != refused_code2))
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		done = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return done;
 }

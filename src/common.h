@@ -32,6 +32,9 @@ extern bool schedphi_citus_internal_backend(void);
 extern struct _SPI_plan *schedphi_keep_plan(struct _SPI_plan **slot, const char *sql, int nargs,
 											Oid *argtypes);
 
+extern bool schedphi_in_subtransaction(void (*fn) (void *arg), void *arg, int refused_code,
+									   int refused_code2);
+
 extern struct HTAB *schedphi_cache_table(MemoryContext *cxt, const char *name, Size keysize,
 										Size entrysize);
 

@@ -696,6 +696,14 @@ seal(void)
 	return n;
 }
 
+/* The partitions, with the lock on the log asked for briefly. */
+static void
+make_partitions(void *arg)
+{
+	SPI_execute("SET LOCAL lock_timeout = '50ms'", false, 0);
+	SPI_execute("SELECT schedphi._audit_partitions()", false, 0);
+}
+
 /*
  * Create this and the next months' partitions of the log; false if it must
  * be tried again soon.  Creating a partition locks the whole log, which
@@ -706,9 +714,7 @@ seal(void)
 static bool
 maintain_partitions(void)
 {
-	MemoryContext cxt;
-	ResourceOwner owner;
-	volatile bool done = true;
+	bool		done;
 
 	if (!worker_begin("making audit partitions"))
 		return true;
@@ -717,33 +723,8 @@ maintain_partitions(void)
 		worker_end();
 		return true;
 	}
-	/* the transaction's context and owner, not the loop's (NULL owner) */
-	cxt = CurrentMemoryContext;
-	owner = CurrentResourceOwner;
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		SPI_execute("SET LOCAL lock_timeout = '50ms'", false, 0);
-		SPI_execute("SELECT schedphi._audit_partitions()", false, 0);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		/* busy: tried again soon */
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			ReThrowError(edata);
-		FreeErrorData(edata);
-		done = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
+	/* busy: tried again soon */
+	done = schedphi_in_subtransaction(make_partitions, NULL, ERRCODE_LOCK_NOT_AVAILABLE, 0);
 	worker_end();
 	return done;
 }

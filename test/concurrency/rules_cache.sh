@@ -86,13 +86,15 @@ EOF
 # The actors' cache: Monday 2030-03-11, 09:00-12:00 New York = 13:00-16:00Z.
 # The first call of a session looks the actor up; later ones take it from
 # the cache (_book_cached counts them) until a change commits anywhere:
-# a2, clear, blocked and the second stranger (a block is checked when the
-# booking is written, so adding one leaves the cache as it is).
+# a2, clash, clear, blocked and the second stranger (a block is checked
+# when the booking is written, so adding one leaves the cache as it is; a
+# clash is refused by the exclusion constraint, and the reference names it).
 book() { echo "SELECT '$1 ' || (schedphi.book('$2', ARRAY['$dr']::uuid[], '$3') IS NOT NULL);"; }
 actors=$(psql -X -q -At -U cache_desk -d "$db" 2>&1 <<EOF
 $(book stranger "$other_p" '[2030-03-11 13:00Z, 2030-03-11 13:30Z)')
 $(book a1 "$p" '[2030-03-11 13:00Z, 2030-03-11 13:30Z)')
 $(book a2 "$p" '[2030-03-11 13:30Z, 2030-03-11 14:00Z)')
+$(book clash "$p" '[2030-03-11 13:15Z, 2030-03-11 13:45Z)')
 SELECT 'cached ' || schedphi._book_cached();
 $(other "SELECT schedphi.set_buffer('$dr', '30 minutes', '0')")
 $(book buffered "$p" '[2030-03-11 14:00Z, 2030-03-11 14:30Z)')
@@ -141,14 +143,16 @@ check "no other error" \
 
 alines() { grep -E "^($1) " <<<"$actors" | tr '\n' ' ' | sed 's/ $//'; }
 errors=$(grep 'ERROR' <<<"$actors" | sed 's/^psql:<stdin>:[0-9]*: //')
-check "an actor booked before is taken from the cache" "$(alines 'a1|a2|cached' | cut -d' ' -f1-6)" "a1 true a2 true cached 1"
+check "an actor booked before is taken from the cache" "$(alines 'a1|a2|cached' | cut -d' ' -f1-6)" "a1 true a2 true cached 2"
+check "a clash with the actor cached: refused by the constraint, named by _raise_conflict" \
+	"$(alines clash) $(grep -c 'booking conflict: .* is busy during \["2030-03-11 13:00:00+00","2030-03-11 13:30:00+00")' <<<"$errors")" " 1"
 check "a buffer set in another session is kept at once (with the actor cached)" \
-	"$(alines 'buffered|clear') $(grep -c 'booking conflict' <<<"$errors")" "clear true 1"
+	"$(alines 'buffered|clear') $(grep -c 'booking conflict' <<<"$errors")" "clear true 2"
 check "a block added in another session refuses at once (with the actor cached)" \
 	"$(alines 'a3|blocked' | cut -d' ' -f1-2) $(grep -c 'is blocked during' <<<"$errors") $(alines cached | cut -d' ' -f4)" \
-	"a3 true 1 4"
+	"a3 true 1 5"
 check "a patient of another tenant: the same error with the actor cached as without" \
-	"$(grep -c . <<<"$errors") $(grep -v 'booking conflict\|is blocked\|cannot PREPARE' <<<"$errors" | sort -u | grep -c .)" "5 1"
+	"$(grep -c . <<<"$errors") $(grep -v 'booking conflict\|is blocked\|cannot PREPARE' <<<"$errors" | sort -u | grep -c .)" "6 1"
 check "a waitlist entry added in another session is served by the next booking that fits it" \
 	"$(alines served) $waitlist" "served true booked"
 check "a transaction that added to the waitlist cannot be prepared" \

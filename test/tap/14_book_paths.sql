@@ -7,7 +7,7 @@
 -- go through both, each from the same state, and must end the same: the
 -- same error (SQLSTATE and message), or the same rows and audit records.
 BEGIN;
-SELECT plan(15);
+SELECT plan(18);
 SET LOCAL client_min_messages = warning;
 SELECT * FROM tst.clinic('America/New_York') \gset
 SELECT tenant AS t2, dr AS t2dr, p1 AS t2p1 FROM tst.clinic('Europe/Berlin') \gset
@@ -209,6 +209,35 @@ SELECT is((SELECT count(*)::int FROM schedphi.appointment a
 	'each id begins with the millisecond it was made');
 SELECT ok(:'v7a'::uuid < :'v7b'::uuid AND :'v7b'::uuid < :'v7c'::uuid,
 	'ids made later sort after earlier ones (C path, reference, C path)');
+
+-- The path in C writes in a subtransaction and lets the exclusion
+-- constraint decide.  A write it refuses (here an expired hold in the way)
+-- is undone alone: what the caller's transaction did before stays, the
+-- booking is then made on the careful path without the reference, and the
+-- refused attempt leaves no row and no audit record behind.
+SET SESSION AUTHORIZATION tst_desk;
+SELECT schedphi.book(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-23 14:00Z, 2026-06-23 14:30Z)') AS first_one \gset
+RESET SESSION AUTHORIZATION;
+SELECT schedphi.hold(:'p3', ARRAY[:'dr2']::uuid[], '[2026-06-23 16:00Z, 2026-06-23 16:30Z)') AS old_hold \gset
+UPDATE schedphi.appointment_actor SET expires = now() - interval '1 minute' WHERE appointment = :'old_hold';
+UPDATE schedphi.appointment SET hold_expires = now() - interval '1 minute' WHERE id = :'old_hold';
+SELECT schedphi._book_fallbacks() AS fallbacks_before, (SELECT max(id) FROM schedphi.audit_log) AS audit_before \gset
+SET SESSION AUTHORIZATION tst_desk;
+SELECT schedphi.book(:'p2', ARRAY[:'dr2']::uuid[], '[2026-06-23 16:00Z, 2026-06-23 16:30Z)') AS over_hold \gset
+SELECT throws_like(format('SELECT schedphi.book(%L, ARRAY[%L]::uuid[], %L)', :'p1', :'dr2',
+							'[2026-06-23 14:15Z, 2026-06-23 14:45Z)'),
+	'booking conflict: % is busy during %',
+	'a seat taken is named by _raise_conflict on the path in C, not by the constraint''s own message');
+RESET SESSION AUTHORIZATION;
+SELECT is(schedphi._book_fallbacks() - :fallbacks_before, 0::bigint,
+	'the booking over the expired hold and the clash were settled without the reference');
+SELECT is((SELECT jsonb_build_object('first', (SELECT count(*) FROM schedphi.appointment WHERE id = :'first_one'),
+			'over', (SELECT count(*) FROM schedphi.appointment_actor x WHERE x.appointment = :'over_hold' AND x.active),
+			'hold', (SELECT count(*) FROM schedphi.appointment_actor x WHERE x.appointment = :'old_hold' AND x.active),
+			'records', (SELECT jsonb_agg(l.object_id = :'over_hold' ORDER BY l.id) FROM schedphi.audit_log l
+						WHERE l.id > :audit_before AND l.object = 'appointment'))),
+	jsonb_build_object('first', 1, 'over', 1, 'hold', 0, 'records', jsonb_build_array(true)),
+	'after a refused write: the earlier booking stays, the new one holds its seat, the hold is released, one audit record');
 
 -- The first few differences, if any, to read in the test log.
 SELECT diag(format('request %s (%s): fast %s / reference %s', n, login, left(fast, 300), left(reference, 300)))
