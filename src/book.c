@@ -114,6 +114,8 @@ static SPIPlanPtr insert_key_rows_plan = NULL;
 static SPIPlanPtr digest_plan = NULL;
 static SPIPlanPtr idempotent_plan = NULL;
 static SPIPlanPtr conflict_plan = NULL;
+static SPIPlanPtr ehr_actors_plan = NULL;
+static SPIPlanPtr ehr_rows_plan = NULL;
 
 /*
  * Requests handed to the reference in this backend, and requests whose
@@ -470,7 +472,7 @@ actors_from_cache(BookActor *actors, int n, uint64 version, TimestampTz lo, Time
 	ActorEntry *entries[MAX_ACTORS];
 	ActorEntry *first;
 
-	if (version == 0 || actor_cache == NULL || actor_cache_version != version)
+	if (version == 0 || actor_cache == NULL || actor_cache_version != version || n < 1 || n > MAX_ACTORS)
 		return false;
 	for (int i = 0; i < n; i++)
 	{
@@ -608,22 +610,71 @@ write_unless_refused(SPIPlanPtr plan, Datum *values, const char *nulls)
 }
 
 /*
+ * The actors of a request: 1..MAX_ACTORS distinct uuids, no NULL, sorted
+ * by id (*n of them); NULL for anything else, which the reference judges.
+ */
+static BookActor *
+sorted_actors(Datum actors_datum, int *n)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(actors_datum);
+	Datum	   *elems;
+	bool	   *elemnulls;
+	BookActor  *actors;
+
+	if (ARR_NDIM(arr) != 1)
+		return NULL;
+	deconstruct_array(arr, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &elems, &elemnulls, n);
+	if (*n < 1 || *n > MAX_ACTORS)
+		return NULL;
+	actors = palloc0(sizeof(BookActor) * *n);
+	for (int i = 0; i < *n; i++)
+	{
+		if (elemnulls[i])
+			return NULL;
+		memcpy(actors[i].id.data, DatumGetPointer(elems[i]), UUID_LEN);
+	}
+	qsort(actors, *n, sizeof(BookActor), uuid_order);
+	for (int i = 1; i < *n; i++)
+		if (memcmp(actors[i].id.data, actors[i - 1].id.data, UUID_LEN) == 0)
+			return NULL;
+	return actors;
+}
+
+/*
+ * A request's time: bounded, finite, not empty, at most a day; its bounds
+ * as [lower, upper) and its range type.  False for anything else.
+ */
+static bool
+day_at_most(Datum during_datum, TypeCacheEntry **rtc, RangeBound *lower, RangeBound *upper)
+{
+	RangeType  *during = DatumGetRangeTypeP(during_datum);
+	bool		empty;
+	int64		span;
+
+	*rtc = lookup_type_cache(RangeTypeGetOid(during), TYPECACHE_RANGE_INFO);
+	range_deserialize(*rtc, during, lower, upper, &empty);
+	if (empty || lower->infinite || upper->infinite ||
+		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(lower->val)) ||
+		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(upper->val)) ||
+		DatumGetTimestampTz(lower->val) >= DatumGetTimestampTz(upper->val))
+		return false;
+	/* finite bounds can still be too far apart for an int64 difference */
+	return !pg_sub_s64_overflow(DatumGetTimestampTz(upper->val), DatumGetTimestampTz(lower->val), &span) &&
+		span <= USECS_PER_DAY;
+}
+
+/*
  * The booking itself, for book() and hold(): the arguments of
  * _create_appointment.  Returns the appointment id.
  */
 static Datum
 book_appointment(BookRequest *r)
 {
-	ArrayType  *arr;
-	Datum	   *elems;
-	bool	   *elemnulls;
 	int			n;
 	BookActor  *actors;
-	RangeType  *during;
 	TypeCacheEntry *rtc;
 	RangeBound	lower,
 				upper;
-	bool		empty;
 	const char *kind;
 	const char *status;
 	Datum		tenant = (Datum) 0;
@@ -655,42 +706,9 @@ book_appointment(BookRequest *r)
 		schedphi_citus_active())
 		return book_reference(r);
 
-	/* actors: 1..50 distinct uuids, no NULL; kept sorted by id */
-	arr = DatumGetArrayTypeP(r->actors);
-	if (ARR_NDIM(arr) != 1)
+	actors = sorted_actors(r->actors, &n);
+	if (actors == NULL || !day_at_most(r->during, &rtc, &lower, &upper))
 		return book_reference(r);
-	deconstruct_array(arr, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &elems, &elemnulls, &n);
-	if (n < 1 || n > MAX_ACTORS)
-		return book_reference(r);
-	actors = palloc0(sizeof(BookActor) * n);
-	for (int i = 0; i < n; i++)
-	{
-		if (elemnulls[i])
-			return book_reference(r);
-		memcpy(actors[i].id.data, DatumGetPointer(elems[i]), UUID_LEN);
-	}
-	qsort(actors, n, sizeof(BookActor), uuid_order);
-	for (int i = 1; i < n; i++)
-		if (memcmp(actors[i].id.data, actors[i - 1].id.data, UUID_LEN) == 0)
-			return book_reference(r);
-
-	/* during: bounded, finite, not empty, at most a day; taken as [lower, upper) */
-	during = DatumGetRangeTypeP(r->during);
-	rtc = lookup_type_cache(RangeTypeGetOid(during), TYPECACHE_RANGE_INFO);
-	range_deserialize(rtc, during, &lower, &upper, &empty);
-	if (empty || lower.infinite || upper.infinite ||
-		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(lower.val)) ||
-		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(upper.val)) ||
-		DatumGetTimestampTz(lower.val) >= DatumGetTimestampTz(upper.val))
-		return book_reference(r);
-	/* finite bounds can still be too far apart for an int64 difference */
-	{
-		int64		span;
-
-		if (pg_sub_s64_overflow(DatumGetTimestampTz(upper.val), DatumGetTimestampTz(lower.val), &span) ||
-			span > USECS_PER_DAY)
-			return book_reference(r);
-	}
 
 	kind = known_kind(DatumGetTextPP(r->kind));
 	status = TextDatumGetCString(r->status);
@@ -978,6 +996,122 @@ book_in_spi(BookRequest *r)
 	SPI_finish();
 	MemoryContextSwitchTo(caller);
 	return UUIDPGetDatum(out);
+}
+
+/*
+ * The seats of an EHR's appointment (HL7 v2 or FHIR, src/sql/85_hl7.sql):
+ * what schedphi._reserve(..., p_rules => false) does -- no availability,
+ * no blocks, only a clash refuses -- for the common case: READ COMMITTED,
+ * every actor of the tenant and single-seated.  The actors come from the
+ * cache book() keeps, or one look-up; the per-actor-day locks are the
+ * reference's; the rows are written in a subtransaction, seat 1 each, and
+ * the exclusion constraint decides.  False, with nothing written, whenever
+ * the reference must do it (and then says what is wrong).
+ */
+static bool
+ehr_reserve(Datum tenant, Datum appointment, Datum actors_datum, Datum during_datum)
+{
+	BookActor  *actors;
+	int			n;
+	TypeCacheEntry *rtc;
+	RangeBound	lower,
+				upper;
+	TimestampTz lo,
+				hi;
+	uint64		version;
+	Datum		cached_tenant;
+	Datum	   *ids;
+	Datum	   *spans;
+	Datum		sorted_ids;
+	Oid			types[5] = {UUIDOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TSTZRANGEARRAYOID};
+	Datum		values[5];
+
+	if (XactIsoLevel != XACT_READ_COMMITTED || schedphi_citus_active())
+		return false;
+	actors = sorted_actors(actors_datum, &n);
+	if (actors == NULL || !day_at_most(during_datum, &rtc, &lower, &upper))
+		return false;
+	lo = DatumGetTimestampTz(lower.val);
+	hi = DatumGetTimestampTz(upper.val);
+	ids = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		ids[i] = UUIDPGetDatum(&actors[i].id);
+	sorted_ids = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+
+	version = schedphi_rules_version();
+	if (!actors_from_cache(actors, n, version, lo, hi, &cached_tenant) ||
+		memcmp(DatumGetUUIDP(cached_tenant)->data, DatumGetUUIDP(tenant)->data, UUID_LEN) != 0)
+	{
+		Oid			lookup_types[2] = {UUIDOID, UUIDARRAYOID};
+		Datum		lookup_values[2] = {tenant, sorted_ids};
+
+		for (int i = 0; i < n; i++)
+			actors[i].found = false;
+
+		/* actor by actor, exact on the id whatever the plan (see taken_seats) */
+		schedphi_keep_plan(&ehr_actors_plan,
+						   "SELECT a.id, a.capacity, a.buffer_before, a.buffer_after "
+						   "FROM unnest($2) AS u(id) CROSS JOIN LATERAL (SELECT * FROM schedphi.actor y "
+						   "WHERE y.tenant = $1 AND y.id = u.id OFFSET 0) a", 2, lookup_types);
+		if (SPI_execute_plan(ehr_actors_plan, lookup_values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "schedphi: actor lookup failed");
+		if (SPI_processed != (uint64) n)
+			return false;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int			k = find_actor(actors, n, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)));
+			Interval   *before;
+			Interval   *after;
+
+			if (k < 0 || actors[k].found)
+				return false;
+			actors[k].found = true;
+			actors[k].capacity = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+			before = DatumGetIntervalP(SPI_getbinval(tup, desc, 3, &isnull));
+			after = DatumGetIntervalP(SPI_getbinval(tup, desc, 4, &isnull));
+			actor_span(&actors[k], lo, hi, before, after);
+			if (actors[k].capacity < 1)
+				return false;
+			actor_remember(version, &actors[k], tenant, before, after);
+		}
+		if (!all_single_seated(actors, n))
+			return false;
+	}
+
+	spans = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		spans[i] = make_tstzrange(rtc, actors[i].span_lo, actors[i].span_hi);
+	lock_actor_days(actors, n);
+	values[0] = tenant;
+	values[1] = appointment;
+	values[2] = sorted_ids;
+	values[3] = during_datum;
+	values[4] = PointerGetDatum(construct_array(spans, n, TSTZRANGEOID, -1, false, TYPALIGN_DOUBLE));
+	schedphi_keep_plan(&ehr_rows_plan,
+					   "INSERT INTO schedphi.appointment_actor (tenant, appointment, actor, seat, during, span) "
+					   "SELECT $1, $2, u.id, 1, $4, u.span FROM unnest($3, $5) AS u(id, span)", 5, types);
+	return write_unless_refused(ehr_rows_plan, values, NULL) == n;
+}
+
+PG_FUNCTION_INFO_V1(schedphi_ehr_reserve);
+
+/*
+ * _ehr_reserve(tenant uuid, appointment uuid, actors uuid[], during
+ * tstzrange) -> boolean: see ehr_reserve.  STRICT.
+ */
+Datum
+schedphi_ehr_reserve(PG_FUNCTION_ARGS)
+{
+	bool		done;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	done = ehr_reserve(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), PG_GETARG_DATUM(2), PG_GETARG_DATUM(3));
+	SPI_finish();
+	PG_RETURN_BOOL(done);
 }
 
 /*

@@ -249,6 +249,13 @@ AS $$
 		WHEN 'noshow' THEN 'noshow' END
 $$;
 
+-- The seats of an EHR's appointment in the common case (src/book.c), as
+-- _reserve(..., p_rules => false) takes them; false when _reserve must.
+CREATE FUNCTION schedphi._ehr_reserve(p_tenant uuid, p_appointment uuid, p_actors uuid[], p_during tstzrange)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'schedphi_ehr_reserve'
+LANGUAGE C VOLATILE STRICT;
+
 -- An EHR's appointment (HL7 v2 or FHIR), as the EHR made it: availability
 -- and blocks are not checked (the EHR decides its own bookings), a clash
 -- is (23P01), the reason sealed.
@@ -263,7 +270,8 @@ BEGIN
 	INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind, reason)
 	VALUES (p_tenant, v_id, p_patient, p_actors, p_during, p_status, p_kind,
 			schedphi._seal(p_tenant, 'appointment', 'reason', v_id, p_reason));
-	IF schedphi._occupies(p_status) THEN
+	IF schedphi._occupies(p_status)
+	   AND NOT coalesce(schedphi._ehr_reserve(p_tenant, v_id, p_actors, p_during), false) THEN
 		PERFORM schedphi._reserve(p_tenant, v_id, p_actors, p_during, NULL, false);
 	END IF;
 	RETURN v_id;
@@ -282,7 +290,10 @@ BEGIN
 	END IF;
 	IF schedphi._occupies(v.status) THEN
 		DELETE FROM schedphi.appointment_actor x WHERE x.tenant = v.tenant AND x.appointment = v.id;
-		PERFORM schedphi._reserve(v.tenant, v.id, p_actors, p_during, v.hold_expires, false);
+		IF v.hold_expires IS NOT NULL
+		   OR NOT coalesce(schedphi._ehr_reserve(v.tenant, v.id, p_actors, p_during), false) THEN
+			PERFORM schedphi._reserve(v.tenant, v.id, p_actors, p_during, v.hold_expires, false);
+		END IF;
 	END IF;
 	UPDATE schedphi.appointment a SET during = p_during, actors = p_actors, updated_at = now()
 	WHERE a.tenant = v.tenant AND a.id = v.id;

@@ -327,7 +327,9 @@ BEGIN
 			AS $body$
 			BEGIN
 				IF TG_TABLE_NAME = 'appointment' THEN
-					%2$s;
+					%5$s
+						%2$s;
+					END IF;
 				ELSIF EXISTS (SELECT 1 FROM new_rows) THEN
 					EXECUTE pg_catalog.format(schedphi._message_sql(%3$L),
 						VARIADIC schedphi._deid_tables(TG_TABLE_NAME, (SELECT n.tenant FROM new_rows n LIMIT 1), %4$s));
@@ -339,7 +341,14 @@ BEGIN
 			pg_catalog.format(schedphi._message_sql(f.with_old), 'schedphi.message', 'schedphi.contact_preference',
 							  'schedphi.message_template', 'schedphi.message_settings', 'schedphi.actor',
 							  'schedphi.location', 'schedphi.tenant', 'schedphi.portal_link', 'schedphi.availability'),
-			f.with_old, v_tables);
+			f.with_old, v_tables,
+			-- A new appointment is messaged only to a patient with a channel
+			-- allowed: without one, the statement above (whose plan is large
+			-- to start, even when it writes nothing) is not run.  A change
+			-- also withdraws what was queued, so it always runs.
+			CASE WHEN f.with_old THEN 'IF true THEN'
+				 ELSE 'IF EXISTS (SELECT 1 FROM new_rows n JOIN schedphi.contact_preference cp
+								  ON cp.tenant = n.tenant AND cp.patient = n.patient AND cp.allowed) THEN' END);
 	END LOOP;
 END
 $make$;

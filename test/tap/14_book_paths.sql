@@ -7,7 +7,7 @@
 -- go through both, each from the same state, and must end the same: the
 -- same error (SQLSTATE and message), or the same rows and audit records.
 BEGIN;
-SELECT plan(18);
+SELECT plan(21);
 SET LOCAL client_min_messages = warning;
 SELECT * FROM tst.clinic('America/New_York') \gset
 SELECT tenant AS t2, dr AS t2dr, p1 AS t2p1 FROM tst.clinic('Europe/Berlin') \gset
@@ -209,6 +209,57 @@ SELECT is((SELECT count(*)::int FROM schedphi.appointment a
 	'each id begins with the millisecond it was made');
 SELECT ok(:'v7a'::uuid < :'v7b'::uuid AND :'v7b'::uuid < :'v7c'::uuid,
 	'ids made later sort after earlier ones (C path, reference, C path)');
+
+-- An EHR's bookings (HL7 v2, FHIR) take their seats on a path in C too
+-- (_ehr_reserve: no availability, no blocks, only a clash refuses), and
+-- must end as the reference, _reserve(..., p_rules => false), ends: the
+-- same requests, each from the same state, through _ehr_create and through
+-- the reference.
+CREATE FUNCTION tst.try_ehr(r tst.req, p_tenant uuid, via text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	v uuid;
+	outcome text;
+BEGIN
+	BEGIN
+		IF via = 'fast' THEN
+			v := schedphi._ehr_create(p_tenant, r.patient, r.actors, r.during, 'booked', 'routine', NULL);
+		ELSE
+			v := schedphi._appointment_id();
+			INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind)
+			VALUES (p_tenant, v, r.patient, r.actors, r.during, 'booked', 'routine');
+			IF via = 'probe' THEN
+				outcome := 'probe ' || coalesce(schedphi._ehr_reserve(p_tenant, v, r.actors, r.during)::text, 'null');
+				RAISE EXCEPTION USING ERRCODE = 'SPT00';
+			END IF;
+			PERFORM schedphi._reserve(p_tenant, v, r.actors, r.during, NULL, false);
+		END IF;
+		outcome := 'ok ' || coalesce((SELECT jsonb_agg(jsonb_build_object('actor', x.actor, 'seat', x.seat,
+				'during', x.during, 'span', x.span, 'active', x.active, 'expires', x.expires) ORDER BY x.actor)
+			FROM schedphi.appointment_actor x WHERE x.appointment = v)::text, 'no rows')
+			|| ' released ' || (SELECT count(*) FROM schedphi.appointment_actor x WHERE NOT x.active);
+		RAISE EXCEPTION USING ERRCODE = 'SPT00';
+	EXCEPTION
+		WHEN SQLSTATE 'SPT00' THEN NULL;
+		WHEN OTHERS THEN outcome := SQLSTATE || ' ' || SQLERRM;
+	END;
+	RETURN outcome;
+END
+$$;
+CREATE TABLE tst.ehr_outcome AS
+SELECT r.n, tst.try_ehr(r, :'tenant', 'fast') AS fast, tst.try_ehr(r, :'tenant', 'reference') AS reference,
+	   tst.try_ehr(r, :'tenant', 'probe') AS probe
+FROM tst.req r ORDER BY r.n;
+SELECT is((SELECT count(*)::int FROM tst.ehr_outcome WHERE fast IS DISTINCT FROM reference), 0,
+	'an EHR''s booking ends the same on the path in C and on the reference: same error, or the same seats and spans');
+SELECT ok((SELECT count(*) FROM tst.ehr_outcome WHERE probe = 'probe true') >= 30
+		  AND (SELECT count(*) FROM tst.ehr_outcome WHERE probe = 'probe false' AND reference LIKE 'ok %') >= 5,
+	'the path in C took the seats of many EHR bookings itself, and handed others (several seats, expired holds) back');
+SELECT ok((SELECT count(*) FROM tst.ehr_outcome WHERE fast LIKE '23P01 %') >= 5
+		  AND (SELECT count(*) FROM tst.ehr_outcome WHERE fast LIKE 'ok %' AND fast LIKE '%"active": false%') = 0,
+	'EHR bookings that clash were refused (23P01) the same way on both paths');
+SELECT diag(format('EHR request %s: fast %s / reference %s', n, left(fast, 300), left(reference, 300)))
+FROM tst.ehr_outcome WHERE fast IS DISTINCT FROM reference ORDER BY n LIMIT 5;
 
 -- The path in C writes in a subtransaction and lets the exclusion
 -- constraint decide.  A write it refuses (here an expired hold in the way)
