@@ -118,8 +118,8 @@ static SPIPlanPtr ehr_actors_plan = NULL;
 static SPIPlanPtr ehr_rows_plan = NULL;
 
 /*
- * Requests handed to the reference in this backend, and requests whose
- * actors came from the cache (for the tests).
+ * Requests handed to the reference in this backend, and requests (book,
+ * hold, an EHR's seats) whose actors came from the cache (for the tests).
  */
 static uint64 book_fallbacks = 0;
 static uint64 book_cached = 0;
@@ -1039,8 +1039,10 @@ ehr_reserve(Datum tenant, Datum appointment, Datum actors_datum, Datum during_da
 	sorted_ids = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 
 	version = schedphi_rules_version();
-	if (!actors_from_cache(actors, n, version, lo, hi, &cached_tenant) ||
-		memcmp(DatumGetUUIDP(cached_tenant)->data, DatumGetUUIDP(tenant)->data, UUID_LEN) != 0)
+	if (actors_from_cache(actors, n, version, lo, hi, &cached_tenant) &&
+		memcmp(DatumGetUUIDP(cached_tenant)->data, DatumGetUUIDP(tenant)->data, UUID_LEN) == 0)
+		book_cached++;
+	else
 	{
 		Oid			lookup_types[2] = {UUIDOID, UUIDARRAYOID};
 		Datum		lookup_values[2] = {tenant, sorted_ids};

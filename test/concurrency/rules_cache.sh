@@ -14,6 +14,7 @@
 #     a buffer set elsewhere is kept at once, a block added elsewhere
 #     refuses at once, and a patient of another tenant gets the same error
 #     with the actor cached as without;
+#   - an EHR's bookings take their seats with the actors from that cache;
 #   - so is which tenants have no waitlist entry waiting: an entry added
 #     elsewhere is served by the very next booking that fits it, and a
 #     transaction that added one cannot be PREPAREd.
@@ -114,6 +115,20 @@ EOF
 )
 waitlist=$(q -c "SELECT string_agg(status, ',') FROM schedphi.waitlist")
 
+# An EHR's bookings (hl7_ingest, fhir_ingest: _ehr_create) take their seats
+# with the actors from the same cache: outside the availability (a Sunday),
+# and a clash refused by the constraint and named by the reference.
+ehr() { echo "SELECT '$1 ' || (schedphi._ehr_create('$tenant', '$p', ARRAY['$dr']::uuid[], '$2', 'booked', 'routine', NULL) IS NOT NULL);"; }
+ehrs=$(psql -X -q -At -d "$db" 2>&1 <<EOF
+$(ehr e1 '[2030-03-10 13:00Z, 2030-03-10 13:30Z)')
+$(ehr e2 '[2030-03-10 13:30Z, 2030-03-10 14:00Z)')
+$(ehr e3 '[2030-03-10 13:45Z, 2030-03-10 14:15Z)')
+SELECT 'cached ' || schedphi._book_cached();
+SELECT 'seats ' || count(*) FROM schedphi.appointment_actor WHERE actor = '$dr' AND active
+	AND span && '[2030-03-10 00:00Z, 2030-03-11 00:00Z)';
+EOF
+)
+
 fail=0
 check() {
 	if [ "$2" = "$3" ]; then
@@ -157,6 +172,10 @@ check "a waitlist entry added in another session is served by the next booking t
 	"$(alines served) $waitlist" "served true booked"
 check "a transaction that added to the waitlist cannot be prepared" \
 	"$(grep -c 'cannot PREPARE a transaction that added to the schedphi waitlist' <<<"$errors")" 1
+
+check "an EHR's booking takes its seats with the actor cached; a clash is refused and named" \
+	"$(grep -E '^(e1|e2|cached|seats) ' <<<"$ehrs" | tr '\n' ' ')$(grep -c 'booking conflict: .* is busy during' <<<"$ehrs")" \
+	"e1 true e2 true cached 2 seats 2 1"
 
 psql -X -q -c "DROP DATABASE $db" -c "DROP ROLE cache_desk" >/dev/null
 exit $fail
