@@ -7,8 +7,10 @@
  * Roles come from schedphi.member and are checked on every audited write
  * and most calls, so each backend caches the session user's roles in the
  * tenant it last asked about.  A statement trigger on schedphi.member
- * marks the transaction; at its commit a generation counter in shared
- * memory tells every backend that what it cached is stale.  Without
+ * marks the transaction, and so does a role's DDL (a login counts as a
+ * member only while it holds the group role); at its commit a generation
+ * counter in shared memory tells every backend that what it cached is
+ * stale.  Without
  * shared_preload_libraries there is no counter and the cache lasts one
  * transaction.  A transaction that changed memberships cannot be
  * prepared: nothing runs here when a prepared transaction commits.
@@ -25,6 +27,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -86,6 +89,16 @@ members_shmem_startup(void)
 static bool members_changed = false;
 
 /*
+ * The transaction changed roles themselves (GRANT or REVOKE of a role,
+ * CREATE, ALTER, DROP or RENAME of one): a membership counts only while
+ * the login holds its group role, and a superuser is one by its role, so
+ * what is cached goes stale at its commit too.  (A prepared one bumps the
+ * generation when it is prepared, not when it commits: sessions that
+ * cache roles between the two keep them until the next change.)
+ */
+static bool roles_changed = false;
+
+/*
  * Bumped when a transaction that changed memberships aborts: what this
  * backend cached during it may hold roles that were never committed.
  */
@@ -114,7 +127,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 	uint64		gen = member_generation();
 
 	if (cached_user == GetSessionUserId() && memcmp(cached_tenant.data, tenant->data, UUID_LEN) == 0 &&
-		!members_changed && cached_rollbacks == members_rolled_back &&
+		!members_changed && !roles_changed && cached_rollbacks == members_rolled_back &&
 		(gen != 0 ? cached_generation == gen : cached_lxid == MyProc->lxid))
 	{
 		strlcpy(role, cached_role, rolelen);
@@ -189,7 +202,7 @@ schedphi_membership_version(uint64 *version)
 {
 	uint64		gen = member_generation();
 
-	if (members_changed)
+	if (members_changed || roles_changed)
 		return false;
 	*version = (gen != 0 ? gen : (uint64) MyProc->lxid << 32) ^ (members_rolled_back << 48);
 	return true;
@@ -243,6 +256,29 @@ schedphi_member_role_sql(PG_FUNCTION_ARGS)
 				PG_RETURN_TEXT_P(cstring_to_text(want));
 	}
 	PG_RETURN_NULL();
+}
+
+/* Role DDL (schedphi.c's utility hook): see roles_changed. */
+void
+schedphi_members_utility(Node *node)
+{
+	if (node == NULL)
+		return;
+	switch (nodeTag(node))
+	{
+		case T_GrantRoleStmt:
+		case T_CreateRoleStmt:
+		case T_AlterRoleStmt:
+		case T_DropRoleStmt:
+			roles_changed = true;
+			break;
+		case T_RenameStmt:
+			if (((RenameStmt *) node)->renameType == OBJECT_ROLE)
+				roles_changed = true;
+			break;
+		default:
+			break;
+	}
 }
 
 PG_FUNCTION_INFO_V1(schedphi_members_changed);
@@ -400,16 +436,18 @@ members_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			if (members_changed)
+			if (members_changed || roles_changed)
 				members_rolled_back++;
 			members_changed = false;
+			roles_changed = false;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
-			if (members_changed && members_shared != NULL)
+			if ((members_changed || roles_changed) && members_shared != NULL)
 				pg_atomic_fetch_add_u64(&members_shared->member_generation, 1);
 			members_changed = false;
+			roles_changed = false;
 			break;
 		default:
 			break;

@@ -27,6 +27,7 @@ typedef struct Who
 extern void schedphi_membership_init(void);
 extern bool schedphi_has_role(const pg_uuid_t *tenant, const char *const *roles, int nroles);
 extern bool schedphi_membership_version(uint64 *version);
+extern void schedphi_members_utility(Node *node);
 extern const char *schedphi_session_login(bool may_lookup);
 extern void schedphi_who_is_asking(Who *w, const pg_uuid_t *tenant, bool may_query);
 

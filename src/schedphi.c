@@ -61,7 +61,9 @@ next_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
  * Utility statements some parts must see before they run: DISCARD ALL and
  * RESET ALL end a session-scoped actor context (actor.c), any statement
  * readies the recording of PostgreSQL's own refusals (audit.c), DROP
- * DATABASE first stops that database's audit worker (queue.c), and a COPY
+ * DATABASE first stops that database's audit worker (queue.c), a role's
+ * GRANT, REVOKE, CREATE, ALTER, DROP or RENAME makes the roles cached by
+ * every session stale at commit (membership.c), and a COPY
  * into the bulk import has the rows it would quote cut from its errors
  * (import.c).
  */
@@ -73,6 +75,7 @@ schedphi_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	schedphi_actor_utility(pstmt->utilityStmt);
 	schedphi_audit_utility(pstmt->utilityStmt);
 	schedphi_queue_utility(pstmt->utilityStmt);
+	schedphi_members_utility(pstmt->utilityStmt);
 	if (!schedphi_is_import_copy(pstmt->utilityStmt))
 	{
 		next_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);

@@ -174,6 +174,13 @@ BEGIN
 		PERFORM schedphi._citus_origin(p_tenant);
 		RETURN;
 	END IF;
+	-- the session user's roles as cached (src/membership.c: stale once a
+	-- membership or a role changes anywhere), read afresh for a refusal
+	IF schedphi._member_role(p_tenant, p_roles) IS NOT NULL THEN
+		PERFORM schedphi._not_shredded(p_tenant);
+		PERFORM schedphi._citus_origin(p_tenant);
+		RETURN;
+	END IF;
 	v_mine := schedphi._my_roles(p_tenant);
 	IF v_mine && p_roles THEN
 		PERFORM schedphi._not_shredded(p_tenant);

@@ -15,6 +15,7 @@
 #     refuses at once, and a patient of another tenant gets the same error
 #     with the actor cached as without;
 #   - an EHR's bookings take their seats with the actors from that cache;
+#   - the roles cached go stale when a group role is revoked by hand;
 #   - so is which tenants have no waitlist entry waiting: an entry added
 #     elsewhere is served by the very next booking that fits it, and a
 #     transaction that added one cannot be PREPAREd.
@@ -108,6 +109,10 @@ $(book stranger "$other_p" '[2030-03-11 13:00Z, 2030-03-11 13:30Z)')
 SELECT 'cached ' || schedphi._book_cached();
 $(other "SELECT schedphi.waitlist_add('$p', ARRAY['$dr']::uuid[], '[2030-03-18 13:00Z, 2030-03-18 17:00Z)', '30 minutes')")
 $(book served "$p" '[2030-03-18 13:00Z, 2030-03-18 13:30Z)')
+$(other "REVOKE schedphi_scheduler FROM cache_desk")
+$(book revoked "$p" '[2030-03-18 14:00Z, 2030-03-18 14:30Z)')
+$(other "GRANT schedphi_scheduler TO cache_desk")
+$(book regranted "$p" '[2030-03-18 14:00Z, 2030-03-18 14:30Z)')
 BEGIN;
 SELECT schedphi.waitlist_add('$p', ARRAY['$dr']::uuid[], '[2030-03-25 13:00Z, 2030-03-25 17:00Z)', '30 minutes');
 PREPARE TRANSACTION 'sp_waitlist';
@@ -167,9 +172,11 @@ check "a block added in another session refuses at once (with the actor cached)"
 	"$(alines 'a3|blocked' | cut -d' ' -f1-2) $(grep -c 'is blocked during' <<<"$errors") $(alines cached | cut -d' ' -f4)" \
 	"a3 true 1 5"
 check "a patient of another tenant: the same error with the actor cached as without" \
-	"$(grep -c . <<<"$errors") $(grep -v 'booking conflict\|is blocked\|cannot PREPARE' <<<"$errors" | sort -u | grep -c .)" "6 1"
+	"$(grep -c . <<<"$errors") $(grep -v 'booking conflict\|is blocked\|cannot PREPARE\|permission denied: role rule' <<<"$errors" | sort -u | grep -c .)" "7 1"
 check "a waitlist entry added in another session is served by the next booking that fits it" \
 	"$(alines served) $waitlist" "served true booked"
+check "the group role revoked by hand in another session refuses the very next booking; granted again, it books" \
+	"$(alines 'revoked|regranted') $(grep -c 'permission denied: role rule' <<<"$errors")" "regranted true 1"
 check "a transaction that added to the waitlist cannot be prepared" \
 	"$(grep -c 'cannot PREPARE a transaction that added to the schedphi waitlist' <<<"$errors")" 1
 
