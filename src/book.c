@@ -640,6 +640,17 @@ sorted_actors(Datum actors_datum, int *n)
 	return actors;
 }
 
+/* The actors' ids as a uuid[], in their (sorted) order. */
+static Datum
+actor_id_array(const BookActor *actors, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+
+	for (int i = 0; i < n; i++)
+		ids[i] = UUIDPGetDatum(&actors[i].id);
+	return PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+}
+
 /*
  * A request's time: bounded, finite, not empty, at most a day; its bounds
  * as [lower, upper) and its range type.  False for anything else.
@@ -736,15 +747,11 @@ book_appointment(BookRequest *r)
 	 * and the actors in one query, remembered for the next time.
 	 */
 	version = schedphi_rules_version();
+	sorted_ids = actor_id_array(actors, n);
+	during_n = make_tstzrange(rtc, DatumGetTimestampTz(lower.val), DatumGetTimestampTz(upper.val));
 	if (!keyed && actors_from_cache(actors, n, version, DatumGetTimestampTz(lower.val),
 									DatumGetTimestampTz(upper.val), &tenant))
 	{
-		Datum	   *ids = palloc(sizeof(Datum) * n);
-
-		for (int i = 0; i < n; i++)
-			ids[i] = UUIDPGetDatum(&actors[i].id);
-		sorted_ids = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		during_n = make_tstzrange(rtc, DatumGetTimestampTz(lower.val), DatumGetTimestampTz(upper.val));
 		cached = true;
 		book_cached++;
 	}
@@ -752,14 +759,9 @@ book_appointment(BookRequest *r)
 	{
 		Oid			types[3] = {UUIDOID, UUIDARRAYOID, TSTZRANGEOID};
 		Datum		lookup_values[3];
-		Datum	   *ids = palloc(sizeof(Datum) * n);
 
-		for (int i = 0; i < n; i++)
-			ids[i] = UUIDPGetDatum(&actors[i].id);
-		sorted_ids = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 		lookup_values[0] = r->patient;
 		lookup_values[1] = sorted_ids;
-		during_n = make_tstzrange(rtc, DatumGetTimestampTz(lower.val), DatumGetTimestampTz(upper.val));
 		lookup_values[2] = during_n;
 
 		schedphi_keep_plan(&lookup_plan,
@@ -1020,7 +1022,6 @@ ehr_reserve(Datum tenant, Datum appointment, Datum actors_datum, Datum during_da
 				hi;
 	uint64		version;
 	Datum		cached_tenant;
-	Datum	   *ids;
 	Datum	   *spans;
 	Datum		sorted_ids;
 	Oid			types[5] = {UUIDOID, UUIDOID, UUIDARRAYOID, TSTZRANGEOID, TSTZRANGEARRAYOID};
@@ -1033,10 +1034,7 @@ ehr_reserve(Datum tenant, Datum appointment, Datum actors_datum, Datum during_da
 		return false;
 	lo = DatumGetTimestampTz(lower.val);
 	hi = DatumGetTimestampTz(upper.val);
-	ids = palloc(sizeof(Datum) * n);
-	for (int i = 0; i < n; i++)
-		ids[i] = UUIDPGetDatum(&actors[i].id);
-	sorted_ids = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	sorted_ids = actor_id_array(actors, n);
 
 	version = schedphi_rules_version();
 	if (actors_from_cache(actors, n, version, lo, hi, &cached_tenant) &&

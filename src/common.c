@@ -179,8 +179,7 @@ schedphi_in_subtransaction(void (*fn) (void *arg), void *arg, int refused_code, 
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		if (edata->sqlerrcode == 0 ||
-			(edata->sqlerrcode != refused_code && edata->sqlerrcode != refused_code2))
+		if (edata->sqlerrcode != refused_code && edata->sqlerrcode != refused_code2)
 			ReThrowError(edata);
 		FreeErrorData(edata);
 		done = false;
