@@ -53,6 +53,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -492,9 +493,131 @@ int8_array(Datum *d, int n)
  * so far, and a backlog of millions would take hours.  A record that
  * arrives with a smaller id (its transaction committed late, or, under
  * Citus, another node's) is sealed when the backlog is done and the next
- * batch starts from the beginning again.
+ * batch starts from the floor again.
  */
 static int64 seal_after_id = 0;
+
+/*
+ * The floor: every record with an id at or below it is sealed, or its
+ * transaction rolled back.  A pass "from the beginning" starts there, not
+ * at 0: from 0 it stepped over the index entries of every record sealed
+ * since the last vacuum (after a backlog of 20 million, seconds a pass,
+ * which each read waiting on this worker paid, and verify_audit too).
+ *
+ * It moves in two steps.  A pass from the floor notes the last id handed
+ * out (upto) and then the transactions running in this database: a record
+ * with an id up to upto is by then committed, rolled back, or one of
+ * theirs.  A later pass from the floor, begun after all of those had
+ * ended, that saw every unsealed record up to upto sealed them all, and
+ * the floor becomes upto.  Kept in the queue's slot for the log's id
+ * sequence (backends count what is pending from it, and the next worker
+ * starts there); under Citus, where records come from other nodes, it
+ * stays 0.
+ */
+typedef struct FloorCandidate
+{
+	bool		valid;
+	bool		certified;		/* every one of vx has ended */
+	int64		upto;
+	int			nvx;
+	VirtualTransactionId *vx;	/* in TopMemoryContext */
+} FloorCandidate;
+
+static int64 seal_floor = 0;
+static Oid	seal_floor_seq = InvalidOid;
+static FloorCandidate floor_cand;
+
+/* The log's id sequence (in a transaction). */
+static Oid
+log_sequence(void)
+{
+	return get_relname_relid("audit_log_id", get_namespace_oid("schedphi", false));
+}
+
+/* Has every transaction of vx ended?  (a vxid is never used twice) */
+static bool
+vxids_ended(const VirtualTransactionId *vx, int nvx)
+{
+	int			ncur;
+	VirtualTransactionId *cur = GetCurrentVirtualXIDs(InvalidTransactionId, false, false,
+													  PROC_IN_VACUUM, &ncur);
+
+	for (int i = 0; i < nvx; i++)
+		for (int j = 0; j < ncur; j++)
+			if (VirtualTransactionIdEquals(vx[i], cur[j]))
+				return false;
+	return true;
+}
+
+/*
+ * Before a pass from the floor reads the log (connected to SPI; the read
+ * takes its own snapshot, after this): certify the candidate, or note a
+ * new one.  The last id handed out is read before the transactions are:
+ * an id given later is above it.
+ */
+static void
+floor_before_pass(int qi)
+{
+	Oid			seq = log_sequence();
+	int64		upto;
+	bool		isnull;
+	int			nvx;
+	VirtualTransactionId *vx;
+
+	if (seq != seal_floor_seq)
+	{
+		/* first pass, or schedphi made again: the floor kept for this sequence */
+		seal_floor = schedphi_queue_seal_floor(seq);
+		seal_floor_seq = seq;
+		floor_cand.valid = false;
+	}
+	if (floor_cand.valid)
+	{
+		if (!floor_cand.certified)
+			floor_cand.certified = vxids_ended(floor_cand.vx, floor_cand.nvx);
+		return;
+	}
+	if (SPI_execute("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END "
+					"FROM schedphi.audit_log_id", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "schedphi audit worker: could not read the log's sequence");
+	upto = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (upto < seal_floor)
+	{
+		/* the sequence was set back: the floor no longer says anything */
+		seal_floor = 0;
+		schedphi_queue_set_seal_floor(qi, seq, 0);
+		floor_cand.valid = false;
+	}
+	vx = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, PROC_IN_VACUUM, &nvx);
+	if (floor_cand.vx)
+		pfree(floor_cand.vx);
+	floor_cand.vx = MemoryContextAlloc(TopMemoryContext, sizeof(VirtualTransactionId) * Max(nvx, 1));
+	memcpy(floor_cand.vx, vx, sizeof(VirtualTransactionId) * nvx);
+	floor_cand.nvx = nvx;
+	floor_cand.upto = upto;
+	floor_cand.certified = false;
+	floor_cand.valid = true;
+}
+
+/*
+ * After a pass from the floor that sealed n records (the last of them
+ * last), before it commits: may the floor move to the candidate's?  It is
+ * published once the pass has committed (floor_publish).
+ */
+static bool
+floor_may_move(int n, int64 last)
+{
+	return floor_cand.valid && floor_cand.certified &&
+		(n < SEAL_BATCH || last >= floor_cand.upto);
+}
+
+static void
+floor_publish(int qi)
+{
+	seal_floor = Max(seal_floor, floor_cand.upto);
+	floor_cand.valid = false;
+	schedphi_queue_set_seal_floor(qi, seal_floor_seq, seal_floor);
+}
 
 /*
  * Seal up to SEAL_BATCH records into their chains; the number sealed, or
@@ -503,7 +626,7 @@ static int64 seal_after_id = 0;
  * the one-row upsert of a chain's head.
  */
 static int
-seal(void)
+seal(int qi)
 {
 	int			n,
 				nheads = 0;
@@ -521,6 +644,8 @@ seal(void)
 	BYTEAARRAYOID, BYTEAARRAYOID};
 	Datum		uargs[6];
 	bool		isnull;
+	bool		from_floor;
+	bool		move_floor;
 
 	if (!worker_begin("sealing audit records"))
 		return -1;
@@ -553,23 +678,30 @@ seal(void)
 			return 0;
 		}
 	}
+	from_floor = seal_after_id == 0 && node_kind == NODE_ALONE;
+	if (from_floor)
+		floor_before_pass(qi);
 	{
 		Oid			types[1] = {INT8OID};
-		Datum		args[1] = {Int64GetDatum(seal_after_id)};
+		Datum		args[1] = {Int64GetDatum(seal_after_id != 0 ? seal_after_id : node_kind == NODE_ALONE ? seal_floor : 0)};
 
+		/* (not read-only: a snapshot of its own, taken after floor_before_pass) */
 		if (SPI_execute_with_args("SELECT " CANON_SELECT ", id, at FROM schedphi.audit_log "
 								  "WHERE hash IS NULL AND id > $1 ORDER BY id LIMIT " CppAsString2(SEAL_BATCH),
-								  1, types, args, NULL, true, SEAL_BATCH) != SPI_OK_SELECT)
+								  1, types, args, NULL, false, SEAL_BATCH) != SPI_OK_SELECT)
 			elog(ERROR, "schedphi audit worker: could not read unsealed records");
 	}
 	n = (int) SPI_processed;
 	if (n == 0)
 	{
+		move_floor = from_floor && floor_may_move(0, 0);
 		worker_end();
+		if (move_floor)
+			floor_publish(qi);
 		if (seal_after_id != 0)
 		{
-			seal_after_id = 0;	/* caught up: from the beginning, for late arrivals */
-			return seal();
+			seal_after_id = 0;	/* caught up: from the floor, for late arrivals */
+			return seal(qi);
 		}
 		return 0;
 	}
@@ -690,9 +822,12 @@ seal(void)
 				elog(ERROR, "schedphi audit worker: could not move the chains' heads");
 		}
 	}
-	/* a full batch: a backlog, go on after it; else from the beginning */
+	/* a full batch: a backlog, go on after it; else from the floor */
+	move_floor = from_floor && floor_may_move(n, DatumGetInt64(ids[n - 1]));
 	seal_after_id = n == SEAL_BATCH ? DatumGetInt64(ids[n - 1]) : 0;
 	worker_end();
+	if (move_floor)
+		floor_publish(qi);
 	return n;
 }
 
@@ -841,7 +976,7 @@ schedphi_audit_worker_main(Datum arg)
 
 			do
 			{
-				n = seal();
+				n = seal(qi);
 				if (n < 0)
 					worker_give_up(qi, false);
 				if (n > 0)
@@ -876,6 +1011,19 @@ schedphi_audit_wake(PG_FUNCTION_ARGS)
 {
 	schedphi_queue_wake_worker(true, false);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(schedphi_audit_floor);
+
+/*
+ * _audit_floor() -> bigint: every record of the log with an id at or below
+ * it is sealed (or was rolled back); 0 when not known.  What counts the
+ * unsealed records starts after it (see the sealer's floor).
+ */
+Datum
+schedphi_audit_floor(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(schedphi_queue_seal_floor(log_sequence()));
 }
 
 /* Where the walk of one chain stands. */
@@ -1078,8 +1226,10 @@ schedphi_verify_chains(PG_FUNCTION_ARGS)
 	while (w < nwalks)
 		BAD(chain_end(&walks[w++]));
 
-	if (SPI_execute_with_args(psprintf("SELECT count(*) FROM schedphi.audit_log l WHERE l.hash IS NULL %s",
-									   one ? "AND l.chain = $2" : ""),
+	/* (after the floor: below it all is sealed, and its index entries wait for vacuum) */
+	args[0] = Int64GetDatum(schedphi_queue_seal_floor(log_sequence()));
+	if (SPI_execute_with_args(psprintf("SELECT count(*) FROM schedphi.audit_log l WHERE l.hash IS NULL "
+									   "AND l.id > $1 %s", one ? "AND l.chain = $2" : ""),
 							  2, types, args, one ? NULL : " n", true, 0) == SPI_OK_SELECT && SPI_processed == 1)
 		pending += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();

@@ -477,6 +477,11 @@ schedphi_queue_for_database(bool may_error)
 			q->seal_requested = false;
 			q->partitions_requested = false;
 			q->stop_requested = false;
+			if (q->floor_db != MyDatabaseId)
+			{
+				q->floor_db = InvalidOid;
+				q->seal_floor = 0;
+			}
 			LWLockRelease(QLOCK(free_slot));
 			qi = free_slot;
 		}
@@ -700,6 +705,43 @@ int
 schedphi_queue_index(void)
 {
 	return my_queue;
+}
+
+/*
+ * The sealer's floor in this database for its log sequence seq (every
+ * record with an id up to it is sealed or was rolled back), or 0 when not
+ * known.  It outlives the worker while no other database takes the slot.
+ */
+int64
+schedphi_queue_seal_floor(Oid seq)
+{
+	int64		floor = 0;
+
+	if (schedphi_auditq == NULL || !OidIsValid(seq))
+		return 0;
+	for (int i = 0; i < AQ_DBS; i++)
+	{
+		AuditQueue *q = &schedphi_auditq->q[i];
+
+		LWLockAcquire(QLOCK(i), LW_SHARED);
+		if (q->floor_db == MyDatabaseId && q->floor_seq == seq)
+			floor = Max(floor, q->seal_floor);	/* a slot given up still holds a true one */
+		LWLockRelease(QLOCK(i));
+	}
+	return floor;
+}
+
+/* The worker of queue qi moves this database's floor (0: forget it). */
+void
+schedphi_queue_set_seal_floor(int qi, Oid seq, int64 floor)
+{
+	AuditQueue *q = &schedphi_auditq->q[qi];
+
+	LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
+	q->floor_db = floor > 0 ? MyDatabaseId : InvalidOid;
+	q->floor_seq = seq;
+	q->seal_floor = floor;
+	LWLockRelease(QLOCK(qi));
 }
 
 /* Nothing this backend queued need be waited for any more (abort). */

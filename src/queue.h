@@ -39,6 +39,10 @@ typedef struct AuditQueue
 	bool		stop_requested; /* the database is being dropped */
 	ConditionVariable cv;		/* durable_pos moved, or the worker changed */
 	Size		ring_off;		/* offset of the ring in AuditShared */
+	/* the sealer's floor (ledger.c): ids up to it are all sealed */
+	Oid			floor_db;		/* the database it is of, while known */
+	Oid			floor_seq;		/* ... and the log's id sequence */
+	int64		seal_floor;
 } AuditQueue;
 
 typedef struct AuditShared
@@ -47,6 +51,9 @@ typedef struct AuditShared
 	Size		ring_size;
 	AuditQueue	q[AQ_DBS];
 } AuditShared;
+
+extern int64 schedphi_queue_seal_floor(Oid seq);
+extern void schedphi_queue_set_seal_floor(int qi, Oid seq, int64 floor);
 
 /* This process is the audit worker (ledger.c sets it). */
 extern bool schedphi_is_audit_worker;

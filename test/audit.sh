@@ -330,6 +330,55 @@ EOF
 	aok "and keeps this month's records, and the chains verify" \
 		"$(aq -c "SELECT count(*) >= $before_count FROM schedphi.audit_log WHERE at >= date_trunc('month', now())") $(verify)" "t t -"
 
+	# --------------------------------------------- the sealer's floor
+	# Passes "from the beginning" start at a floor below which everything is
+	# sealed.  A transaction that took a record's id and commits late must
+	# hold the floor below that id while it is open, however many later
+	# records are sealed meanwhile; once it commits, its record is sealed
+	# and the floor passes it.
+	floor_after() {	# wake the sealer until the floor exceeds $1 (or 10 s)
+		local f=0 j
+		for j in $(seq 1 100); do
+			f=$(aq -c "SELECT schedphi._audit_floor() FROM (SELECT schedphi._audit_wake()) w")
+			[ "$f" -gt "$1" ] && break
+			sleep 0.1
+		done
+		echo "$f"
+	}
+	local l0 late_appt held=$SP_TMP/audit_late.out
+	seal_now
+	l0=$(aq -c "SELECT last_value FROM schedphi.audit_log_id")
+	aok "the floor rises to what is sealed" "$(($(floor_after $((l0 - 1))) >= l0))" 1
+	as au_sched -c "BEGIN" -c "SELECT schedphi.book('$p1', ARRAY['$dr']::uuid[],
+		tstzrange('2027-03-09 09:00 America/New_York', '2027-03-09 09:15 America/New_York'))" \
+		-c "SELECT pg_sleep(8)" -c "COMMIT" >"$held" &
+	local late_pid=$!
+	for i in $(seq 1 50); do
+		[ "$(aq -c "SELECT count(*) FROM pg_stat_activity WHERE usename = 'au_sched' AND query LIKE '%pg_sleep%'")" = 1 ] && break
+		sleep 0.1
+	done
+	as au_sched -c "SELECT count(schedphi.book('$p1', ARRAY['$dr']::uuid[], tstzrange(t, t + interval '15 minutes')))
+		FROM (SELECT timestamptz '2027-03-10 09:00 America/New_York' + i * interval '15 minutes' AS t
+			  FROM generate_series(0, 19) i) s" >/dev/null
+	seal_now
+	for i in $(seq 1 20); do
+		aq -c "SELECT schedphi._audit_wake()" >/dev/null
+		sleep 0.1
+	done
+	# (what the open transaction wrote is not visible here: all the rest is sealed)
+	aok "records after an open transaction's are sealed, and the floor stays below its record" \
+		"$(aq -c "SELECT count(*) FILTER (WHERE hash IS NULL) || '/' || (count(*) >= 20)::int FROM schedphi.audit_log
+				  WHERE id > $l0") $(($(aq -c "SELECT schedphi._audit_floor()") <= l0))" "0/1 1"
+	wait "$late_pid"
+	late_appt=$(sed -n 1p "$held")
+	seal_now
+	aok "once it commits, its record is sealed, the chain verifies, and the floor passes it" \
+		"$(aq -c "SELECT count(*) FILTER (WHERE hash IS NOT NULL) || '/' || count(*) FROM schedphi.audit_log
+				  WHERE object = 'appointment' AND object_id = '$late_appt' AND action = 'insert'") $(verify) $(($(floor_after $((l0 + 1))) > l0))" \
+		"1/1 t - 1"
+	aok "nothing is counted as waiting" \
+		"$(aq -c "SELECT pending FROM schedphi.verify_audit()")" 0
+
 	# ----------------------------------------------- crash during bookings
 	aq -c "CREATE FUNCTION public.book_one(c int, n int) RETURNS boolean LANGUAGE plpgsql AS \$f\$
 			BEGIN

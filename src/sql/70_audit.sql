@@ -240,6 +240,13 @@ AS 'MODULE_PATHNAME', 'schedphi_deny' LANGUAGE C VOLATILE;
 CREATE FUNCTION schedphi._audit_wake() RETURNS void
 AS 'MODULE_PATHNAME', 'schedphi_audit_wake' LANGUAGE C VOLATILE;
 
+-- Every record with an id at or below this is sealed (or was rolled
+-- back); 0 when not known.  What looks for unsealed records starts after
+-- it: below it, the index of unsealed records holds only the sealed ones
+-- vacuum has not yet removed (millions, after a backlog).  See src/ledger.c.
+CREATE FUNCTION schedphi._audit_floor() RETURNS bigint
+AS 'MODULE_PATHNAME', 'schedphi_audit_floor' LANGUAGE C STABLE;
+
 -- Recompute the chains (p_chain, or all) after global seq p_after (0:
 -- from each chain's start); see src/ledger.c.
 CREATE FUNCTION schedphi._verify_chains(p_chain uuid, p_after bigint,
@@ -261,8 +268,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_mine bigint := pg_current_xact_id_if_assigned()::text::bigint;	-- our own records cannot be sealed yet
+	v_floor bigint := schedphi._audit_floor();
 	v_upto bigint := (SELECT max(l.id) FROM schedphi.audit_log l
-					  WHERE l.hash IS NULL AND (v_mine IS NULL OR l.xid IS DISTINCT FROM v_mine));
+					  WHERE l.hash IS NULL AND l.id > v_floor AND (v_mine IS NULL OR l.xid IS DISTINCT FROM v_mine));
 	v_deadline timestamptz := clock_timestamp() + p_timeout;
 	v_pause float8 := 0.02;
 BEGIN
@@ -271,7 +279,8 @@ BEGIN
 	-- a long wait must not take the sealer's CPU)
 	WHILE v_upto IS NOT NULL AND EXISTS (
 		SELECT 1 FROM schedphi.audit_log l
-		WHERE l.hash IS NULL AND l.id <= v_upto AND (v_mine IS NULL OR l.xid IS DISTINCT FROM v_mine)) LOOP
+		WHERE l.hash IS NULL AND l.id > v_floor AND l.id <= v_upto
+		  AND (v_mine IS NULL OR l.xid IS DISTINCT FROM v_mine)) LOOP
 		IF clock_timestamp() > v_deadline THEN
 			RAISE EXCEPTION 'audit records were not sealed within %', p_timeout
 				USING ERRCODE = '55000', HINT = 'Check the "schedphi audit" background worker.';
@@ -426,7 +435,7 @@ BEGIN
 					DETAIL = 'purge_audit removed the records up to it; check a digest taken after the purge, or verify_audit() from the purge''s anchor.';
 			END IF;
 			RETURN QUERY SELECT 0::bigint, (SELECT count(*) FROM schedphi.audit_log l WHERE l.hash IS NULL
-											AND l.chain = v_tenant), v_seq, false;
+											AND l.id > schedphi._audit_floor() AND l.chain = v_tenant), v_seq, false;
 			RETURN;
 		END IF;
 		v := schedphi._verify_chains(v_tenant, v_seq);
@@ -631,7 +640,8 @@ BEGIN
 			USING ERRCODE = '22023',
 				  DETAIL = pg_catalog.format('The oldest date allowed now is %s.', now() - v_retention);
 	END IF;
-	IF EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.at < before AND l.hash IS NULL) THEN
+	IF EXISTS (SELECT 1 FROM schedphi.audit_log l WHERE l.at < before AND l.hash IS NULL
+			   AND l.id > schedphi._audit_floor()) THEN
 		RAISE EXCEPTION 'some records before that date are not sealed yet' USING ERRCODE = '55000';
 	END IF;
 	CREATE TEMP TABLE IF NOT EXISTS schedphi_purge_cut (chain uuid, through bigint, hash bytea) ON COMMIT DROP;

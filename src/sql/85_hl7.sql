@@ -267,6 +267,9 @@ AS $$
 DECLARE
 	v_id uuid := schedphi._appointment_id();
 BEGIN
+	IF p_during IS NULL OR isempty(p_during) OR lower_inf(p_during) OR upper_inf(p_during) THEN
+		RAISE EXCEPTION 'an appointment needs a start and a later end' USING ERRCODE = '22023';
+	END IF;
 	INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind, reason)
 	VALUES (p_tenant, v_id, p_patient, p_actors, p_during, p_status, p_kind,
 			schedphi._seal(p_tenant, 'appointment', 'reason', v_id, p_reason));
@@ -287,6 +290,9 @@ AS $$
 BEGIN
 	IF v.during IS NOT DISTINCT FROM p_during AND v.actors IS NOT DISTINCT FROM p_actors THEN
 		RETURN false;
+	END IF;
+	IF p_during IS NULL OR isempty(p_during) OR lower_inf(p_during) OR upper_inf(p_during) THEN
+		RAISE EXCEPTION 'an appointment needs a start and a later end' USING ERRCODE = '22023';
 	END IF;
 	IF schedphi._occupies(v.status) THEN
 		DELETE FROM schedphi.appointment_actor x WHERE x.tenant = v.tenant AND x.appointment = v.id;

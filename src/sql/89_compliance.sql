@@ -845,7 +845,8 @@ BEGIN
 				   ELSE n || ' active data key(s) older than a year (rotate_key)' END;
 	RETURN NEXT;
 	check_id := 'audit_seal_lag'; reference := '164.312(b); 164.312(c)(1)';
-	SELECT extract(epoch FROM now() - min(l.at))::bigint INTO n FROM schedphi.audit_log l WHERE l.hash IS NULL;
+	SELECT extract(epoch FROM now() - min(l.at))::bigint INTO n FROM schedphi.audit_log l
+	WHERE l.hash IS NULL AND l.id > schedphi._audit_floor();
 	status := CASE WHEN coalesce(n, 0) <= 60 THEN 'pass' ELSE 'fail' END;
 	detail := CASE WHEN n IS NULL THEN 'every ledger record is sealed into its chain'
 				   ELSE 'the oldest unsealed ledger record is ' || n || ' s old' ||
@@ -950,7 +951,7 @@ BEGIN
 	SELECT c.head_seq, encode(c.head_hash, 'hex') AS head_hash, c.records, c.sealed_at INTO v_chain
 	FROM schedphi.audit_chain c WHERE c.tenant = p_tenant;
 	SELECT extract(epoch FROM now() - min(l.at))::bigint INTO v_lag
-	FROM schedphi.audit_log l WHERE l.chain = p_tenant AND l.hash IS NULL;
+	FROM schedphi.audit_log l WHERE l.chain = p_tenant AND l.hash IS NULL AND l.id > schedphi._audit_floor();
 
 	-- break-glass in the last 90 days, and the grants not reviewed
 	SELECT jsonb_build_object('grants_90_days', count(*) FILTER (WHERE g.starts > now() - interval '90 days'),

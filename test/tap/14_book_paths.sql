@@ -7,7 +7,7 @@
 -- go through both, each from the same state, and must end the same: the
 -- same error (SQLSTATE and message), or the same rows and audit records.
 BEGIN;
-SELECT plan(21);
+SELECT plan(22);
 SET LOCAL client_min_messages = warning;
 SELECT * FROM tst.clinic('America/New_York') \gset
 SELECT tenant AS t2, dr AS t2dr, p1 AS t2p1 FROM tst.clinic('Europe/Berlin') \gset
@@ -226,6 +226,10 @@ BEGIN
 			v := schedphi._ehr_create(p_tenant, r.patient, r.actors, r.during, 'booked', 'routine', NULL);
 		ELSE
 			v := schedphi._appointment_id();
+			-- (the time is checked first, as _ehr_create does)
+			IF r.during IS NULL OR isempty(r.during) OR lower_inf(r.during) OR upper_inf(r.during) THEN
+				RAISE EXCEPTION 'an appointment needs a start and a later end' USING ERRCODE = '22023';
+			END IF;
 			INSERT INTO schedphi.appointment (tenant, id, patient, actors, during, status, kind)
 			VALUES (p_tenant, v, r.patient, r.actors, r.during, 'booked', 'routine');
 			IF via = 'probe' THEN
@@ -289,6 +293,11 @@ SELECT is((SELECT jsonb_build_object('first', (SELECT count(*) FROM schedphi.app
 						WHERE l.id > :audit_before AND l.object = 'appointment'))),
 	jsonb_build_object('first', 1, 'over', 1, 'hold', 0, 'records', jsonb_build_array(true)),
 	'after a refused write: the earlier booking stays, the new one holds its seat, the hold is released, one audit record');
+
+SELECT throws_ok(format('SELECT schedphi._ehr_create(%L, %L, ARRAY[%L]::uuid[], %L, ''booked'', ''routine'', NULL)',
+						 :'tenant', :'p1', :'dr', 'empty'),
+	'22023', 'an appointment needs a start and a later end',
+	'an EHR appointment with no time is refused with 22023, not a constraint''s 23502');
 
 -- The first few differences, if any, to read in the test log.
 SELECT diag(format('request %s (%s): fast %s / reference %s', n, login, left(fast, 300), left(reference, 300)))
