@@ -1226,8 +1226,13 @@ schedphi_verify_chains(PG_FUNCTION_ARGS)
 	while (w < nwalks)
 		BAD(chain_end(&walks[w++]));
 
-	/* (after the floor: below it all is sealed, and its index entries wait for vacuum) */
-	args[0] = Int64GetDatum(schedphi_queue_seal_floor(log_sequence()));
+	/*
+	 * From a digest, after the floor: below it all is sealed, and the
+	 * sealed records' index entries wait for vacuum.  From the start, every
+	 * record (the walk read them all anyway): were the floor ever wrong, a
+	 * record it passed unsealed is counted here.
+	 */
+	args[0] = Int64GetDatum(after == 0 ? 0 : schedphi_queue_seal_floor(log_sequence()));
 	if (SPI_execute_with_args(psprintf("SELECT count(*) FROM schedphi.audit_log l WHERE l.hash IS NULL "
 									   "AND l.id > $1 %s", one ? "AND l.chain = $2" : ""),
 							  2, types, args, one ? NULL : " n", true, 0) == SPI_OK_SELECT && SPI_processed == 1)

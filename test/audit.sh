@@ -376,6 +376,38 @@ EOF
 		"$(aq -c "SELECT count(*) FILTER (WHERE hash IS NOT NULL) || '/' || count(*) FROM schedphi.audit_log
 				  WHERE object = 'appointment' AND object_id = '$late_appt' AND action = 'insert'") $(verify) $(($(floor_after $((l0 + 1))) > l0))" \
 		"1/1 t - 1"
+	# The same with two-phase commit: a prepared transaction is still open,
+	# and the floor must stay below its record until COMMIT PREPARED, though
+	# the backend that made it has moved on.
+	seal_now
+	l0=$(aq -c "SELECT last_value FROM schedphi.audit_log_id")
+	floor_after $((l0 - 1)) >/dev/null
+	as au_sched -c "BEGIN" -c "SELECT schedphi.book('$p1', ARRAY['$dr']::uuid[],
+		tstzrange('2027-03-11 09:00 America/New_York', '2027-03-11 09:15 America/New_York'))" \
+		-c "SELECT pg_sleep(3)" -c "PREPARE TRANSACTION 'audit_floor_2pc'" >"$held" &
+	late_pid=$!
+	for i in $(seq 1 40); do	# the sealer notes this transaction while it runs
+		aq -c "SELECT schedphi._audit_wake()" >/dev/null
+		sleep 0.1
+	done
+	wait "$late_pid"
+	as au_sched -c "SELECT count(schedphi.book('$p1', ARRAY['$dr']::uuid[], tstzrange(t, t + interval '15 minutes')))
+		FROM (SELECT timestamptz '2027-03-12 09:00 America/New_York' + i * interval '15 minutes' AS t
+			  FROM generate_series(0, 19) i) s" >/dev/null
+	seal_now
+	for i in $(seq 1 20); do
+		aq -c "SELECT schedphi._audit_wake()" >/dev/null
+		sleep 0.1
+	done
+	aok "a prepared transaction holds the floor below its record until it commits" \
+		"$(aq -c "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'audit_floor_2pc'") $(($(aq -c "SELECT schedphi._audit_floor()") <= l0))" "1 1"
+	aq -c "COMMIT PREPARED 'audit_floor_2pc'" >/dev/null
+	late_appt=$(sed -n 1p "$held")
+	seal_now
+	aok "after COMMIT PREPARED its record is sealed, the chain verifies, and the floor passes it" \
+		"$(aq -c "SELECT count(*) FILTER (WHERE hash IS NOT NULL) || '/' || count(*) FROM schedphi.audit_log
+				  WHERE object = 'appointment' AND object_id = '$late_appt' AND action = 'insert'") $(verify) $(($(floor_after $((l0 + 1))) > l0))" \
+		"1/1 t - 1"
 	aok "nothing is counted as waiting" \
 		"$(aq -c "SELECT pending FROM schedphi.verify_audit()")" 0
 

@@ -58,6 +58,7 @@ cluster_start() {
 		echo "schedphi.key_command = 'cat $SP_TMP/master.keys'"
 		echo "max_connections = 60"
 		echo "max_worker_processes = 20   # one schedphi audit worker per busy database"
+		echo "max_prepared_transactions = 10   # the audit tests use two-phase commit"
 		echo "log_min_messages = warning"
 		echo "timezone = 'UTC'"
 		local line
