@@ -345,6 +345,19 @@ EOF
 		done
 		echo "$f"
 	}
+	wake_sealer() {	# $1 times, a tenth of a second apart
+		for i in $(seq 1 "$1"); do
+			aq -c "SELECT schedphi._audit_wake()" >/dev/null
+			sleep 0.1
+		done
+	}
+	book_twenty_and_seal() {	# 20 bookings on 2027-03-$1, sealed, and the sealer woken 2 s more
+		as au_sched -c "SELECT count(schedphi.book('$p1', ARRAY['$dr']::uuid[], tstzrange(t, t + interval '15 minutes')))
+			FROM (SELECT timestamptz '2027-03-$1 09:00 America/New_York' + i * interval '15 minutes' AS t
+				  FROM generate_series(0, 19) i) s" >/dev/null
+		seal_now
+		wake_sealer 20
+	}
 	local l0 late_appt held=$SP_TMP/audit_late.out
 	seal_now
 	l0=$(aq -c "SELECT last_value FROM schedphi.audit_log_id")
@@ -357,14 +370,7 @@ EOF
 		[ "$(aq -c "SELECT count(*) FROM pg_stat_activity WHERE usename = 'au_sched' AND query LIKE '%pg_sleep%'")" = 1 ] && break
 		sleep 0.1
 	done
-	as au_sched -c "SELECT count(schedphi.book('$p1', ARRAY['$dr']::uuid[], tstzrange(t, t + interval '15 minutes')))
-		FROM (SELECT timestamptz '2027-03-10 09:00 America/New_York' + i * interval '15 minutes' AS t
-			  FROM generate_series(0, 19) i) s" >/dev/null
-	seal_now
-	for i in $(seq 1 20); do
-		aq -c "SELECT schedphi._audit_wake()" >/dev/null
-		sleep 0.1
-	done
+	book_twenty_and_seal 10
 	# (what the open transaction wrote is not visible here: all the rest is sealed)
 	aok "records after an open transaction's are sealed, and the floor stays below its record" \
 		"$(aq -c "SELECT count(*) FILTER (WHERE hash IS NULL) || '/' || (count(*) >= 20)::int FROM schedphi.audit_log
@@ -386,19 +392,9 @@ EOF
 		tstzrange('2027-03-11 09:00 America/New_York', '2027-03-11 09:15 America/New_York'))" \
 		-c "SELECT pg_sleep(3)" -c "PREPARE TRANSACTION 'audit_floor_2pc'" >"$held" &
 	late_pid=$!
-	for i in $(seq 1 40); do	# the sealer notes this transaction while it runs
-		aq -c "SELECT schedphi._audit_wake()" >/dev/null
-		sleep 0.1
-	done
+	wake_sealer 40	# the sealer notes this transaction while it runs
 	wait "$late_pid"
-	as au_sched -c "SELECT count(schedphi.book('$p1', ARRAY['$dr']::uuid[], tstzrange(t, t + interval '15 minutes')))
-		FROM (SELECT timestamptz '2027-03-12 09:00 America/New_York' + i * interval '15 minutes' AS t
-			  FROM generate_series(0, 19) i) s" >/dev/null
-	seal_now
-	for i in $(seq 1 20); do
-		aq -c "SELECT schedphi._audit_wake()" >/dev/null
-		sleep 0.1
-	done
+	book_twenty_and_seal 12
 	aok "a prepared transaction holds the floor below its record until it commits" \
 		"$(aq -c "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'audit_floor_2pc'") $(($(aq -c "SELECT schedphi._audit_floor()") <= l0))" "1 1"
 	aq -c "COMMIT PREPARED 'audit_floor_2pc'" >/dev/null
