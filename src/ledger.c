@@ -504,16 +504,26 @@ static int64 seal_after_id = 0;
  * since the last vacuum (after a backlog of 20 million, seconds a pass,
  * which each read waiting on this worker paid, and verify_audit too).
  *
- * It moves in two steps.  A pass from the floor notes the last id handed
- * out (upto) and then the transactions running in this database: a record
- * with an id up to upto is by then committed, rolled back, or one of
- * theirs.  A later pass from the floor, begun after all of those had
- * ended, that saw every unsealed record up to upto sealed them all, and
- * the floor becomes upto.  Kept in the queue's slot for the log's id
- * sequence (backends count what is pending from it, and the next worker
- * starts there); under Citus, where records come from other nodes, it
- * stays 0.
+ * It moves in two steps.  A pass notes the last id handed out (upto) and
+ * then the transactions running in this database: a record with an id up
+ * to upto is by then committed, rolled back, or one of theirs.  Once all
+ * of those have ended (checked at each later pass), every record up to
+ * upto is visible to a pass that starts then; a pass from the floor that
+ * read every unsealed record up to some id (all of them up to its last
+ * when the batch was full, all of them when it was not) has sealed them,
+ * and the floor becomes that id, or upto if less.
+ *
+ * Passes start from the floor when the sealer has caught up, and, during a
+ * backlog, once the backlog is FLOOR_STRIDE ids past the floor (then the
+ * backlog goes on where it was): the floor keeps up with a backlog of
+ * millions, and the first pass after it steps over a stride's dead index
+ * entries, not the whole backlog's.  Kept in the queue's slot for the
+ * log's id sequence (backends count what is pending from it, and the next
+ * worker starts there); under Citus, where records come from other nodes,
+ * it stays 0.
  */
+#define FLOOR_STRIDE	100000
+
 typedef struct FloorCandidate
 {
 	bool		valid;
@@ -550,10 +560,10 @@ vxids_ended(const VirtualTransactionId *vx, int nvx)
 }
 
 /*
- * Before a pass from the floor reads the log (connected to SPI; the read
- * takes its own snapshot, after this): certify the candidate, or note a
- * new one.  The last id handed out is read before the transactions are:
- * an id given later is above it.
+ * Before a pass reads the log (connected to SPI; the read takes its own
+ * snapshot, after this): certify the candidate, or note a new one.  The
+ * last id handed out is read before the transactions are: an id given
+ * later is above it.
  */
 static void
 floor_before_pass(int qi)
@@ -599,24 +609,37 @@ floor_before_pass(int qi)
 	floor_cand.valid = true;
 }
 
+/* May a pass from the floor start now, during a backlog whose place is after? */
+static bool
+floor_pass_due(int64 after)
+{
+	return floor_cand.valid && floor_cand.certified && after - seal_floor >= FLOOR_STRIDE;
+}
+
 /*
  * After a pass from the floor that sealed n records (the last of them
- * last), before it commits: may the floor move to the candidate's?  It is
+ * last), before it commits: where the floor may move (0: nowhere).  It is
  * published once the pass has committed (floor_publish).
  */
-static bool
-floor_may_move(int n, int64 last)
+static int64
+floor_proved(int n, int64 last)
 {
-	return floor_cand.valid && floor_cand.certified &&
-		(n < SEAL_BATCH || last >= floor_cand.upto);
+	if (!floor_cand.valid || !floor_cand.certified)
+		return 0;
+	return n < SEAL_BATCH ? floor_cand.upto : Min(floor_cand.upto, last);
 }
 
 static void
-floor_publish(int qi)
+floor_publish(int qi, int64 to)
 {
-	seal_floor = Max(seal_floor, floor_cand.upto);
-	floor_cand.valid = false;
-	schedphi_queue_set_seal_floor(qi, seal_floor_seq, seal_floor);
+	if (to > seal_floor)
+	{
+		seal_floor = to;
+		schedphi_queue_set_seal_floor(qi, seal_floor_seq, seal_floor);
+	}
+	/* a candidate the floor has reached can move it no further: the next pass notes another */
+	if (floor_cand.valid && seal_floor >= floor_cand.upto)
+		floor_cand.valid = false;
 }
 
 /*
@@ -645,7 +668,8 @@ seal(int qi)
 	Datum		uargs[6];
 	bool		isnull;
 	bool		from_floor;
-	bool		move_floor;
+	int64		resume = 0;		/* a backlog's place, when a pass from the floor interrupts it */
+	int64		floor_to;
 
 	if (!worker_begin("sealing audit records"))
 		return -1;
@@ -678,12 +702,16 @@ seal(int qi)
 			return 0;
 		}
 	}
-	from_floor = seal_after_id == 0 && node_kind == NODE_ALONE;
-	if (from_floor)
+	from_floor = false;
+	if (node_kind == NODE_ALONE)
+	{
 		floor_before_pass(qi);
+		from_floor = seal_after_id == 0 || floor_pass_due(seal_after_id);
+		resume = seal_after_id;
+	}
 	{
 		Oid			types[1] = {INT8OID};
-		Datum		args[1] = {Int64GetDatum(seal_after_id != 0 ? seal_after_id : node_kind == NODE_ALONE ? seal_floor : 0)};
+		Datum		args[1] = {Int64GetDatum(from_floor ? seal_floor : seal_after_id)};
 
 		/* (not read-only: a snapshot of its own, taken after floor_before_pass) */
 		if (SPI_execute_with_args("SELECT " CANON_SELECT ", id, at FROM schedphi.audit_log "
@@ -694,15 +722,15 @@ seal(int qi)
 	n = (int) SPI_processed;
 	if (n == 0)
 	{
-		move_floor = from_floor && floor_may_move(0, 0);
+		floor_to = from_floor ? floor_proved(0, 0) : 0;
 		worker_end();
-		if (move_floor)
-			floor_publish(qi);
-		if (seal_after_id != 0)
+		floor_publish(qi, floor_to);
+		if (seal_after_id != 0 && !from_floor)
 		{
 			seal_after_id = 0;	/* caught up: from the floor, for late arrivals */
 			return seal(qi);
 		}
+		seal_after_id = 0;
 		return 0;
 	}
 	todo = SPI_tuptable;
@@ -822,12 +850,11 @@ seal(int qi)
 				elog(ERROR, "schedphi audit worker: could not move the chains' heads");
 		}
 	}
-	/* a full batch: a backlog, go on after it; else from the floor */
-	move_floor = from_floor && floor_may_move(n, DatumGetInt64(ids[n - 1]));
-	seal_after_id = n == SEAL_BATCH ? DatumGetInt64(ids[n - 1]) : 0;
+	/* a full batch: a backlog, go on after it (or where it was); else from the floor */
+	floor_to = from_floor ? floor_proved(n, DatumGetInt64(ids[n - 1])) : 0;
+	seal_after_id = n == SEAL_BATCH ? Max(DatumGetInt64(ids[n - 1]), resume) : 0;
 	worker_end();
-	if (move_floor)
-		floor_publish(qi);
+	floor_publish(qi, floor_to);
 	return n;
 }
 
