@@ -36,10 +36,12 @@
 #include <openssl/evp.h>
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -527,10 +529,9 @@ static int64 seal_after_id = 0;
 typedef struct FloorCandidate
 {
 	bool		valid;
-	bool		certified;		/* every one of vx has ended */
+	bool		certified;		/* every transaction with an xid before xid has ended */
 	int64		upto;
-	int			nvx;
-	VirtualTransactionId *vx;	/* in TopMemoryContext */
+	TransactionId xid;			/* the next xid, read after upto */
 } FloorCandidate;
 
 static int64 seal_floor = 0;
@@ -544,26 +545,24 @@ log_sequence(void)
 	return get_relname_relid("audit_log_id", get_namespace_oid("schedphi", false));
 }
 
-/* Has every transaction of vx ended?  (a vxid is never used twice) */
+/*
+ * Has every transaction whose xid precedes xid ended (committed, rolled
+ * back, or a prepared one finished)?  A transaction takes an id of the log
+ * only once it has its xid (_audit_next_id, the id's default), so one that
+ * had none when upto was read holds no id up to it: a long read-only
+ * transaction (a report, pg_dump, a wait) does not hold the floor.
+ */
 static bool
-vxids_ended(const VirtualTransactionId *vx, int nvx)
+xids_ended_before(TransactionId xid)
 {
-	int			ncur;
-	VirtualTransactionId *cur = GetCurrentVirtualXIDs(InvalidTransactionId, false, false,
-													  PROC_IN_VACUUM, &ncur);
-
-	for (int i = 0; i < nvx; i++)
-		for (int j = 0; j < ncur; j++)
-			if (VirtualTransactionIdEquals(vx[i], cur[j]))
-				return false;
-	return true;
+	return !TransactionIdPrecedes(GetOldestActiveTransactionId(), xid);
 }
 
 /*
  * Before a pass reads the log (connected to SPI; the read takes its own
  * snapshot, after this): certify the candidate, or note a new one.  The
- * last id handed out is read before the transactions are: an id given
- * later is above it.
+ * last id handed out is read before the next xid is: a transaction that
+ * took an id up to it had its xid before.
  */
 static void
 floor_before_pass(int qi)
@@ -571,8 +570,7 @@ floor_before_pass(int qi)
 	Oid			seq = log_sequence();
 	int64		upto;
 	bool		isnull;
-	int			nvx;
-	VirtualTransactionId *vx;
+	bool		uncached;
 
 	if (seq != seal_floor_seq)
 	{
@@ -584,27 +582,27 @@ floor_before_pass(int qi)
 	if (floor_cand.valid)
 	{
 		if (!floor_cand.certified)
-			floor_cand.certified = vxids_ended(floor_cand.vx, floor_cand.nvx);
+			floor_cand.certified = xids_ended_before(floor_cand.xid);
 		return;
 	}
-	if (SPI_execute("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END "
-					"FROM schedphi.audit_log_id", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	/* (a sequence that caches ids hands them out after its last_value moved on: no floor then) */
+	if (SPI_execute("SELECT CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END, "
+					"(SELECT p.seqcache FROM pg_catalog.pg_sequence p "
+					"WHERE p.seqrelid = 'schedphi.audit_log_id'::pg_catalog.regclass) = 1 "
+					"FROM schedphi.audit_log_id s", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "schedphi audit worker: could not read the log's sequence");
 	upto = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (upto < seal_floor)
+	uncached = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) && !isnull;
+	if (upto < seal_floor || !uncached)
 	{
-		/* the sequence was set back: the floor no longer says anything */
+		/* the sequence was set back, or caches: the floor no longer says anything */
 		seal_floor = 0;
 		schedphi_queue_set_seal_floor(qi, seq, 0);
-		floor_cand.valid = false;
+		if (!uncached)
+			return;
 	}
-	vx = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, PROC_IN_VACUUM, &nvx);
-	if (floor_cand.vx)
-		pfree(floor_cand.vx);
-	floor_cand.vx = MemoryContextAlloc(TopMemoryContext, sizeof(VirtualTransactionId) * Max(nvx, 1));
-	memcpy(floor_cand.vx, vx, sizeof(VirtualTransactionId) * nvx);
-	floor_cand.nvx = nvx;
 	floor_cand.upto = upto;
+	floor_cand.xid = XidFromFullTransactionId(ReadNextFullTransactionId());
 	floor_cand.certified = false;
 	floor_cand.valid = true;
 }
@@ -1038,6 +1036,21 @@ schedphi_audit_wake(PG_FUNCTION_ARGS)
 {
 	schedphi_queue_wake_worker(true, false);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(schedphi_audit_next_id);
+
+/*
+ * _audit_next_id(seq regclass) -> bigint: the default of the log's id:
+ * nextval(seq), taken once the transaction has its xid, so that a
+ * transaction without one holds no id of the log (the sealer's floor
+ * counts on it).  Inserting a record gives the transaction its xid anyway.
+ */
+Datum
+schedphi_audit_next_id(PG_FUNCTION_ARGS)
+{
+	(void) GetTopTransactionId();
+	PG_RETURN_INT64(nextval_internal(PG_GETARG_OID(0), true));
 }
 
 PG_FUNCTION_INFO_V1(schedphi_audit_floor);

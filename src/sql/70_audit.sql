@@ -15,7 +15,11 @@
 -- the order of sealing, unique across chains; within a chain each record
 -- names the one before it (prev_seq) and is bound to it (prev_hash).
 
-CREATE SEQUENCE schedphi.audit_log_id;
+CREATE SEQUENCE schedphi.audit_log_id;	-- (no CACHE: the sealer's floor reads its last value)
+
+-- The id's default: nextval once the transaction has its xid (src/ledger.c).
+CREATE FUNCTION schedphi._audit_next_id(seq regclass) RETURNS bigint
+AS 'MODULE_PATHNAME', 'schedphi_audit_next_id' LANGUAGE C VOLATILE STRICT;
 
 CREATE TABLE schedphi.audit_log (
 	seq			bigint,
@@ -36,7 +40,7 @@ CREATE TABLE schedphi.audit_log (
 	prev_hash	bytea,
 	hash		bytea,
 	xid			bigint,			-- the writing transaction (full id), if it had one
-	id			bigint NOT NULL DEFAULT nextval('schedphi.audit_log_id'),	-- order of arrival
+	id			bigint NOT NULL DEFAULT schedphi._audit_next_id('schedphi.audit_log_id'),	-- order of arrival
 	chain		uuid NOT NULL,	-- the tenant, or the nil uuid
 	prev_seq	bigint			-- the record before this one in its chain (0: the first)
 ) PARTITION BY RANGE (at);
