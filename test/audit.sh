@@ -358,6 +358,10 @@ EOF
 		seal_now
 		wake_sealer 20
 	}
+	late_record_state() {	# the late booking's insert record sealed/all, the chains, the floor past l0
+		echo "$(aq -c "SELECT count(*) FILTER (WHERE hash IS NOT NULL) || '/' || count(*) FROM schedphi.audit_log
+				  WHERE object = 'appointment' AND object_id = '$late_appt' AND action = 'insert'") $(verify) $(($(floor_after $((l0 + 1))) > l0))"
+	}
 	local l0 late_appt held=$SP_TMP/audit_late.out
 	seal_now
 	l0=$(aq -c "SELECT last_value FROM schedphi.audit_log_id")
@@ -378,10 +382,7 @@ EOF
 	wait "$late_pid"
 	late_appt=$(sed -n 1p "$held")
 	seal_now
-	aok "once it commits, its record is sealed, the chain verifies, and the floor passes it" \
-		"$(aq -c "SELECT count(*) FILTER (WHERE hash IS NOT NULL) || '/' || count(*) FROM schedphi.audit_log
-				  WHERE object = 'appointment' AND object_id = '$late_appt' AND action = 'insert'") $(verify) $(($(floor_after $((l0 + 1))) > l0))" \
-		"1/1 t - 1"
+	aok "once it commits, its record is sealed, the chain verifies, and the floor passes it" "$(late_record_state)" "1/1 t - 1"
 	# The same with two-phase commit: a prepared transaction is still open,
 	# and the floor must stay below its record until COMMIT PREPARED, though
 	# the backend that made it has moved on.
@@ -400,10 +401,7 @@ EOF
 	aq -c "COMMIT PREPARED 'audit_floor_2pc'" >/dev/null
 	late_appt=$(sed -n 1p "$held")
 	seal_now
-	aok "after COMMIT PREPARED its record is sealed, the chain verifies, and the floor passes it" \
-		"$(aq -c "SELECT count(*) FILTER (WHERE hash IS NOT NULL) || '/' || count(*) FROM schedphi.audit_log
-				  WHERE object = 'appointment' AND object_id = '$late_appt' AND action = 'insert'") $(verify) $(($(floor_after $((l0 + 1))) > l0))" \
-		"1/1 t - 1"
+	aok "after COMMIT PREPARED its record is sealed, the chain verifies, and the floor passes it" "$(late_record_state)" "1/1 t - 1"
 	# During a backlog the floor follows the sealer (a pass from it every
 	# 100,000 ids), so that the first pass after a backlog of millions does
 	# not step over all of their old index entries; a long read-only
