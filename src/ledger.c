@@ -519,10 +519,11 @@ static int64 seal_after_id = 0;
  * backlog, once the backlog is FLOOR_STRIDE ids past the floor (then the
  * backlog goes on where it was): the floor keeps up with a backlog of
  * millions, and the first pass after it steps over a stride's dead index
- * entries, not the whole backlog's.  Kept in the queue's slot for the
- * log's id sequence (backends count what is pending from it, and the next
- * worker starts there); under Citus, where records come from other nodes,
- * it stays 0.
+ * entries, not the whole backlog's.  Kept in shared memory for the
+ * database and its log's id sequence, apart from the queue's slot (see
+ * schedphi_queue_seal_floor): backends count what is pending from it, and
+ * the next worker starts there.  Under Citus, where records come from
+ * other nodes, it stays 0.
  */
 #define FLOOR_STRIDE	100000
 
@@ -565,7 +566,7 @@ xids_ended_before(TransactionId xid)
  * took an id up to it had its xid before.
  */
 static void
-floor_before_pass(int qi)
+floor_before_pass(void)
 {
 	Oid			seq = log_sequence();
 	int64		upto;
@@ -597,7 +598,7 @@ floor_before_pass(int qi)
 	{
 		/* the sequence was set back, or caches: the floor no longer says anything */
 		seal_floor = 0;
-		schedphi_queue_set_seal_floor(qi, seq, 0);
+		schedphi_queue_set_seal_floor(seq, 0);
 		if (!uncached)
 			return;
 	}
@@ -628,12 +629,12 @@ floor_proved(int n, int64 last)
 }
 
 static void
-floor_publish(int qi, int64 to)
+floor_publish(int64 to)
 {
 	if (to > seal_floor)
 	{
 		seal_floor = to;
-		schedphi_queue_set_seal_floor(qi, seal_floor_seq, seal_floor);
+		schedphi_queue_set_seal_floor(seal_floor_seq, seal_floor);
 	}
 	/* a candidate the floor has reached can move it no further: the next pass notes another */
 	if (floor_cand.valid && seal_floor >= floor_cand.upto)
@@ -661,9 +662,11 @@ seal(int qi)
 			   *prevs,
 			   *hashes;
 	StringInfoData canon;
-	Oid			utypes[6] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
-	BYTEAARRAYOID, BYTEAARRAYOID};
-	Datum		uargs[6];
+	Oid			utypes[10] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	BYTEAARRAYOID, BYTEAARRAYOID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		uargs[10];
+	TimestampTz first_at = 0,
+				last_at = 0;
 	bool		isnull;
 	bool		from_floor;
 	int64		resume = 0;		/* a backlog's place, when a pass from the floor interrupts it */
@@ -703,7 +706,7 @@ seal(int qi)
 	from_floor = false;
 	if (node_kind == NODE_ALONE)
 	{
-		floor_before_pass(qi);
+		floor_before_pass();
 		from_floor = seal_after_id == 0 || floor_pass_due(seal_after_id);
 		resume = seal_after_id;
 	}
@@ -722,7 +725,7 @@ seal(int qi)
 	{
 		floor_to = from_floor ? floor_proved(0, 0) : 0;
 		worker_end();
-		floor_publish(qi, floor_to);
+		floor_publish(floor_to);
 		if (seal_after_id != 0 && !from_floor)
 		{
 			seal_after_id = 0;	/* caught up: from the floor, for late arrivals */
@@ -808,6 +811,10 @@ seal(int qi)
 		h->added++;
 		ids[i] = SPI_getbinval(tup, desc, CANON_NCOLS + 1, &isnull);
 		ats[i] = SPI_getbinval(tup, desc, CANON_NCOLS + 2, &isnull);
+		if (i == 0 || DatumGetTimestampTz(ats[i]) < first_at)
+			first_at = DatumGetTimestampTz(ats[i]);
+		if (i == 0 || DatumGetTimestampTz(ats[i]) > last_at)
+			last_at = DatumGetTimestampTz(ats[i]);
 	}
 	uargs[0] = int8_array(ids, n);
 	uargs[1] = PointerGetDatum(construct_array(ats, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -815,11 +822,26 @@ seal(int qi)
 	uargs[3] = int8_array(prev_seqs, n);
 	uargs[4] = PointerGetDatum(construct_array(prevs, n, BYTEAOID, -1, false, TYPALIGN_INT));
 	uargs[5] = PointerGetDatum(construct_array(hashes, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	uargs[6] = ids[0];			/* the batch is in id order */
+	uargs[7] = ids[n - 1];
+	uargs[8] = TimestampTzGetDatum(first_at);
+	uargs[9] = TimestampTzGetDatum(last_at);
+
+	/*
+	 * The batch's span of ids and times bounds the statement: the times
+	 * leave only the partitions the batch is in, and the ids give the index
+	 * of unsealed records a range.  Joined on the array alone, the planner,
+	 * once statistics say few records are unsealed, read that index of
+	 * every partition whole: after a backlog it still holds the sealed
+	 * records' old versions, millions of them (15 s a batch at 21 million,
+	 * while the reads waiting on this worker waited too).
+	 */
 	if (SPI_execute_with_args("UPDATE schedphi.audit_log l "
 							  "SET seq = u.seq, prev_seq = u.prev_seq, prev_hash = u.prev, hash = u.hash "
 							  "FROM unnest($1, $2, $3, $4, $5, $6) AS u(id, at, seq, prev_seq, prev, hash) "
-							  "WHERE l.at = u.at AND l.id = u.id AND l.hash IS NULL",
-							  6, utypes, uargs, NULL, false, 0) != SPI_OK_UPDATE || (int) SPI_processed != n)
+							  "WHERE l.at = u.at AND l.id = u.id AND l.hash IS NULL "
+							  "AND l.id BETWEEN $7 AND $8 AND l.at BETWEEN $9 AND $10",
+							  10, utypes, uargs, NULL, false, 0) != SPI_OK_UPDATE || (int) SPI_processed != n)
 		elog(ERROR, "schedphi audit worker: sealed %d of %d records", (int) SPI_processed, n);
 
 	/*
@@ -852,7 +874,7 @@ seal(int qi)
 	floor_to = from_floor ? floor_proved(n, DatumGetInt64(ids[n - 1])) : 0;
 	seal_after_id = n == SEAL_BATCH ? Max(DatumGetInt64(ids[n - 1]), resume) : 0;
 	worker_end();
-	floor_publish(qi, floor_to);
+	floor_publish(floor_to);
 	return n;
 }
 

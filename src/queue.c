@@ -477,11 +477,6 @@ schedphi_queue_for_database(bool may_error)
 			q->seal_requested = false;
 			q->partitions_requested = false;
 			q->stop_requested = false;
-			if (q->floor_db != MyDatabaseId)
-			{
-				q->floor_db = InvalidOid;
-				q->seal_floor = 0;
-			}
 			LWLockRelease(QLOCK(free_slot));
 			qi = free_slot;
 		}
@@ -710,7 +705,11 @@ schedphi_queue_index(void)
 /*
  * The sealer's floor in this database for its log sequence seq (every
  * record with an id up to it is sealed or was rolled back), or 0 when not
- * known.  It outlives the worker while no other database takes the slot.
+ * known.  It outlives the worker, and the queue's slot, which another
+ * database may take meanwhile.  (Kept in the slot, it was wiped when
+ * another database took it: the next worker of this one started from the
+ * floor of long before, and stepped over the dead index entries of the 21
+ * million records sealed since, 19 s, while a read waited on it.)
  */
 int64
 schedphi_queue_seal_floor(Oid seq)
@@ -719,29 +718,66 @@ schedphi_queue_seal_floor(Oid seq)
 
 	if (schedphi_auditq == NULL || !OidIsValid(seq))
 		return 0;
-	for (int i = 0; i < AQ_DBS; i++)
+	LWLockAcquire(SLOTLOCK, LW_SHARED);
+	for (int i = 0; i < AQ_FLOORS; i++)
 	{
-		AuditQueue *q = &schedphi_auditq->q[i];
+		AuditFloor *f = &schedphi_auditq->floors[i];
 
-		LWLockAcquire(QLOCK(i), LW_SHARED);
-		if (q->floor_db == MyDatabaseId && q->floor_seq == seq)
-			floor = Max(floor, q->seal_floor);	/* a slot given up still holds a true one */
-		LWLockRelease(QLOCK(i));
+		if (f->db == MyDatabaseId && f->seq == seq)
+		{
+			floor = f->floor;
+			break;
+		}
 	}
+	LWLockRelease(SLOTLOCK);
 	return floor;
 }
 
-/* The worker of queue qi moves this database's floor (0: forget it). */
+/*
+ * Remember this database's floor (0: forget it).  With every entry taken,
+ * the one set longest ago goes: that database starts from 0 again, which
+ * is slow, never wrong.
+ */
 void
-schedphi_queue_set_seal_floor(int qi, Oid seq, int64 floor)
+schedphi_queue_set_seal_floor(Oid seq, int64 floor)
 {
-	AuditQueue *q = &schedphi_auditq->q[qi];
+	AuditFloor *f = NULL;
+	AuditFloor *oldest = NULL;
 
-	LWLockAcquire(QLOCK(qi), LW_EXCLUSIVE);
-	q->floor_db = floor > 0 ? MyDatabaseId : InvalidOid;
-	q->floor_seq = seq;
-	q->seal_floor = floor;
-	LWLockRelease(QLOCK(qi));
+	if (schedphi_auditq == NULL)
+		return;
+	LWLockAcquire(SLOTLOCK, LW_EXCLUSIVE);
+	for (int i = 0; i < AQ_FLOORS && f == NULL; i++)
+	{
+		AuditFloor *e = &schedphi_auditq->floors[i];
+
+		if (e->db == MyDatabaseId)
+			f = e;
+		else if (oldest == NULL || (oldest->db != InvalidOid &&
+									(e->db == InvalidOid || e->stamp < oldest->stamp)))
+			oldest = e;
+	}
+	if (f == NULL && floor > 0)
+		f = oldest;
+	if (f != NULL)
+	{
+		f->db = floor > 0 ? MyDatabaseId : InvalidOid;
+		f->seq = seq;
+		f->floor = floor;
+		f->stamp = ++schedphi_auditq->floor_clock;
+	}
+	LWLockRelease(SLOTLOCK);
+}
+
+/* A database dropped: its floor goes too (its oid may come back). */
+static void
+forget_floor_of(Oid dboid)
+{
+	LWLockAcquire(SLOTLOCK, LW_EXCLUSIVE);
+	for (int i = 0; i < AQ_FLOORS; i++)
+		if (schedphi_auditq->floors[i].db == dboid)
+			schedphi_auditq->floors[i].db = InvalidOid;
+	LWLockRelease(SLOTLOCK);
 }
 
 /* Nothing this backend queued need be waited for any more (abort). */
@@ -808,7 +844,10 @@ schedphi_queue_utility(Node *node)
 		Oid			dboid = get_database_oid(((DropdbStmt *) node)->dbname, true);
 
 		if (OidIsValid(dboid))
+		{
 			stop_worker_of(dboid);
+			forget_floor_of(dboid);
+		}
 	}
 }
 

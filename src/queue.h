@@ -39,21 +39,35 @@ typedef struct AuditQueue
 	bool		stop_requested; /* the database is being dropped */
 	ConditionVariable cv;		/* durable_pos moved, or the worker changed */
 	Size		ring_off;		/* offset of the ring in AuditShared */
-	/* the sealer's floor (ledger.c): ids up to it are all sealed */
-	Oid			floor_db;		/* the database it is of, while known */
-	Oid			floor_seq;		/* ... and the log's id sequence */
-	int64		seal_floor;
 } AuditQueue;
+
+/*
+ * The sealer's floor of a database (ledger.c): ids up to it are all
+ * sealed.  Kept apart from the queues' slots, which go from database to
+ * database as their workers come and go: the floor outlives them.
+ */
+#define AQ_FLOORS		64		/* databases whose floor is remembered */
+
+typedef struct AuditFloor
+{
+	Oid			db;				/* InvalidOid: entry free */
+	Oid			seq;			/* the log's id sequence there */
+	int64		floor;
+	uint64		stamp;			/* when last set: the oldest goes first */
+} AuditFloor;
 
 typedef struct AuditShared
 {
-	LWLockPadded *locks;		/* [0..AQ_DBS-1] queues, [AQ_DBS] slot table */
+	LWLockPadded *locks;		/* [0..AQ_DBS-1] queues, [AQ_DBS] slot table
+								 * and floors */
 	Size		ring_size;
+	uint64		floor_clock;
 	AuditQueue	q[AQ_DBS];
+	AuditFloor	floors[AQ_FLOORS];
 } AuditShared;
 
 extern int64 schedphi_queue_seal_floor(Oid seq);
-extern void schedphi_queue_set_seal_floor(int qi, Oid seq, int64 floor);
+extern void schedphi_queue_set_seal_floor(Oid seq, int64 floor);
 
 /* This process is the audit worker (ledger.c sets it). */
 extern bool schedphi_is_audit_worker;

@@ -433,6 +433,27 @@ EOF
 	aok "nothing is counted as waiting" \
 		"$(aq -c "SELECT pending FROM schedphi.verify_audit()")" 0
 
+	# The floor outlives the worker and its queue's slot: once the worker
+	# has left (idle), other databases take slots, and this one's next
+	# worker must start from the floor, not from long before it (the slot
+	# kept it, and the first database to take the slot wiped it).
+	local floor_before k others=()
+	floor_before=$(aq -c "SELECT schedphi._audit_floor()")
+	for i in $(seq 1 100); do
+		[ "$(aq -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'schedphi audit'
+					AND datname = current_database()")" = 0 ] && break
+		sleep 1
+	done
+	for k in $(seq 1 15); do
+		others+=("${db}_other$k")
+		psql -X -q -c "DROP DATABASE IF EXISTS ${db}_other$k" -c "CREATE DATABASE ${db}_other$k" >/dev/null 2>&1
+		psql -X -q -d "${db}_other$k" -c "SET client_min_messages = warning" -c "CREATE EXTENSION schedphi CASCADE" \
+			-c "SELECT schedphi._audit_wake()" >/dev/null 2>&1
+	done
+	aok "the floor ($floor_before) outlives the worker, whatever queue slots 15 other databases take meanwhile" \
+		"$(($(aq -c "SELECT schedphi._audit_floor()") >= floor_before && floor_before > 0))" 1
+	for k in "${others[@]}"; do psql -X -q -c "DROP DATABASE $k" >/dev/null 2>&1; done
+
 	# ----------------------------------------------- crash during bookings
 	aq -c "CREATE FUNCTION public.book_one(c int, n int) RETURNS boolean LANGUAGE plpgsql AS \$f\$
 			BEGIN
