@@ -258,6 +258,138 @@ schedphi_member_role_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
+/*
+ * The tenants where the session user holds a role, as _role_tenants_read
+ * returns them, cached as member_role's roles are (a few roles at once:
+ * an integration login asks for one on every message).
+ */
+#define ROLE_TENANTS_SLOTS 8
+
+typedef struct RoleTenants
+{
+	Oid			user;			/* InvalidOid: a free slot */
+	char		role[32];
+	uint64		generation;
+	uint64		rollbacks;
+	LocalTransactionId lxid;
+	ArrayType  *tenants;		/* in TopMemoryContext */
+} RoleTenants;
+
+static RoleTenants role_tenants[ROLE_TENANTS_SLOTS];
+static int	role_tenants_next = 0;
+
+/*
+ * The memberships in `role`, read afresh (SPI; a copy in the caller's
+ * context).  Not read-only, so that the read takes a snapshot of its own
+ * (read committed): one taken after the caller read the generation, so
+ * that what is cached under it is no older than it.  (In a parallel
+ * query no command may start: read-only there, and not cached.)
+ */
+static ArrayType *
+role_tenants_read(text *role)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		v[1] = {PointerGetDatum(role)};
+	MemoryContext caller = CurrentMemoryContext;
+	ArrayType  *result = NULL;
+	bool		isnull = true;
+	Datum		d;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	schedphi_keep_plan(&plan, "SELECT schedphi._role_tenants_read($1)", 1, types);
+	if (SPI_execute_plan(plan, v, NULL, IsInParallelMode(), 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "_role_tenants_read returned no row");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		result = DatumGetArrayTypePCopy(d);
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	return result ? result : construct_empty_array(UUIDOID);
+}
+
+PG_FUNCTION_INFO_V1(schedphi_role_tenants_sql);
+
+/*
+ * _role_tenants(role text) -> uuid[]
+ * The tenants where the caller acts with `role`: the assumed token's
+ * tenant when that is its role, else the session user's memberships in
+ * it (_role_tenants_read, cached until memberships or roles change).
+ * Empty, never NULL: a NULL role holds nothing.
+ */
+Datum
+schedphi_role_tenants_sql(PG_FUNCTION_ARGS)
+{
+	const SchedphiActor *a = schedphi_current_actor();
+	text	   *role;
+	char	   *want;
+	uint64		gen = member_generation();
+	Oid			user = GetSessionUserId();
+	RoleTenants *slot = NULL;
+	ArrayType  *found;
+	ArrayType  *copy;
+	bool		cacheable;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(UUIDOID));
+	role = PG_GETARG_TEXT_PP(0);
+	want = text_to_cstring(role);
+	if (a != NULL)
+	{
+		if (strcmp(a->role, want) == 0)
+		{
+			pg_uuid_t  *t = palloc(sizeof(pg_uuid_t));
+			Datum		e;
+
+			*t = a->tenant;
+			e = UUIDPGetDatum(t);
+			PG_RETURN_ARRAYTYPE_P(construct_array(&e, 1, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		}
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(UUIDOID));
+	}
+	/* (a repeatable read transaction reads as of its start, a parallel
+	 * query as of its own: neither is cached, see role_tenants_read) */
+	cacheable = strlen(want) < sizeof(slot->role) && !members_changed && !roles_changed &&
+		!IsolationUsesXactSnapshot() && !IsInParallelMode();
+	if (cacheable)
+		for (int i = 0; i < ROLE_TENANTS_SLOTS; i++)
+		{
+			RoleTenants *r = &role_tenants[i];
+
+			if (r->user != user || strcmp(r->role, want) != 0)
+				continue;
+			slot = r;
+			if (r->rollbacks == members_rolled_back &&
+				(gen != 0 ? r->generation == gen : r->lxid == MyProc->lxid))
+				PG_RETURN_ARRAYTYPE_P(DatumGetArrayTypePCopy(PointerGetDatum(r->tenants)));
+			break;
+		}
+	found = role_tenants_read(role);
+	if (!cacheable)
+		PG_RETURN_ARRAYTYPE_P(found);
+	if (slot == NULL)
+	{
+		slot = &role_tenants[role_tenants_next];
+		role_tenants_next = (role_tenants_next + 1) % ROLE_TENANTS_SLOTS;
+	}
+	copy = (ArrayType *) MemoryContextAlloc(TopMemoryContext, VARSIZE(found));
+	memcpy(copy, found, VARSIZE(found));
+	if (slot->tenants != NULL)
+		pfree(slot->tenants);
+	slot->tenants = copy;
+	strlcpy(slot->role, want, sizeof(slot->role));
+	slot->generation = gen;
+	slot->rollbacks = members_rolled_back;
+	slot->lxid = MyProc->lxid;
+	slot->user = user;
+	PG_RETURN_ARRAYTYPE_P(found);
+}
+
 /* Role DDL (schedphi.c's utility hook): see roles_changed. */
 void
 schedphi_members_utility(Node *node)

@@ -170,6 +170,43 @@ EOF
 )
 	aok "a role given in a transaction that rolled back is gone from the session's cache" \
 		"$(grep -c '^inside true$' <<<"$rolledback") $(grep -c 'permission denied' <<<"$rolledback") $(grep -c '^after' <<<"$rolledback")" "1 1 0"
+	# The tenants where a login acts with a role are cached per session as
+	# well: they alone scope an analyst's de-identified views, and hl7_ingest
+	# asks for them on every message.  A membership removed, or the group
+	# role revoked, in another session counts at the session's next statement.
+	aq -c "SELECT schedphi.add_member('$tenant', 'au_temp', 'analyst')" \
+		-c "SELECT schedphi.add_member('$tenant', 'au_temp', 'integration')" \
+		-c "SELECT schedphi.add_hl7_sender('$tenant', 'AUEHR', 'AUFAC', 'UTC')" >/dev/null
+	local scoped
+	deid_line() { echo "SELECT '$1 ' || (count(*) >= 0) FROM schedphi.deid_appointments;"; }
+	scoped=$(psql -X -q -At -U au_temp -d "$db" 2>&1 <<EOF
+$(deid_line first)
+\\! psql -X -q -At -U postgres -d $db -c "SELECT schedphi.remove_member('$tenant', 'au_temp', 'analyst')" >/dev/null
+$(deid_line second)
+EOF
+)
+	aok "an analyst membership removed in another session ends the session's de-identified reads at once" \
+		"$(grep -c '^first true$' <<<"$scoped") $(grep -c 'permission denied' <<<"$scoped") $(grep -c '^second' <<<"$scoped")" "1 1 0"
+	aq -c "SELECT schedphi.add_member('$tenant', 'au_temp', 'analyst')" >/dev/null
+	scoped=$(psql -X -q -At -U au_temp -d "$db" 2>&1 <<EOF
+$(deid_line first)
+\\! psql -X -q -At -U postgres -d $db -c "REVOKE schedphi_analyst FROM au_temp" >/dev/null
+$(deid_line second)
+\\! psql -X -q -At -U postgres -d $db -c "GRANT schedphi_analyst TO au_temp" >/dev/null
+$(deid_line third)
+EOF
+)
+	aok "so does the analyst group role revoked in another session; granted again, it counts again" \
+		"$(grep -c '^first true$' <<<"$scoped") $(grep -c 'permission denied' <<<"$scoped") $(grep -c '^second' <<<"$scoped") $(grep -c '^third true$' <<<"$scoped")" "1 1 0 1"
+	hl7_line() { echo "SELECT '$1 ' || (schedphi.hl7_ingest('MSH|^~\\&|AUEHR|AUFAC|||20260301120000||SIU^S12|$2|P|2.5.1' || chr(13)) LIKE 'MSH|%MSA|%');"; }
+	scoped=$(psql -X -q -At -U au_temp -d "$db" 2>&1 <<EOF
+$(hl7_line first AUC-1)
+\\! psql -X -q -At -U postgres -d $db -c "SELECT schedphi.remove_member('$tenant', 'au_temp', 'integration')" >/dev/null
+$(hl7_line second AUC-2)
+EOF
+)
+	aok "an integration membership removed in another session stops the session's next HL7 message" \
+		"$(grep -c '^first true$' <<<"$scoped") $(grep -c 'permission denied' <<<"$scoped") $(grep -c '^second' <<<"$scoped")" "1 1 0"
 	aok "a membership change cannot be prepared for two-phase commit (other sessions' cached roles)" \
 		"$(aq -v ON_ERROR_STOP=0 -c "BEGIN" -c "SELECT schedphi.add_member('$tenant', 'au_temp', 'support')" \
 			-c "PREPARE TRANSACTION 'sp_members'" | grep -c 'cannot PREPARE a transaction that changed schedphi memberships')" 1

@@ -86,27 +86,27 @@ $$;
 
 -- The tenants where the caller acts with p_role: an assumed token's tenant
 -- when that is its role, else the login's memberships in p_role (while it
--- holds the group role), in order.  Empty when none.
-CREATE FUNCTION schedphi._role_tenants(p_role text)
+-- holds the group role), in order.  Empty when none.  The memberships are
+-- read by _role_tenants_read and cached in the backend (src/membership.c)
+-- until any membership or role changes.
+CREATE FUNCTION schedphi._role_tenants_read(p_role text)
 RETURNS uuid[]
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	c record := schedphi._context();
 	v_login name := session_user;
 	v_oid oid := schedphi._session_user_oid();
 BEGIN
-	IF c.via = 'token' THEN
-		RETURN CASE WHEN c.role = p_role THEN ARRAY[c.tenant] ELSE '{}'::uuid[] END;
-	END IF;
 	RETURN ARRAY(SELECT DISTINCT m.tenant FROM schedphi.member m
 				 WHERE m.role = p_role AND m.login = v_login AND m.login_oid = v_oid
 				   AND pg_catalog.pg_has_role(v_login, 'schedphi_' || p_role, 'MEMBER')
 				 ORDER BY m.tenant);
 END
 $$;
+CREATE FUNCTION schedphi._role_tenants(p_role text) RETURNS uuid[]
+AS 'MODULE_PATHNAME', 'schedphi_role_tenants_sql' LANGUAGE C STABLE;
 
 -- Before a function writes a tenant's rows, on a Citus coordinator: who is
 -- asking, signed, for the worker node whose triggers record the writes

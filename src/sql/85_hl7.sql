@@ -343,6 +343,8 @@ DECLARE
 	v_path text[];
 	v_step text;
 	v_exists boolean;
+	v_resources int := coalesce(jsonb_array_length(p_doc->'resources'), 0);
+	v_m text;
 BEGIN
 	IF NOT (sch->>'present')::boolean THEN
 		RAISE EXCEPTION '100|SCH|an SIU message needs its SCH segment' USING ERRCODE = 'SPH01';
@@ -389,7 +391,9 @@ BEGIN
 						schedphi._hl7_time(sch->'start', p_sender.timezone));
 	v_end := coalesce(schedphi._hl7_time(p_doc->'tq1'->'end', p_sender.timezone),
 					  schedphi._hl7_time(sch->'end', p_sender.timezone));
-	FOR r IN SELECT x FROM jsonb_array_elements(p_doc->'resources') x LOOP
+	-- (the resources by their place, not by a query: this runs for every message)
+	FOR i IN 0 .. v_resources - 1 LOOP
+		r := p_doc->'resources'->i;
 		v_start := coalesce(v_start, schedphi._hl7_time(r->'start', p_sender.timezone));
 		v_dur := coalesce(v_dur, schedphi._hl7_duration(r->>'duration', r->>'units', r->>'units2'));
 	END LOOP;
@@ -411,7 +415,8 @@ BEGIN
 	END IF;
 
 	-- the resources, each known by the sender's ids
-	FOR r IN SELECT x FROM jsonb_array_elements(p_doc->'resources') x LOOP
+	FOR i IN 0 .. v_resources - 1 LOOP
+		r := p_doc->'resources'->i;
 		n := n + 1;
 		-- (a resource without an id, or one the message deletes (action
 		-- code D), is not the appointment's)
@@ -430,7 +435,9 @@ BEGIN
 	IF cardinality(v_actors) = 0 THEN
 		RAISE EXCEPTION '101|AIP|a resource (AIG, AIL or AIP with its id) is required' USING ERRCODE = 'SPH01';
 	END IF;
-	v_actors := ARRAY(SELECT u FROM unnest(v_actors) u ORDER BY u);
+	IF cardinality(v_actors) > 1 THEN
+		v_actors := ARRAY(SELECT u FROM unnest(v_actors) u ORDER BY u);
+	END IF;
 
 	IF v_exists THEN
 		appointment := v.id;
@@ -463,11 +470,15 @@ BEGIN
 	IF NOT (pid->>'present')::boolean THEN
 		RAISE EXCEPTION '100|PID|a new appointment needs its patient (PID)' USING ERRCODE = 'SPH01';
 	END IF;
-	SELECT schedphi._norm_mrn(i->>'id') INTO v_mrn
-	FROM jsonb_array_elements(pid->'identifiers') WITH ORDINALITY AS u(i, o)
-	WHERE schedphi._norm_mrn(i->>'id') IS NOT NULL
-	ORDER BY upper(coalesce(i->>'type', '')) = 'MR' DESC, o
-	LIMIT 1;
+	FOR i IN 0 .. coalesce(jsonb_array_length(pid->'identifiers'), 0) - 1 LOOP
+		v_m := schedphi._norm_mrn(pid->'identifiers'->i->>'id');
+		CONTINUE WHEN v_m IS NULL;
+		IF upper(coalesce(pid->'identifiers'->i->>'type', '')) = 'MR' THEN
+			v_mrn := v_m;
+			EXIT;
+		END IF;
+		v_mrn := coalesce(v_mrn, v_m);
+	END LOOP;
 	IF v_mrn IS NULL THEN
 		RAISE EXCEPTION '101|PID^1^3|the patient needs an identifier (PID-3) that is an MRN' USING ERRCODE = 'SPH01';
 	END IF;
@@ -532,8 +543,7 @@ DECLARE
 	v_parts text[];
 	v_detail jsonb;
 	v_mine uuid[];
-	v_ids uuid[];
-	v_tenants uuid[];
+	v_senders schedphi.hl7_sender[];
 BEGIN
 	IF message IS NULL THEN
 		RAISE EXCEPTION 'message must not be null' USING ERRCODE = '22023';
@@ -556,11 +566,11 @@ BEGIN
 	END IF;
 
 	-- the sender, among the tenants where the caller integrates
-	SELECT array_agg(x.id), array_agg(x.tenant) INTO v_ids, v_tenants FROM schedphi.hl7_sender x
+	SELECT array_agg(x) INTO v_senders FROM schedphi.hl7_sender x
 	WHERE x.application = coalesce(v_msh->>'sending_application', '')
 	  AND x.facility = coalesce(v_msh->>'sending_facility', '')
 	  AND x.tenant = ANY (v_mine);
-	n := coalesce(cardinality(v_ids), 0);
+	n := coalesce(cardinality(v_senders), 0);
 	IF n <> 1 THEN
 		PERFORM schedphi._audit_event('hl7_in', NULL, 'hl7_message', NULL, NULL,
 			jsonb_build_object('outcome', 'AR', 'error', 'unknown sender', 'type', v_msh->>'type',
@@ -569,7 +579,7 @@ BEGIN
 			CASE WHEN n = 0 THEN 'unknown sender (MSH-3, MSH-4) for this login'
 				 ELSE 'the sender (MSH-3, MSH-4) names several tenants of this login' END, '207', 'MSH^1^3');
 	END IF;
-	SELECT x.* INTO s FROM schedphi.hl7_sender x WHERE x.tenant = v_tenants[1] AND x.id = v_ids[1];
+	s := v_senders[1];
 	PERFORM schedphi._authorize(s.tenant, ARRAY['integration']);
 
 	v_detail := jsonb_build_object('sender', s.id, 'type', v_msh->>'type', 'event', v_msh->>'event',
