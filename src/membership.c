@@ -119,6 +119,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 	static uint64 cached_generation = 0;
 	static uint64 cached_rollbacks = 0;
 	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+	static bool cached_xact_only = false;
 	static pg_uuid_t cached_tenant;
 	static Oid	cached_user = InvalidOid;
 	static char cached_role[96];
@@ -128,7 +129,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 
 	if (cached_user == GetSessionUserId() && memcmp(cached_tenant.data, tenant->data, UUID_LEN) == 0 &&
 		!members_changed && !roles_changed && cached_rollbacks == members_rolled_back &&
-		(gen != 0 ? cached_generation == gen : cached_lxid == MyProc->lxid))
+		(gen != 0 && !cached_xact_only ? cached_generation == gen : cached_lxid == MyProc->lxid))
 	{
 		strlcpy(role, cached_role, rolelen);
 		return;
@@ -143,7 +144,13 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 			elog(ERROR, "SPI_connect failed");
 		schedphi_keep_plan(&plan,
 						   "SELECT pg_catalog.array_to_string(schedphi._my_roles($1), ',')", 1, types);
-		if (SPI_execute_plan(plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		/*
+		 * (not read-only: the read takes a snapshot of its own, after the
+		 * generation was read, so what is cached under it is no older;
+		 * where that cannot be, in a parallel query or a repeatable read
+		 * transaction, it is kept for this transaction only)
+		 */
+		if (SPI_execute_plan(plan, v, NULL, IsInParallelMode(), 1) == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
@@ -153,6 +160,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 		SPI_finish();
 	}
 	cached_generation = gen;
+	cached_xact_only = IsInParallelMode() || IsolationUsesXactSnapshot();
 	cached_rollbacks = members_rolled_back;
 	cached_lxid = MyProc->lxid;
 	cached_tenant = *tenant;

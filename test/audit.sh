@@ -207,6 +207,27 @@ EOF
 )
 	aok "an integration membership removed in another session stops the session's next HL7 message" \
 		"$(grep -c '^first true$' <<<"$scoped") $(grep -c 'permission denied' <<<"$scoped") $(grep -c '^second' <<<"$scoped")" "1 1 0"
+	# A session whose repeatable read transaction began before a membership
+	# was removed still sees it there (its snapshot), but must not carry
+	# what it saw into the next transaction.  (au_temp is a scheduler in a
+	# second tenant too, so it keeps the group role and only the row goes.)
+	local second
+	second=$(aq -At -c "SELECT schedphi.create_tenant('Audit second', 'UTC')")
+	aq -c "SELECT schedphi.add_member('$second', 'au_temp', 'scheduler')" \
+		-c "SELECT schedphi.add_member('$tenant', 'au_temp', 'scheduler')" >/dev/null
+	local repeatable
+	repeatable=$(psql -X -q -At -U au_temp -d "$db" 2>&1 <<EOF
+SELECT 'first ' || (schedphi.book('$p1', ARRAY['$dr']::uuid[], '[2026-06-17 14:00Z, 2026-06-17 14:30Z)') IS NOT NULL);
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT 'snapshot ' || count(*) FROM pg_catalog.pg_class WHERE false;
+\\! psql -X -q -At -U postgres -d $db -c "SELECT schedphi.remove_member('$tenant', 'au_temp', 'scheduler')" >/dev/null
+SELECT 'inside ' || (schedphi.book('$p1', ARRAY['$dr']::uuid[], '[2026-06-17 15:00Z, 2026-06-17 15:30Z)') IS NOT NULL);
+COMMIT;
+SELECT 'after ' || (schedphi.book('$p1', ARRAY['$dr']::uuid[], '[2026-06-17 16:00Z, 2026-06-17 16:30Z)') IS NOT NULL);
+EOF
+)
+	aok "a role removed while a repeatable read transaction ran is gone from the session's cache after it" \
+		"$(grep -c '^first true$' <<<"$repeatable") $(grep -c '^inside true$' <<<"$repeatable") $(grep -c 'permission denied' <<<"$repeatable") $(grep -c '^after' <<<"$repeatable")" "1 1 1 0"
 	aok "a membership change cannot be prepared for two-phase commit (other sessions' cached roles)" \
 		"$(aq -v ON_ERROR_STOP=0 -c "BEGIN" -c "SELECT schedphi.add_member('$tenant', 'au_temp', 'support')" \
 			-c "PREPARE TRANSACTION 'sp_members'" | grep -c 'cannot PREPARE a transaction that changed schedphi memberships')" 1
