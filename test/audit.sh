@@ -228,6 +228,22 @@ EOF
 )
 	aok "a role removed while a repeatable read transaction ran is gone from the session's cache after it" \
 		"$(grep -c '^first true$' <<<"$repeatable") $(grep -c '^inside true$' <<<"$repeatable") $(grep -c 'permission denied' <<<"$repeatable") $(grep -c '^after' <<<"$repeatable")" "1 1 1 0"
+	# The same for a rate limit set while a repeatable read transaction ran
+	# (au_temp is still a scheduler in the second tenant).
+	local limited
+	limited=$(psql -X -q -At -U au_temp -d "$db" 2>&1 <<EOF
+SELECT 'first ' || count(*) FROM schedphi.find_patient('$second', mrn => 'RL-1');
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT 'snapshot ' || count(*) FROM pg_catalog.pg_class WHERE false;
+\\! psql -X -q -At -U postgres -d $db -c "SELECT schedphi.set_rate_limit('$second', login => 'au_temp', lookups_per_minute => 2)" >/dev/null
+SELECT 'inside ' || count(*) FROM schedphi.find_patient('$second', mrn => 'RL-2');
+COMMIT;
+SELECT 'after ' || count(*) FROM schedphi.find_patient('$second', mrn => 'RL-3');
+EOF
+)
+	aok "a rate limit set while a repeatable read transaction ran holds after it" \
+		"$(grep -c '^first 0$' <<<"$limited") $(grep -c '^inside 0$' <<<"$limited") $(grep -c 'rate limit exceeded' <<<"$limited") $(grep -c '^after' <<<"$limited")" "1 1 1 0"
+	aq -c "SELECT schedphi.set_rate_limit('$second', login => 'au_temp')" >/dev/null
 	aok "a membership change cannot be prepared for two-phase commit (other sessions' cached roles)" \
 		"$(aq -v ON_ERROR_STOP=0 -c "BEGIN" -c "SELECT schedphi.add_member('$tenant', 'au_temp', 'support')" \
 			-c "PREPARE TRANSACTION 'sp_members'" | grep -c 'cannot PREPARE a transaction that changed schedphi memberships')" 1

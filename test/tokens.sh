@@ -291,6 +291,19 @@ SELECT coalesce(schedphi.whoami()->>'via', 'none');
 EOF
 )$(q -c "SELECT count(*) FROM schedphi.audit_log WHERE action = 'denied' AND actor = 'user-leaving' AND detail::text LIKE '%termination rule%'")" \
 	"user-leaving|t|permission denied: termination rule|none|1"
+staying=$(sign RS256 "$work/rsa.pem" "$H_RS" "$(claims scheduler | sed 's/"sub":"user-scheduler"/"sub":"user-staying"/')")
+ok "one terminated while a repeatable read transaction ran is refused at the first statement after it" \
+	"$(as_direct <<EOF | grep -v '^$' | sed 's/^ERROR: *\(permission denied: termination rule\).*/\1/' | grep -v '^DETAIL' | tr '\n' '|'
+SELECT schedphi.assume('$staying', 'session')->>'actor';
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) >= 0 FROM schedphi.patients;
+\\! psql -X -q -At -d $db -c "SELECT schedphi.terminate_member('$T', 'user-staying')" >/dev/null
+SELECT count(*) >= 0 FROM schedphi.patients;
+COMMIT;
+SELECT count(*) >= 0 FROM schedphi.patients;
+SELECT coalesce(schedphi.whoami()->>'via', 'none');
+EOF
+)" "user-staying|t|t|permission denied: termination rule|none|"
 
 psql -X -q -c "DROP DATABASE $db" >/dev/null
 echo "tokens: $count checks"
