@@ -257,7 +257,6 @@ schedphi_actor_check_terminated(void)
 	static uint64 checked_actor = 0;
 	static uint64 checked_members = 0;
 	static LocalTransactionId checked_lxid = InvalidLocalTransactionId;
-	static bool checked_xact_only = false;
 	uint64		members = 0;
 	bool		known;
 	bool		terminated = false;
@@ -267,7 +266,7 @@ schedphi_actor_check_terminated(void)
 		return;
 	known = schedphi_membership_version(&members);
 	if (checked_actor == actor_generation &&
-		(known && !checked_xact_only ? checked_members == members : checked_lxid == MyProc->lxid))
+		(known ? checked_members == members : checked_lxid == MyProc->lxid))
 		return;
 	busy = true;
 	PG_TRY();
@@ -277,12 +276,7 @@ schedphi_actor_check_terminated(void)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		schedphi_keep_plan(&plan, "SELECT schedphi._actor_terminated()", 0, NULL);
-		/*
-		 * (not read-only: the check takes a snapshot of its own, after the
-		 * version was read, so a termination committed before it is seen;
-		 * where it cannot, in a parallel query or a repeatable read
-		 * transaction, what it found holds for this transaction only)
-		 */
+		/* (not read-only: a snapshot of its own, see membership.c) */
 		if (SPI_execute_plan(plan, NULL, NULL, IsInParallelMode(), 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "schedphi: termination check failed");
 		terminated = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
@@ -307,7 +301,6 @@ schedphi_actor_check_terminated(void)
 	}
 	checked_actor = actor_generation;
 	checked_members = known ? members : 0;
-	checked_xact_only = IsInParallelMode() || IsolationUsesXactSnapshot();
 	checked_lxid = MyProc->lxid;
 }
 

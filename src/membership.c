@@ -104,6 +104,20 @@ static bool roles_changed = false;
  */
 static uint64 members_rolled_back = 0;
 
+/*
+ * May what a read of memberships finds now be kept under the generation
+ * read before it?  Only when the read takes a snapshot of its own (the
+ * callers' SPI reads are not read-only): a repeatable read transaction
+ * reads as of its start and a parallel query as of its own, both perhaps
+ * older than the generation, so there it is kept no longer than the
+ * transaction.
+ */
+static bool
+reads_are_current(void)
+{
+	return !IsolationUsesXactSnapshot() && !IsInParallelMode();
+}
+
 /* The shared generation of memberships, or 0 when not preloaded. */
 static uint64
 member_generation(void)
@@ -144,12 +158,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 			elog(ERROR, "SPI_connect failed");
 		schedphi_keep_plan(&plan,
 						   "SELECT pg_catalog.array_to_string(schedphi._my_roles($1), ',')", 1, types);
-		/*
-		 * (not read-only: the read takes a snapshot of its own, after the
-		 * generation was read, so what is cached under it is no older;
-		 * where that cannot be, in a parallel query or a repeatable read
-		 * transaction, it is kept for this transaction only)
-		 */
+		/* (not read-only: see reads_are_current) */
 		if (SPI_execute_plan(plan, v, NULL, IsInParallelMode(), 1) == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -160,7 +169,7 @@ member_role(const pg_uuid_t *tenant, char *role, int rolelen)
 		SPI_finish();
 	}
 	cached_generation = gen;
-	cached_xact_only = IsInParallelMode() || IsolationUsesXactSnapshot();
+	cached_xact_only = !reads_are_current();
 	cached_rollbacks = members_rolled_back;
 	cached_lxid = MyProc->lxid;
 	cached_tenant = *tenant;
@@ -203,14 +212,15 @@ schedphi_has_role(const pg_uuid_t *tenant, const char *const *roles, int nroles)
 /*
  * A version of the memberships (and rate limits) this backend may cache
  * what it derived from: false when it may not (this transaction changed
- * them); not preloaded, the version is good for this transaction only.
+ * them, or the caller's read cannot be current: reads_are_current); not
+ * preloaded, the version is good for this transaction only.
  */
 bool
 schedphi_membership_version(uint64 *version)
 {
 	uint64		gen = member_generation();
 
-	if (members_changed || roles_changed)
+	if (members_changed || roles_changed || !reads_are_current())
 		return false;
 	*version = (gen != 0 ? gen : (uint64) MyProc->lxid << 32) ^ (members_rolled_back << 48);
 	return true;
@@ -288,10 +298,7 @@ static int	role_tenants_next = 0;
 
 /*
  * The memberships in `role`, read afresh (SPI; a copy in the caller's
- * context).  Not read-only, so that the read takes a snapshot of its own
- * (read committed): one taken after the caller read the generation, so
- * that what is cached under it is no older than it.  (In a parallel
- * query no command may start: read-only there, and not cached.)
+ * context; not read-only: see reads_are_current).
  */
 static ArrayType *
 role_tenants_read(text *role)
@@ -360,10 +367,7 @@ schedphi_role_tenants_sql(PG_FUNCTION_ARGS)
 		}
 		PG_RETURN_ARRAYTYPE_P(construct_empty_array(UUIDOID));
 	}
-	/* (a repeatable read transaction reads as of its start, a parallel
-	 * query as of its own: neither is cached, see role_tenants_read) */
-	cacheable = strlen(want) < sizeof(slot->role) && !members_changed && !roles_changed &&
-		!IsolationUsesXactSnapshot() && !IsInParallelMode();
+	cacheable = strlen(want) < sizeof(slot->role) && !members_changed && !roles_changed && reads_are_current();
 	if (cacheable)
 		for (int i = 0; i < ROLE_TENANTS_SLOTS; i++)
 		{

@@ -286,12 +286,7 @@ limits_for(const pg_uuid_t *tenant)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		schedphi_keep_plan(&plan, "SELECT lookups, reveals, source FROM schedphi._rate_limits($1)", 1, types);
-		/*
-		 * (not read-only: a snapshot of its own, after the version was
-		 * read, so what is cached under it is no older; where that cannot
-		 * be, in a parallel query or a repeatable read transaction, it is
-		 * kept for the statement only)
-		 */
+		/* (not read-only: a snapshot of its own, see membership.c) */
 		if (SPI_execute_plan(plan, args, NULL, IsInParallelMode(), 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "schedphi: rate limit query failed");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -301,7 +296,7 @@ limits_for(const pg_uuid_t *tenant)
 		src = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 		strlcpy(cache.set.source, src ? src : "", sizeof(cache.set.source));
 		SPI_finish();
-		cache.per_statement = !cacheable || IsInParallelMode() || IsolationUsesXactSnapshot();
+		cache.per_statement = !cacheable;
 		cache.version = version;
 		cache.lxid = MyProc->lxid;
 		cache.stmt = GetCurrentStatementStartTimestamp();
